@@ -2,18 +2,42 @@
 
 use std::io;
 
-/// What went wrong talking to IPVS.
+/// What went wrong talking to IPVS. Operation-level variants name the operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IpvsError {
     /// The kernel has no `IPVS` generic-netlink family (module missing or not loadable).
     #[error("the kernel has no IPVS generic-netlink family (is ip_vs available?)")]
     FamilyNotFound,
-    /// A socket call failed.
-    #[error("{call} failed")]
-    Io {
-        /// The call that failed.
-        call: &'static str,
-        /// The underlying error.
+    /// EEXIST: the virtual or real server already exists.
+    #[error("{operation}: already exists")]
+    AlreadyExists {
+        /// The operation that failed.
+        operation: String,
+    },
+    /// ESRCH: the virtual server does not exist.
+    #[error("{operation}: no such service")]
+    NoSuchService {
+        /// The operation that failed.
+        operation: String,
+    },
+    /// ENOENT on a real-server operation: the real server does not exist.
+    #[error("{operation}: no such destination")]
+    NoSuchDestination {
+        /// The operation that failed.
+        operation: String,
+    },
+    /// EPERM/EACCES: the caller lacks CAP_NET_ADMIN in this network namespace.
+    #[error("{operation}: permission denied (CAP_NET_ADMIN needed)")]
+    PermissionDenied {
+        /// The operation that failed.
+        operation: String,
+    },
+    /// Any other errno from the kernel.
+    #[error("{operation}: {source}")]
+    Kernel {
+        /// The operation that failed.
+        operation: String,
+        /// The kernel's errno as an I/O error.
         #[source]
         source: io::Error,
     },
@@ -25,13 +49,50 @@ pub enum IpvsError {
         /// What was wrong with it.
         reason: String,
     },
-    /// The kernel refused an operation with an errno not mapped to a more specific variant.
-    #[error("{operation} failed: {source}")]
-    Kernel {
-        /// The operation that failed.
-        operation: String,
-        /// The kernel's errno as an I/O error.
+    /// A socket call failed.
+    #[error("{call} failed")]
+    Io {
+        /// The call that failed.
+        call: &'static str,
+        /// The underlying error.
         #[source]
         source: io::Error,
     },
+}
+
+impl IpvsError {
+    /// Maps a kernel errno (positive) for `operation` to the matching variant.
+    pub(crate) fn from_errno(errno: i32, operation: String, on_destination: bool) -> Self {
+        match errno {
+            libc_errno::EEXIST => IpvsError::AlreadyExists { operation },
+            libc_errno::ESRCH => IpvsError::NoSuchService { operation },
+            libc_errno::ENOENT if on_destination => IpvsError::NoSuchDestination { operation },
+            libc_errno::EPERM | libc_errno::EACCES => IpvsError::PermissionDenied { operation },
+            _ => IpvsError::Kernel {
+                operation,
+                source: io::Error::from_raw_os_error(errno),
+            },
+        }
+    }
+
+    /// The errno the kernel returned, if this error came from the kernel.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            IpvsError::AlreadyExists { .. } => Some(libc_errno::EEXIST),
+            IpvsError::NoSuchService { .. } => Some(libc_errno::ESRCH),
+            IpvsError::NoSuchDestination { .. } => Some(libc_errno::ENOENT),
+            IpvsError::PermissionDenied { .. } => Some(libc_errno::EPERM),
+            IpvsError::Kernel { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// The Linux errno values this crate distinguishes (stable ABI numbers).
+mod libc_errno {
+    pub const EPERM: i32 = 1;
+    pub const ENOENT: i32 = 2;
+    pub const ESRCH: i32 = 3;
+    pub const EACCES: i32 = 13;
+    pub const EEXIST: i32 = 17;
 }

@@ -1,21 +1,47 @@
 //! IPVS (IP Virtual Server) over generic netlink.
 //!
 //! Two layers: plain data ([`VirtualServer`], [`RealServer`], [`IpvsState`], ...) that compiles
-//! without any socket code, and, behind the default `netlink` feature, the message layer and an
-//! [`IpvsHandle`] that dumps and applies batches of operations.
+//! without any socket code, and, behind the default `netlink` feature, the sans-io message layer
+//! ([`IpvsMessage`] and its attributes) and an [`IpvsHandle`] that dumps the table and applies
+//! batches of [`IpvsOperation`]s, many per `sendmsg`, with one result per operation.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "netlink")]
+mod attr;
+#[cfg(feature = "netlink")]
+mod batch;
+#[cfg(feature = "netlink")]
+mod convert;
 #[cfg(feature = "netlink")]
 mod error;
 #[cfg(feature = "netlink")]
 mod handle;
+#[cfg(feature = "netlink")]
+mod message;
+#[cfg(feature = "netlink")]
+mod operation;
 mod types;
 
 #[cfg(feature = "netlink")]
+pub use attr::{
+    DestinationAttribute, IpvsAttribute, ServiceAttribute, Stats, StatsAttribute, StatsCounter,
+};
+#[cfg(feature = "netlink")]
+pub use batch::{encode_request, encode_window, AckTracker, Window, WindowLimits};
+#[cfg(feature = "netlink")]
+pub use convert::{
+    destination_attributes, destination_entry, destination_key_attributes, service_attributes,
+    service_entry, service_key_attributes, DestinationEntry, ServiceEntry,
+};
+#[cfg(feature = "netlink")]
 pub use error::IpvsError;
 #[cfg(feature = "netlink")]
-pub use handle::IpvsHandle;
+pub use handle::{IpvsHandle, IpvsInfo};
+#[cfg(feature = "netlink")]
+pub use message::{decode_message, IpvsCommand, IpvsMessage, IPVS_FAMILY_NAME, IPVS_GENL_VERSION};
+#[cfg(feature = "netlink")]
+pub use operation::IpvsOperation;
 pub use types::{
     Family, ForwardMethod, IpvsState, Protocol, RealServer, RealServerKey, ServiceFlags,
-    ServiceKey, ServiceState, Timeouts, VirtualServer,
+    ServiceKey, ServiceState, Timeouts, TunnelKind, VirtualServer,
 };

@@ -204,6 +204,39 @@ impl VirtualServer {
     }
 }
 
+/// Encapsulation of a tunnelling real server (`IP_VS_CONN_F_TUNNEL_TYPE_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum TunnelKind {
+    /// IP-in-IP, the classic and default one.
+    #[default]
+    IpIp,
+    /// Generic UDP Encapsulation.
+    Gue,
+    /// GRE.
+    Gre,
+}
+
+impl TunnelKind {
+    /// The kernel's value.
+    pub fn number(self) -> u8 {
+        match self {
+            TunnelKind::IpIp => 0,
+            TunnelKind::Gue => 1,
+            TunnelKind::Gre => 2,
+        }
+    }
+
+    /// The kind for the kernel's value.
+    pub fn from_number(number: u8) -> Option<Self> {
+        match number {
+            0 => Some(TunnelKind::IpIp),
+            1 => Some(TunnelKind::Gue),
+            2 => Some(TunnelKind::Gre),
+            _ => None,
+        }
+    }
+}
+
 /// How IPVS forwards to a real server (`IP_VS_CONN_F_FWD_MASK` values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ForwardMethod {
@@ -211,8 +244,15 @@ pub enum ForwardMethod {
     Masq,
     /// Local delivery (`IP_VS_CONN_F_LOCALNODE`).
     Local,
-    /// IP-in-IP or other tunnel (`IP_VS_CONN_F_TUNNEL`).
-    Tunnel,
+    /// Tunnelling (`IP_VS_CONN_F_TUNNEL`).
+    Tunnel {
+        /// Encapsulation.
+        kind: TunnelKind,
+        /// Destination UDP port of the encapsulation (GUE), 0 otherwise.
+        port: u16,
+        /// Encapsulation flags (`IP_VS_TUNNEL_ENCAP_FLAG_*`).
+        flags: u16,
+    },
     /// Direct routing (`IP_VS_CONN_F_DROUTE`).
     Route,
     /// Bypass (`IP_VS_CONN_F_BYPASS`).
@@ -220,23 +260,31 @@ pub enum ForwardMethod {
 }
 
 impl ForwardMethod {
+    /// IP-in-IP tunnelling with no encapsulation options.
+    pub const TUNNEL: ForwardMethod = ForwardMethod::Tunnel {
+        kind: TunnelKind::IpIp,
+        port: 0,
+        flags: 0,
+    };
+
     /// The kernel's value.
     pub fn number(self) -> u32 {
         match self {
             ForwardMethod::Masq => 0,
             ForwardMethod::Local => 1,
-            ForwardMethod::Tunnel => 2,
+            ForwardMethod::Tunnel { .. } => 2,
             ForwardMethod::Route => 3,
             ForwardMethod::Bypass => 4,
         }
     }
 
-    /// The method for the kernel's value (only the low three bits are the method).
+    /// The method for the kernel's value (only the low three bits are the method); a tunnel
+    /// comes back as IP-in-IP until its tunnel attributes are applied.
     pub fn from_number(number: u32) -> Option<Self> {
         match number & 0x7 {
             0 => Some(ForwardMethod::Masq),
             1 => Some(ForwardMethod::Local),
-            2 => Some(ForwardMethod::Tunnel),
+            2 => Some(ForwardMethod::TUNNEL),
             3 => Some(ForwardMethod::Route),
             4 => Some(ForwardMethod::Bypass),
             _ => None,
@@ -250,7 +298,7 @@ impl fmt::Display for ForwardMethod {
         f.write_str(match self {
             ForwardMethod::Masq => "Masq",
             ForwardMethod::Local => "Local",
-            ForwardMethod::Tunnel => "Tunnel",
+            ForwardMethod::Tunnel { .. } => "Tunnel",
             ForwardMethod::Route => "Route",
             ForwardMethod::Bypass => "Bypass",
         })

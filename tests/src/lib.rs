@@ -69,3 +69,53 @@ pub fn witness(tool: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The lines `ipvsadm -Sn` prints for `state` (as a set: ipvsadm's order is the kernel's hash order).
+pub fn ipvsadm_save(state: &netlink_ipvs::IpvsState) -> std::collections::BTreeSet<String> {
+    use netlink_ipvs::{Family, Protocol, ServiceFlags, ServiceKey};
+    let mut lines = std::collections::BTreeSet::new();
+    for s in state.services.values() {
+        let service = match s.service.key {
+            ServiceKey::Address {
+                protocol,
+                address,
+                port,
+            } => {
+                let flag = match protocol {
+                    Protocol::Tcp => "-t",
+                    Protocol::Udp => "-u",
+                    Protocol::Sctp => "--sctp-service",
+                };
+                match address {
+                    std::net::IpAddr::V4(a) => format!("{flag} {a}:{port}"),
+                    std::net::IpAddr::V6(a) => format!("{flag} [{a}]:{port}"),
+                }
+            }
+            ServiceKey::FwMark {
+                mark,
+                family: Family::V4,
+            } => format!("-f {mark}"),
+            ServiceKey::FwMark {
+                mark,
+                family: Family::V6,
+            } => format!("-f {mark} -6"),
+        };
+        let mut line = format!("-A {service} -s {}", s.service.scheduler);
+        if s.service.flags.contains(ServiceFlags::PERSISTENT) {
+            line.push_str(&format!(" -p {}", s.service.timeout));
+        }
+        lines.insert(line);
+        for rs in s.real_servers.values() {
+            let method = match rs.forward {
+                netlink_ipvs::ForwardMethod::Masq => "-m",
+                netlink_ipvs::ForwardMethod::Route | netlink_ipvs::ForwardMethod::Local => "-g",
+                _ => "-i",
+            };
+            lines.insert(format!(
+                "-a {service} -r {} {method} -w {}",
+                rs.key, rs.weight
+            ));
+        }
+    }
+    lines
+}

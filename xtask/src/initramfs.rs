@@ -74,12 +74,16 @@ pub struct Payload {
 }
 
 impl Payload {
-    /// Runs every test binary once, each under `timeout_secs`, with markers around it.
+    /// Runs every test binary once, each under `timeout_secs`, with markers around it. A
+    /// `filter` that names a binary runs all of its tests; otherwise it is libtest's name filter.
     pub fn tests(binaries: &[TestBinary], filter: Option<&str>, timeout_secs: u64) -> Self {
         let mut files = Vec::new();
         let mut script = String::new();
-        let filter = filter.map(shell_quote).unwrap_or_default();
         for binary in binaries {
+            let filter = match filter {
+                Some(f) if !binary.name.contains(f) => shell_quote(f),
+                _ => String::new(),
+            };
             let guest = format!("/tests/{}", binary.name.replace("::", "__"));
             script.push_str(&format!(
                 "echo '{BEGIN_MARKER} {name}'\n\
