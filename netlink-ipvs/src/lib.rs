@@ -1,9 +1,4 @@
-//! IPVS (IP Virtual Server) over generic netlink.
-//!
-//! Two layers: plain data ([`VirtualServer`], [`RealServer`], [`IpvsState`], ...) that compiles
-//! without any socket code, and, behind the default `netlink` feature, the sans-io message layer
-//! ([`IpvsMessage`] and its attributes) and an [`IpvsHandle`] that dumps the table and applies
-//! batches of [`IpvsOperation`]s, many per `sendmsg`, with one result per operation.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "netlink")]

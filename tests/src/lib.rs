@@ -9,9 +9,16 @@
     reason = "test helpers panic on failure"
 )]
 
+use std::collections::BTreeSet;
 use std::fs::File;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::process::Command;
+
+use netlink_ipvs::{
+    Family, ForwardMethod, IpvsOperation, IpvsState, Protocol, RealServer, ServiceFlags,
+    ServiceKey, ServiceState, VirtualServer,
+};
 
 /// While alive, the current thread is in a new, empty network namespace with `lo` up.
 /// Dropping it returns the thread to the namespace it came from.
@@ -71,9 +78,8 @@ pub fn witness(tool: &str, args: &[&str]) -> String {
 }
 
 /// The lines `ipvsadm -Sn` prints for `state` (as a set: ipvsadm's order is the kernel's hash order).
-pub fn ipvsadm_save(state: &netlink_ipvs::IpvsState) -> std::collections::BTreeSet<String> {
-    use netlink_ipvs::{Family, Protocol, ServiceFlags, ServiceKey};
-    let mut lines = std::collections::BTreeSet::new();
+pub fn ipvsadm_save(state: &IpvsState) -> BTreeSet<String> {
+    let mut lines = BTreeSet::new();
     for s in state.services.values() {
         let service = match s.service.key {
             ServiceKey::Address {
@@ -87,8 +93,8 @@ pub fn ipvsadm_save(state: &netlink_ipvs::IpvsState) -> std::collections::BTreeS
                     Protocol::Sctp => "--sctp-service",
                 };
                 match address {
-                    std::net::IpAddr::V4(a) => format!("{flag} {a}:{port}"),
-                    std::net::IpAddr::V6(a) => format!("{flag} [{a}]:{port}"),
+                    IpAddr::V4(a) => format!("{flag} {a}:{port}"),
+                    IpAddr::V6(a) => format!("{flag} [{a}]:{port}"),
                 }
             }
             ServiceKey::FwMark {
@@ -107,8 +113,8 @@ pub fn ipvsadm_save(state: &netlink_ipvs::IpvsState) -> std::collections::BTreeS
         lines.insert(line);
         for rs in s.real_servers.values() {
             let method = match rs.forward {
-                netlink_ipvs::ForwardMethod::Masq => "-m",
-                netlink_ipvs::ForwardMethod::Route | netlink_ipvs::ForwardMethod::Local => "-g",
+                ForwardMethod::Masq => "-m",
+                ForwardMethod::Route | ForwardMethod::Local => "-g",
                 _ => "-i",
             };
             lines.insert(format!(
@@ -118,4 +124,79 @@ pub fn ipvsadm_save(state: &netlink_ipvs::IpvsState) -> std::collections::BTreeS
         }
     }
     lines
+}
+
+/// `count` virtual servers with `per_service` real servers each: TCP/UDP/SCTP, IPv4 and IPv6,
+/// a few persistent ones, schedulers rr/wrr/lc, and (when `with_fwmark`) one fwmark service.
+pub fn sample(count: usize, per_service: usize, with_fwmark: bool) -> IpvsState {
+    let mut state = IpvsState::default();
+    for i in 0..count {
+        let v6 = i % 5 == 4;
+        let key = if with_fwmark && i == count - 1 {
+            let family = if v6 { Family::V6 } else { Family::V4 };
+            ServiceKey::FwMark { mark: 7, family }
+        } else {
+            let address: IpAddr = if v6 {
+                format!("fd00::{:x}", i + 1)
+                    .parse()
+                    .expect("generated address")
+            } else {
+                format!("10.96.{}.{}", i / 250, i % 250 + 1)
+                    .parse()
+                    .unwrap()
+            };
+            ServiceKey::Address {
+                protocol: [Protocol::Tcp, Protocol::Udp, Protocol::Sctp][i % 3],
+                address,
+                port: 80 + (i % 100) as u16,
+            }
+        };
+        let mut service = VirtualServer::new(key);
+        service.scheduler = ["rr", "wrr", "lc"][i % 3].to_owned();
+        if i % 10 == 3 {
+            service.flags = ServiceFlags::PERSISTENT;
+            service.timeout = 10800;
+        }
+        let real_servers = (0..per_service)
+            .map(|j| {
+                let address: IpAddr = if v6 {
+                    format!("fd01::{:x}:{:x}", i + 1, j + 1)
+                        .parse()
+                        .expect("generated address")
+                } else {
+                    format!("10.{}.{}.{}", 100 + i / 250, i % 250, j + 1)
+                        .parse()
+                        .unwrap()
+                };
+                let mut rs = RealServer::masq(address, 8080);
+                rs.weight = 1 + (j % 3) as u32;
+                (rs.key, rs)
+            })
+            .collect();
+        state.services.insert(
+            key,
+            ServiceState {
+                service,
+                real_servers,
+            },
+        );
+    }
+    state
+}
+
+/// The operations that create `state` from nothing.
+pub fn create_ops(state: &IpvsState) -> Vec<IpvsOperation> {
+    let mut ops = Vec::new();
+    for s in state.services.values() {
+        ops.push(IpvsOperation::AddService(s.service.clone()));
+        ops.extend(
+            s.real_servers
+                .values()
+                .map(|rs| IpvsOperation::AddDestination {
+                    service: s.service.key,
+                    real_server: *rs,
+                }),
+        );
+    }
+    ops
 }

@@ -9,81 +9,10 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use netlink_ipvs::{
-    Family, IpvsError, IpvsHandle, IpvsOperation, IpvsState, Protocol, RealServer, ServiceFlags,
-    ServiceKey, ServiceState, Timeouts, VirtualServer,
+    Family, IpvsError, IpvsHandle, IpvsOperation, IpvsState, Protocol, RealServer, ServiceKey,
+    Timeouts,
 };
-use proxier_kernel_tests::{ipvsadm_save, witness, NetNs, IPVSADM};
-
-/// `count` virtual servers with `per_service` real servers each: TCP/UDP/SCTP, IPv4 and IPv6,
-/// a few persistent ones, schedulers rr/wrr/lc, and (when `with_fwmark`) one fwmark service.
-fn sample(count: usize, per_service: usize, with_fwmark: bool) -> IpvsState {
-    let mut state = IpvsState::default();
-    for i in 0..count {
-        let v6 = i % 5 == 4;
-        let key = if with_fwmark && i == count - 1 {
-            let family = if v6 { Family::V6 } else { Family::V4 };
-            ServiceKey::FwMark { mark: 7, family }
-        } else {
-            let address: IpAddr = if v6 {
-                format!("fd00::{:x}", i + 1).parse().unwrap()
-            } else {
-                format!("10.96.{}.{}", i / 250, i % 250 + 1)
-                    .parse()
-                    .unwrap()
-            };
-            ServiceKey::Address {
-                protocol: [Protocol::Tcp, Protocol::Udp, Protocol::Sctp][i % 3],
-                address,
-                port: 80 + (i % 100) as u16,
-            }
-        };
-        let mut service = VirtualServer::new(key);
-        service.scheduler = ["rr", "wrr", "lc"][i % 3].to_owned();
-        if i % 10 == 3 {
-            service.flags = ServiceFlags::PERSISTENT;
-            service.timeout = 10800;
-        }
-        let real_servers = (0..per_service)
-            .map(|j| {
-                let address: IpAddr = if v6 {
-                    format!("fd01::{:x}:{:x}", i + 1, j + 1).parse().unwrap()
-                } else {
-                    format!("10.{}.{}.{}", 100 + i / 250, i % 250, j + 1)
-                        .parse()
-                        .unwrap()
-                };
-                let mut rs = RealServer::masq(address, 8080);
-                rs.weight = 1 + (j % 3) as u32;
-                (rs.key, rs)
-            })
-            .collect();
-        state.services.insert(
-            key,
-            ServiceState {
-                service,
-                real_servers,
-            },
-        );
-    }
-    state
-}
-
-/// The operations that create `state` from nothing.
-fn create_ops(state: &IpvsState) -> Vec<IpvsOperation> {
-    let mut ops = Vec::new();
-    for s in state.services.values() {
-        ops.push(IpvsOperation::AddService(s.service.clone()));
-        ops.extend(
-            s.real_servers
-                .values()
-                .map(|rs| IpvsOperation::AddDestination {
-                    service: s.service.key,
-                    real_server: *rs,
-                }),
-        );
-    }
-    ops
-}
+use proxier_kernel_tests::{create_ops, ipvsadm_save, sample, witness, NetNs, IPVSADM};
 
 /// Our own dump, normalised (kernel-set HASHED masked).
 fn dump(handle: &mut IpvsHandle) -> IpvsState {

@@ -77,28 +77,49 @@ impl Payload {
     /// Runs every test binary once, each under `timeout_secs`, with markers around it. A
     /// `filter` that names a binary runs all of its tests; otherwise it is libtest's name filter.
     pub fn tests(binaries: &[TestBinary], filter: Option<&str>, timeout_secs: u64) -> Self {
-        let mut files = Vec::new();
-        let mut script = String::new();
+        let mut payload = Self {
+            files: Vec::new(),
+            script: String::new(),
+            binary_names: Vec::new(),
+        };
         for binary in binaries {
-            let filter = match filter {
-                Some(f) if !binary.name.contains(f) => shell_quote(f),
-                _ => String::new(),
-            };
-            let guest = format!("/tests/{}", binary.name.replace("::", "__"));
-            script.push_str(&format!(
-                "echo '{BEGIN_MARKER} {name}'\n\
-                 timeout -s KILL {timeout_secs} {guest} --test-threads=1 {filter} 2>&1\n\
-                 rc=$?; echo; echo \"{END_MARKER} {name} rc=$rc\"\n",
-                name = binary.name,
-            ));
-            files.push((binary.path.clone(), guest));
+            let mut args = vec!["--test-threads=1".to_owned()];
+            if let Some(f) = filter.filter(|f| !binary.name.contains(f)) {
+                args.push(f.to_owned());
+            }
+            payload.run(binary, &args, timeout_secs);
         }
-        script.push_str(&format!("echo '{DONE_MARKER}'\n"));
-        Self {
-            files,
-            script,
-            binary_names: binaries.iter().map(|b| b.name.clone()).collect(),
-        }
+        payload.finish()
+    }
+
+    /// Runs one program with `args` under `timeout_secs` (a VM benchmark, the demo).
+    pub fn program(binary: &TestBinary, args: &[String], timeout_secs: u64) -> Self {
+        let mut payload = Self {
+            files: Vec::new(),
+            script: String::new(),
+            binary_names: Vec::new(),
+        };
+        payload.run(binary, args, timeout_secs);
+        payload.finish()
+    }
+
+    fn run(&mut self, binary: &TestBinary, args: &[String], timeout_secs: u64) {
+        let guest = format!("/tests/{}", binary.name.replace("::", "__"));
+        let args: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+        self.script.push_str(&format!(
+            "echo; echo '{BEGIN_MARKER} {name}'\n\
+             timeout -s KILL {timeout_secs} {guest} {args} 2>&1\n\
+             rc=$?; echo; echo \"{END_MARKER} {name} rc=$rc\"\n",
+            name = binary.name,
+            args = args.join(" "),
+        ));
+        self.files.push((binary.path.clone(), guest));
+        self.binary_names.push(binary.name.clone());
+    }
+
+    fn finish(mut self) -> Self {
+        self.script.push_str(&format!("echo '{DONE_MARKER}'\n"));
+        self
     }
 
     /// Names of the test binaries this payload runs.

@@ -24,6 +24,7 @@ commands:
   test                     host tests (cargo test --workspace) then the real-kernel VM suite
   vmtest [FILTER] [--negative-control]
                            only the VM suite; FILTER is passed to every test binary
+  vmbench ipvs [SERVICES]  program SERVICES x 10 IPVS entries three ways in the VM and compare
   demo                     boot the VM with the example cluster (not yet: see the README)
 
 environment:
@@ -59,6 +60,7 @@ fn run() -> Result<ExitCode> {
             tally
         }
         "vmtest" => vm_tests(&VmTestOptions::parse(rest)?)?,
+        "vmbench" => return vm_bench(rest),
         "demo" => {
             println!("cargo xtask demo: not yet: the dataplane issue brings the demo cluster");
             return Ok(ExitCode::SUCCESS);
@@ -155,4 +157,28 @@ fn vm_tests(options: &VmTestOptions) -> Result<Tally> {
         tally.failed += 1;
     }
     Ok(tally)
+}
+
+/// Runs a benchmark program of the kernel suite in the VM; its output is the report.
+fn vm_bench(args: &[String]) -> Result<ExitCode> {
+    let (bin, bench_args) = match args.split_first() {
+        Some((name, rest)) if name == "ipvs" => ("ipvs_bench", rest),
+        _ => bail!("usage: cargo xtask vmbench ipvs [SERVICES]"),
+    };
+    let root = workspace_root();
+    host::ensure_packages(host::VM_PACKAGES)?;
+    let binary = testbins::build_static_bin(&root, bin)?;
+    let kernel = kernel::locate(&root.join("target/vm-kernel"))?;
+    let timeout = vm::binary_timeout()?;
+    let payload = initramfs::Payload::program(&binary, bench_args, timeout);
+    let image = initramfs::build(&root.join("target/vm-initramfs"), &kernel, &payload)?;
+    let run = vm::boot(&kernel, &image, vm::overall_timeout(timeout, 1))?;
+    let results = report::parse_console(&run.console, &payload.binary_names());
+    let tally = report::tally(&results);
+    Ok(if tally.failed == 0 && !run.timed_out {
+        ExitCode::SUCCESS
+    } else {
+        report::print(&results);
+        ExitCode::FAILURE
+    })
 }

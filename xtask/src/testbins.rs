@@ -68,6 +68,46 @@ pub fn cargo_test_host(root: &Path) -> Result<HostRun> {
     })
 }
 
+/// Builds one binary of the kernel suite in release mode (benchmarks) and returns it.
+pub fn build_static_bin(root: &Path, bin: &str) -> Result<TestBinary> {
+    let mut cmd = static_cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "--message-format=json",
+            "--package",
+            KERNEL_TESTS_PACKAGE,
+            "--bin",
+            bin,
+        ],
+    );
+    cmd.stdout(Stdio::piped());
+    let mut child = cmd.spawn().context("running cargo build")?;
+    let stdout = child.stdout.take().context("cargo stdout")?;
+    let mut found = None;
+    for line in BufReader::new(stdout).lines() {
+        let Ok(message) = serde_json::from_str::<Value>(&line?) else {
+            continue;
+        };
+        if let Some(rendered) = message.pointer("/message/rendered").and_then(Value::as_str) {
+            eprint!("{rendered}");
+        }
+        if message.pointer("/target/name").and_then(Value::as_str) == Some(bin) {
+            if let Some(path) = message.get("executable").and_then(Value::as_str) {
+                found = Some(TestBinary {
+                    name: bin.to_owned(),
+                    path: PathBuf::from(path),
+                });
+            }
+        }
+    }
+    if !child.wait()?.success() {
+        bail!("cargo build --bin {bin} failed");
+    }
+    found.with_context(|| format!("cargo built no executable named {bin}"))
+}
+
 /// Builds the kernel suite's test binaries (and the negative controls when asked) and lists them.
 pub fn build_static(root: &Path, negative_control: bool) -> Result<Vec<TestBinary>> {
     let mut cmd = static_cargo(
