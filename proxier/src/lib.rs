@@ -1,4 +1,19 @@
 //! proxier: a kube-proxy IPVS-mode replacement.
 //!
-//! Sources → model → plan → reconcile → dataplane; see DESIGN.md.
+//! Sources → model → plan → reconcile → dataplane; see DESIGN.md. Everything up to
+//! [`reconcile`] is pure: plain functions over plain data.
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod dataplane;
+mod error;
+#[cfg(test)]
+mod fixtures;
+pub mod ipvsadm;
+pub mod model;
+pub mod plan;
+pub mod reconcile;
+pub mod runtime;
+pub mod source;
+
+pub use error::{Errno, Error, RejectReason};

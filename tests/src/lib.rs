@@ -200,3 +200,141 @@ pub fn create_ops(state: &IpvsState) -> Vec<IpvsOperation> {
     }
     ops
 }
+
+/// A small routed topology for real-packet tests: the calling thread's (fresh) namespace is the
+/// router, where IPVS lives; each host is a named namespace joined to it by a veth pair, with a
+/// default route back through the router. Namespaces are deleted on drop.
+pub struct Lab {
+    tag: String,
+    hosts: Vec<String>,
+}
+
+impl Lab {
+    /// A lab whose namespace names start with `tag` (keep it short and unique per test).
+    pub fn new(tag: &str) -> Self {
+        Self {
+            tag: tag.to_owned(),
+            hosts: Vec::new(),
+        }
+    }
+
+    /// Adds host `name` at `host_ip` on the /24 shared with the router's `router_ip`; returns
+    /// the host's namespace name.
+    pub fn host(&mut self, name: &str, host_ip: &str, router_ip: &str) -> String {
+        let netns = format!("{}-{name}", self.tag);
+        let router_side = format!("v{}{}", self.tag, self.hosts.len());
+        witness(IP, &["netns", "add", &netns]);
+        self.hosts.push(netns.clone());
+        witness(
+            IP,
+            &[
+                "link",
+                "add",
+                &router_side,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &netns,
+            ],
+        );
+        witness(
+            IP,
+            &[
+                "addr",
+                "add",
+                &format!("{router_ip}/24"),
+                "dev",
+                &router_side,
+            ],
+        );
+        witness(IP, &["link", "set", &router_side, "up"]);
+        witness(
+            IP,
+            &[
+                "-n",
+                &netns,
+                "addr",
+                "add",
+                &format!("{host_ip}/24"),
+                "dev",
+                "eth0",
+            ],
+        );
+        witness(IP, &["-n", &netns, "link", "set", "eth0", "up"]);
+        witness(IP, &["-n", &netns, "link", "set", "lo", "up"]);
+        witness(
+            IP,
+            &["-n", &netns, "route", "add", "default", "via", router_ip],
+        );
+        netns
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for netns in &self.hosts {
+            let _ = Command::new(IP).args(["netns", "del", netns]).status();
+        }
+    }
+}
+
+/// Runs `work` on a new thread inside the named namespace `netns`.
+pub fn in_netns<T: Send + 'static>(
+    netns: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{netns}");
+    std::thread::spawn(move || {
+        let target = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on a valid netns fd affects only this new thread.
+        let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        work()
+    })
+}
+
+/// A UDP server in `netns` on `port` answering every datagram with `name` until `stop` is set.
+pub fn udp_responder(
+    netns: &str,
+    port: u16,
+    name: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    in_netns(netns, move || {
+        let socket = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .expect("timeout");
+        let mut buffer = [0u8; 512];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((_, peer)) = socket.recv_from(&mut buffer) {
+                let _ = socket.send_to(name.as_bytes(), peer);
+            }
+        }
+    })
+}
+
+/// A TCP server in `netns` on `port` writing `name` to every connection until `stop` is set.
+pub fn tcp_responder(
+    netns: &str,
+    port: u16,
+    name: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    in_netns(netns, move || {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
+        listener.set_nonblocking(true).expect("nonblocking");
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    let _ = stream.write_all(name.as_bytes());
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+    })
+}

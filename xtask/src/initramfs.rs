@@ -84,6 +84,9 @@ impl Payload {
         };
         for binary in binaries {
             let mut args = vec!["--test-threads=1".to_owned()];
+            if std::env::var_os("PROXIER_VM_NOCAPTURE").is_some() {
+                args.push("--nocapture".to_owned());
+            }
             if let Some(f) = filter.filter(|f| !binary.name.contains(f)) {
                 args.push(f.to_owned());
             }

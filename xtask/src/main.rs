@@ -31,6 +31,7 @@ environment:
   PROXIER_TEST_KERNEL      path to a vmlinuz to boot instead of the Debian cloud kernel
   PROXIER_TEST_MODULES     its modules directory (the one holding modules.dep's KVER dir)
   PROXIER_VM_TIMEOUT       seconds one test binary may run in the VM (default 600)
+  PROXIER_VM_NOCAPTURE     set: test output is printed as it happens (--nocapture)
 ";
 
 fn main() -> ExitCode {

@@ -1,0 +1,57 @@
+//! A strict in-memory dataplane: the kernel's errnos (via [`Observed::apply`]), every
+//! operation recorded, and failures injectable.
+
+use super::{ApplyReport, Dataplane};
+use crate::error::{Errno, Error};
+use crate::reconcile::{ConntrackFilter, Observed, Op};
+
+/// Strict recording fake.
+#[derive(Debug, Default)]
+pub struct FakeDataplane {
+    /// What the "kernel" has.
+    pub state: Observed,
+    /// Every operation applied, successful or not, in order.
+    pub log: Vec<Op>,
+    /// Conntrack flushes performed.
+    pub flushed: Vec<ConntrackFilter>,
+    /// Operations that fail with the given errno (for failure tests).
+    pub fail: Vec<(Op, Errno)>,
+}
+
+impl FakeDataplane {
+    /// A fake with this initial state (e.g. what a previous run left).
+    pub fn with_state(state: Observed) -> Self {
+        Self {
+            state,
+            ..Self::default()
+        }
+    }
+}
+
+impl Dataplane for FakeDataplane {
+    fn observe(&mut self) -> Result<Observed, Error> {
+        Ok(self.state.clone())
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> ApplyReport {
+        let results = ops
+            .iter()
+            .map(|op| {
+                self.log.push(op.clone());
+                let injected = self.fail.iter().find(|(o, _)| o == op).map(|(_, e)| *e);
+                let result = match injected {
+                    Some(errno) => Err(errno),
+                    None => self.state.apply(op),
+                };
+                if let (Ok(()), Op::FlushConntrack(filter)) = (&result, op) {
+                    self.flushed.push(*filter);
+                }
+                result.map_err(|errno| Error::Kernel {
+                    op: op.to_string(),
+                    errno,
+                })
+            })
+            .collect();
+        ApplyReport { results }
+    }
+}

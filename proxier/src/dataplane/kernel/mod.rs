@@ -1,0 +1,261 @@
+//! The real [`Dataplane`]: IPVS through netlink-ipvs (batched), virtual IPs on our dummy
+//! interface through rtnetlink, conntrack flushes through conntrack-gc (one pass for all the
+//! filters of a sync). No external binary is ever executed.
+
+mod interface;
+mod sysctl;
+
+pub use interface::InterfaceHandle;
+pub use sysctl::{apply_sysctls, kernel_version, wanted_sysctls, Sysctl, SysctlChange};
+
+use std::io;
+
+use netlink_ipvs::{IpvsError, IpvsHandle, IpvsOperation};
+
+use super::{ApplyReport, Dataplane};
+use crate::error::{Errno, Error};
+use crate::reconcile::{ConntrackFilter, Observed, Op};
+
+/// kube-proxy's name for the dummy interface, kept so that operators' tooling still works.
+pub const DEFAULT_INTERFACE: &str = "kube-ipvs0";
+
+/// The kernel of the network namespace the dataplane was opened in.
+pub struct KernelDataplane {
+    ipvs: IpvsHandle,
+    links: InterfaceHandle,
+    conntrack: conntrack_gc::Conntrack,
+    interface: String,
+    interface_index: u32,
+}
+
+impl KernelDataplane {
+    /// Opens the netlink sockets and creates the dummy interface `interface` if it is missing.
+    pub fn connect(interface: &str) -> Result<Self, Error> {
+        let ipvs = IpvsHandle::connect().map_err(|e| ipvs_error("connect to IPVS", e))?;
+        let mut links = InterfaceHandle::connect()?;
+        let interface_index = links.ensure_dummy(interface)?;
+        let conntrack = conntrack_gc::Conntrack::open().map_err(|e| Error::Netlink {
+            operation: "connect to ctnetlink".into(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        Ok(Self {
+            ipvs,
+            links,
+            conntrack,
+            interface: interface.to_owned(),
+            interface_index,
+        })
+    }
+
+    /// Writes the sysctls IPVS mode needs (see [`wanted_sysctls`]) under `root` (`/` on a node)
+    /// for the running kernel, and sets the IPVS timeouts that are configured (0 leaves one as
+    /// it is). Everything written is logged with its old value.
+    pub fn prepare_host(
+        &mut self,
+        root: &conntrack_gc::FsRoot,
+        strict_arp: bool,
+        timeouts: netlink_ipvs::Timeouts,
+    ) -> Result<Vec<SysctlChange>, Error> {
+        use conntrack_gc::HostFiles;
+        let release = root
+            .read("proc/sys/kernel/osrelease")
+            .map_err(|source| Error::Netlink {
+                operation: "read the kernel release".into(),
+                source,
+            })?;
+        let changes = apply_sysctls(root, &wanted_sysctls(release.trim(), strict_arp));
+        if timeouts != netlink_ipvs::Timeouts::default() {
+            let before = self
+                .ipvs
+                .timeouts()
+                .map_err(|e| ipvs_error("read IPVS timeouts", e))?;
+            self.ipvs
+                .set_timeouts(timeouts)
+                .map_err(|e| ipvs_error("set IPVS timeouts", e))?;
+            tracing::info!(?before, wanted = ?timeouts, "IPVS timeouts (0 = left as it was)");
+        }
+        Ok(changes)
+    }
+
+    /// The dummy interface's name.
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    /// The IPVS handle, for things outside the engine's operations (timeouts at start-up).
+    pub fn ipvs(&mut self) -> &mut IpvsHandle {
+        &mut self.ipvs
+    }
+
+    fn apply_ipvs(&mut self, ops: &[Op], results: &mut Vec<Result<(), Error>>) {
+        let operations: Vec<IpvsOperation> = ops.iter().filter_map(ipvs_operation).collect();
+        let outcomes = self.ipvs.apply(&operations);
+        results.extend(
+            ops.iter()
+                .zip(outcomes)
+                .map(|(op, outcome)| outcome.map_err(|e| ipvs_error(&op.to_string(), e))),
+        );
+    }
+
+    fn apply_flushes(&mut self, ops: &[Op], results: &mut Vec<Result<(), Error>>) {
+        let filters: Vec<conntrack_gc::ConntrackFilter> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::FlushConntrack(filter) => Some(conntrack_filter(filter)),
+                _ => None,
+            })
+            .collect();
+        match self.conntrack.flush(&filters) {
+            Ok(report) => {
+                tracing::info!(
+                    examined = report.examined,
+                    deleted = report.deleted,
+                    filters = filters.len(),
+                    "conntrack flush"
+                );
+                results.extend(ops.iter().map(|_| Ok(())));
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                results.extend(ops.iter().map(|op| {
+                    Err(Error::Netlink {
+                        operation: op.to_string(),
+                        source: io::Error::other(reason.clone()),
+                    })
+                }));
+            }
+        }
+    }
+
+    fn apply_address(&mut self, op: &Op) -> Result<(), Error> {
+        let outcome = match op {
+            Op::BindAddress(ip) => self.links.add_address(self.interface_index, *ip),
+            Op::UnbindAddress(ip) => self.links.delete_address(self.interface_index, *ip),
+            _ => Ok(()),
+        };
+        outcome.map_err(|errno| Error::Kernel {
+            op: op.to_string(),
+            errno: Errno(errno),
+        })
+    }
+}
+
+impl Dataplane for KernelDataplane {
+    fn observe(&mut self) -> Result<Observed, Error> {
+        let mut ipvs = self.ipvs.state().map_err(|e| ipvs_error("dump IPVS", e))?;
+        for service in ipvs.services.values_mut() {
+            service.service = service.service.normalized();
+        }
+        let addresses = self.links.addresses(self.interface_index)?;
+        Ok(Observed { ipvs, addresses })
+    }
+
+    /// Applies `ops` in order; runs of IPVS operations go to the kernel as one batch and runs of
+    /// conntrack flushes as one pass over the table.
+    fn apply(&mut self, ops: &[Op]) -> ApplyReport {
+        let mut results = Vec::with_capacity(ops.len());
+        let mut start = 0;
+        while start < ops.len() {
+            let kind = OpKind::of(&ops[start]);
+            let end = ops[start..]
+                .iter()
+                .position(|op| OpKind::of(op) != kind)
+                .map_or(ops.len(), |n| start + n);
+            let run = &ops[start..end];
+            match kind {
+                OpKind::Ipvs => self.apply_ipvs(run, &mut results),
+                OpKind::Flush => self.apply_flushes(run, &mut results),
+                OpKind::Address => {
+                    for op in run {
+                        let outcome = self.apply_address(op);
+                        results.push(outcome);
+                    }
+                }
+            }
+            start = end;
+        }
+        ApplyReport { results }
+    }
+}
+
+/// Which kernel interface an operation goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    Ipvs,
+    Flush,
+    Address,
+}
+
+impl OpKind {
+    fn of(op: &Op) -> Self {
+        match op {
+            Op::BindAddress(_) | Op::UnbindAddress(_) => OpKind::Address,
+            Op::FlushConntrack(_) => OpKind::Flush,
+            _ => OpKind::Ipvs,
+        }
+    }
+}
+
+/// The netlink-ipvs operation an engine operation is (None for non-IPVS operations).
+pub fn ipvs_operation(op: &Op) -> Option<IpvsOperation> {
+    Some(match op {
+        Op::AddVirtualServer(vs) => IpvsOperation::AddService(vs.clone()),
+        Op::UpdateVirtualServer(vs) => IpvsOperation::UpdateService(vs.clone()),
+        Op::DeleteVirtualServer(key) => IpvsOperation::DeleteService(*key),
+        Op::AddRealServer {
+            service,
+            real_server,
+        } => IpvsOperation::AddDestination {
+            service: *service,
+            real_server: *real_server,
+        },
+        Op::UpdateRealServer {
+            service,
+            real_server,
+        } => IpvsOperation::UpdateDestination {
+            service: *service,
+            real_server: *real_server,
+        },
+        Op::DeleteRealServer {
+            service,
+            real_server,
+        } => IpvsOperation::DeleteDestination {
+            service: *service,
+            real_server: *real_server,
+        },
+        Op::BindAddress(_) | Op::UnbindAddress(_) | Op::FlushConntrack(_) => return None,
+    })
+}
+
+fn conntrack_filter(filter: &ConntrackFilter) -> conntrack_gc::ConntrackFilter {
+    let protocol = |p: netlink_ipvs::Protocol| match p {
+        netlink_ipvs::Protocol::Tcp => conntrack_gc::Protocol::Tcp,
+        netlink_ipvs::Protocol::Udp => conntrack_gc::Protocol::Udp,
+        netlink_ipvs::Protocol::Sctp => conntrack_gc::Protocol::Sctp,
+    };
+    match *filter {
+        ConntrackFilter::ReplySource {
+            protocol: p,
+            address,
+            port,
+        } => conntrack_gc::ConntrackFilter::endpoint(protocol(p), address, port),
+        ConntrackFilter::OriginalDestination {
+            protocol: p,
+            address,
+            port,
+        } => conntrack_gc::ConntrackFilter::service_ip(protocol(p), address, port),
+    }
+}
+
+fn ipvs_error(operation: &str, error: IpvsError) -> Error {
+    match error.errno() {
+        Some(errno) => Error::Kernel {
+            op: operation.to_owned(),
+            errno: Errno(errno),
+        },
+        None => Error::Netlink {
+            operation: operation.to_owned(),
+            source: io::Error::other(error.to_string()),
+        },
+    }
+}

@@ -1,0 +1,47 @@
+//! The one seam to the kernel: [`Dataplane`] applies [`Op`]s and observes state. The real
+//! implementation (netlink-ipvs, rtnetlink, conntrack-gc) comes with the runtime; [`FakeDataplane`]
+//! is the strict recording fake the engine's sequence tests run against.
+
+mod fake;
+#[cfg(feature = "kernel")]
+pub mod kernel;
+#[cfg(feature = "kernel")]
+pub mod nftables;
+
+pub use fake::FakeDataplane;
+
+use crate::error::Error;
+use crate::reconcile::{Observed, Op};
+
+/// What applying a batch did: one result per operation, in order. One failed operation never
+/// stops the others.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// Result of each operation.
+    pub results: Vec<Result<(), Error>>,
+}
+
+impl ApplyReport {
+    /// The failed operations with their errors.
+    pub fn failures<'a>(&'a self, ops: &'a [Op]) -> impl Iterator<Item = (&'a Op, &'a Error)> {
+        ops.iter()
+            .zip(&self.results)
+            .filter_map(|(op, r)| r.as_ref().err().map(|e| (op, e)))
+    }
+
+    /// Whether every operation succeeded.
+    pub fn is_success(&self) -> bool {
+        self.results.iter().all(Result::is_ok)
+    }
+}
+
+/// Applies operations to a node and reads its state back.
+pub trait Dataplane {
+    /// Reads the current state (a full dump: start-up and periodic resync).
+    fn observe(&mut self) -> Result<Observed, Error>;
+    /// Applies `ops` in order.
+    fn apply(&mut self, ops: &[Op]) -> ApplyReport;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,360 @@
+//! Encoder tests: bytes built by hand from the uapi layout (`struct nlmsghdr`, `struct
+//! nfgenmsg`, `struct nlattr`, `nf_tables.h` numbers), and the shape of the ruleset.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use netlink_ipvs::Protocol;
+use netlink_packet_core::NetlinkBuffer;
+
+use super::attr::{msg, Attr, NFTA_EXPR_NAME, NFTA_LIST_ELEM, NFTA_RULE_CHAIN};
+use super::expr::{self, CmpOp};
+use super::handle::AckTracker;
+use super::ruleset::{network_and_mask, ELEMENTS_PER_MESSAGE};
+use super::*;
+use crate::error::{Errno, Error};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn sample_rules() -> PacketRules {
+    PacketRules {
+        cluster_cidrs: vec![(ip("10.244.0.0"), 16), (ip("fd00:10:244::"), 56)],
+        service_ips: [ip("10.96.0.1"), ip("10.96.0.10"), ip("fd00:96::1")].into(),
+        node_ips: [ip("192.168.1.10")].into(),
+        node_ports: [(Protocol::Tcp, 30080), (Protocol::Udp, 30053)].into(),
+        external_local: vec![ExternalLocalMark {
+            address: ip("203.0.113.7"),
+            protocol: Protocol::Tcp,
+            port: 80,
+            mark: 0x100,
+        }],
+        load_balancer_source_ranges: vec![LoadBalancerSourceRange {
+            address: ip("203.0.113.8"),
+            protocol: Protocol::Tcp,
+            port: 443,
+            allowed: vec![(ip("198.51.100.0"), 24)],
+        }],
+        ..PacketRules::default()
+    }
+}
+
+/// The names of a rule message's expressions, in order.
+fn expression_names(message: &NftMessage) -> Vec<String> {
+    let list = message
+        .attrs
+        .iter()
+        .find_map(|a| match a {
+            Attr::Nested(k, list) if *k == super::attr::NFTA_RULE_EXPRESSIONS => Some(list),
+            _ => None,
+        })
+        .expect("a rule has expressions");
+    list.iter()
+        .map(|elem| match elem {
+            Attr::Nested(NFTA_LIST_ELEM, inner) => inner
+                .iter()
+                .find_map(|a| match a {
+                    Attr::Str(NFTA_EXPR_NAME, name) => Some(name.clone()),
+                    _ => None,
+                })
+                .expect("expression name"),
+            other => panic!("not a list element: {other:?}"),
+        })
+        .collect()
+}
+
+fn rule_chain(message: &NftMessage) -> &str {
+    message
+        .attrs
+        .iter()
+        .find_map(|a| match a {
+            Attr::Str(NFTA_RULE_CHAIN, chain) => Some(chain.as_str()),
+            _ => None,
+        })
+        .expect("rule chain")
+}
+
+fn rules_in<'a>(messages: &'a [NftMessage], chain: &str) -> Vec<&'a NftMessage> {
+    messages
+        .iter()
+        .filter(|m| m.kind == msg::NEWRULE && rule_chain(m) == chain)
+        .collect()
+}
+
+#[test]
+fn batch_begin_is_a_bare_nfgenmsg_naming_the_nftables_subsystem() {
+    let mut out = Vec::new();
+    super::message::emit_batch_begin(7, &mut out);
+    #[rustfmt::skip]
+    let expected: Vec<u8> = [
+        &20u32.to_ne_bytes()[..],   // nlmsg_len
+        &0x10u16.to_ne_bytes(),      // NFNL_MSG_BATCH_BEGIN
+        &1u16.to_ne_bytes(),         // NLM_F_REQUEST
+        &7u32.to_ne_bytes(),         // nlmsg_seq
+        &0u32.to_ne_bytes(),         // nlmsg_pid
+        &[0, 0],                     // AF_UNSPEC, NFNETLINK_V0
+        &[0x00, 0x0a],               // res_id = NFNL_SUBSYS_NFTABLES, big-endian
+    ].concat();
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn newtable_message_bytes() {
+    let message = super::ruleset::table_message(msg::NEWTABLE, "proxier", 0x400, "create");
+    let mut out = Vec::new();
+    message.emit(8, &mut out);
+    #[rustfmt::skip]
+    let expected: Vec<u8> = [
+        &32u32.to_ne_bytes()[..],              // 16 header + 4 nfgenmsg + 12 attribute
+        &(10u16 << 8).to_ne_bytes(),           // NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWTABLE (0)
+        &(1u16 | 4 | 0x400).to_ne_bytes(),     // NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE
+        &8u32.to_ne_bytes(),
+        &0u32.to_ne_bytes(),
+        &[1, 0, 0, 0],                         // NFPROTO_INET, NFNETLINK_V0, res_id 0
+        &12u16.to_ne_bytes(), &1u16.to_ne_bytes(), // nla_len, NFTA_TABLE_NAME
+        b"proxier\0",
+    ].concat();
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn cmp_expression_bytes() {
+    // cmp eq reg 1 0x02: meta nfproto ipv4's comparison.
+    let bytes = expr::cmp(CmpOp::Eq, 1, vec![2]).to_bytes();
+    #[rustfmt::skip]
+    let expected: Vec<u8> = [
+        &44u16.to_ne_bytes()[..], &(0x8000u16 | 1).to_ne_bytes(), // NFTA_LIST_ELEM, nested
+        &8u16.to_ne_bytes(), &1u16.to_ne_bytes(), b"cmp\0",        // NFTA_EXPR_NAME
+        &32u16.to_ne_bytes(), &(0x8000u16 | 2).to_ne_bytes(),     // NFTA_EXPR_DATA, nested
+        &8u16.to_ne_bytes(), &1u16.to_ne_bytes(), &[0, 0, 0, 1],  // NFTA_CMP_SREG = be32 1
+        &8u16.to_ne_bytes(), &2u16.to_ne_bytes(), &[0, 0, 0, 0],  // NFTA_CMP_OP = NFT_CMP_EQ
+        &12u16.to_ne_bytes(), &(0x8000u16 | 3).to_ne_bytes(),     // NFTA_CMP_DATA, nested
+        &5u16.to_ne_bytes(), &1u16.to_ne_bytes(), &[2, 0, 0, 0],  // NFTA_DATA_VALUE 0x02 + pad
+    ].concat();
+    assert_eq!(bytes, expected);
+}
+
+#[test]
+fn jump_verdict_bytes() {
+    let bytes = expr::verdict(&expr::Verdict::Jump("x".to_owned())).to_bytes();
+    #[rustfmt::skip]
+    let expected: Vec<u8> = [
+        &56u16.to_ne_bytes()[..], &(0x8000u16 | 1).to_ne_bytes(),
+        &14u16.to_ne_bytes(), &1u16.to_ne_bytes(), b"immediate\0", &[0, 0],
+        &36u16.to_ne_bytes(), &(0x8000u16 | 2).to_ne_bytes(),
+        &8u16.to_ne_bytes(), &1u16.to_ne_bytes(), &[0, 0, 0, 0],      // DREG = NFT_REG_VERDICT
+        &24u16.to_ne_bytes(), &(0x8000u16 | 2).to_ne_bytes(),         // NFTA_IMMEDIATE_DATA
+        &20u16.to_ne_bytes(), &(0x8000u16 | 2).to_ne_bytes(),         // NFTA_DATA_VERDICT
+        &8u16.to_ne_bytes(), &1u16.to_ne_bytes(), &(-3i32).to_be_bytes(), // NFT_JUMP
+        &6u16.to_ne_bytes(), &2u16.to_ne_bytes(), b"x\0", &[0, 0],    // NFTA_VERDICT_CHAIN
+    ].concat();
+    assert_eq!(bytes, expected);
+}
+
+#[test]
+fn prefixes_become_network_and_mask() {
+    assert_eq!(
+        network_and_mask(ip("10.244.1.5"), 16),
+        (vec![10, 244, 0, 0], vec![255, 255, 0, 0])
+    );
+    assert_eq!(
+        network_and_mask(ip("192.168.7.200"), 21),
+        (vec![192, 168, 0, 0], vec![255, 255, 0xf8, 0])
+    );
+    assert_eq!(network_and_mask(ip("1.2.3.4"), 40).1, vec![255; 4]);
+    let (net, mask) = network_and_mask(ip("fd00:10:244:ff::1"), 60);
+    assert_eq!(&mask[..8], &[255, 255, 255, 255, 255, 255, 255, 0xf0]);
+    assert_eq!(&mask[8..], &[0; 8]);
+    assert_eq!(&net[..8], &[0xfd, 0, 0, 0x10, 0x02, 0x44, 0, 0xf0]);
+}
+
+#[test]
+fn the_batch_replaces_the_table_and_numbers_every_message() {
+    let rules = sample_rules();
+    let messages = replace_table_messages(&rules);
+    let bytes = encode_replace_table(&rules, 100);
+    let mut offset = 0;
+    let mut seen = Vec::new();
+    while offset < bytes.len() {
+        let m = NetlinkBuffer::new_checked(&bytes[offset..]).unwrap();
+        seen.push((m.message_type(), m.sequence_number(), m.flags()));
+        offset += m.length() as usize;
+    }
+    assert_eq!(offset, bytes.len(), "messages tile the batch");
+    assert_eq!(seen.len(), messages.len() + 2);
+    assert_eq!(seen[0], (0x10, 100, 1));
+    assert_eq!(seen.last().unwrap().0, 0x11);
+    assert_eq!(seen.last().unwrap().1, 100 + messages.len() as u32 + 1);
+    let types: Vec<u16> = seen[1..4].iter().map(|s| s.0).collect();
+    assert_eq!(
+        types,
+        [0x0a00, 0x0a02, 0x0a00],
+        "NEWTABLE, DELTABLE, NEWTABLE"
+    );
+    for (i, (_, seq, flags)) in seen[1..seen.len() - 1].iter().enumerate() {
+        assert_eq!(*seq, 101 + i as u32);
+        assert_ne!(flags & 4, 0, "every message asks for an ACK");
+    }
+}
+
+#[test]
+fn ruleset_shape() {
+    let messages = replace_table_messages(&sample_rules());
+    let prerouting: Vec<String> = rules_in(&messages, "prerouting")
+        .iter()
+        .map(|m| m.description.clone())
+        .collect();
+    // Source ranges first, then the ETP=Local mark, then masquerade requests.
+    assert!(prerouting[0].contains("LoadBalancer 203.0.113.8 source ranges"));
+    assert!(prerouting[1].contains("externalTrafficPolicy=Local mark 0x100"));
+    assert!(prerouting[2..].iter().all(|d| d.contains("masquerade")));
+    // NodePorts and service IPs for both families (both have a cluster CIDR).
+    assert_eq!(prerouting.len(), 2 + 4);
+    let etp = rules_in(&messages, "prerouting")[1];
+    let names = expression_names(etp);
+    assert_eq!(
+        names.last().unwrap(),
+        "immediate",
+        "ends in a verdict (accept)"
+    );
+    assert!(!names.contains(&"bitwise".to_owned()) || names.contains(&"payload".to_owned()));
+
+    let postrouting = rules_in(&messages, "postrouting");
+    assert_eq!(postrouting.len(), 1);
+    assert_eq!(
+        expression_names(postrouting[0]),
+        ["meta", "bitwise", "cmp", "meta", "bitwise", "meta", "masq"]
+    );
+    let ranges = rules_in(&messages, "source-ranges-0");
+    assert_eq!(ranges.len(), 2, "one allowed range, then drop");
+    assert_eq!(expression_names(ranges[1]), ["immediate"]);
+    assert_eq!(rules_in(&messages, "output").len(), 4);
+}
+
+#[test]
+fn unknown_cluster_cidr_masquerades_only_node_ports_and_local_traffic() {
+    let rules = PacketRules {
+        cluster_cidrs: vec![],
+        ..sample_rules()
+    };
+    let messages = replace_table_messages(&rules);
+    let prerouting = rules_in(&messages, "prerouting");
+    let masq: Vec<_> = prerouting
+        .iter()
+        .filter(|m| m.description.contains("masquerade"))
+        .collect();
+    assert_eq!(masq.len(), 2, "NodePorts (v4, v6) only");
+    assert!(masq.iter().all(|m| m.description.contains("NodePorts")));
+    assert_eq!(rules_in(&messages, "output").len(), 4);
+
+    let all = PacketRules {
+        masquerade_all: true,
+        ..rules
+    };
+    let messages = replace_table_messages(&all);
+    let service = rules_in(&messages, "prerouting")
+        .into_iter()
+        .filter(|m| m.description.contains("service IPs"))
+        .collect::<Vec<_>>();
+    assert_eq!(service.len(), 2);
+    // nfproto (meta, cmp), daddr lookup (payload, lookup), mark (meta, bitwise, meta).
+    assert_eq!(
+        expression_names(service[0]),
+        ["meta", "cmp", "payload", "lookup", "meta", "bitwise", "meta"]
+    );
+}
+
+#[test]
+fn cluster_cidr_excludes_sources_with_mask_and_neq() {
+    let messages = replace_table_messages(&sample_rules());
+    let service_v4 = rules_in(&messages, "prerouting")
+        .into_iter()
+        .find(|m| m.description.contains("service IPs"))
+        .unwrap();
+    assert_eq!(
+        expression_names(service_v4),
+        [
+            "meta", "cmp", "payload", "bitwise", "cmp", "payload", "lookup", "meta", "bitwise",
+            "meta"
+        ]
+    );
+    let bytes = service_v4.attrs[2].to_bytes();
+    let mask = [255u8, 255, 0, 0];
+    let network = [10u8, 244, 0, 0];
+    assert!(bytes.windows(4).any(|w| w == mask), "mask 255.255.0.0");
+    assert!(bytes.windows(4).any(|w| w == network), "network 10.244.0.0");
+}
+
+#[test]
+fn large_sets_are_split_below_the_attribute_length_limit() {
+    let mut rules = PacketRules::default();
+    for i in 0..2500u32 {
+        rules
+            .service_ips
+            .insert(IpAddr::V4(Ipv4Addr::from(0x0a60_0000 + i)));
+        rules
+            .service_ips
+            .insert(format!("fd00:96::{i:x}").parse::<IpAddr>().unwrap());
+    }
+    let messages = replace_table_messages(&rules);
+    let element_messages: Vec<_> = messages
+        .iter()
+        .filter(|m| m.kind == msg::NEWSETELEM)
+        .collect();
+    let expected = 2 * 2500usize.div_ceil(ELEMENTS_PER_MESSAGE);
+    assert_eq!(element_messages.len(), expected);
+    for m in element_messages {
+        for a in &m.attrs {
+            assert!(a.to_bytes().len() < 65536, "{}", m.description);
+        }
+    }
+}
+
+#[test]
+fn ack_tracker_reports_the_refused_message() {
+    let messages = replace_table_messages(&sample_rules());
+    let ack = |seq: u32, code: i32| -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&36u32.to_ne_bytes());
+        b.extend_from_slice(&2u16.to_ne_bytes()); // NLMSG_ERROR
+        b.extend_from_slice(&0x100u16.to_ne_bytes()); // NLM_F_CAPPED
+        b.extend_from_slice(&seq.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend_from_slice(&code.to_ne_bytes());
+        b.extend_from_slice(&[0; 16]); // the request's header
+        b
+    };
+    let mut tracker = AckTracker::new(50, &messages);
+    let mut datagram = Vec::new();
+    for i in 0..messages.len() as u32 {
+        datagram.extend(ack(51 + i, if i == 5 { -22 } else { 0 }));
+    }
+    let (first, second) = datagram.split_at(36 * 3);
+    tracker.feed(first);
+    assert!(!tracker.is_done());
+    tracker.feed(second);
+    assert!(tracker.is_done());
+    match tracker.into_result() {
+        Err(Error::Kernel { op, errno }) => {
+            assert_eq!(errno, Errno(22));
+            assert_eq!(op, messages[5].description);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let mut refused = AckTracker::new(50, &messages);
+    refused.feed(&ack(50, -1));
+    assert!(refused.is_done(), "an error on BATCH_BEGIN ends the batch");
+    assert!(matches!(
+        refused.into_result(),
+        Err(Error::Kernel {
+            errno: Errno(1),
+            ..
+        })
+    ));
+
+    let mut ok = AckTracker::new(u32::MAX, &messages[..2]);
+    ok.feed(&[ack(0, 0), ack(1, 0)].concat());
+    assert!(ok.is_done());
+    assert!(ok.into_result().is_ok(), "sequence numbers wrap");
+}

@@ -1,0 +1,171 @@
+//! The crate's one error type.
+
+use std::fmt;
+
+use crate::model::ObjectRef;
+
+/// Why a Kubernetes object is not turned into proxy state.
+///
+/// Some reasons mean the object is invalid (an unparseable IP), others that it is simply not
+/// ours to proxy (a headless Service); [`RejectReason::is_invalid`] tells them apart so that a
+/// caller can count bad objects separately.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The object has no name (or no namespace where one is required).
+    MissingName,
+    /// A Service without a `spec`.
+    MissingSpec,
+    /// An EndpointSlice without the `kubernetes.io/service-name` label.
+    MissingServiceNameLabel,
+    /// An IP address that does not parse.
+    InvalidIp {
+        /// The field it was read from.
+        field: &'static str,
+        /// The text found there.
+        value: String,
+    },
+    /// A port outside 1..=65535 (or 0..=65535 where 0 means "none").
+    PortOutOfRange {
+        /// The field it was read from.
+        field: &'static str,
+        /// The number found there.
+        value: i32,
+    },
+    /// A protocol other than TCP, UDP and SCTP.
+    UnknownProtocol(String),
+    /// An EndpointSlice `addressType` other than IPv4 and IPv6 (FQDN slices are not proxied).
+    UnsupportedAddressType(String),
+    /// An endpoint address of the other family than its slice's `addressType`.
+    FamilyMismatch(String),
+    /// A session affinity timeout outside 1..=86400 seconds.
+    InvalidAffinityTimeout(i32),
+    /// `clusterIP: None`: headless Services are not proxied.
+    Headless,
+    /// `type: ExternalName` Services are DNS-only.
+    ExternalName,
+    /// The Service has no cluster IP yet.
+    NoClusterIp,
+    /// Labelled `service.kubernetes.io/service-proxy-name`: another proxy owns it.
+    ServiceProxyName(String),
+    /// Labelled `service.kubernetes.io/headless`.
+    HeadlessLabel,
+}
+
+impl RejectReason {
+    /// Whether the object is malformed (as opposed to valid but deliberately not proxied).
+    pub fn is_invalid(&self) -> bool {
+        !matches!(
+            self,
+            RejectReason::Headless
+                | RejectReason::ExternalName
+                | RejectReason::NoClusterIp
+                | RejectReason::ServiceProxyName(_)
+                | RejectReason::HeadlessLabel
+                | RejectReason::UnsupportedAddressType(_)
+        )
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectReason::MissingName => f.write_str("no name or namespace"),
+            RejectReason::MissingSpec => f.write_str("no spec"),
+            RejectReason::MissingServiceNameLabel => {
+                f.write_str("no kubernetes.io/service-name label")
+            }
+            RejectReason::InvalidIp { field, value } => write!(f, "{field}: invalid IP {value:?}"),
+            RejectReason::PortOutOfRange { field, value } => {
+                write!(f, "{field}: port {value} out of range")
+            }
+            RejectReason::UnknownProtocol(p) => write!(f, "unknown protocol {p:?}"),
+            RejectReason::UnsupportedAddressType(t) => write!(f, "addressType {t} is not proxied"),
+            RejectReason::FamilyMismatch(a) => write!(f, "address {a} does not match addressType"),
+            RejectReason::InvalidAffinityTimeout(t) => {
+                write!(f, "sessionAffinityConfig timeout {t} out of range")
+            }
+            RejectReason::Headless => f.write_str("headless (clusterIP: None)"),
+            RejectReason::ExternalName => f.write_str("type ExternalName"),
+            RejectReason::NoClusterIp => f.write_str("no cluster IP"),
+            RejectReason::ServiceProxyName(n) => {
+                write!(f, "service.kubernetes.io/service-proxy-name={n}")
+            }
+            RejectReason::HeadlessLabel => f.write_str("labelled service.kubernetes.io/headless"),
+        }
+    }
+}
+
+/// A kernel errno as the dataplane reports it for one operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// No such file or directory: a missing real server.
+    pub const ENOENT: Errno = Errno(2);
+    /// No such process: IPVS's answer for a missing virtual server.
+    pub const ESRCH: Errno = Errno(3);
+    /// File exists: a duplicate virtual server, real server or address.
+    pub const EEXIST: Errno = Errno(17);
+    /// Cannot assign requested address: deleting an address that is not there.
+    pub const EADDRNOTAVAIL: Errno = Errno(99);
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match *self {
+            Errno::ENOENT => "ENOENT",
+            Errno::ESRCH => "ESRCH",
+            Errno::EEXIST => "EEXIST",
+            Errno::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+            _ => return write!(f, "errno {}", self.0),
+        };
+        f.write_str(name)
+    }
+}
+
+/// Errors of the proxier crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes object was not turned into proxy state.
+    #[error("{object}: {reason}")]
+    Rejected {
+        /// Which object.
+        object: ObjectRef,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A YAML document could not be read.
+    #[error("{context}")]
+    Yaml {
+        /// Where (file name, document number).
+        context: String,
+        /// The parser's error.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A configuration value is unusable.
+    #[error("config {field}: {reason}")]
+    Config {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A netlink exchange failed (socket error, or a kernel errno outside the engine's ops).
+    #[error("{operation}: {source}")]
+    Netlink {
+        /// What was being done.
+        operation: String,
+        /// The socket error or the kernel's errno.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kernel (or the fake) refused an operation.
+    #[error("{op}: {errno}")]
+    Kernel {
+        /// The operation, as `ipvsadm`-like text.
+        op: String,
+        /// The kernel's answer.
+        errno: Errno,
+    },
+}

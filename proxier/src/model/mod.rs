@@ -1,0 +1,247 @@
+//! Our view of Services, EndpointSlices and Nodes: only what a service proxy needs, validated.
+//!
+//! Conversions from `k8s-openapi` live in [`convert`]; the cluster-wide collection with change
+//! tracking is [`ClusterState`].
+
+mod convert;
+mod state;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+
+pub use convert::{endpoint_slice_from_k8s, node_from_k8s, service_from_k8s};
+use netlink_ipvs::{Family, Protocol};
+pub use state::ClusterState;
+
+/// Identifies a Kubernetes object in messages: `Service default/web`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    /// `Service`, `EndpointSlice`, `Node`, ...
+    pub kind: String,
+    /// Namespace (empty for cluster-scoped objects).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// A Service's namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceName {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One port of a Service, as kube-proxy names it: `namespace/name:port-name`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServicePortName {
+    /// The Service.
+    pub service: ServiceName,
+    /// The port's name (empty for a single unnamed port).
+    pub port: String,
+    /// The port's protocol (a name may be used once per protocol).
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for ServicePortName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}/{}", self.service, self.port, self.protocol)
+    }
+}
+
+/// `internalTrafficPolicy` / `externalTrafficPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrafficPolicy {
+    /// Any endpoint in the cluster.
+    #[default]
+    Cluster,
+    /// Only endpoints on this node.
+    Local,
+}
+
+/// `sessionAffinity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionAffinity {
+    /// No stickiness.
+    #[default]
+    None,
+    /// Sticky per client IP for `timeout_seconds` (IPVS persistence).
+    ClientIp {
+        /// `sessionAffinityConfig.clientIP.timeoutSeconds` (default 10800).
+        timeout_seconds: u32,
+    },
+}
+
+/// `trafficDistribution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrafficDistribution {
+    /// Not set (or a value this proxy does not know: ignored, as kube-proxy does).
+    #[default]
+    Any,
+    /// `PreferClose` / `PreferSameZone`: topology hints by zone.
+    PreferSameZone,
+    /// `PreferSameNode`: topology hints by node, falling back to zone.
+    PreferSameNode,
+}
+
+/// A Service port with everything that decides its virtual servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Its name.
+    pub name: ServicePortName,
+    /// The Service port (`port`).
+    pub port: u16,
+    /// `nodePort`, if allocated.
+    pub node_port: Option<u16>,
+    /// `clusterIPs` (one per family).
+    pub cluster_ips: Vec<IpAddr>,
+    /// `externalIPs`.
+    pub external_ips: Vec<IpAddr>,
+    /// `status.loadBalancer.ingress[].ip` that are not `ipMode: Proxy`.
+    pub load_balancer_ips: Vec<IpAddr>,
+    /// Session affinity.
+    pub affinity: SessionAffinity,
+    /// `internalTrafficPolicy`.
+    pub internal_policy: TrafficPolicy,
+    /// `externalTrafficPolicy`.
+    pub external_policy: TrafficPolicy,
+    /// `trafficDistribution`.
+    pub distribution: TrafficDistribution,
+}
+
+impl ServicePort {
+    /// Whether the port is reachable from outside the cluster (ETP applies).
+    pub fn is_external(&self) -> bool {
+        self.node_port.is_some()
+            || !self.external_ips.is_empty()
+            || !self.load_balancer_ips.is_empty()
+    }
+}
+
+/// A proxied Service: its ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// Namespace and name.
+    pub name: ServiceName,
+    /// Its ports.
+    pub ports: Vec<ServicePort>,
+}
+
+/// A port of an EndpointSlice: the target port for the Service port of the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointPort {
+    /// The Service port's name ("" for unnamed).
+    pub name: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// The port on the endpoints.
+    pub port: u16,
+}
+
+/// What an endpoint's conditions say, in the order KEP-1669 uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EndpointState {
+    /// Ready (and so serving and not terminating).
+    Ready,
+    /// Terminating; `serving` tells whether it still passes readiness.
+    Terminating {
+        /// `conditions.serving`.
+        serving: bool,
+    },
+    /// Neither ready nor terminating (starting, or failing readiness).
+    NotReady,
+}
+
+/// One endpoint of a slice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `addresses[0]` (kube-proxy uses only the first).
+    pub address: IpAddr,
+    /// `conditions.ready` (unset = true).
+    pub ready: bool,
+    /// `conditions.serving` (unset = true).
+    pub serving: bool,
+    /// `conditions.terminating` (unset = false).
+    pub terminating: bool,
+    /// `nodeName`.
+    pub node: Option<String>,
+    /// `zone`.
+    pub zone: Option<String>,
+    /// `hints.forZones` names (empty = no hints).
+    pub zone_hints: BTreeSet<String>,
+    /// `hints.forNodes` names (empty = no hints).
+    pub node_hints: BTreeSet<String>,
+}
+
+impl Endpoint {
+    /// A ready endpoint with no topology, for tests and benches.
+    pub fn ready(address: IpAddr) -> Self {
+        Self {
+            address,
+            ready: true,
+            serving: true,
+            terminating: false,
+            node: None,
+            zone: None,
+            zone_hints: BTreeSet::new(),
+            node_hints: BTreeSet::new(),
+        }
+    }
+
+    /// The KEP-1669 state.
+    pub fn state(&self) -> EndpointState {
+        if self.ready && !self.terminating {
+            EndpointState::Ready
+        } else if self.terminating {
+            EndpointState::Terminating {
+                serving: self.serving,
+            }
+        } else {
+            EndpointState::NotReady
+        }
+    }
+}
+
+/// An EndpointSlice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSlice {
+    /// The slice's own name.
+    pub name: String,
+    /// The Service it belongs to (`kubernetes.io/service-name`).
+    pub service: ServiceName,
+    /// `addressType`.
+    pub family: Family,
+    /// Ports (unnamed/portless entries dropped).
+    pub ports: Vec<EndpointPort>,
+    /// Endpoints.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// A Node: the parts a proxy needs of the local one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Name.
+    pub name: String,
+    /// `status.addresses` of type InternalIP, in order.
+    pub internal_ips: Vec<IpAddr>,
+    /// `topology.kubernetes.io/zone`.
+    pub zone: Option<String>,
+}

@@ -1,0 +1,390 @@
+//! `ClusterState` + [`NodeContext`] + [`Config`] → [`DesiredState`]: the virtual servers,
+//! real servers and weights, addresses to bind and packet-rule intents of this node. Pure.
+//!
+//! [`Planner`] keeps what each Service contributed so that a change re-plans only the Services
+//! it touched (DESIGN.md invariant 4) and reports which keys changed, for
+//! [`crate::reconcile::reconcile_changes`].
+
+mod endpoints;
+mod service;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use netlink_ipvs::{
+    Family, IpvsState, Protocol, RealServer, RealServerKey, ServiceKey, ServiceState, VirtualServer,
+};
+
+pub use endpoints::{categorize, port_endpoints, Categorized, Locality, PortEndpoint};
+use service::{plan_service, PlanContext, ServicePlan};
+
+use crate::config::{Config, FWMARK_COUNT};
+use crate::model::{ClusterState, ServiceName, ServicePort, ServicePortName};
+
+/// The node the plan is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeContext {
+    /// Node name (locality of endpoints).
+    pub name: String,
+    /// The node's IPs (NodePorts open on those `nodePortAddresses` selects).
+    pub node_ips: Vec<IpAddr>,
+    /// Zone (`topology.kubernetes.io/zone`), for topology hints.
+    pub zone: Option<String>,
+}
+
+/// What the plan wants of a real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RealServerIntent {
+    /// Present with its weight: takes new connections.
+    Serve,
+    /// The endpoint is still in its EndpointSlice but must take no new connections
+    /// (terminating while others are ready, or filtered out by policy): weight 0 if its real
+    /// server exists, never created just to sit at weight 0.
+    Drain,
+}
+
+/// A real server as planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DesiredRealServer {
+    /// The real server (weight as when serving).
+    pub real_server: RealServer,
+    /// Serve or drain.
+    pub intent: RealServerIntent,
+}
+
+/// Why a virtual server exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum VirtualServerRole {
+    /// A cluster IP.
+    ClusterIp,
+    /// An `externalIPs` entry.
+    ExternalIp,
+    /// A load balancer ingress IP.
+    LoadBalancer,
+    /// A node IP + NodePort.
+    NodePort,
+    /// The firewall-mark virtual server for external traffic of an ETP=Local Service.
+    ExternalLocal,
+}
+
+/// A virtual server as planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredVirtualServer {
+    /// Its settings.
+    pub service: VirtualServer,
+    /// Its real servers.
+    pub real_servers: BTreeMap<RealServerKey, DesiredRealServer>,
+    /// The Service port it serves.
+    pub owner: ServicePortName,
+    /// Why it exists.
+    pub role: VirtualServerRole,
+}
+
+/// Intent for the packet rules (nftables): external traffic to these destinations gets
+/// `mark`, so IPVS (which looks firewall-mark services up first) sends it to the
+/// local-endpoints-only firewall-mark virtual server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalLocalRule {
+    /// The mark.
+    pub mark: u32,
+    /// Family of the destinations.
+    pub family: Family,
+    /// Protocol of the destinations.
+    pub protocol: Protocol,
+    /// Address:port destinations (node IP:NodePort, external IP:port, LB IP:port).
+    pub destinations: Vec<(IpAddr, u16)>,
+    /// The Service port.
+    pub owner: ServicePortName,
+}
+
+/// Which kernel objects are proxier's (DESIGN.md invariant 2).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Ownership {
+    /// Node IPs NodePorts open on: `node IP:port` with `port` in `node_port_range` is ours.
+    pub node_ips: BTreeSet<IpAddr>,
+    /// The NodePort range.
+    pub node_port_range: (u16, u16),
+    /// Firewall marks `[first, first + count)` are ours.
+    pub fwmarks: (u32, u32),
+}
+
+impl Ownership {
+    /// Whether a virtual server is ours, given which addresses are (or are being) bound on
+    /// our dummy interface.
+    pub fn owns(&self, key: &ServiceKey, bound: impl Fn(&IpAddr) -> bool) -> bool {
+        match *key {
+            ServiceKey::Address { address, port, .. } => {
+                bound(&address)
+                    || (self.node_ips.contains(&address)
+                        && (self.node_port_range.0..=self.node_port_range.1).contains(&port))
+            }
+            ServiceKey::FwMark { mark, .. } => {
+                mark >= self.fwmarks.0 && mark - self.fwmarks.0 < self.fwmarks.1
+            }
+        }
+    }
+}
+
+/// Everything this node should have.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DesiredState {
+    /// Virtual servers by key.
+    pub virtual_servers: BTreeMap<ServiceKey, DesiredVirtualServer>,
+    /// Addresses to bind on the dummy interface, with how many Services use each.
+    pub addresses: BTreeMap<IpAddr, u32>,
+    /// ETP=Local external-traffic marks, by mark.
+    pub external_local: BTreeMap<u32, ExternalLocalRule>,
+    /// Which kernel objects are ours.
+    pub ownership: Ownership,
+}
+
+impl DesiredState {
+    /// The IPVS table this plan programs on a node that has none: serving real servers only
+    /// (a draining one is never created).
+    pub fn to_ipvs_state(&self) -> IpvsState {
+        let services = self
+            .virtual_servers
+            .iter()
+            .map(|(key, vs)| {
+                let real_servers = vs
+                    .real_servers
+                    .iter()
+                    .filter(|(_, rs)| rs.intent == RealServerIntent::Serve)
+                    .map(|(k, rs)| (*k, rs.real_server))
+                    .collect();
+                let state = ServiceState {
+                    service: vs.service.clone(),
+                    real_servers,
+                };
+                (*key, state)
+            })
+            .collect();
+        IpvsState { services }
+    }
+}
+
+/// What a (re)plan changed: the keys reconcile must look at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Virtual servers added, removed or possibly modified.
+    pub services: BTreeSet<ServiceKey>,
+    /// Addresses whose binding may have changed.
+    pub addresses: BTreeSet<IpAddr>,
+}
+
+/// Two Services asked for the same virtual server; the first one planned keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The contested virtual server.
+    pub key: ServiceKey,
+    /// Who has it.
+    pub holder: ServicePortName,
+    /// Who was refused.
+    pub refused: ServicePortName,
+}
+
+/// What one Service put into the desired state, so that it can be taken out again.
+#[derive(Debug, Clone, Default)]
+struct Contribution {
+    virtual_servers: Vec<ServiceKey>,
+    addresses: Vec<IpAddr>,
+    external_local: Vec<(ServicePortName, Family, u32)>,
+}
+
+/// Incremental planner.
+#[derive(Debug, Clone)]
+pub struct Planner {
+    node: NodeContext,
+    config: Config,
+    node_port_ips: Vec<IpAddr>,
+    desired: DesiredState,
+    contributions: BTreeMap<ServiceName, Contribution>,
+    marks: BTreeMap<(ServicePortName, Family), u32>,
+    used_marks: BTreeSet<u32>,
+    conflicts: Vec<Conflict>,
+}
+
+/// FNV-1a: a stable hash, so a Service gets the same firewall mark after a restart.
+fn stable_hash(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+impl Planner {
+    /// A planner for one node.
+    pub fn new(node: NodeContext, config: Config) -> Self {
+        let node_port_ips = config.node_port_ips(&node.node_ips);
+        let desired = DesiredState {
+            ownership: Ownership {
+                node_ips: node_port_ips.iter().copied().collect(),
+                node_port_range: config.node_port_range,
+                fwmarks: (config.fwmark_base, FWMARK_COUNT),
+            },
+            ..DesiredState::default()
+        };
+        Self {
+            node,
+            config,
+            node_port_ips,
+            desired,
+            contributions: BTreeMap::new(),
+            marks: BTreeMap::new(),
+            used_marks: BTreeSet::new(),
+            conflicts: Vec::new(),
+        }
+    }
+
+    /// The current desired state.
+    pub fn desired(&self) -> &DesiredState {
+        &self.desired
+    }
+
+    /// Virtual servers refused because another Service holds them.
+    pub fn conflicts(&self) -> &[Conflict] {
+        &self.conflicts
+    }
+
+    /// Plans every Service from scratch (start-up, node or config change).
+    pub fn plan_all(&mut self, cluster: &mut ClusterState) -> Changes {
+        cluster.take_dirty();
+        let mut names: BTreeSet<ServiceName> = self.contributions.keys().cloned().collect();
+        names.extend(cluster.services().map(|s| s.name.clone()));
+        self.conflicts.clear();
+        let mut changes = Changes::default();
+        for name in &names {
+            self.replan_service(cluster, name, &mut changes);
+        }
+        changes
+    }
+
+    /// Re-plans only the Services changed since the last plan.
+    pub fn replan(&mut self, cluster: &mut ClusterState) -> Changes {
+        let mut changes = Changes::default();
+        for name in cluster.take_dirty() {
+            self.replan_service(cluster, &name, &mut changes);
+        }
+        changes
+    }
+
+    fn mark_for(
+        marks: &mut BTreeMap<(ServicePortName, Family), u32>,
+        used: &mut BTreeSet<u32>,
+        base: u32,
+        port: &ServicePort,
+        family: Family,
+    ) -> u32 {
+        let owner = (port.name.clone(), family);
+        if let Some(mark) = marks.get(&owner) {
+            return *mark;
+        }
+        let start = stable_hash(&format!("{}/{family:?}", port.name)) % FWMARK_COUNT;
+        // Linear probing; FWMARK_COUNT marks are far more than ETP=Local service ports.
+        let mark = (0..FWMARK_COUNT)
+            .map(|i| base + (start + i) % FWMARK_COUNT)
+            .find(|m| !used.contains(m))
+            .unwrap_or(base);
+        used.insert(mark);
+        marks.insert(owner, mark);
+        mark
+    }
+
+    fn replan_service(&mut self, cluster: &ClusterState, name: &ServiceName, out: &mut Changes) {
+        let old = self.contributions.remove(name).unwrap_or_default();
+        for key in &old.virtual_servers {
+            if self
+                .desired
+                .virtual_servers
+                .get(key)
+                .map(|d| &d.owner.service)
+                == Some(name)
+            {
+                self.desired.virtual_servers.remove(key);
+            }
+            out.services.insert(*key);
+        }
+        for ip in &old.addresses {
+            if let Some(count) = self.desired.addresses.get_mut(ip) {
+                *count -= 1;
+                if *count == 0 {
+                    self.desired.addresses.remove(ip);
+                }
+            }
+            out.addresses.insert(*ip);
+        }
+        for (_, _, mark) in &old.external_local {
+            self.desired.external_local.remove(mark);
+        }
+        let new = match cluster.service(name) {
+            Some(service) => {
+                let ctx = PlanContext {
+                    config: &self.config,
+                    here: Locality {
+                        node: &self.node.name,
+                        zone: self.node.zone.as_deref(),
+                    },
+                    node_port_ips: &self.node_port_ips,
+                };
+                let (marks, used, base) = (
+                    &mut self.marks,
+                    &mut self.used_marks,
+                    self.config.fwmark_base,
+                );
+                plan_service(service, cluster.slices(name), &ctx, |port, family| {
+                    Self::mark_for(marks, used, base, port, family)
+                })
+            }
+            None => ServicePlan::default(),
+        };
+        // Release the marks of ports that no longer need one.
+        let kept: BTreeSet<(ServicePortName, Family)> = new
+            .external_local
+            .iter()
+            .map(|r| (r.owner.clone(), r.family))
+            .collect();
+        for (port, family, mark) in old.external_local {
+            let owner = (port, family);
+            if !kept.contains(&owner) {
+                self.marks.remove(&owner);
+                self.used_marks.remove(&mark);
+            }
+        }
+        let mut accepted = Contribution {
+            virtual_servers: Vec::with_capacity(new.virtual_servers.len()),
+            addresses: new.addresses,
+            external_local: Vec::new(),
+        };
+        for (key, vs) in new.virtual_servers {
+            out.services.insert(key);
+            match self.desired.virtual_servers.get(&key) {
+                Some(holder) if holder.owner.service != *name => {
+                    self.conflicts.push(Conflict {
+                        key,
+                        holder: holder.owner.clone(),
+                        refused: vs.owner.clone(),
+                    });
+                }
+                _ => {
+                    self.desired.virtual_servers.insert(key, vs);
+                    accepted.virtual_servers.push(key);
+                }
+            }
+        }
+        for ip in &accepted.addresses {
+            *self.desired.addresses.entry(*ip).or_insert(0) += 1;
+            out.addresses.insert(*ip);
+        }
+        for rule in new.external_local {
+            accepted
+                .external_local
+                .push((rule.owner.clone(), rule.family, rule.mark));
+            self.desired.external_local.insert(rule.mark, rule);
+        }
+        if !accepted.virtual_servers.is_empty() || !accepted.addresses.is_empty() {
+            self.contributions.insert(name.clone(), accepted);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

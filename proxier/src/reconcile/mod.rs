@@ -1,0 +1,209 @@
+//! [`DesiredState`] × [`Observed`] × [`Terminations`] → ordered `Vec<Op>`. Pure and minimal:
+//! an unchanged real server produces no operation.
+//!
+//! Order: addresses are bound first (so a virtual server is owned from the moment it exists),
+//! then per virtual server (by key) its creation or update followed by its real servers
+//! (additions and updates before deletions, so it never runs empty during a rollout), then
+//! conntrack flushes (after the real servers are gone, so no new flow lands on them), then
+//! deletions of our stale virtual servers (the kernel drops their real servers with them),
+//! then unbinding. Only owned virtual servers are deleted (DESIGN.md invariant 2).
+
+mod observed;
+mod op;
+mod terminations;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use netlink_ipvs::{Protocol, RealServer, ServiceKey, ServiceState};
+
+pub use observed::Observed;
+pub use op::{ConntrackFilter, Op};
+pub use terminations::Terminations;
+
+use crate::plan::{Changes, DesiredState, DesiredVirtualServer, RealServerIntent};
+
+/// Reconciles everything: every desired and every observed virtual server and address.
+pub fn reconcile(
+    desired: &DesiredState,
+    observed: &Observed,
+    terminations: &Terminations,
+) -> Vec<Op> {
+    let keys: BTreeSet<&ServiceKey> = desired
+        .virtual_servers
+        .keys()
+        .chain(observed.ipvs.services.keys())
+        .collect();
+    let addresses: BTreeSet<&IpAddr> = desired
+        .addresses
+        .keys()
+        .chain(observed.addresses.iter())
+        .collect();
+    reconcile_scope(desired, observed, terminations, keys, addresses)
+}
+
+/// Reconciles only what a re-plan changed (invariant 4: cost proportional to the change).
+pub fn reconcile_changes(
+    desired: &DesiredState,
+    observed: &Observed,
+    terminations: &Terminations,
+    changes: &Changes,
+) -> Vec<Op> {
+    reconcile_scope(
+        desired,
+        observed,
+        terminations,
+        changes.services.iter().collect(),
+        changes.addresses.iter().collect(),
+    )
+}
+
+/// The conntrack protocol of an address virtual server whose flows need flushing (UDP and
+/// SCTP: TCP flows end by themselves with RST).
+fn flushable(key: &ServiceKey) -> Option<(Protocol, IpAddr, u16)> {
+    match *key {
+        ServiceKey::Address {
+            protocol: protocol @ (Protocol::Udp | Protocol::Sctp),
+            address,
+            port,
+        } => Some((protocol, address, port)),
+        _ => None,
+    }
+}
+
+/// Ownership (DESIGN.md invariant 2) of an observed virtual server: its VIP is bound on our
+/// dummy interface (or is about to be: a desired address is ours), or it is a node IP + NodePort
+/// or one of our firewall marks.
+pub fn owned(desired: &DesiredState, observed: &Observed, key: &ServiceKey) -> bool {
+    desired.ownership.owns(key, |ip| {
+        observed.addresses.contains(ip) || desired.addresses.contains_key(ip)
+    })
+}
+
+fn reconcile_scope(
+    desired: &DesiredState,
+    observed: &Observed,
+    terminations: &Terminations,
+    keys: BTreeSet<&ServiceKey>,
+    addresses: BTreeSet<&IpAddr>,
+) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let mut unbind = Vec::new();
+    for ip in addresses {
+        match (
+            desired.addresses.contains_key(ip),
+            observed.addresses.contains(ip),
+        ) {
+            (true, false) => ops.push(Op::BindAddress(*ip)),
+            (false, true) => unbind.push(Op::UnbindAddress(*ip)),
+            _ => {}
+        }
+    }
+    let mut flushes: BTreeSet<ConntrackFilter> = terminations.owed().copied().collect();
+    let mut deletions = Vec::new();
+    for key in keys {
+        match (
+            desired.virtual_servers.get(key),
+            observed.ipvs.services.get(key),
+        ) {
+            (Some(want), None) => {
+                ops.push(Op::AddVirtualServer(want.service.clone()));
+                for rs in want.real_servers.values() {
+                    if rs.intent == RealServerIntent::Serve {
+                        ops.push(Op::AddRealServer {
+                            service: *key,
+                            real_server: rs.real_server,
+                        });
+                    }
+                }
+            }
+            (Some(want), Some(have)) => {
+                reconcile_virtual_server(key, want, have, &mut ops, &mut flushes);
+            }
+            (None, Some(_)) if owned(desired, observed, key) => {
+                deletions.push(Op::DeleteVirtualServer(*key));
+                if let Some((protocol, address, port)) = flushable(key) {
+                    flushes.insert(ConntrackFilter::OriginalDestination {
+                        protocol,
+                        address,
+                        port,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    ops.extend(flushes.into_iter().map(Op::FlushConntrack));
+    ops.extend(deletions);
+    ops.extend(unbind);
+    ops
+}
+
+fn reconcile_virtual_server(
+    key: &ServiceKey,
+    want: &DesiredVirtualServer,
+    have: &ServiceState,
+    ops: &mut Vec<Op>,
+    flushes: &mut BTreeSet<ConntrackFilter>,
+) {
+    if have.service.normalized() != want.service {
+        ops.push(Op::UpdateVirtualServer(want.service.clone()));
+    }
+    let serving = |rs: &RealServer| rs.weight > 0;
+    let had_serving = have.real_servers.values().any(serving);
+    let mut wants_serving = false;
+    for (rs_key, rs) in &want.real_servers {
+        let target = match rs.intent {
+            RealServerIntent::Serve => rs.real_server,
+            RealServerIntent::Drain => RealServer {
+                weight: 0,
+                ..rs.real_server
+            },
+        };
+        wants_serving |= serving(&target);
+        match (have.real_servers.get(rs_key), rs.intent) {
+            (None, RealServerIntent::Serve) => ops.push(Op::AddRealServer {
+                service: *key,
+                real_server: target,
+            }),
+            // Draining and absent: never created just to sit at weight 0.
+            (None, RealServerIntent::Drain) => {}
+            (Some(current), _) if *current != target => ops.push(Op::UpdateRealServer {
+                service: *key,
+                real_server: target,
+            }),
+            (Some(_), _) => {}
+        }
+    }
+    let gone = have
+        .real_servers
+        .keys()
+        .filter(|k| !want.real_servers.contains_key(k));
+    for rs_key in gone {
+        ops.push(Op::DeleteRealServer {
+            service: *key,
+            real_server: *rs_key,
+        });
+        if let Some((protocol, ..)) = flushable(key) {
+            flushes.insert(ConntrackFilter::ReplySource {
+                protocol,
+                address: rs_key.address,
+                port: rs_key.port,
+            });
+        }
+    }
+    // kube-proxy flushes a UDP service's flows when it goes from no endpoint to some: flows
+    // created while it had none would otherwise stick to nothing.
+    if !had_serving && wants_serving {
+        if let Some((protocol, address, port)) = flushable(key) {
+            flushes.insert(ConntrackFilter::OriginalDestination {
+                protocol,
+                address,
+                port,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+//! [`Op`]: one change to the kernel, plain data that maps 1:1 onto a netlink request.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use netlink_ipvs::{Protocol, RealServer, RealServerKey, ServiceKey, VirtualServer};
+
+/// Which conntrack entries to delete (the shapes kube-proxy uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConntrackFilter {
+    /// Flows whose reply comes from an endpoint that is gone (reply source = endpoint).
+    ReplySource {
+        /// Protocol (UDP or SCTP).
+        protocol: Protocol,
+        /// Endpoint IP.
+        address: IpAddr,
+        /// Endpoint port.
+        port: u16,
+    },
+    /// Flows to a service address:port that is gone or just got its first endpoint.
+    OriginalDestination {
+        /// Protocol (UDP or SCTP).
+        protocol: Protocol,
+        /// Virtual IP.
+        address: IpAddr,
+        /// Virtual port.
+        port: u16,
+    },
+}
+
+/// One change to the node, in the order reconcile emits them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Add an address to the dummy interface (before its virtual servers, so ownership holds
+    /// even if we stop half way).
+    BindAddress(IpAddr),
+    /// Create a virtual server.
+    AddVirtualServer(VirtualServer),
+    /// Change a virtual server's scheduler, flags or persistence.
+    UpdateVirtualServer(VirtualServer),
+    /// Add a real server.
+    AddRealServer {
+        /// Its virtual server.
+        service: ServiceKey,
+        /// The real server.
+        real_server: RealServer,
+    },
+    /// Change a real server (weight 0 to drain, back to its weight when it serves again).
+    UpdateRealServer {
+        /// Its virtual server.
+        service: ServiceKey,
+        /// The real server with its new settings.
+        real_server: RealServer,
+    },
+    /// Delete a real server whose endpoint left its EndpointSlice.
+    DeleteRealServer {
+        /// Its virtual server.
+        service: ServiceKey,
+        /// The real server.
+        real_server: RealServerKey,
+    },
+    /// Delete conntrack entries (over ctnetlink, never by running `conntrack`).
+    FlushConntrack(ConntrackFilter),
+    /// Delete one of our virtual servers (the kernel drops its real servers with it).
+    DeleteVirtualServer(ServiceKey),
+    /// Remove an address from the dummy interface.
+    UnbindAddress(IpAddr),
+}
+
+fn service_arg(key: &ServiceKey) -> String {
+    match *key {
+        ServiceKey::Address {
+            protocol,
+            address,
+            port,
+        } => {
+            let flag = match protocol {
+                Protocol::Tcp => "-t",
+                Protocol::Udp => "-u",
+                Protocol::Sctp => "--sctp-service",
+            };
+            format!("{flag} {}", RealServerKey { address, port })
+        }
+        ServiceKey::FwMark { mark, .. } => format!("-f {mark}"),
+    }
+}
+
+impl fmt::Display for Op {
+    /// `ipvsadm`/`ip`/`conntrack`-like text, for logs and test failures.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::BindAddress(ip) => write!(f, "addr add {ip}"),
+            Op::UnbindAddress(ip) => write!(f, "addr del {ip}"),
+            Op::AddVirtualServer(vs) => {
+                write!(f, "-A {} -s {}", service_arg(&vs.key), vs.scheduler)
+            }
+            Op::UpdateVirtualServer(vs) => {
+                write!(f, "-E {} -s {}", service_arg(&vs.key), vs.scheduler)
+            }
+            Op::DeleteVirtualServer(key) => write!(f, "-D {}", service_arg(key)),
+            Op::AddRealServer {
+                service,
+                real_server,
+            } => write!(
+                f,
+                "-a {} -r {} -w {}",
+                service_arg(service),
+                real_server.key,
+                real_server.weight
+            ),
+            Op::UpdateRealServer {
+                service,
+                real_server,
+            } => write!(
+                f,
+                "-e {} -r {} -w {}",
+                service_arg(service),
+                real_server.key,
+                real_server.weight
+            ),
+            Op::DeleteRealServer {
+                service,
+                real_server,
+            } => write!(f, "-d {} -r {real_server}", service_arg(service)),
+            Op::FlushConntrack(ConntrackFilter::ReplySource {
+                protocol,
+                address,
+                port,
+            }) => write!(
+                f,
+                "conntrack -D -p {protocol} --reply-src {address} --reply-port-src {port}"
+            ),
+            Op::FlushConntrack(ConntrackFilter::OriginalDestination {
+                protocol,
+                address,
+                port,
+            }) => write!(
+                f,
+                "conntrack -D -p {protocol} --orig-dst {address} --dport {port}"
+            ),
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! Reconcile table tests and properties.
+
+use std::collections::BTreeSet;
+
+use netlink_ipvs::{
+    Protocol::*, RealServer, RealServerKey, ServiceKey, ServiceState, VirtualServer,
+};
+use proptest::prelude::*;
+
+use super::*;
+use crate::dataplane::{Dataplane, FakeDataplane};
+use crate::fixtures::*;
+use crate::model::{Endpoint, TrafficPolicy};
+use crate::plan::DesiredState;
+
+const DNS: &[(&str, netlink_ipvs::Protocol, u16)] = &[("dns", Udp, 53)];
+
+fn dns_plan(endpoints: Vec<Endpoint>) -> DesiredState {
+    plan(cluster(
+        vec![service("dns", &["10.96.0.10"], DNS)],
+        vec![slice("dns", "dns-1", DNS, endpoints)],
+    ))
+}
+
+/// Applies `ops` to a strict fake holding `observed`; every op must succeed.
+fn apply(observed: &Observed, ops: &[Op]) -> Observed {
+    let mut fake = FakeDataplane::with_state(observed.clone());
+    let report = fake.apply(ops);
+    let failures: Vec<String> = report
+        .failures(ops)
+        .map(|(op, e)| format!("{op}: {e}"))
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    fake.state
+}
+
+fn converge(desired: &DesiredState, observed: &Observed) -> Observed {
+    apply(
+        observed,
+        &reconcile(desired, observed, &Terminations::new()),
+    )
+}
+
+fn rs(address: &str, port: u16, weight: u32) -> RealServer {
+    RealServer {
+        weight,
+        ..RealServer::masq(ip(address), port)
+    }
+}
+
+#[test]
+fn nothing_changed_gives_no_operation() {
+    let desired = dns_plan(vec![ep("10.244.1.5", "node-a"), ep("10.244.2.5", "node-b")]);
+    let observed = converge(&desired, &Observed::default());
+    assert_eq!(reconcile(&desired, &observed, &Terminations::new()), vec![]);
+}
+
+#[test]
+fn creation_binds_first_then_service_then_real_servers() {
+    let desired = dns_plan(vec![
+        ep("10.244.1.5", "node-a"),
+        terminating("10.244.2.5", "node-b", true),
+    ]);
+    let ops = reconcile(&desired, &Observed::default(), &Terminations::new());
+    let key = udp("10.96.0.10", 53);
+    assert_eq!(
+        ops,
+        vec![
+            Op::BindAddress(ip("10.96.0.10")),
+            Op::AddVirtualServer(VirtualServer::new(key)),
+            // The terminating endpoint is not created at weight 0.
+            Op::AddRealServer {
+                service: key,
+                real_server: rs("10.244.1.5", 53, 1)
+            },
+        ]
+    );
+}
+
+#[test]
+fn endpoint_lifecycle_terminating_back_and_gone() {
+    // INCIDENTS.md I3/I4: weight 0 only while terminating; deleted (with a conntrack flush
+    // of its UDP flows) as soon as it leaves the slice, never "when connections reach 0".
+    let key = udp("10.96.0.10", 53);
+    let a = || ep("10.244.1.5", "node-a");
+    let observed = converge(
+        &dns_plan(vec![a(), ep("10.244.2.5", "node-b")]),
+        &Observed::default(),
+    );
+    let t = Terminations::new();
+
+    let draining = dns_plan(vec![a(), terminating("10.244.2.5", "node-b", true)]);
+    let ops = reconcile(&draining, &observed, &t);
+    assert_eq!(
+        ops,
+        vec![Op::UpdateRealServer {
+            service: key,
+            real_server: rs("10.244.2.5", 53, 0)
+        }]
+    );
+    let drained = apply(&observed, &ops);
+
+    let back = dns_plan(vec![a(), ep("10.244.2.5", "node-b")]);
+    let ops = reconcile(&back, &drained, &t);
+    assert_eq!(
+        ops,
+        vec![Op::UpdateRealServer {
+            service: key,
+            real_server: rs("10.244.2.5", 53, 1)
+        }]
+    );
+
+    let gone = dns_plan(vec![a()]);
+    let ops = reconcile(&gone, &drained, &t);
+    assert_eq!(
+        ops,
+        vec![
+            Op::DeleteRealServer {
+                service: key,
+                real_server: RealServerKey {
+                    address: ip("10.244.2.5"),
+                    port: 53
+                }
+            },
+            Op::FlushConntrack(ConntrackFilter::ReplySource {
+                protocol: Udp,
+                address: ip("10.244.2.5"),
+                port: 53
+            }),
+        ]
+    );
+}
+
+#[test]
+fn tcp_endpoint_removal_needs_no_flush() {
+    let web = |eps| {
+        plan(cluster(
+            vec![service("web", &["10.96.0.20"], &[("http", Tcp, 80)])],
+            vec![slice("web", "s", &[("http", Tcp, 8080)], eps)],
+        ))
+    };
+    let observed = converge(
+        &web(vec![ep("10.244.1.1", "a"), ep("10.244.1.2", "a")]),
+        &Observed::default(),
+    );
+    let ops = reconcile(
+        &web(vec![ep("10.244.1.1", "a")]),
+        &observed,
+        &Terminations::new(),
+    );
+    assert_eq!(ops.len(), 1);
+    assert!(matches!(ops[0], Op::DeleteRealServer { .. }));
+}
+
+#[test]
+fn first_endpoint_of_a_udp_service_flushes_its_stale_flows() {
+    // kube-proxy: UDP service going from 0 to >0 endpoints → flush entries to the VIP.
+    let observed = converge(&dns_plan(vec![]), &Observed::default());
+    let ops = reconcile(
+        &dns_plan(vec![ep("10.244.1.5", "node-a")]),
+        &observed,
+        &Terminations::new(),
+    );
+    assert_eq!(ops.len(), 2);
+    assert_eq!(
+        ops[1],
+        Op::FlushConntrack(ConntrackFilter::OriginalDestination {
+            protocol: Udp,
+            address: ip("10.96.0.10"),
+            port: 53
+        })
+    );
+}
+
+#[test]
+fn only_owned_virtual_servers_are_deleted() {
+    // DESIGN.md invariant 2 (and INCIDENTS.md I2): a keepalived service on another address,
+    // or on a node IP outside the NodePort range, is never touched.
+    let desired = dns_plan(vec![]);
+    let mut observed = converge(&desired, &Observed::default());
+    let foreign = [
+        tcp("10.0.0.99", 80),
+        tcp("192.168.1.10", 443),
+        ServiceKey::FwMark {
+            mark: 7,
+            family: netlink_ipvs::Family::V4,
+        },
+    ];
+    let ours = [
+        tcp("10.96.0.10", 80),
+        tcp("192.168.1.10", 30080),
+        ServiceKey::FwMark {
+            mark: crate::config::DEFAULT_FWMARK_BASE + 1,
+            family: netlink_ipvs::Family::V4,
+        },
+    ];
+    for key in foreign.iter().chain(&ours) {
+        let state = ServiceState {
+            service: VirtualServer::new(*key),
+            real_servers: Default::default(),
+        };
+        observed.ipvs.services.insert(*key, state);
+    }
+    let ops = reconcile(&desired, &observed, &Terminations::new());
+    let deleted: BTreeSet<ServiceKey> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::DeleteVirtualServer(k) => Some(*k),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleted, ours.into_iter().collect());
+    let after = apply(&observed, &ops);
+    for key in foreign {
+        assert_eq!(after.ipvs.services[&key], observed.ipvs.services[&key]);
+    }
+}
+
+#[test]
+fn removed_service_deletes_virtual_server_flushes_and_then_unbinds() {
+    let observed = converge(
+        &dns_plan(vec![ep("10.244.1.5", "node-a")]),
+        &Observed::default(),
+    );
+    let empty = plan(cluster(vec![], vec![]));
+    let ops = reconcile(&empty, &observed, &Terminations::new());
+    assert_eq!(
+        ops,
+        vec![
+            Op::FlushConntrack(ConntrackFilter::OriginalDestination {
+                protocol: Udp,
+                address: ip("10.96.0.10"),
+                port: 53
+            }),
+            Op::DeleteVirtualServer(udp("10.96.0.10", 53)),
+            Op::UnbindAddress(ip("10.96.0.10")),
+        ]
+    );
+}
+
+#[test]
+fn kernel_set_hashed_flag_is_not_a_difference_and_scheduler_change_is_an_update() {
+    let desired = dns_plan(vec![]);
+    let mut observed = converge(&desired, &Observed::default());
+    let key = udp("10.96.0.10", 53);
+    let service = &mut observed.ipvs.services.get_mut(&key).unwrap().service;
+    service.flags = service.flags | netlink_ipvs::ServiceFlags::HASHED;
+    assert_eq!(reconcile(&desired, &observed, &Terminations::new()), vec![]);
+    observed
+        .ipvs
+        .services
+        .get_mut(&key)
+        .unwrap()
+        .service
+        .scheduler = "wrr".into();
+    assert_eq!(
+        reconcile(&desired, &observed, &Terminations::new()),
+        vec![Op::UpdateVirtualServer(VirtualServer::new(key))]
+    );
+}
+
+#[test]
+fn a_failed_flush_is_owed_until_it_succeeds() {
+    let filter = ConntrackFilter::ReplySource {
+        protocol: Udp,
+        address: ip("10.244.2.5"),
+        port: 53,
+    };
+    let desired = dns_plan(vec![]);
+    let observed = converge(&desired, &Observed::default());
+    let mut terminations = Terminations::new();
+    let flush = [Op::FlushConntrack(filter)];
+    terminations.record(&flush, &[Err(crate::Errno(1))]);
+    assert_eq!(
+        reconcile(&desired, &observed, &terminations),
+        flush.to_vec()
+    );
+    terminations.record(&flush, &[Ok::<(), ()>(())]);
+    assert_eq!(reconcile(&desired, &observed, &terminations), vec![]);
+}
+
+#[test]
+fn reconcile_changes_sees_only_the_changed_keys() {
+    let desired = dns_plan(vec![ep("10.244.1.5", "node-a")]);
+    let mut observed = converge(&desired, &Observed::default());
+    // Drift on the dns service is invisible to an incremental reconcile about another key...
+    observed
+        .ipvs
+        .services
+        .get_mut(&udp("10.96.0.10", 53))
+        .unwrap()
+        .real_servers
+        .clear();
+    let changes = crate::plan::Changes {
+        services: [tcp("10.96.0.1", 1)].into(),
+        addresses: BTreeSet::new(),
+    };
+    assert_eq!(
+        reconcile_changes(&desired, &observed, &Terminations::new(), &changes),
+        vec![]
+    );
+    // ...and repaired by the full one (periodic resync).
+    let ops = reconcile(&desired, &observed, &Terminations::new());
+    assert!(matches!(ops[0], Op::AddRealServer { .. }), "{ops:?}");
+}
+
+// ---- properties ----
+
+fn arb_endpoint() -> impl Strategy<Value = Endpoint> {
+    (1u8..6, prop::bool::ANY, 0u8..3, prop::bool::ANY).prop_map(|(host, local, state, serving)| {
+        let node = if local { "node-a" } else { "node-b" };
+        let address = format!("10.244.{}.{host}", u8::from(local) + 1);
+        match state {
+            0 => ep(&address, node),
+            1 => terminating(&address, node, serving),
+            _ => Endpoint {
+                ready: false,
+                serving: false,
+                ..ep(&address, node)
+            },
+        }
+    })
+}
+
+fn arb_desired() -> impl Strategy<Value = DesiredState> {
+    let svc = (
+        1u8..5,
+        prop::bool::ANY,
+        prop::bool::ANY,
+        prop::bool::ANY,
+        prop::collection::vec(arb_endpoint(), 0..6),
+    );
+    prop::collection::vec(svc, 0..4).prop_map(|services| {
+        let mut svcs = Vec::new();
+        let mut slices = Vec::new();
+        for (i, (vip, is_udp, node_port, etp_local, endpoints)) in services.into_iter().enumerate()
+        {
+            let svc_name = format!("s{i}");
+            let protocol = if is_udp { Udp } else { Tcp };
+            let vip = format!("10.96.0.{vip}");
+            svcs.push(with_ports(
+                service(&svc_name, &[&vip], &[("p", protocol, 80)]),
+                |p| {
+                    p.node_port = node_port.then_some(30000 + i as u16);
+                    if etp_local {
+                        p.external_policy = TrafficPolicy::Local;
+                    }
+                },
+            ));
+            slices.push(slice(&svc_name, "s", &[("p", protocol, 8080)], endpoints));
+        }
+        plan(cluster(svcs, slices))
+    })
+}
+
+/// Observed state: a mix of possibly-ours and foreign virtual servers and bound addresses.
+fn arb_observed() -> impl Strategy<Value = Observed> {
+    let key = prop_oneof![
+        (1u8..5, prop::bool::ANY).prop_map(|(h, u)| if u {
+            udp(&format!("10.96.0.{h}"), 80)
+        } else {
+            tcp(&format!("10.96.0.{h}"), 80)
+        }),
+        (0u16..3).prop_map(|p| tcp("192.168.1.10", 30000 + p)),
+        (0u8..3).prop_map(|h| tcp(&format!("10.0.0.{h}"), 80)),
+        (0u32..2).prop_map(|m| ServiceKey::FwMark {
+            mark: m + 5,
+            family: netlink_ipvs::Family::V4
+        }),
+    ];
+    let real =
+        (1u8..6, 1u8..3, 0u32..3).prop_map(|(h, n, w)| rs(&format!("10.244.{n}.{h}"), 8080, w));
+    let service =
+        (key, prop::collection::vec(real, 0..5), prop::bool::ANY).prop_map(|(key, rss, wrr)| {
+            let mut vs = VirtualServer::new(key);
+            if wrr {
+                vs.scheduler = "wrr".into();
+            }
+            let real_servers = rss.into_iter().map(|r| (r.key, r)).collect();
+            (
+                key,
+                ServiceState {
+                    service: vs,
+                    real_servers,
+                },
+            )
+        });
+    let addresses =
+        prop::collection::btree_set((1u8..5).prop_map(|h| ip(&format!("10.96.0.{h}"))), 0..4);
+    (prop::collection::vec(service, 0..6), addresses).prop_map(|(services, addresses)| Observed {
+        ipvs: netlink_ipvs::IpvsState {
+            services: services.into_iter().collect(),
+        },
+        addresses,
+    })
+}
+
+fn touched(op: &Op) -> Option<ServiceKey> {
+    match op {
+        Op::AddVirtualServer(vs) | Op::UpdateVirtualServer(vs) => Some(vs.key),
+        Op::DeleteVirtualServer(k) => Some(*k),
+        Op::AddRealServer { service, .. }
+        | Op::UpdateRealServer { service, .. }
+        | Op::DeleteRealServer { service, .. } => Some(*service),
+        _ => None,
+    }
+}
+
+proptest! {
+    #[test]
+    fn applying_reconcile_converges(desired in arb_desired(), observed in arb_observed()) {
+        let ops = reconcile(&desired, &observed, &Terminations::new());
+        let after = apply(&observed, &ops);
+        prop_assert_eq!(reconcile(&desired, &after, &Terminations::new()), vec![]);
+        // Every desired virtual server exists with exactly its serving real servers plus
+        // drained ones that already existed.
+        for (key, want) in &desired.virtual_servers {
+            let have = &after.ipvs.services[key];
+            for (k, rs) in &want.real_servers {
+                match (rs.intent, have.real_servers.get(k)) {
+                    (crate::plan::RealServerIntent::Serve, Some(h)) => prop_assert_eq!(h.weight, 1),
+                    (crate::plan::RealServerIntent::Serve, None) => prop_assert!(false, "missing {}", k),
+                    (crate::plan::RealServerIntent::Drain, Some(h)) => prop_assert_eq!(h.weight, 0),
+                    (crate::plan::RealServerIntent::Drain, None) => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ops_never_touch_foreign_objects(desired in arb_desired(), observed in arb_observed()) {
+        let ops = reconcile(&desired, &observed, &Terminations::new());
+        let foreign: BTreeSet<ServiceKey> = observed.ipvs.services.keys()
+            .filter(|k| !owned(&desired, &observed, k) && !desired.virtual_servers.contains_key(k))
+            .copied().collect();
+        for op in &ops {
+            if let Some(key) = touched(op) {
+                prop_assert!(!foreign.contains(&key), "{} touches foreign {}", op, key);
+            }
+            if let Op::UnbindAddress(a) = op {
+                prop_assert!(!desired.addresses.contains_key(a));
+            }
+        }
+        let after = apply(&observed, &ops);
+        for key in &foreign {
+            prop_assert_eq!(&after.ipvs.services[key], &observed.ipvs.services[key]);
+        }
+    }
+
+    #[test]
+    fn services_exist_before_their_real_servers_and_binds_precede_them(desired in arb_desired(), observed in arb_observed()) {
+        let ops = reconcile(&desired, &observed, &Terminations::new());
+        let mut created = BTreeSet::new();
+        let mut deleted = BTreeSet::new();
+        let mut seen_vs_op = false;
+        for op in &ops {
+            match op {
+                Op::BindAddress(_) => prop_assert!(!seen_vs_op, "bind after a service op"),
+                Op::AddVirtualServer(vs) => { created.insert(vs.key); }
+                Op::DeleteVirtualServer(k) => { deleted.insert(*k); }
+                Op::AddRealServer { service, .. } | Op::UpdateRealServer { service, .. } | Op::DeleteRealServer { service, .. } => {
+                    prop_assert!(created.contains(service) || observed.ipvs.services.contains_key(service));
+                    prop_assert!(!deleted.contains(service), "real server op after its service was deleted");
+                }
+                _ => {}
+            }
+            seen_vs_op |= touched(op).is_some();
+        }
+    }
+
+    #[test]
+    fn incremental_reconcile_over_all_keys_equals_full(desired in arb_desired(), observed in arb_observed()) {
+        let changes = crate::plan::Changes {
+            services: desired.virtual_servers.keys().chain(observed.ipvs.services.keys()).copied().collect(),
+            addresses: desired.addresses.keys().chain(observed.addresses.iter()).copied().collect(),
+        };
+        prop_assert_eq!(
+            reconcile_changes(&desired, &observed, &Terminations::new(), &changes),
+            reconcile(&desired, &observed, &Terminations::new())
+        );
+    }
+}

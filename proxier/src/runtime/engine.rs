@@ -1,0 +1,150 @@
+//! [`Proxier`]: plan → reconcile → apply against a [`Dataplane`], keeping a mirror of the
+//! kernel so that an incremental sync costs what changed, not what exists.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::dataplane::Dataplane;
+use crate::error::Error;
+use crate::model::ClusterState;
+use crate::plan::{DesiredState, Planner};
+use crate::reconcile::{reconcile, reconcile_changes, Observed, Op, Terminations};
+
+/// What one sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncOutcome {
+    /// Operations sent to the kernel.
+    pub operations: usize,
+    /// Of which failed (retried by the next full resync).
+    pub failed: usize,
+    /// The failed operations with their errors (`op: error`).
+    pub failures: Vec<String>,
+    /// Wall time from plan to the last answer.
+    pub elapsed: Duration,
+}
+
+/// The node's proxy: cluster state, plan, kernel mirror and dataplane.
+pub struct Proxier<D> {
+    planner: Planner,
+    cluster: ClusterState,
+    dataplane: D,
+    mirror: Observed,
+    terminations: Terminations,
+    skipped: BTreeMap<String, u64>,
+}
+
+impl<D: Dataplane> Proxier<D> {
+    /// A proxy with an empty cluster; call [`Proxier::full_sync`] to adopt the kernel state.
+    pub fn new(planner: Planner, dataplane: D) -> Self {
+        Self {
+            planner,
+            cluster: ClusterState::new(),
+            dataplane,
+            mirror: Observed::default(),
+            terminations: Terminations::new(),
+            skipped: BTreeMap::new(),
+        }
+    }
+
+    /// The cluster objects; changes made here are synced by [`Proxier::incremental_sync`].
+    pub fn cluster_mut(&mut self) -> &mut ClusterState {
+        &mut self.cluster
+    }
+
+    /// The current plan.
+    pub fn desired(&self) -> &DesiredState {
+        self.planner.desired()
+    }
+
+    /// Our mirror of the kernel.
+    pub fn observed(&self) -> &Observed {
+        &self.mirror
+    }
+
+    /// The dataplane (for tests and start-up work outside the engine's operations).
+    pub fn dataplane_mut(&mut self) -> &mut D {
+        &mut self.dataplane
+    }
+
+    /// Skipped objects counted by reason, since start.
+    pub fn skipped(&self) -> &BTreeMap<String, u64> {
+        &self.skipped
+    }
+
+    /// Counts skipped objects by reason (the metric `proxier_skipped_objects_total`).
+    pub fn count_skipped(&mut self, errors: &[Error]) {
+        for error in errors {
+            let reason = match error {
+                Error::Rejected { reason, .. } => reason_label(&reason.to_string()),
+                other => reason_label(&other.to_string()),
+            };
+            *self.skipped.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// Start-up and periodic resync: re-reads the kernel (repairing drift someone else caused
+    /// in our objects), plans everything and applies the difference. On a restart over
+    /// matching state this makes no write at all.
+    pub fn full_sync(&mut self) -> Result<SyncOutcome, Error> {
+        let started = Instant::now();
+        self.mirror = self.dataplane.observe()?;
+        self.planner.plan_all(&mut self.cluster);
+        let ops = reconcile(self.planner.desired(), &self.mirror, &self.terminations);
+        Ok(self.apply(&ops, started))
+    }
+
+    /// After source changes: re-plans only the dirty Services and reconciles only what their
+    /// plan changed.
+    pub fn incremental_sync(&mut self) -> SyncOutcome {
+        let started = Instant::now();
+        let changes = self.planner.replan(&mut self.cluster);
+        let ops = reconcile_changes(
+            self.planner.desired(),
+            &self.mirror,
+            &self.terminations,
+            &changes,
+        );
+        self.apply(&ops, started)
+    }
+
+    fn apply(&mut self, ops: &[Op], started: Instant) -> SyncOutcome {
+        if ops.is_empty() {
+            return SyncOutcome {
+                elapsed: started.elapsed(),
+                ..SyncOutcome::default()
+            };
+        }
+        let report = self.dataplane.apply(ops);
+        let mut failures = Vec::new();
+        for (op, result) in ops.iter().zip(&report.results) {
+            match result {
+                Ok(()) => {
+                    // The kernel accepted it, so the mirror follows; a disagreement here
+                    // only means the mirror was stale, which the next resync repairs.
+                    let _ = self.mirror.apply(op);
+                    tracing::debug!(%op, "applied");
+                }
+                Err(error) => {
+                    failures.push(format!("{op}: {error}"));
+                    tracing::warn!(%op, %error, "operation failed; retried at the next resync");
+                }
+            }
+        }
+        self.terminations.record(ops, &report.results);
+        SyncOutcome {
+            operations: ops.len(),
+            failed: failures.len(),
+            failures,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+/// A metric label from a reason text: its words up to the first detail.
+fn reason_label(text: &str) -> String {
+    text.split([':', '(', '"'])
+        .next()
+        .unwrap_or(text)
+        .trim()
+        .to_owned()
+}

@@ -1,0 +1,103 @@
+//! Multi-document YAML (including `kind: List`) → Kubernetes objects → [`ClusterState`].
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use serde::Deserialize;
+
+use crate::error::Error;
+use crate::model::{endpoint_slice_from_k8s, node_from_k8s, service_from_k8s, ClusterState};
+
+/// An object this proxy reads.
+#[derive(Debug, Clone)]
+pub enum KubeObject {
+    /// A Service.
+    Service(Box<core::Service>),
+    /// A discovery/v1 EndpointSlice.
+    EndpointSlice(Box<discovery::EndpointSlice>),
+    /// A Node.
+    Node(Box<core::Node>),
+}
+
+fn typed<T: serde::de::DeserializeOwned>(
+    value: serde_yaml::Value,
+    context: &str,
+) -> Result<T, Error> {
+    serde_yaml::from_value(value).map_err(|source| Error::Yaml {
+        context: context.to_owned(),
+        source,
+    })
+}
+
+fn collect(
+    value: serde_yaml::Value,
+    context: &str,
+    objects: &mut Vec<KubeObject>,
+    problems: &mut Vec<Error>,
+) {
+    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+    let api_version = value
+        .get("apiVersion")
+        .and_then(|k| k.as_str())
+        .unwrap_or("");
+    let result = match (kind, api_version) {
+        ("Service", "v1") => typed(value, context).map(|o| Some(KubeObject::Service(Box::new(o)))),
+        ("EndpointSlice", "discovery.k8s.io/v1") => {
+            typed(value, context).map(|o| Some(KubeObject::EndpointSlice(Box::new(o))))
+        }
+        ("Node", "v1") => typed(value, context).map(|o| Some(KubeObject::Node(Box::new(o)))),
+        (kind, _) if kind.ends_with("List") => {
+            if let Some(serde_yaml::Value::Sequence(items)) = value.get("items").cloned() {
+                for (i, item) in items.into_iter().enumerate() {
+                    collect(item, &format!("{context} item {i}"), objects, problems);
+                }
+            }
+            Ok(None)
+        }
+        // Other kinds (Pods, Deployments, ...) may share the files: not ours, not an error.
+        _ => Ok(None),
+    };
+    match result {
+        Ok(Some(object)) => objects.push(object),
+        Ok(None) => {}
+        Err(e) => problems.push(e),
+    }
+}
+
+/// Parses every document of `text` (`name` is used in messages). Unreadable documents are
+/// returned as errors beside the objects that could be read.
+pub fn parse_documents(name: &str, text: &str) -> (Vec<KubeObject>, Vec<Error>) {
+    let mut objects = Vec::new();
+    let mut problems = Vec::new();
+    for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let context = format!("{name} document {}", i + 1);
+        match serde_yaml::Value::deserialize(document) {
+            Ok(serde_yaml::Value::Null) => {}
+            Ok(value) => collect(value, &context, &mut objects, &mut problems),
+            Err(source) => {
+                problems.push(Error::Yaml { context, source });
+                // The YAML stream cannot be resynchronised after a syntax error.
+                break;
+            }
+        }
+    }
+    (objects, problems)
+}
+
+/// Builds a cluster from objects; rejected ones are returned with their reasons.
+pub fn load_cluster(objects: &[KubeObject]) -> (ClusterState, Vec<Error>) {
+    let mut cluster = ClusterState::new();
+    let mut rejected = Vec::new();
+    for object in objects {
+        let result = match object {
+            KubeObject::Service(s) => service_from_k8s(s).map(|s| cluster.upsert_service(s)),
+            KubeObject::EndpointSlice(s) => {
+                endpoint_slice_from_k8s(s).map(|s| cluster.upsert_slice(s))
+            }
+            KubeObject::Node(n) => node_from_k8s(n).map(|n| cluster.upsert_node(n)),
+        };
+        if let Err(e) = result {
+            rejected.push(e);
+        }
+    }
+    (cluster, rejected)
+}

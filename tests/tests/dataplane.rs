@@ -1,0 +1,200 @@
+//! The real dataplane end to end: YAML objects → plan → reconcile → IPVS, addresses on
+//! `kube-ipvs0` and conntrack flushes, with real packets between namespaces and `ipvsadm`,
+//! `ip` and `conntrack` as witnesses.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code panics on failure"
+)]
+
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proxier::config::Config;
+use proxier::dataplane::kernel::KernelDataplane;
+use proxier::plan::{NodeContext, Planner};
+use proxier::runtime::Proxier;
+use proxier::source::{parse_documents, SnapshotSync};
+use proxier_kernel_tests::{
+    in_netns, tcp_responder, udp_responder, witness, Lab, NetNs, CONNTRACK, IPVSADM, NFT,
+};
+
+const SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: dns, namespace: kube-system}
+spec:
+  clusterIP: 10.96.0.10
+  clusterIPs: [10.96.0.10]
+  ports:
+  - {name: dns, port: 53, protocol: UDP, targetPort: 53}
+  - {name: web, port: 80, protocol: TCP, targetPort: 8080}
+"#;
+
+fn slice(endpoints: &[&str]) -> String {
+    let mut text = String::from(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: dns-abc\n  namespace: kube-system\n  labels: {kubernetes.io/service-name: dns}\naddressType: IPv4\nports:\n- {name: dns, port: 53, protocol: UDP}\n- {name: web, port: 8080, protocol: TCP}\nendpoints:\n",
+    );
+    for ip in endpoints {
+        text.push_str(&format!(
+            "- addresses: [{ip}]\n  conditions: {{ready: true, serving: true, terminating: false}}\n  nodeName: node-a\n"
+        ));
+    }
+    text
+}
+
+fn planner() -> Planner {
+    let node = NodeContext {
+        name: "node-a".into(),
+        node_ips: vec!["10.0.1.1".parse().unwrap()],
+        zone: None,
+    };
+    Planner::new(node, Config::default())
+}
+
+fn load(sync: &mut SnapshotSync, proxier: &mut Proxier<KernelDataplane>, yaml: &str) {
+    let (objects, problems) = parse_documents("test", yaml);
+    assert!(problems.is_empty(), "{problems:?}");
+    sync.apply(&objects, proxier.cluster_mut());
+}
+
+/// Sends `count` UDP queries from `netns` to 10.96.0.10:53 and returns the answers.
+fn query(netns: &str, count: usize) -> Vec<String> {
+    in_netns(netns, move || {
+        (0..count)
+            .map(|i| {
+                // A fresh source port per query: each is a new IPVS "connection".
+                let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+                socket
+                    .set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                socket
+                    .send_to(format!("q{i}").as_bytes(), "10.96.0.10:53")
+                    .unwrap();
+                let mut buffer = [0u8; 64];
+                match socket.recv(&mut buffer) {
+                    Ok(n) => String::from_utf8_lossy(&buffer[..n]).into_owned(),
+                    Err(_) => "lost".to_owned(),
+                }
+            })
+            .collect()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn program_serve_adopt_and_remove_an_endpoint() {
+    let _ns = NetNs::fresh();
+    let mut lab = Lab::new("dp");
+    let client = lab.host("client", "10.0.1.2", "10.0.1.1");
+    let a = lab.host("a", "10.0.2.2", "10.0.2.1");
+    let b = lab.host("b", "10.0.3.2", "10.0.3.1");
+    witness("/bin/sh", &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
+    // Conntrack hooks must be active for IPVS to create entries (our own nftables table does
+    // this in production; the dataplane issue wires it in).
+    witness(NFT, &["add table ip hooks; add chain ip hooks post { type nat hook postrouting priority 100; }; add rule ip hooks post ct state new counter"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let servers = vec![
+        udp_responder(&a, 53, "a", stop.clone()),
+        udp_responder(&b, 53, "b", stop.clone()),
+        tcp_responder(&a, 8080, "web-a", stop.clone()),
+        tcp_responder(&b, 8080, "web-b", stop.clone()),
+    ];
+    std::thread::sleep(Duration::from_millis(200));
+
+    let mut sync = SnapshotSync::new();
+    let mut dataplane = KernelDataplane::connect("kube-ipvs0").unwrap();
+    let changes = dataplane
+        .prepare_host(
+            &conntrack_gc::FsRoot::system(),
+            false,
+            netlink_ipvs::Timeouts::default(),
+        )
+        .unwrap();
+    assert!(changes.iter().all(|c| c.error.is_none()), "{changes:?}");
+    let sysctl =
+        |name: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/vs/{name}")).unwrap();
+    assert_eq!(sysctl("conntrack").trim(), "1");
+    assert_eq!(sysctl("expire_nodest_conn").trim(), "1");
+    assert_eq!(sysctl("conn_reuse_mode").trim(), "1", "kernel 6.1 >= 5.9");
+    let mut proxier = Proxier::new(planner(), dataplane);
+    load(
+        &mut sync,
+        &mut proxier,
+        &format!("{SERVICE}---\n{}", slice(&["10.0.2.2", "10.0.3.2"])),
+    );
+    let first = proxier.full_sync().unwrap();
+    assert_eq!(first.failed, 0, "{:?}", first.failures);
+    println!("first sync: {} operations", first.operations);
+
+    let listing = witness(IPVSADM, &["-Ln"]);
+    assert!(listing.contains("UDP  10.96.0.10:53 rr"), "{listing}");
+    assert!(listing.contains("TCP  10.96.0.10:80 rr"), "{listing}");
+    assert_eq!(listing.matches("-> 10.0.2.2").count(), 2, "{listing}");
+    assert_eq!(listing.matches("-> 10.0.3.2").count(), 2, "{listing}");
+    let addresses = witness("/usr/sbin/ip", &["-o", "addr", "show", "dev", "kube-ipvs0"]);
+    assert!(addresses.contains("10.96.0.10/32"), "{addresses}");
+
+    let answers = query(&client, 10);
+    assert!(answers.iter().all(|a| a == "a" || a == "b"), "{answers:?}");
+    assert!(
+        answers.contains(&"a".to_owned()) && answers.contains(&"b".to_owned()),
+        "{answers:?}"
+    );
+    let web = in_netns(&client, || {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect_timeout(
+            &"10.96.0.10:80".parse().unwrap(),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    })
+    .join()
+    .unwrap();
+    assert!(web == "web-a" || web == "web-b", "{web}");
+
+    // A restart over matching state adopts it: zero writes.
+    drop(proxier);
+    let mut proxier = Proxier::new(planner(), KernelDataplane::connect("kube-ipvs0").unwrap());
+    let mut sync = SnapshotSync::new();
+    load(
+        &mut sync,
+        &mut proxier,
+        &format!("{SERVICE}---\n{}", slice(&["10.0.2.2", "10.0.3.2"])),
+    );
+    let adopted = proxier.full_sync().unwrap();
+    assert_eq!(adopted.operations, 0, "restart must not write anything");
+
+    // Backend b's endpoint leaves the slice: its real servers go at once, and its UDP
+    // conntrack entries are flushed over ctnetlink.
+    let before = witness(CONNTRACK, &["-L", "-p", "udp", "--reply-src", "10.0.3.2"]);
+    assert!(
+        before.contains("10.96.0.10"),
+        "entries to flush exist first:\n{before}"
+    );
+    load(
+        &mut sync,
+        &mut proxier,
+        &format!("{SERVICE}---\n{}", slice(&["10.0.2.2"])),
+    );
+    let removal = proxier.incremental_sync();
+    assert_eq!(removal.failed, 0, "{:?}", removal.failures);
+    println!("endpoint removal: {} operations", removal.operations);
+    let listing = witness(IPVSADM, &["-Ln"]);
+    assert!(!listing.contains("10.0.3.2"), "{listing}");
+    let after = witness(CONNTRACK, &["-L", "-p", "udp", "--reply-src", "10.0.3.2"]);
+    assert!(!after.contains("10.96.0.10"), "flushed:\n{after}");
+    let answers = query(&client, 10);
+    assert!(answers.iter().all(|a| a == "a"), "{answers:?}");
+
+    stop.store(true, Ordering::Relaxed);
+    for server in servers {
+        server.join().unwrap();
+    }
+}
