@@ -338,3 +338,6 @@ pub fn tcp_responder(
         }
     })
 }
+
+/// The `proxier` binary inside the VM (put there by `cargo xtask vmtest`).
+pub const PROXIER: &str = "/usr/local/bin/proxier";

@@ -125,6 +125,12 @@ impl Payload {
         self
     }
 
+    /// Also copies `host` into the guest at `guest` (the `proxier` binary).
+    pub fn with_file(mut self, host: &Path, guest: &str) -> Self {
+        self.files.push((host.to_owned(), guest.to_owned()));
+        self
+    }
+
     /// Names of the test binaries this payload runs.
     pub fn binary_names(&self) -> Vec<String> {
         self.binary_names.clone()

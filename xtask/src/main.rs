@@ -137,9 +137,12 @@ fn vm_tests(options: &VmTestOptions) -> Result<Tally> {
     if binaries.is_empty() {
         bail!("no test binaries were built for the VM");
     }
+    let proxier = testbins::build_static_bin(&root, "proxier", "proxier", false)
+        .context("building the proxier binary for the VM")?;
     let kernel = kernel::locate(&root.join("target/vm-kernel"))?;
     let timeout = vm::binary_timeout()?;
-    let payload = initramfs::Payload::tests(&binaries, options.filter.as_deref(), timeout);
+    let payload = initramfs::Payload::tests(&binaries, options.filter.as_deref(), timeout)
+        .with_file(&proxier.path, testbins::GUEST_PROXIER);
     let image = initramfs::build(&root.join("target/vm-initramfs"), &kernel, &payload)?;
     let run = vm::boot(
         &kernel,
@@ -168,7 +171,7 @@ fn vm_bench(args: &[String]) -> Result<ExitCode> {
     };
     let root = workspace_root();
     host::ensure_packages(host::VM_PACKAGES)?;
-    let binary = testbins::build_static_bin(&root, bin)?;
+    let binary = testbins::build_static_bin(&root, testbins::KERNEL_TESTS_PACKAGE, bin, true)?;
     let kernel = kernel::locate(&root.join("target/vm-kernel"))?;
     let timeout = vm::binary_timeout()?;
     let payload = initramfs::Payload::program(&binary, bench_args, timeout);

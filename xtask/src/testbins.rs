@@ -68,20 +68,28 @@ pub fn cargo_test_host(root: &Path) -> Result<HostRun> {
     })
 }
 
-/// Builds one binary of the kernel suite in release mode (benchmarks) and returns it.
-pub fn build_static_bin(root: &Path, bin: &str) -> Result<TestBinary> {
-    let mut cmd = static_cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "--message-format=json",
-            "--package",
-            KERNEL_TESTS_PACKAGE,
-            "--bin",
-            bin,
-        ],
-    );
+/// Where the guest finds the `proxier` binary (scenario tests and the demo run it).
+pub const GUEST_PROXIER: &str = "/usr/local/bin/proxier";
+
+/// Builds binary `bin` of `package` (release for benchmarks) and returns it.
+pub fn build_static_bin(
+    root: &Path,
+    package: &str,
+    bin: &str,
+    release: bool,
+) -> Result<TestBinary> {
+    let mut args = vec![
+        "build",
+        "--message-format=json",
+        "--package",
+        package,
+        "--bin",
+        bin,
+    ];
+    if release {
+        args.push("--release");
+    }
+    let mut cmd = static_cargo(root, &args);
     cmd.stdout(Stdio::piped());
     let mut child = cmd.spawn().context("running cargo build")?;
     let stdout = child.stdout.take().context("cargo stdout")?;

@@ -41,6 +41,12 @@ pub trait Dataplane {
     fn observe(&mut self) -> Result<Observed, Error>;
     /// Applies `ops` in order.
     fn apply(&mut self, ops: &[Op]) -> ApplyReport;
+    /// Brings packet rules (masquerade, NodePorts, ETP=Local marks) in line with `desired`;
+    /// returns whether anything was written. Dataplanes without packet rules do nothing.
+    fn program_packet_rules(&mut self, desired: &crate::plan::DesiredState) -> Result<bool, Error> {
+        let _ = desired;
+        Ok(false)
+    }
 }
 
 #[cfg(test)]

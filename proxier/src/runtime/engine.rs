@@ -108,14 +108,21 @@ impl<D: Dataplane> Proxier<D> {
     }
 
     fn apply(&mut self, ops: &[Op], started: Instant) -> SyncOutcome {
+        let mut failures = Vec::new();
+        // Packet rules first: a new VIP is masqueraded from its first packet.
+        if let Err(error) = self.dataplane.program_packet_rules(self.planner.desired()) {
+            failures.push(format!("packet rules: {error}"));
+            tracing::warn!(%error, "packet rules not written; retried at the next resync");
+        }
         if ops.is_empty() {
             return SyncOutcome {
+                failed: failures.len(),
+                failures,
                 elapsed: started.elapsed(),
                 ..SyncOutcome::default()
             };
         }
         let report = self.dataplane.apply(ops);
-        let mut failures = Vec::new();
         for (op, result) in ops.iter().zip(&report.results) {
             match result {
                 Ok(()) => {

@@ -3,7 +3,8 @@
 //! rest.
 //!
 //! [`Proxier`] is the synchronous core (plan → reconcile → apply, with the kernel mirror);
-//! [`run_directory`] drives it from a [`DirectorySource`] on a tokio timer.
+//! [`run`] drives it from a [`Source`] (a [`DirectoryWatch`], the Kubernetes API) on a tokio
+//! timer.
 
 mod engine;
 
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::dataplane::Dataplane;
 use crate::error::Error;
+use crate::model::ClusterState;
 use crate::source::{DirectorySource, SnapshotSync};
 
 /// How often things happen.
@@ -62,34 +64,98 @@ impl Backoff {
     }
 }
 
-/// Loads the directory, adopts the kernel state, then follows the files until `shutdown`
-/// resolves. Kernel state is left as it is when the loop ends.
-pub async fn run_directory<D: Dataplane>(
+/// Where cluster changes come from, polled by [`run`] without blocking.
+pub trait Source {
+    /// Applies whatever changed since the last call to `cluster` (marking those Services
+    /// dirty) and reports it.
+    fn poll_changes(&mut self, cluster: &mut ClusterState) -> Result<SourcePoll, Error>;
+}
+
+/// What one poll of a [`Source`] found.
+#[derive(Debug, Default)]
+pub struct SourcePoll {
+    /// Whether any Service or EndpointSlice changed.
+    pub changed: bool,
+    /// Objects skipped (invalid ones keep their last good version), for logs and metrics.
+    pub skipped: Vec<Error>,
+}
+
+/// A directory of YAML followed as a [`Source`].
+#[derive(Debug)]
+pub struct DirectoryWatch {
+    directory: DirectorySource,
+    snapshot: SnapshotSync,
+}
+
+impl DirectoryWatch {
+    /// Follows `directory`.
+    pub fn new(directory: DirectorySource) -> Self {
+        Self {
+            directory,
+            snapshot: SnapshotSync::new(),
+        }
+    }
+}
+
+impl Source for DirectoryWatch {
+    fn poll_changes(&mut self, cluster: &mut ClusterState) -> Result<SourcePoll, Error> {
+        let poll = self.directory.poll()?;
+        let mut skipped = poll.problems;
+        if !poll.changed {
+            return Ok(SourcePoll {
+                changed: false,
+                skipped,
+            });
+        }
+        let report = self.snapshot.apply(&self.directory.objects(), cluster);
+        skipped.extend(report.skipped);
+        Ok(SourcePoll {
+            changed: report.upserted + report.removed > 0,
+            skipped,
+        })
+    }
+}
+
+/// Which kind of sync ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncKind {
+    /// Start-up: the kernel state was adopted.
+    Initial,
+    /// After source changes.
+    Incremental,
+    /// Periodic or retry: kernel re-read, drift repaired.
+    Full,
+}
+
+/// Loads the source, adopts the kernel state, then follows the source until `shutdown`
+/// resolves, calling `on_sync` after every sync (metrics, health). The kernel state is left as
+/// it is when the loop ends, and when the source fails.
+pub async fn run<D: Dataplane, S: Source>(
     proxier: &mut Proxier<D>,
-    mut source: DirectorySource,
+    source: &mut S,
     timing: SyncTiming,
+    mut on_sync: impl FnMut(SyncKind, &SyncOutcome),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let mut snapshot = SnapshotSync::new();
-    let mut load =
-        |source: &mut DirectorySource, proxier: &mut Proxier<D>| -> Result<bool, Error> {
-            let poll = source.poll()?;
-            for problem in &poll.problems {
-                tracing::warn!(%problem, "unreadable input kept its previous objects");
+    let poll = |source: &mut S, proxier: &mut Proxier<D>| -> bool {
+        match source.poll_changes(proxier.cluster_mut()) {
+            Ok(found) => {
+                for skipped in &found.skipped {
+                    tracing::warn!(%skipped, "object skipped");
+                }
+                proxier.count_skipped(&found.skipped);
+                found.changed
             }
-            if !poll.changed {
-                return Ok(false);
+            Err(error) => {
+                tracing::error!(%error, "source unavailable; kernel state kept as it is");
+                false
             }
-            let report = snapshot.apply(&source.objects(), proxier.cluster_mut());
-            for skipped in &report.skipped {
-                tracing::warn!(%skipped, "object skipped");
-            }
-            proxier.count_skipped(&report.skipped);
-            Ok(report.upserted + report.removed > 0)
-        };
-    load(&mut source, proxier)?;
+        }
+    };
+    poll(source, proxier);
     let outcome = proxier.full_sync()?;
     tracing::info!(?outcome, "initial sync (kernel state adopted)");
+    on_sync(SyncKind::Initial, &outcome);
     let mut backoff = Backoff::default();
     if outcome.failed > 0 {
         backoff.failed(Instant::now());
@@ -103,7 +169,7 @@ pub async fn run_directory<D: Dataplane>(
             () = &mut shutdown => break,
             () = tokio::time::sleep(timing.poll_period) => {}
         }
-        pending |= load(&mut source, proxier)?;
+        pending |= poll(source, proxier);
         let now = Instant::now();
         if now >= next_resync || backoff.is_due(now) {
             match proxier.full_sync() {
@@ -114,6 +180,7 @@ pub async fn run_directory<D: Dataplane>(
                     } else {
                         backoff.succeeded();
                     }
+                    on_sync(SyncKind::Full, &outcome);
                 }
                 Err(error) => {
                     tracing::error!(%error, "resync could not read the kernel; nothing changed");
@@ -129,6 +196,7 @@ pub async fn run_directory<D: Dataplane>(
             if outcome.failed > 0 {
                 backoff.failed(now);
             }
+            on_sync(SyncKind::Incremental, &outcome);
             last_sync = now;
             pending = false;
         }

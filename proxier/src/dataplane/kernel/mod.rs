@@ -2,28 +2,94 @@
 //! interface through rtnetlink, conntrack flushes through conntrack-gc (one pass for all the
 //! filters of a sync). No external binary is ever executed.
 
+mod cleanup;
 mod interface;
 mod sysctl;
 
+pub use cleanup::{cleanup, CleanupReport};
 pub use interface::InterfaceHandle;
 pub use sysctl::{apply_sysctls, kernel_version, wanted_sysctls, Sysctl, SysctlChange};
 
 use std::io;
 
+use std::net::IpAddr;
+
 use netlink_ipvs::{IpvsError, IpvsHandle, IpvsOperation};
 
+use super::nftables::{ExternalLocalMark, NftablesHandle, PacketRules};
 use super::{ApplyReport, Dataplane};
 use crate::error::{Errno, Error};
+use crate::plan::{DesiredState, VirtualServerRole};
 use crate::reconcile::{ConntrackFilter, Observed, Op};
 
 /// kube-proxy's name for the dummy interface, kept so that operators' tooling still works.
 pub const DEFAULT_INTERFACE: &str = "kube-ipvs0";
+
+/// Settings of the packet rules that do not come from the cluster objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketSettings {
+    /// Our nftables table (family inet).
+    pub table: String,
+    /// `clusterCIDR` (IPv4 and/or IPv6): traffic from outside it to a service is masqueraded.
+    pub cluster_cidrs: Vec<(IpAddr, u8)>,
+    /// `masqueradeAll`.
+    pub masquerade_all: bool,
+}
+
+impl Default for PacketSettings {
+    fn default() -> Self {
+        Self {
+            table: PacketRules::default().table,
+            cluster_cidrs: Vec::new(),
+            masquerade_all: false,
+        }
+    }
+}
+
+/// The packet rules a plan needs under `settings`.
+pub fn packet_rules(desired: &DesiredState, settings: &PacketSettings) -> PacketRules {
+    let mut rules = PacketRules {
+        table: settings.table.clone(),
+        cluster_cidrs: settings.cluster_cidrs.clone(),
+        masquerade_all: settings.masquerade_all,
+        service_ips: desired.addresses.keys().copied().collect(),
+        node_ips: desired.ownership.node_ips.clone(),
+        ..PacketRules::default()
+    };
+    for (key, vs) in &desired.virtual_servers {
+        if let (
+            VirtualServerRole::NodePort,
+            netlink_ipvs::ServiceKey::Address { protocol, port, .. },
+        ) = (vs.role, key)
+        {
+            rules.node_ports.insert((*protocol, *port));
+        }
+    }
+    for rule in desired.external_local.values() {
+        rules
+            .external_local
+            .extend(
+                rule.destinations
+                    .iter()
+                    .map(|(address, port)| ExternalLocalMark {
+                        address: *address,
+                        protocol: rule.protocol,
+                        port: *port,
+                        mark: rule.mark,
+                    }),
+            );
+    }
+    rules
+}
 
 /// The kernel of the network namespace the dataplane was opened in.
 pub struct KernelDataplane {
     ipvs: IpvsHandle,
     links: InterfaceHandle,
     conntrack: conntrack_gc::Conntrack,
+    nftables: NftablesHandle,
+    packet_settings: PacketSettings,
+    written_rules: Option<PacketRules>,
     interface: String,
     interface_index: u32,
 }
@@ -42,9 +108,19 @@ impl KernelDataplane {
             ipvs,
             links,
             conntrack,
+            nftables: NftablesHandle::connect()?,
+            packet_settings: PacketSettings::default(),
+            written_rules: None,
             interface: interface.to_owned(),
             interface_index,
         })
+    }
+
+    /// Sets what the packet rules need beyond the plan (cluster CIDRs, masqueradeAll, table).
+    pub fn with_packet_settings(mut self, settings: PacketSettings) -> Self {
+        self.packet_settings = settings;
+        self.written_rules = None;
+        self
     }
 
     /// Writes the sysctls IPVS mode needs (see [`wanted_sysctls`]) under `root` (`/` on a node)
@@ -147,7 +223,29 @@ impl Dataplane for KernelDataplane {
             service.service = service.service.normalized();
         }
         let addresses = self.links.addresses(self.interface_index)?;
+        // A full resync rewrites the table: drift in our own table is repaired like IPVS drift.
+        if !self.nftables.table_exists(&self.packet_settings.table)? {
+            self.written_rules = None;
+        }
         Ok(Observed { ipvs, addresses })
+    }
+
+    /// Replaces our nftables table (atomically, one transaction) when the rules changed.
+    fn program_packet_rules(&mut self, desired: &DesiredState) -> Result<bool, Error> {
+        let rules = packet_rules(desired, &self.packet_settings);
+        if self.written_rules.as_ref() == Some(&rules) {
+            return Ok(false);
+        }
+        self.nftables.replace_table(&rules)?;
+        tracing::info!(
+            table = %rules.table,
+            service_ips = rules.service_ips.len(),
+            node_ports = rules.node_ports.len(),
+            external_local = rules.external_local.len(),
+            "packet rules written"
+        );
+        self.written_rules = Some(rules);
+        Ok(true)
     }
 
     /// Applies `ops` in order; runs of IPVS operations go to the kernel as one batch and runs of
