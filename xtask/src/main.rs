@@ -25,7 +25,7 @@ commands:
   vmtest [FILTER] [--negative-control]
                            only the VM suite; FILTER is passed to every test binary
   vmbench ipvs [SERVICES]  program SERVICES x 10 IPVS entries three ways in the VM and compare
-  demo                     boot the VM with the example cluster (not yet: see the README)
+  demo                     boot the VM, run proxier on examples/demo and show real traffic
 
 environment:
   PROXIER_TEST_KERNEL      path to a vmlinuz to boot instead of the Debian cloud kernel
@@ -62,10 +62,7 @@ fn run() -> Result<ExitCode> {
         }
         "vmtest" => vm_tests(&VmTestOptions::parse(rest)?)?,
         "vmbench" => return vm_bench(rest),
-        "demo" => {
-            println!("cargo xtask demo: not yet: the dataplane issue brings the demo cluster");
-            return Ok(ExitCode::SUCCESS);
-        }
+        "demo" => return vm_program("demo", &[], false),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             return Ok(ExitCode::SUCCESS);
@@ -165,20 +162,31 @@ fn vm_tests(options: &VmTestOptions) -> Result<Tally> {
 
 /// Runs a benchmark program of the kernel suite in the VM; its output is the report.
 fn vm_bench(args: &[String]) -> Result<ExitCode> {
-    let (bin, bench_args) = match args.split_first() {
-        Some((name, rest)) if name == "ipvs" => ("ipvs_bench", rest),
+    match args.split_first() {
+        Some((name, rest)) if name == "ipvs" => vm_program("ipvs_bench", rest, true),
         _ => bail!("usage: cargo xtask vmbench ipvs [SERVICES]"),
-    };
+    }
+}
+
+/// Boots the VM to run one program of the kernel suite (with the `proxier` binary beside it);
+/// its output is the report, its exit status the verdict.
+fn vm_program(bin: &str, args: &[String], release: bool) -> Result<ExitCode> {
     let root = workspace_root();
     host::ensure_packages(host::VM_PACKAGES)?;
-    let binary = testbins::build_static_bin(&root, testbins::KERNEL_TESTS_PACKAGE, bin, true)?;
+    let binary = testbins::build_static_bin(&root, testbins::KERNEL_TESTS_PACKAGE, bin, release)?;
+    let proxier = testbins::build_static_bin(&root, "proxier", "proxier", release)?;
     let kernel = kernel::locate(&root.join("target/vm-kernel"))?;
     let timeout = vm::binary_timeout()?;
-    let payload = initramfs::Payload::program(&binary, bench_args, timeout);
+    let payload = initramfs::Payload::program(&binary, args, timeout)
+        .with_file(&proxier.path, testbins::GUEST_PROXIER);
     let image = initramfs::build(&root.join("target/vm-initramfs"), &kernel, &payload)?;
     let run = vm::boot(&kernel, &image, vm::overall_timeout(timeout, 1))?;
     let results = report::parse_console(&run.console, &payload.binary_names());
     let tally = report::tally(&results);
+    println!(
+        "VM wall time, boot to power-off: {:.1} s",
+        run.wall.as_secs_f64()
+    );
     Ok(if tally.failed == 0 && !run.timed_out {
         ExitCode::SUCCESS
     } else {
