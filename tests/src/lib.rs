@@ -341,3 +341,422 @@ pub fn tcp_responder(
 
 /// The `proxier` binary inside the VM (put there by `cargo xtask vmtest`).
 pub const PROXIER: &str = "/usr/local/bin/proxier";
+
+/// `iptables-legacy` (x_tables, the flavour of older container images).
+pub const IPTABLES_LEGACY: &str = "/usr/sbin/iptables-legacy";
+/// `iptables-nft` (the nf_tables-backed flavour of current hosts).
+pub const IPTABLES_NFT: &str = "/usr/sbin/iptables-nft";
+/// `iptables-legacy-save`.
+pub const IPTABLES_LEGACY_SAVE: &str = "/usr/sbin/iptables-legacy-save";
+/// `iptables-nft-save`.
+pub const IPTABLES_NFT_SAVE: &str = "/usr/sbin/iptables-nft-save";
+
+/// Polls `check` every 20 ms until it returns `Some`, and returns that; panics with `what` and
+/// the last `Err` text once `timeout` has passed.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(last) if std::time::Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen:\n{last}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Waits until `ipvsadm -Ln` satisfies `check` and returns that listing.
+pub fn wait_for_ipvs(
+    what: &str,
+    timeout: std::time::Duration,
+    check: impl Fn(&str) -> bool,
+) -> String {
+    wait_for(what, timeout, || {
+        let listing = witness(IPVSADM, &["-Ln"]);
+        if check(&listing) {
+            Ok(listing)
+        } else {
+            Err(listing)
+        }
+    })
+}
+
+/// Writes `text` to `path` the way a watcher must see it: a temporary file in the same
+/// directory, then a rename over the target.
+pub fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+    std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
+}
+
+/// A running `proxier run` (or any proxier subcommand) in the calling thread's network
+/// namespace, with an empty environment (`PATH=""`: it must execute nothing). Its stderr is
+/// collected; the process is killed when the guard is dropped.
+pub struct ProxierProcess {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProxierProcess {
+    /// Spawns `proxier ARGS` with `env_clear()`, `PATH=""` and `PROXIER_LOG=info`.
+    pub fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(PROXIER)
+            .args(args)
+            .env_clear()
+            .env("PATH", "")
+            .env("PROXIER_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {PROXIER} {args:?}: {e}"));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr piped");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let sink2 = sink.clone();
+            let out = std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let mut log = sink2.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+            let _ = out.join();
+        });
+        Self {
+            child,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    /// `proxier run --source DIR --node node-a --min-sync-period 0s` plus `extra`.
+    pub fn run(source: &std::path::Path, extra: &[&str]) -> Self {
+        let source = source.to_str().expect("utf-8 path");
+        let mut args = vec![
+            "run",
+            "--source",
+            source,
+            "--node",
+            "node-a",
+            "--min-sync-period",
+            "0s",
+        ];
+        args.extend_from_slice(extra);
+        Self::spawn(&args)
+    }
+
+    /// Everything the process wrote to stderr and stdout so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Panics (with the log) if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("proxier exited early: {status}\n{}", self.log());
+        }
+    }
+
+    /// Sends SIGTERM, waits for the exit and returns the exit status and the whole log.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = self.child.kill();
+                break self.child.wait().expect("wait");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        (status, self.log())
+    }
+
+    /// Runs `proxier ARGS` to completion (empty environment) and returns (success, output).
+    pub fn oneshot(args: &[&str]) -> (bool, String) {
+        let out = Command::new(PROXIER)
+            .args(args)
+            .env_clear()
+            .env("PATH", "")
+            .output()
+            .unwrap_or_else(|e| panic!("run {PROXIER} {args:?}: {e}"));
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+}
+
+impl Drop for ProxierProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One endpoint of a generated EndpointSlice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The pod IP.
+    pub ip: std::net::Ipv4Addr,
+    /// `conditions.ready`.
+    pub ready: bool,
+    /// `conditions.serving`.
+    pub serving: bool,
+    /// `conditions.terminating`.
+    pub terminating: bool,
+}
+
+impl Endpoint {
+    /// A ready pod.
+    pub fn ready(ip: &str) -> Self {
+        Self {
+            ip: ip.parse().expect("IPv4 address"),
+            ready: true,
+            serving: true,
+            terminating: false,
+        }
+    }
+
+    /// A pod that is shutting down but still serving (KEP-1669): weight 0 while others are ready.
+    pub fn terminating(ip: &str) -> Self {
+        Self {
+            ready: false,
+            serving: true,
+            terminating: true,
+            ..Self::ready(ip)
+        }
+    }
+}
+
+/// A Service `name` in namespace `default` with `cluster_ip` and `ports`
+/// (`(name, protocol, port, target_port, node_port)`; a node port makes it `type: NodePort`).
+pub fn service_yaml(
+    name: &str,
+    cluster_ip: &str,
+    ports: &[(&str, &str, u16, u16, Option<u16>)],
+) -> String {
+    let node_port = ports.iter().any(|p| p.4.is_some());
+    let mut text = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  type: {}\n  clusterIP: {cluster_ip}\n  clusterIPs: [{cluster_ip}]\n  ports:\n",
+        if node_port { "NodePort" } else { "ClusterIP" }
+    );
+    for (port_name, protocol, port, target, node) in ports {
+        text.push_str(&format!(
+            "  - {{name: {port_name}, port: {port}, protocol: {protocol}, targetPort: {target}"
+        ));
+        if let Some(node) = node {
+            text.push_str(&format!(", nodePort: {node}"));
+        }
+        text.push_str("}\n");
+    }
+    text
+}
+
+/// The EndpointSlice `{service}-eps` of Service `service` with `ports`
+/// (`(name, protocol, target_port)`) and `endpoints`, all on node `node-a`.
+pub fn slice_yaml(service: &str, ports: &[(&str, &str, u16)], endpoints: &[Endpoint]) -> String {
+    let mut text = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-eps\n  namespace: default\n  labels: {{kubernetes.io/service-name: {service}}}\naddressType: IPv4\nports:\n"
+    );
+    for (name, protocol, port) in ports {
+        text.push_str(&format!(
+            "- {{name: {name}, port: {port}, protocol: {protocol}}}\n"
+        ));
+    }
+    if endpoints.is_empty() {
+        text.push_str("endpoints: []\n");
+    } else {
+        text.push_str("endpoints:\n");
+    }
+    for e in endpoints {
+        text.push_str(&format!(
+            "- addresses: [{}]\n  conditions: {{ready: {}, serving: {}, terminating: {}}}\n  nodeName: node-a\n",
+            e.ip, e.ready, e.serving, e.terminating
+        ));
+    }
+    text
+}
+
+/// A fresh, empty source directory for `proxier run` under `/tmp`.
+pub fn source_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(format!("/tmp/proxier-src-{tag}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create source dir");
+    dir
+}
+
+/// Turns IPv4 forwarding on in the calling thread's namespace (the router's).
+pub fn enable_forwarding() {
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1\n").expect("ip_forward");
+}
+
+/// Sends one UDP datagram from `socket` to `to` and waits up to `timeout` for the answer.
+pub fn udp_ask(
+    socket: &std::net::UdpSocket,
+    to: std::net::SocketAddr,
+    payload: &[u8],
+    timeout: std::time::Duration,
+) -> Option<String> {
+    socket.set_read_timeout(Some(timeout)).expect("timeout");
+    socket.send_to(payload, to).ok()?;
+    let mut buffer = [0u8; 512];
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match socket.recv(&mut buffer) {
+            // The echo names the backend and repeats the query id; discard late answers to
+            // earlier queries.
+            Ok(n) => {
+                let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                match text.split_once(' ') {
+                    Some((name, id)) if id.as_bytes() == payload => return Some(name.to_owned()),
+                    None if payload.is_empty() => return Some(text),
+                    _ if std::time::Instant::now() >= deadline => return None,
+                    _ => continue,
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A resolver-like UDP echo server in `netns` on `port`: answers every datagram with
+/// `"{name} {payload}"` until `stop` is set, and counts what it answered.
+pub fn udp_echo(
+    netns: &str,
+    port: u16,
+    name: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    in_netns(netns, move || {
+        let socket = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .expect("timeout");
+        let mut buffer = [0u8; 512];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((n, peer)) = socket.recv_from(&mut buffer) {
+                let mut reply = format!("{name} ").into_bytes();
+                reply.extend_from_slice(&buffer[..n]);
+                let _ = socket.send_to(&reply, peer);
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    })
+}
+
+/// One query of a load generator: which flow sent it, when, and who answered (None: lost).
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// The flow (client socket) index.
+    pub flow: usize,
+    /// When the query was sent.
+    pub sent: std::time::Instant,
+    /// The answering backend's name, or None when no answer came within the timeout.
+    pub answer: Option<String>,
+}
+
+/// DNS-like UDP load from `netns` to `target`: `flows` clients, each sending a query, waiting up
+/// to `timeout` for its answer, then pausing `interval`, until `stop` is set. With
+/// `fixed_port_base`, flow `i` keeps source port `base + i` for its whole life (a long-lived
+/// resolver socket); without, every query comes from a fresh ephemeral port.
+pub fn udp_load(
+    netns: &str,
+    target: std::net::SocketAddr,
+    flows: usize,
+    fixed_port_base: Option<u16>,
+    interval: std::time::Duration,
+    timeout: std::time::Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Query>> {
+    in_netns(netns, move || {
+        let workers: Vec<_> = (0..flows)
+            .map(|flow| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let bind = |port: u16| {
+                        std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind client udp")
+                    };
+                    let fixed = fixed_port_base.map(|base| bind(base + flow as u16));
+                    let mut queries = Vec::new();
+                    let mut id = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        id += 1;
+                        let payload = format!("{flow}-{id}");
+                        let fresh;
+                        let socket = match &fixed {
+                            Some(s) => s,
+                            None => {
+                                fresh = bind(0);
+                                &fresh
+                            }
+                        };
+                        let sent = std::time::Instant::now();
+                        let answer = udp_ask(socket, target, payload.as_bytes(), timeout);
+                        queries.push(Query { flow, sent, answer });
+                        std::thread::sleep(interval);
+                    }
+                    queries
+                })
+            })
+            .collect();
+        let mut all: Vec<Query> = workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("load worker"))
+            .collect();
+        all.sort_by_key(|q| q.sent);
+        all
+    })
+}
+
+/// Counts of `queries` sent at or after `from`: (total, answered by each name, lost).
+pub fn tally(
+    queries: &[Query],
+    from: std::time::Instant,
+) -> (usize, std::collections::BTreeMap<String, usize>, usize) {
+    let mut by = std::collections::BTreeMap::new();
+    let mut lost = 0;
+    let mut total = 0;
+    for q in queries.iter().filter(|q| q.sent >= from) {
+        total += 1;
+        match &q.answer {
+            Some(name) => *by.entry(name.clone()).or_insert(0) += 1,
+            None => lost += 1,
+        }
+    }
+    (total, by, lost)
+}
