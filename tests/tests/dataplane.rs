@@ -93,9 +93,7 @@ fn program_serve_adopt_and_remove_an_endpoint() {
     let a = lab.host("a", "10.0.2.2", "10.0.2.1");
     let b = lab.host("b", "10.0.3.2", "10.0.3.1");
     witness("/bin/sh", &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
-    // Conntrack hooks must be active for IPVS to create entries (our own nftables table does
-    // this in production; the dataplane issue wires it in).
-    witness(NFT, &["add table ip hooks; add chain ip hooks post { type nat hook postrouting priority 100; }; add rule ip hooks post ct state new counter"]);
+    // No rule of anyone else's: conntrack hooks become active through proxier's own table.
     let stop = Arc::new(AtomicBool::new(false));
     let servers = vec![
         udp_responder(&a, 53, "a", stop.clone()),
@@ -135,6 +133,8 @@ fn program_serve_adopt_and_remove_an_endpoint() {
     assert!(listing.contains("TCP  10.96.0.10:80 rr"), "{listing}");
     assert_eq!(listing.matches("-> 10.0.2.2").count(), 2, "{listing}");
     assert_eq!(listing.matches("-> 10.0.3.2").count(), 2, "{listing}");
+    let table = witness(NFT, &["list", "table", "inet", "proxier"]);
+    assert!(table.contains("10.96.0.10") && table.contains("masquerade"), "{table}");
     let addresses = witness("/usr/sbin/ip", &["-o", "addr", "show", "dev", "kube-ipvs0"]);
     assert!(addresses.contains("10.96.0.10/32"), "{addresses}");
 
@@ -170,6 +170,18 @@ fn program_serve_adopt_and_remove_an_endpoint() {
     );
     let adopted = proxier.full_sync().unwrap();
     assert_eq!(adopted.operations, 0, "restart must not write anything");
+
+    // Drift caused by someone else in our objects is repaired by a full resync; a foreign
+    // virtual server is left alone.
+    witness(IPVSADM, &["-d", "-u", "10.96.0.10:53", "-r", "10.0.2.2:53"]);
+    witness(IPVSADM, &["-e", "-t", "10.96.0.10:80", "-r", "10.0.3.2:8080", "-m", "-w", "7"]);
+    witness(IPVSADM, &["-A", "-t", "192.0.2.50:443", "-s", "wlc"]);
+    let repair = proxier.full_sync().unwrap();
+    assert_eq!(repair.operations, 2, "{repair:?}");
+    let listing = witness(IPVSADM, &["-Ln"]);
+    assert_eq!(listing.matches("-> 10.0.2.2").count(), 2, "{listing}");
+    assert!(!listing.contains("Masq    7"), "{listing}");
+    assert!(listing.contains("TCP  192.0.2.50:443 wlc"), "foreign service kept:\n{listing}");
 
     // Backend b's endpoint leaves the slice: its real servers go at once, and its UDP
     // conntrack entries are flushed over ctnetlink.
