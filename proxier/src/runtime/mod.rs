@@ -7,6 +7,8 @@
 //! timer.
 
 mod engine;
+#[cfg(test)]
+mod tests;
 
 pub use engine::{Proxier, SyncOutcome};
 

@@ -1,0 +1,132 @@
+//! The sync loop against the strict fake dataplane and a scripted source.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::{run, Proxier, Source, SourcePoll, SyncKind, SyncTiming};
+use crate::config::Config;
+use crate::dataplane::FakeDataplane;
+use crate::error::Error;
+use crate::model::ClusterState;
+use crate::plan::{NodeContext, Planner};
+use crate::source::{parse_documents, SnapshotSync};
+
+const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  clusterIP: CLUSTER_IP\n  ports:\n  - {name: http, port: 80, protocol: TCP, targetPort: 8080}\n";
+const SLICE: &str = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: default\n  labels: {kubernetes.io/service-name: web}\naddressType: IPv4\nports:\n- {name: http, port: 8080, protocol: TCP}\nendpoints:\n- addresses: [10.244.1.5]\n  conditions: {ready: true}\n";
+
+/// A source that replays snapshots (or failures), one per poll, then reports no change.
+struct ScriptedSource {
+    steps: VecDeque<Result<String, String>>,
+    snapshot: SnapshotSync,
+}
+
+impl Source for ScriptedSource {
+    fn poll_changes(&mut self, cluster: &mut ClusterState) -> Result<SourcePoll, Error> {
+        match self.steps.pop_front() {
+            None => Ok(SourcePoll::default()),
+            Some(Err(reason)) => Err(Error::Config {
+                field: "source",
+                reason,
+            }),
+            Some(Ok(yaml)) => {
+                let (objects, problems) = parse_documents("script", &yaml);
+                assert!(problems.is_empty(), "{problems:?}");
+                let report = self.snapshot.apply(&objects, cluster);
+                Ok(SourcePoll {
+                    changed: report.upserted + report.removed > 0,
+                    skipped: report.skipped,
+                })
+            }
+        }
+    }
+}
+
+fn cluster(ip: &str) -> String {
+    format!("{}---\n{SLICE}", SERVICE.replace("CLUSTER_IP", ip))
+}
+
+fn run_script(
+    steps: Vec<Result<String, String>>,
+) -> (Proxier<FakeDataplane>, Vec<(SyncKind, usize)>) {
+    let node = NodeContext {
+        name: "node-a".into(),
+        node_ips: vec![],
+        zone: None,
+    };
+    let mut proxier = Proxier::new(
+        Planner::new(node, Config::default()),
+        FakeDataplane::default(),
+    );
+    let mut source = ScriptedSource {
+        steps: steps.into(),
+        snapshot: SnapshotSync::new(),
+    };
+    let timing = SyncTiming {
+        min_sync_period: Duration::ZERO,
+        sync_period: Duration::from_secs(3600),
+        poll_period: Duration::from_millis(1),
+    };
+    let mut syncs = Vec::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(run(
+            &mut proxier,
+            &mut source,
+            timing,
+            |kind, outcome| syncs.push((kind, outcome.operations)),
+            async { tokio::time::sleep(Duration::from_millis(100)).await },
+        ))
+        .unwrap();
+    (proxier, syncs)
+}
+
+#[test]
+fn initial_sync_programs_the_cluster_and_later_changes_are_incremental() {
+    let (proxier, syncs) = run_script(vec![Ok(cluster("10.96.0.1")), Ok(cluster("10.96.0.2"))]);
+    // bind + virtual server + real server, then the move to a new cluster IP.
+    assert_eq!(syncs[0], (SyncKind::Initial, 3));
+    assert_eq!(syncs[1].0, SyncKind::Incremental);
+    assert!(syncs[1].1 >= 4, "{syncs:?}");
+    let addresses: Vec<_> = proxier
+        .observed()
+        .addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(addresses, ["10.96.0.2"]);
+}
+
+#[test]
+fn a_failing_source_leaves_the_kernel_as_it_is() {
+    let (proxier, syncs) = run_script(vec![
+        Ok(cluster("10.96.0.1")),
+        Err("API server unreachable".into()),
+        Err("API server unreachable".into()),
+    ]);
+    assert_eq!(
+        syncs,
+        [(SyncKind::Initial, 3)],
+        "no sync after the failures"
+    );
+    assert_eq!(proxier.observed().ipvs.real_server_count(), 1);
+}
+
+#[test]
+fn an_object_turning_invalid_keeps_its_last_good_version() {
+    let (proxier, syncs) = run_script(vec![Ok(cluster("10.96.0.1")), Ok(cluster("10.96.0.999"))]);
+    assert_eq!(
+        syncs,
+        [(SyncKind::Initial, 3)],
+        "nothing deleted: {syncs:?}"
+    );
+    assert_eq!(proxier.observed().ipvs.services.len(), 1);
+    assert_eq!(
+        proxier.skipped().values().sum::<u64>(),
+        1,
+        "{:?}",
+        proxier.skipped()
+    );
+}
