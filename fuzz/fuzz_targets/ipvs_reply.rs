@@ -1,15 +1,29 @@
 #![no_main]
 //! Arbitrary bytes into the IPVS reply parser: errors are fine, panics are not. Whatever parses
-//! must re-emit and parse again to the same value.
+//! as an IPVS message must re-encode and parse again to the same message.
 
 use libfuzzer_sys::fuzz_target;
+use netlink_packet_core::NetlinkPayload;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(message) = netlink_ipvs::decode_message(data) else {
         return;
     };
-    let mut bytes = vec![0; message.buffer_len()];
-    message.serialize(&mut bytes);
-    let again = netlink_ipvs::decode_message(&bytes).expect("re-emitted message parses");
-    assert_eq!(again.payload, message.payload);
+    let NetlinkPayload::InnerMessage(genl) = message.payload else {
+        return;
+    };
+    let mut bytes = Vec::new();
+    let header = message.header;
+    netlink_ipvs::encode_request(
+        header.message_type,
+        genl.payload.clone(),
+        header.flags,
+        header.sequence_number,
+        &mut bytes,
+    );
+    let again = netlink_ipvs::decode_message(&bytes).expect("re-encoded message parses");
+    let NetlinkPayload::InnerMessage(again) = again.payload else {
+        panic!("re-encoded message is not an IPVS message");
+    };
+    assert_eq!(again.payload, genl.payload);
 });

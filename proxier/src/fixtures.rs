@@ -40,6 +40,7 @@ pub fn service(svc: &str, cluster_ips: &[&str], ports: &[(&str, Protocol, u16)])
                 cluster_ips: cluster_ips.iter().map(|s| ip(s)).collect(),
                 external_ips: vec![],
                 load_balancer_ips: vec![],
+                load_balancer_source_ranges: vec![],
                 affinity: SessionAffinity::None,
                 internal_policy: TrafficPolicy::Cluster,
                 external_policy: TrafficPolicy::Cluster,

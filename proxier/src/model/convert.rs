@@ -44,6 +44,29 @@ fn object_ref(kind: &str, meta: &ObjectMeta, namespaced: bool) -> ObjectRef {
     }
 }
 
+/// A CIDR such as `10.0.0.0/8` (a bare address means a host route).
+fn parse_cidr(field: &'static str, text: &str) -> Result<(IpAddr, u8), RejectReason> {
+    let invalid = || RejectReason::InvalidIp {
+        field,
+        value: text.to_owned(),
+    };
+    let (ip, prefix) = match text.trim().split_once('/') {
+        Some((ip, prefix)) => (ip, Some(prefix)),
+        None => (text.trim(), None),
+    };
+    let ip: IpAddr = ip.parse().map_err(|_| invalid())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(p) => p
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(invalid)?,
+        None => max,
+    };
+    Ok((ip, prefix))
+}
+
 fn parse_ip(field: &'static str, text: &str) -> Result<IpAddr, RejectReason> {
     text.trim().parse().map_err(|_| RejectReason::InvalidIp {
         field,
@@ -113,6 +136,12 @@ fn convert_service(service: &core::Service, object: &ObjectRef) -> Result<Servic
         .flatten()
         .map(|ip| parse_ip("spec.externalIPs", ip))
         .collect::<Result<Vec<_>, _>>()?;
+    let load_balancer_source_ranges = spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .map(|cidr| parse_cidr("spec.loadBalancerSourceRanges", cidr))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut load_balancer_ips = Vec::new();
     let ingress = service
         .status
@@ -178,6 +207,7 @@ fn convert_service(service: &core::Service, object: &ObjectRef) -> Result<Servic
             cluster_ips: cluster_ips.clone(),
             external_ips: external_ips.clone(),
             load_balancer_ips: load_balancer_ips.clone(),
+            load_balancer_source_ranges: load_balancer_source_ranges.clone(),
             affinity,
             internal_policy,
             external_policy,

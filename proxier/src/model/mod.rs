@@ -117,6 +117,8 @@ pub struct ServicePort {
     pub external_ips: Vec<IpAddr>,
     /// `status.loadBalancer.ingress[].ip` that are not `ipMode: Proxy`.
     pub load_balancer_ips: Vec<IpAddr>,
+    /// `spec.loadBalancerSourceRanges` as (network, prefix length); empty = any source.
+    pub load_balancer_source_ranges: Vec<(IpAddr, u8)>,
     /// Session affinity.
     pub affinity: SessionAffinity,
     /// `internalTrafficPolicy`.

@@ -78,6 +78,9 @@ pub struct DesiredVirtualServer {
     pub owner: ServicePortName,
     /// Why it exists.
     pub role: VirtualServerRole,
+    /// For a LoadBalancer IP: the only sources allowed (`loadBalancerSourceRanges`; empty =
+    /// any), enforced by the packet rules.
+    pub allowed_sources: Vec<(IpAddr, u8)>,
 }
 
 /// Intent for the packet rules (nftables): external traffic to these destinations gets

@@ -141,6 +141,11 @@ fn plan_port<'a>(
                 real_servers: real_servers(&endpoints, chosen),
                 owner: port.name.clone(),
                 role,
+                allowed_sources: if role == VirtualServerRole::LoadBalancer {
+                    port.load_balancer_source_ranges.clone()
+                } else {
+                    Vec::new()
+                },
             },
         ));
     };
@@ -203,6 +208,7 @@ fn plan_port<'a>(
                 real_servers: real_servers(&endpoints, local.as_ref().unwrap_or(&none)),
                 owner: port.name.clone(),
                 role: VirtualServerRole::ExternalLocal,
+                allowed_sources: Vec::new(),
             },
         ));
         plan.external_local.push(ExternalLocalRule {

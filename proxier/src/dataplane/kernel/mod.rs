@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use netlink_ipvs::{IpvsError, IpvsHandle, IpvsOperation};
 
-use super::nftables::{ExternalLocalMark, NftablesHandle, PacketRules};
+use super::nftables::{ExternalLocalMark, LoadBalancerSourceRange, NftablesHandle, PacketRules};
 use super::{ApplyReport, Dataplane};
 use crate::error::{Errno, Error};
 use crate::plan::{DesiredState, VirtualServerRole};
@@ -57,12 +57,29 @@ pub fn packet_rules(desired: &DesiredState, settings: &PacketSettings) -> Packet
         ..PacketRules::default()
     };
     for (key, vs) in &desired.virtual_servers {
-        if let (
-            VirtualServerRole::NodePort,
-            netlink_ipvs::ServiceKey::Address { protocol, port, .. },
-        ) = (vs.role, key)
-        {
-            rules.node_ports.insert((*protocol, *port));
+        let netlink_ipvs::ServiceKey::Address {
+            protocol,
+            address,
+            port,
+        } = *key
+        else {
+            continue;
+        };
+        match vs.role {
+            VirtualServerRole::NodePort => {
+                rules.node_ports.insert((protocol, port));
+            }
+            VirtualServerRole::LoadBalancer if !vs.allowed_sources.is_empty() => {
+                rules
+                    .load_balancer_source_ranges
+                    .push(LoadBalancerSourceRange {
+                        address,
+                        protocol,
+                        port,
+                        allowed: vs.allowed_sources.clone(),
+                    });
+            }
+            _ => {}
         }
     }
     for rule in desired.external_local.values() {
@@ -92,6 +109,7 @@ pub struct KernelDataplane {
     written_rules: Option<PacketRules>,
     interface: String,
     interface_index: u32,
+    flushed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl KernelDataplane {
@@ -113,7 +131,13 @@ impl KernelDataplane {
             written_rules: None,
             interface: interface.to_owned(),
             interface_index,
+            flushed: Default::default(),
         })
+    }
+
+    /// The number of conntrack entries deleted so far (shared, for metrics).
+    pub fn conntrack_flushed_counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.flushed.clone()
     }
 
     /// Sets what the packet rules need beyond the plan (cluster CIDRs, masqueradeAll, table).
@@ -183,6 +207,8 @@ impl KernelDataplane {
             .collect();
         match self.conntrack.flush(&filters) {
             Ok(report) => {
+                self.flushed
+                    .fetch_add(report.deleted, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(
                     examined = report.examined,
                     deleted = report.deleted,
@@ -355,5 +381,58 @@ fn ipvs_error(operation: &str, error: IpvsError) -> Error {
             operation: operation.to_owned(),
             source: io::Error::other(error.to_string()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netlink_ipvs::Protocol;
+
+    use super::{packet_rules, PacketSettings};
+    use crate::fixtures::{cluster, ep, ip, plan, service, slice, with_ports};
+
+    #[test]
+    fn packet_rules_follow_the_plan() {
+        let web = with_ports(
+            service("web", &["10.96.0.80"], &[("http", Protocol::Tcp, 80)]),
+            |p| {
+                p.node_port = Some(30080);
+                p.load_balancer_ips = vec![ip("203.0.113.7")];
+                p.load_balancer_source_ranges = vec![(ip("198.51.100.0"), 24)];
+            },
+        );
+        let open = with_ports(
+            service("open", &["10.96.0.81"], &[("http", Protocol::Tcp, 80)]),
+            |p| p.load_balancer_ips = vec![ip("203.0.113.8")],
+        );
+        let slices = vec![
+            slice(
+                "web",
+                "web-1",
+                &[("http", Protocol::Tcp, 8080)],
+                vec![ep("10.244.1.5", "node-a")],
+            ),
+            slice(
+                "open",
+                "open-1",
+                &[("http", Protocol::Tcp, 8080)],
+                vec![ep("10.244.1.6", "node-a")],
+            ),
+        ];
+        let desired = plan(cluster(vec![web, open], slices));
+        let settings = PacketSettings {
+            cluster_cidrs: vec![(ip("10.244.0.0"), 16)],
+            ..PacketSettings::default()
+        };
+        let rules = packet_rules(&desired, &settings);
+        assert!(rules.service_ips.contains(&ip("10.96.0.80")));
+        assert!(rules.service_ips.contains(&ip("203.0.113.7")));
+        assert!(rules.node_ports.contains(&(Protocol::Tcp, 30080)));
+        assert_eq!(rules.cluster_cidrs, settings.cluster_cidrs);
+        // Only the LoadBalancer with ranges is filtered; the other LB and the ClusterIP are not.
+        assert_eq!(rules.load_balancer_source_ranges.len(), 1);
+        let range = &rules.load_balancer_source_ranges[0];
+        assert_eq!((range.address, range.port), (ip("203.0.113.7"), 80));
+        assert_eq!(range.allowed, vec![(ip("198.51.100.0"), 24)]);
     }
 }

@@ -190,3 +190,27 @@ fn a_bad_object_does_not_affect_the_others() {
     );
     assert_eq!(cluster.services().count(), 2);
 }
+
+#[test]
+fn load_balancer_source_ranges() {
+    let with_ranges = |ranges: &str| {
+        format!(
+            "{BASE}spec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.20\n  \
+             loadBalancerSourceRanges: {ranges}\n  ports: [{{name: http, port: 80, nodePort: 30080}}]\n"
+        )
+    };
+    let service = svc(&with_ranges("[198.51.100.0/24, 192.0.2.1, 'fd00::/8']")).unwrap();
+    let ranges = &service.ports[0].load_balancer_source_ranges;
+    let text: Vec<String> = ranges
+        .iter()
+        .map(|(ip, len)| format!("{ip}/{len}"))
+        .collect();
+    assert_eq!(text, ["198.51.100.0/24", "192.0.2.1/32", "fd00::/8"]);
+    assert!(matches!(
+        reason(svc(&with_ranges("[10.0.0.0/33]"))),
+        RejectReason::InvalidIp {
+            field: "spec.loadBalancerSourceRanges",
+            ..
+        }
+    ));
+}
