@@ -124,7 +124,7 @@ impl Emitable for IpvsMessage {
     }
 
     fn emit(&self, buffer: &mut [u8]) {
-        self.attributes.as_slice().emit(buffer)
+        crate::attr::emit_list(&self.attributes, buffer)
     }
 }
 

@@ -345,3 +345,16 @@ fn truncated_and_garbage_input_is_an_error_not_a_panic() {
     // A service missing its scheduler does not convert.
     assert!(netlink_ipvs::service_entry(&[ServiceAttribute::AddressFamily(2)]).is_err());
 }
+
+#[test]
+fn unknown_attribute_with_both_flags_survives_a_round_trip() {
+    // Found by the ipvs_reply fuzz target: type 0xcc00 = NLA_F_NESTED | NLA_F_NET_BYTEORDER | 0x0c00.
+    let bytes = message(0, 0, 1, &[nla(0xcc00, &[0, 0, 23, 2])]);
+    let parsed = decode_message(&bytes).unwrap();
+    let NetlinkPayload::InnerMessage(genl) = parsed.payload else {
+        panic!()
+    };
+    let mut again = Vec::new();
+    encode_request(FAMILY, genl.payload.clone(), 0, 1, &mut again);
+    assert_eq!(again, bytes);
+}

@@ -116,7 +116,7 @@ impl Nla for DestinationAttribute {
             | D::ActiveConnections(v)
             | D::InactiveConnections(v)
             | D::PersistentConnections(v) => buffer[..4].copy_from_slice(&v.to_ne_bytes()),
-            D::Stats(n) | D::Stats64(n) => n.as_slice().emit(buffer),
+            D::Stats(n) | D::Stats64(n) => crate::attr::emit_list(n, buffer),
             D::Other(nla) => nla.emit_value(buffer),
         }
     }

@@ -110,7 +110,9 @@ impl Nla for ServiceAttribute {
             ServiceAttribute::Scheduler(s) | ServiceAttribute::PersistenceEngine(s) => {
                 emit_string(buffer, s)
             }
-            ServiceAttribute::Stats(n) | ServiceAttribute::Stats64(n) => n.as_slice().emit(buffer),
+            ServiceAttribute::Stats(n) | ServiceAttribute::Stats64(n) => {
+                crate::attr::emit_list(n, buffer)
+            }
             ServiceAttribute::Other(nla) => nla.emit_value(buffer),
         }
     }
