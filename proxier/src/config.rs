@@ -1,5 +1,19 @@
-//! Configuration: the parts of kube-proxy's `KubeProxyConfiguration`
-//! (`kubeproxy.config.k8s.io/v1alpha1`) that the engine uses, plus proxier's own settings.
+//! Configuration: kube-proxy's `KubeProxyConfiguration` (`kubeproxy.config.k8s.io/v1alpha1`,
+//! the `config.conf` of the `kube-proxy` ConfigMap that kubeadm writes), resolved into
+//! [`ProxySettings`], plus the engine's own [`Config`].
+//!
+//! Go writes every field with its zero value (`0s`, `""`, `null`, `false`), so a zero value
+//! means "unset, use the default", exactly as kube-proxy's defaulting does. A field proxier does
+//! not implement yields one warning when it is set to something other than its zero value, and
+//! never an error; a value proxier cannot honour safely (`mode: iptables`) is an error.
+
+#[cfg(feature = "kernel")]
+mod settings;
+#[cfg(test)]
+mod tests;
+
+#[cfg(feature = "kernel")]
+pub use settings::{ConfigWarning, ProxySettings, DEFAULT_HEALTHZ_PORT, DEFAULT_METRICS_PORT};
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -8,47 +22,166 @@ use serde::Deserialize;
 
 use crate::error::Error;
 
-/// The IPVS section of `KubeProxyConfiguration`.
+/// The `ipvs` section of `KubeProxyConfiguration`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct IpvsSection {
     /// `ipvs.scheduler` (empty = `rr`).
     pub scheduler: String,
+    /// `ipvs.syncPeriod` (Go duration; `0s` = default).
+    pub sync_period: Option<String>,
+    /// `ipvs.minSyncPeriod` (Go duration; `0s` = default).
+    pub min_sync_period: Option<String>,
+    /// `ipvs.strictARP`.
+    #[serde(rename = "strictARP")]
+    pub strict_arp: bool,
+    /// `ipvs.tcpTimeout` (IPVS established-TCP timeout; `0s` = leave the kernel's).
+    pub tcp_timeout: Option<String>,
+    /// `ipvs.tcpFinTimeout`.
+    pub tcp_fin_timeout: Option<String>,
+    /// `ipvs.udpTimeout`.
+    pub udp_timeout: Option<String>,
+    /// `ipvs.excludeCIDRs`: not implemented (warned about when set).
+    #[serde(rename = "excludeCIDRs")]
+    pub exclude_cidrs: Option<Vec<String>>,
+    /// Every other field of the section.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// The `iptables` section: in v1alpha1 it holds `masqueradeAll`, which IPVS mode uses too.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct IptablesSection {
+    /// `iptables.masqueradeAll`.
+    pub masquerade_all: bool,
+    /// The iptables-only fields (`masqueradeBit`, `syncPeriod`, ...): irrelevant in IPVS mode.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// The `clientConnection` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClientConnection {
+    /// `clientConnection.kubeconfig`: the kubeconfig to reach the API server with (kubeadm
+    /// points it at `/var/lib/kube-proxy/kubeconfig.conf`, which names the API server's real
+    /// address: the `kubernetes` Service's cluster IP needs a working proxy first).
+    pub kubeconfig: String,
+    /// `qps`, `burst`, `contentType`, `acceptContentTypes`: not implemented.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// The `logging` section (component-base logging options).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LoggingSection {
+    /// `logging.verbosity` (klog's `-v`).
+    pub verbosity: Option<u32>,
+    /// Every other field (format options, flush frequency).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// `KubeProxyConfiguration` as read from YAML: known fields typed, the rest kept by name so
-/// that the caller can warn about what proxier does not implement.
+/// that every unimplemented one can be warned about.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct KubeProxyConfiguration {
-    /// `ipvs`.
-    pub ipvs: IpvsSection,
-    /// `nodePortAddresses`: CIDRs, or `primary`.
-    pub node_port_addresses: Vec<String>,
+    /// `apiVersion`.
+    pub api_version: String,
+    /// `kind`.
+    pub kind: String,
+    /// `bindAddress`: a specific IP is the node's primary IP (as in kube-proxy).
+    pub bind_address: String,
+    /// `healthzBindAddress` (`ip:port`; empty = `0.0.0.0:10256`).
+    pub healthz_bind_address: String,
+    /// `metricsBindAddress` (`ip:port`; empty = `127.0.0.1:10249`).
+    pub metrics_bind_address: String,
+    /// `clusterCIDR`: comma-separated, one per family.
+    #[serde(rename = "clusterCIDR")]
+    pub cluster_cidr: String,
     /// `hostnameOverride`.
     pub hostname_override: String,
+    /// `mode`: `ipvs` or empty.
+    pub mode: String,
+    /// `detectLocalMode`: `ClusterCIDR` or empty.
+    pub detect_local_mode: String,
+    /// `nodePortAddresses`: CIDRs, or `primary`.
+    pub node_port_addresses: Option<Vec<String>>,
+    /// Top-level `masqueradeAll` (v1alpha2 spelling).
+    pub masquerade_all: Option<bool>,
+    /// Top-level `syncPeriod` (v1alpha2 spelling).
+    pub sync_period: Option<String>,
+    /// Top-level `minSyncPeriod` (v1alpha2 spelling).
+    pub min_sync_period: Option<String>,
+    /// `ipvs`.
+    pub ipvs: IpvsSection,
+    /// `iptables`.
+    pub iptables: IptablesSection,
+    /// `conntrack`, kept raw: `null` fields take kube-proxy's defaults (see
+    /// [`ProxySettings::conntrack`]).
+    pub conntrack: Option<serde_yaml::Value>,
+    /// `clientConnection`.
+    pub client_connection: ClientConnection,
+    /// `logging`.
+    pub logging: LoggingSection,
     /// Every other top-level field.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml::Value>,
 }
 
 impl KubeProxyConfiguration {
-    /// Parses the YAML text of a configuration file.
+    /// Parses the YAML (or JSON) text of a configuration file.
     pub fn from_yaml(text: &str) -> Result<Self, Error> {
-        serde_yaml::from_str(text).map_err(|source| Error::Yaml {
+        let config: Self = serde_yaml::from_str(text).map_err(|source| Error::Yaml {
             context: "KubeProxyConfiguration".to_owned(),
             source,
-        })
+        })?;
+        let bad = |field, reason: String| Err(Error::Config { field, reason });
+        if !config.kind.is_empty() && config.kind != "KubeProxyConfiguration" {
+            return bad(
+                "kind",
+                format!("{:?} is not KubeProxyConfiguration", config.kind),
+            );
+        }
+        if !config.api_version.is_empty()
+            && !config.api_version.starts_with("kubeproxy.config.k8s.io/")
+        {
+            return bad(
+                "apiVersion",
+                format!(
+                    "{:?} is not kubeproxy.config.k8s.io/v1alpha1",
+                    config.api_version
+                ),
+            );
+        }
+        Ok(config)
     }
 
-    /// Top-level fields that are set but that proxier does not implement (yet).
+    /// Top-level fields that are set but that proxier does not implement, by name (the
+    /// complete list with nested fields is [`ProxySettings::resolve`]'s warnings).
     pub fn unimplemented_fields(&self) -> Vec<&str> {
-        const IGNORED_QUIETLY: &[&str] = &["apiVersion", "kind", "mode"];
         self.other
             .iter()
-            .filter(|(k, v)| !IGNORED_QUIETLY.contains(&k.as_str()) && !v.is_null())
+            .filter(|(_, v)| !is_zero(v))
             .map(|(k, _)| k.as_str())
             .collect()
+    }
+}
+
+/// Whether a YAML value is Go's zero value (what an unset field is written as).
+pub(crate) fn is_zero(value: &serde_yaml::Value) -> bool {
+    use serde_yaml::Value;
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => matches!(s.as_str(), "" | "0" | "0s"),
+        Value::Sequence(items) => items.is_empty(),
+        Value::Mapping(map) => map.values().all(is_zero),
+        Value::Tagged(tagged) => is_zero(&tagged.value),
     }
 }
 
@@ -66,23 +199,32 @@ pub enum NodePortAddress {
     Primary,
 }
 
+/// Parses `10.0.0.0/8` or `fd00::/64` into network and prefix length.
+pub fn parse_cidr(text: &str, field: &'static str) -> Result<(IpAddr, u8), Error> {
+    let bad = |reason: &str| Error::Config {
+        field,
+        reason: format!("{text:?}: {reason}"),
+    };
+    let (ip, prefix) = text
+        .trim()
+        .split_once('/')
+        .ok_or_else(|| bad("not a CIDR"))?;
+    let network: IpAddr = ip.parse().map_err(|_| bad("bad address"))?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad("bad prefix"))?;
+    let max = if network.is_ipv4() { 32 } else { 128 };
+    if prefix > max {
+        return Err(bad("prefix too long"));
+    }
+    Ok((network, prefix))
+}
+
 impl NodePortAddress {
     /// Parses `10.0.0.0/8`, `fd00::/64` or `primary`.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let bad = |reason: &str| Error::Config {
-            field: "nodePortAddresses",
-            reason: format!("{text:?}: {reason}"),
-        };
         if text == "primary" {
             return Ok(NodePortAddress::Primary);
         }
-        let (ip, prefix) = text.split_once('/').ok_or_else(|| bad("not a CIDR"))?;
-        let network: IpAddr = ip.parse().map_err(|_| bad("bad address"))?;
-        let prefix: u8 = prefix.parse().map_err(|_| bad("bad prefix"))?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        if prefix > max {
-            return Err(bad("prefix too long"));
-        }
+        let (network, prefix) = parse_cidr(text, "nodePortAddresses")?;
         Ok(NodePortAddress::Cidr { network, prefix })
     }
 
@@ -154,6 +296,7 @@ impl Config {
         out.node_port_addresses = config
             .node_port_addresses
             .iter()
+            .flatten()
             .map(|a| NodePortAddress::parse(a))
             .collect::<Result<_, _>>()?;
         Ok(out)
@@ -169,39 +312,5 @@ impl Config {
                     || self.node_port_addresses.iter().any(|a| a.contains(*ip))
             })
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_kube_proxy_configuration_and_lists_unimplemented_fields() {
-        let yaml = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
-                    mode: ipvs\nipvs:\n  scheduler: mh\nnodePortAddresses: [\"10.0.0.0/8\"]\n\
-                    conntrack:\n  maxPerCore: 0\n";
-        let kpc = KubeProxyConfiguration::from_yaml(yaml).unwrap();
-        assert_eq!(kpc.unimplemented_fields(), vec!["conntrack"]);
-        let config = Config::from_kube_proxy(&kpc).unwrap();
-        assert_eq!(config.scheduler, "mh");
-        let ips: Vec<IpAddr> = vec!["10.1.2.3".parse().unwrap(), "192.168.0.1".parse().unwrap()];
-        assert_eq!(config.node_port_ips(&ips), vec![ips[0]]);
-    }
-
-    #[test]
-    fn cidr_matching_and_parse_errors() {
-        let v6 = NodePortAddress::parse("fd00::/64").unwrap();
-        assert!(v6.contains("fd00::5".parse().unwrap()));
-        assert!(!v6.contains("fd01::5".parse().unwrap()));
-        assert!(!v6.contains("10.0.0.1".parse().unwrap()));
-        let all = NodePortAddress::parse("0.0.0.0/0").unwrap();
-        assert!(all.contains("1.2.3.4".parse().unwrap()));
-        assert!(NodePortAddress::parse("10.0.0.0/33").is_err());
-        assert!(NodePortAddress::parse("ten/8").is_err());
-        assert_eq!(
-            NodePortAddress::parse("primary").unwrap(),
-            NodePortAddress::Primary
-        );
     }
 }

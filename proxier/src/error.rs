@@ -168,4 +168,23 @@ pub enum Error {
         /// The kernel's answer.
         errno: Errno,
     },
+    /// The Kubernetes API could not be used.
+    #[cfg(feature = "kernel")]
+    #[error("Kubernetes API: {operation}")]
+    Api {
+        /// What was being done.
+        operation: String,
+        /// The client's error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// A health or metrics endpoint could not listen.
+    #[error("listen on {address}")]
+    Serve {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -11,6 +11,8 @@ mod error;
 mod fixtures;
 pub mod ipvsadm;
 pub mod model;
+#[cfg(feature = "kernel")]
+pub mod observability;
 pub mod plan;
 pub mod reconcile;
 pub mod runtime;

@@ -1,21 +1,54 @@
 //! The `proxier` binary.
+//!
+//! Without a subcommand it behaves as kube-proxy does (`--config`, `--hostname-override`,
+//! `--cleanup`, `--proxy-mode`, `--v`, `--kubeconfig`, `--master`), so kube-proxy's DaemonSet
+//! runs it unchanged.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use proxier::config::{Config, KubeProxyConfiguration};
+use proxier::config::{Config, ConfigWarning, KubeProxyConfiguration, ProxySettings};
 use proxier::plan::{NodeContext, Planner};
 use proxier::source::{load_cluster, parse_documents, DirectorySource};
 
 /// A kube-proxy IPVS-mode replacement.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    kube_proxy: KubeProxyFlags,
+}
+
+/// kube-proxy's own flags: with no subcommand, `proxier` runs against the API server.
+#[derive(Debug, Default, clap::Args)]
+struct KubeProxyFlags {
+    /// A KubeProxyConfiguration file (kubeproxy.config.k8s.io/v1alpha1).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Remove what proxier created and exit (as `proxier cleanup`).
+    #[arg(long)]
+    cleanup: bool,
+    /// The node's name, instead of the hostname.
+    #[arg(long = "hostname-override")]
+    hostname_override: Option<String>,
+    /// Proxy mode: only `ipvs` (or empty) is accepted.
+    #[arg(long = "proxy-mode")]
+    proxy_mode: Option<String>,
+    /// Log verbosity (klog levels: 0-3 info, 4-5 debug, 6+ trace).
+    #[arg(long = "v", short = 'v')]
+    verbosity: Option<u32>,
+    /// A kubeconfig file (default: clientConnection.kubeconfig, then in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The API server's URL (overrides the kubeconfig's).
+    #[arg(long)]
+    master: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,23 +72,25 @@ enum Command {
         #[arg(long)]
         addresses: bool,
     },
-    /// Program this node's kernel and keep it in line with the source.
+    /// Program this node's kernel and keep it in line with the API server (or `--source`).
     Run(RunArgs),
     /// Remove exactly what proxier created (IPVS virtual servers, dummy interface, nftables
     /// table) and nothing else.
     Cleanup(CleanupArgs),
+    /// Print the version.
+    Version,
 }
 
-/// `proxier run`.
-#[derive(Debug, clap::Args)]
+/// `proxier run`. Flags given here override the configuration file.
+#[derive(Debug, Default, clap::Args)]
 struct RunArgs {
-    /// A directory of YAML (or one file) holding Services, EndpointSlices and Nodes; followed
-    /// for changes.
+    /// A directory of YAML (or one file) holding Services, EndpointSlices and Nodes, followed
+    /// for changes, instead of the API server.
     #[arg(long)]
-    source: PathBuf,
-    /// This node's name.
-    #[arg(long)]
-    node: String,
+    source: Option<PathBuf>,
+    /// This node's name (default: hostnameOverride, then the hostname).
+    #[arg(long, alias = "hostname-override")]
+    node: Option<String>,
     /// IPs NodePorts open on (repeatable); default: the Node object's InternalIPs.
     #[arg(long = "node-ip")]
     node_ips: Vec<IpAddr>,
@@ -74,12 +109,18 @@ struct RunArgs {
     /// Set arp_ignore/arp_announce for load balancers that announce VIPs (ipvs.strictARP).
     #[arg(long)]
     strict_arp: bool,
-    /// Least time between syncs (Go duration).
-    #[arg(long, default_value = "1s")]
-    min_sync_period: String,
-    /// Full resync period (Go duration).
-    #[arg(long, default_value = "30s")]
-    sync_period: String,
+    /// Least time between syncs (Go duration; default 1s).
+    #[arg(long)]
+    min_sync_period: Option<String>,
+    /// Full resync period (Go duration; default 30s).
+    #[arg(long)]
+    sync_period: Option<String>,
+    /// A kubeconfig file (default: clientConnection.kubeconfig, then in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The API server's URL (overrides the kubeconfig's).
+    #[arg(long)]
+    master: Option<String>,
 }
 
 /// `proxier cleanup`.
@@ -93,28 +134,27 @@ struct CleanupArgs {
     node_ips: Vec<IpAddr>,
 }
 
-fn read_config(config: Option<&Path>, command: &str) -> anyhow::Result<Config> {
-    let Some(file) = config else {
-        return Ok(Config::default());
+/// Reads and resolves a configuration file (defaults without one).
+fn load_settings(file: Option<&Path>) -> anyhow::Result<(ProxySettings, Vec<ConfigWarning>)> {
+    let Some(file) = file else {
+        return Ok((ProxySettings::default(), Vec::new()));
     };
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let kpc = KubeProxyConfiguration::from_yaml(&text)?;
-    for field in kpc.unimplemented_fields() {
-        eprintln!("config: {field} is not implemented by proxier {command}; ignored");
-    }
-    Ok(Config::from_kube_proxy(&kpc)?)
+    let kpc = KubeProxyConfiguration::from_yaml(&text)
+        .with_context(|| format!("reading {}", file.display()))?;
+    ProxySettings::resolve(&kpc).with_context(|| format!("in {}", file.display()))
 }
 
-fn parse_cidr(text: &str) -> anyhow::Result<(IpAddr, u8)> {
-    let (ip, prefix) = text
-        .split_once('/')
-        .with_context(|| format!("{text:?} is not a CIDR"))?;
-    Ok((ip.parse()?, prefix.parse()?))
-}
-
-fn duration(text: &str) -> anyhow::Result<std::time::Duration> {
+fn duration(text: &str) -> anyhow::Result<Duration> {
     conntrack_gc::sizing::parse_go_duration(text).map_err(|e| anyhow::anyhow!("{text:?}: {e}"))
+}
+
+/// The node's hostname, lower-cased as kube-proxy does.
+fn hostname() -> anyhow::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading the hostname (set --hostname-override)")?;
+    Ok(name.trim().to_lowercase())
 }
 
 async fn shutdown_signal() {
@@ -132,82 +172,196 @@ async fn shutdown_signal() {
     }
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
-    use proxier::dataplane::kernel::{KernelDataplane, PacketSettings};
-    use proxier::runtime::{DirectoryWatch, Proxier, SyncTiming};
-
-    let config = read_config(args.config.as_deref(), "run")?;
-    let timing = SyncTiming {
-        min_sync_period: duration(&args.min_sync_period)?,
-        sync_period: duration(&args.sync_period)?,
-        ..SyncTiming::default()
-    };
-    let packet_settings = PacketSettings {
-        cluster_cidrs: args
+/// Applies `run`'s flags over the configuration file's settings.
+fn apply_run_flags(settings: &mut ProxySettings, args: &RunArgs) -> anyhow::Result<()> {
+    if !args.cluster_cidrs.is_empty() {
+        settings.cluster_cidrs = args
             .cluster_cidrs
             .iter()
-            .map(|c| parse_cidr(c))
-            .collect::<anyhow::Result<_>>()?,
-        masquerade_all: args.masquerade_all,
-        ..PacketSettings::default()
+            .map(|c| proxier::config::parse_cidr(c, "--cluster-cidr"))
+            .collect::<Result<_, _>>()?;
+    }
+    settings.masquerade_all |= args.masquerade_all;
+    settings.strict_arp |= args.strict_arp;
+    if let Some(text) = &args.min_sync_period {
+        settings.min_sync_period = duration(text)?;
+    }
+    if let Some(text) = &args.sync_period {
+        settings.sync_period = duration(text)?;
+    }
+    if args.kubeconfig.is_some() {
+        settings.kubeconfig.clone_from(&args.kubeconfig);
+    }
+    Ok(())
+}
+
+async fn kube_client(
+    kubeconfig: Option<&Path>,
+    master: Option<&str>,
+) -> anyhow::Result<kube::Client> {
+    let mut config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig given and no in-cluster service account")?,
     };
-    let mut dataplane = KernelDataplane::connect(&args.interface)
+    if let Some(master) = master {
+        config.cluster_url = master
+            .parse()
+            .with_context(|| format!("--master {master:?}"))?;
+    }
+    kube::Client::try_from(config).context("creating the API client")
+}
+
+/// Where `run` gets cluster objects from.
+enum Origin {
+    Directory(PathBuf),
+    Api {
+        kubeconfig: Option<PathBuf>,
+        master: Option<String>,
+    },
+}
+
+async fn run(
+    settings: ProxySettings,
+    node: String,
+    node_ips: Vec<IpAddr>,
+    interface: String,
+    origin: Origin,
+) -> anyhow::Result<()> {
+    use proxier::dataplane::kernel::{KernelDataplane, PacketSettings};
+    use proxier::observability::{EventPublisher, MeteredDataplane, Metrics, Observer};
+    use proxier::runtime::{DirectoryWatch, Proxier, SyncTiming};
+
+    let timing = SyncTiming {
+        min_sync_period: settings.min_sync_period,
+        sync_period: settings.sync_period,
+        ..SyncTiming::default()
+    };
+    let dataplane = KernelDataplane::connect(&interface)
         .context("opening the kernel dataplane")?
-        .with_packet_settings(packet_settings);
-    let root = conntrack_gc::FsRoot::system();
-    dataplane.prepare_host(&root, args.strict_arp, netlink_ipvs::Timeouts::default())?;
-    match conntrack_gc::apply_sizing(
-        &root,
-        &conntrack_gc::ConntrackConfig::kube_proxy_defaults(),
-        conntrack_gc::sizing::cpu_count(),
-    ) {
-        Ok(report) => {
-            for entry in &report.entries {
-                tracing::info!(%entry, "conntrack sizing");
+        .with_packet_settings(PacketSettings {
+            cluster_cidrs: settings.cluster_cidrs.clone(),
+            masquerade_all: settings.masquerade_all,
+            ..PacketSettings::default()
+        });
+    let metrics = Metrics::new().with_conntrack_flushed(dataplane.conntrack_flushed_counter());
+    let client = match &origin {
+        Origin::Api { kubeconfig, master } => {
+            Some(kube_client(kubeconfig.as_deref(), master.as_deref()).await?)
+        }
+        Origin::Directory(_) => None,
+    };
+    let events = match &client {
+        Some(client) => EventPublisher::start(client.clone(), &node),
+        None => EventPublisher::disabled(),
+    };
+    let observer = Observer::new(metrics, settings.sync_period, events);
+    observer.spawn_health_server(settings.healthz_bind_address);
+    observer.spawn_metrics_server(settings.metrics_bind_address);
+    // Unhealthy if the first sync does not come within 2 × syncPeriod (API unreachable).
+    observer.health.queued(std::time::Instant::now());
+
+    let mut cluster = proxier::model::ClusterState::new();
+    let (node_object, api_source) = match (&origin, client) {
+        (Origin::Directory(path), _) => {
+            let mut probe = DirectorySource::new(path);
+            probe.poll()?;
+            let (probed, _) = load_cluster(&probe.objects());
+            (probed.node(&node).cloned(), None)
+        }
+        (Origin::Api { .. }, Some(client)) => {
+            let mut source = proxier::source::kube::KubeSource::start(client, &node)
+                .with_observer(observer.clone());
+            tokio::select! {
+                synced = source.wait_until_synced(&mut cluster, Duration::from_secs(10)) => {
+                    let synced = synced?;
+                    observer.record_skipped(&synced.skipped);
+                }
+                () = shutdown_signal() => return Ok(()),
+            }
+            tracing::info!("services, endpoint slices and node synced");
+            (source.local_node().cloned(), Some(source))
+        }
+        (Origin::Api { .. }, None) => anyhow::bail!("no API client"),
+    };
+    if node_object.is_none() {
+        tracing::warn!(%node, "no Node object: no zone, NodePorts only on --node-ip/bindAddress");
+    }
+    let mut ips = node_ips;
+    if ips.is_empty() {
+        ips.extend(settings.bind_address);
+        for ip in node_object.iter().flat_map(|n| n.internal_ips.iter()) {
+            if !ips.contains(ip) {
+                ips.push(*ip);
             }
         }
+    }
+    let context = NodeContext {
+        name: node.clone(),
+        node_ips: ips,
+        zone: node_object.and_then(|n| n.zone),
+    };
+    tracing::info!(?context, ?timing, "planning for this node");
+
+    let root = conntrack_gc::FsRoot::system();
+    match conntrack_gc::apply_sizing(
+        &root,
+        &settings.conntrack,
+        conntrack_gc::sizing::cpu_count(),
+    ) {
+        Ok(report) => observer.record_sizing(&node, &report),
         Err(error) => tracing::warn!(%error, "conntrack sizing skipped"),
     }
+    let mut dataplane = MeteredDataplane::new(dataplane, observer.metrics.clone());
+    dataplane
+        .inner_mut()
+        .prepare_host(&root, settings.strict_arp, settings.ipvs_timeouts)?;
+    observer.spawn_conntrack_watch(root, Duration::from_secs(60));
 
-    // The Node object (if the source has it) gives the node IPs and zone, as for `plan`.
-    let mut probe = DirectorySource::new(&args.source);
-    probe.poll()?;
-    let (probed, _) = load_cluster(&probe.objects());
-    let node_object = probed.node(&args.node);
-    let context = NodeContext {
-        name: args.node.clone(),
-        node_ips: if args.node_ips.is_empty() {
-            node_object
-                .map(|n| n.internal_ips.clone())
-                .unwrap_or_default()
-        } else {
-            args.node_ips.clone()
-        },
-        zone: node_object.and_then(|n| n.zone.clone()),
+    let mut proxier = Proxier::new(Planner::new(context, settings.engine.clone()), dataplane);
+    *proxier.cluster_mut() = cluster;
+    let hook = |kind, outcome: &proxier::runtime::SyncOutcome| {
+        tracing::info!(
+            ?kind,
+            operations = outcome.operations,
+            failed = outcome.failed,
+            elapsed_us = outcome.elapsed.as_micros() as u64,
+            "synced"
+        );
+        observer.on_sync(kind, outcome);
     };
-    let mut source = DirectoryWatch::new(DirectorySource::new(&args.source));
-    let mut proxier = Proxier::new(Planner::new(context, config), dataplane);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(proxier::runtime::run(
-        &mut proxier,
-        &mut source,
-        timing,
-        |kind, outcome| {
-            tracing::info!(
-                ?kind,
-                operations = outcome.operations,
-                failed = outcome.failed,
-                elapsed_us = outcome.elapsed.as_micros() as u64,
-                "synced"
-            );
-        },
-        shutdown_signal(),
-    ))?;
+    match (origin, api_source) {
+        (_, Some(source)) => {
+            let mut source = observer.watch_source(source);
+            proxier::runtime::run(&mut proxier, &mut source, timing, hook, shutdown_signal())
+                .await?;
+        }
+        (Origin::Directory(path), None) => {
+            let source = DirectoryWatch::new(DirectorySource::new(&path));
+            let mut source = observer.watch_source(source);
+            proxier::runtime::run(&mut proxier, &mut source, timing, hook, shutdown_signal())
+                .await?;
+        }
+        (Origin::Api { .. }, None) => anyhow::bail!("no API source"),
+    }
     tracing::info!("stopped; kernel state left as it is");
     Ok(())
+}
+
+fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(future)
 }
 
 fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
@@ -302,31 +456,123 @@ fn plan(
     Ok(())
 }
 
+/// klog verbosity → tracing level.
+fn level(verbosity: u32) -> &'static str {
+    match verbosity {
+        0..=3 => "info",
+        4..=5 => "debug",
+        _ => "trace",
+    }
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let flags = &cli.kube_proxy;
+    // The configuration comes first: its logging.verbosity sets the log level.
+    let config_path = match &cli.command {
+        None => flags.config.clone(),
+        Some(Command::Run(args)) => args.config.clone(),
+        Some(_) => None,
+    };
+    let loaded = load_settings(config_path.as_deref());
+    let verbosity = flags
+        .verbosity
+        .or(loaded.as_ref().ok().and_then(|(s, _)| s.verbosity))
+        .unwrap_or(0);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PROXIER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level(verbosity))),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Plan {
-            path,
-            node,
-            node_ips,
-            config,
-            addresses,
-        } => plan(&path, node, node_ips, config, addresses),
-        Command::Run(args) => run(args),
-        Command::Cleanup(args) => cleanup(args),
-    };
+    let result = dispatch(cli, loaded);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("proxier: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(
+    cli: Cli,
+    loaded: anyhow::Result<(ProxySettings, Vec<ConfigWarning>)>,
+) -> anyhow::Result<()> {
+    let with_warnings = |loaded: anyhow::Result<(ProxySettings, Vec<ConfigWarning>)>| {
+        loaded.map(|(settings, warnings)| {
+            for warning in &warnings {
+                tracing::warn!(field = %warning.field, "{warning}");
+            }
+            settings
+        })
+    };
+    match cli.command {
+        Some(Command::Plan {
+            path,
+            node,
+            node_ips,
+            config,
+            addresses,
+        }) => plan(&path, node, node_ips, config, addresses),
+        Some(Command::Run(args)) => {
+            let mut settings = with_warnings(loaded)?;
+            apply_run_flags(&mut settings, &args)?;
+            let node = match args.node.clone().or(settings.hostname_override.clone()) {
+                Some(node) => node,
+                None => hostname()?,
+            };
+            let origin = match &args.source {
+                Some(path) => Origin::Directory(path.clone()),
+                None => Origin::Api {
+                    kubeconfig: settings.kubeconfig.clone(),
+                    master: args.master.clone(),
+                },
+            };
+            let (node_ips, interface) = (args.node_ips, args.interface);
+            block_on(run(settings, node, node_ips, interface, origin))
+        }
+        Some(Command::Cleanup(args)) => cleanup(args),
+        Some(Command::Version) => {
+            println!("proxier {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        None => {
+            let flags = cli.kube_proxy;
+            if flags.cleanup {
+                return cleanup(CleanupArgs {
+                    interface: proxier::dataplane::kernel::DEFAULT_INTERFACE.to_owned(),
+                    node_ips: Vec::new(),
+                });
+            }
+            if let Some(mode) = flags
+                .proxy_mode
+                .as_deref()
+                .filter(|m| !matches!(*m, "" | "ipvs"))
+            {
+                anyhow::bail!(
+                    "--proxy-mode={mode}: proxier implements kube-proxy's IPVS mode only; \
+                     use --proxy-mode=ipvs or keep kube-proxy for {mode} mode"
+                );
+            }
+            let mut settings = with_warnings(loaded)?;
+            if flags.kubeconfig.is_some() {
+                settings.kubeconfig.clone_from(&flags.kubeconfig);
+            }
+            let node = match flags
+                .hostname_override
+                .or(settings.hostname_override.clone())
+            {
+                Some(node) => node,
+                None => hostname()?,
+            };
+            let origin = Origin::Api {
+                kubeconfig: settings.kubeconfig.clone(),
+                master: flags.master,
+            };
+            let interface = proxier::dataplane::kernel::DEFAULT_INTERFACE.to_owned();
+            block_on(run(settings, node, Vec::new(), interface, origin))
         }
     }
 }

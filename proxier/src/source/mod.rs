@@ -2,6 +2,8 @@
 //! of a directory); the kube-rs reflectors come with the runtime.
 
 mod directory;
+#[cfg(feature = "kernel")]
+pub mod kube;
 mod snapshot;
 mod yaml;
 

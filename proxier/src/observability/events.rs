@@ -1,0 +1,126 @@
+//! Kubernetes Events (events.k8s.io/v1) for conntrack sizing decisions and for objects skipped
+//! as invalid, published from a background task so that the sync loop never waits on the API.
+//! Each (object, reason) is reported once per process.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tokio::sync::mpsc;
+
+use crate::model::ObjectRef;
+
+/// Sends Events, or drops them when there is no API server (file source).
+#[derive(Debug, Default)]
+pub struct EventPublisher {
+    sender: Option<mpsc::UnboundedSender<(ObjectReference, Event)>>,
+    seen: Mutex<HashSet<(String, String)>>,
+}
+
+fn api_version(kind: &str) -> &'static str {
+    match kind {
+        "EndpointSlice" => "discovery.k8s.io/v1",
+        _ => "v1",
+    }
+}
+
+impl EventPublisher {
+    /// A publisher that drops everything.
+    pub fn disabled() -> Self {
+        Self::default()
+    }
+
+    /// Publishes through `client` as reporting controller `proxier` on `node`. Must be called
+    /// inside a tokio runtime.
+    pub fn start(client: kube::Client, node: &str) -> Self {
+        let reporter = Reporter {
+            controller: "proxier".to_owned(),
+            instance: Some(node.to_owned()),
+        };
+        let recorder = Recorder::new(client, reporter);
+        let (sender, mut receiver) = mpsc::unbounded_channel::<(ObjectReference, Event)>();
+        tokio::spawn(async move {
+            while let Some((reference, event)) = receiver.recv().await {
+                if let Err(error) = recorder.publish(&event, &reference).await {
+                    tracing::warn!(%error, reason = %event.reason, "event not published");
+                }
+            }
+        });
+        Self {
+            sender: Some(sender),
+            seen: Mutex::default(),
+        }
+    }
+
+    /// Whether `key` is new (and remembers it).
+    fn first_time(&self, key: (String, String)) -> bool {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key)
+    }
+
+    fn send(&self, reference: ObjectReference, event: Event) {
+        if let Some(sender) = &self.sender {
+            // The receiver lives as long as the runtime; a send after shutdown is moot.
+            let _ = sender.send((reference, event));
+        }
+    }
+
+    /// A Warning that `object` was skipped as invalid (`reason` is a metric-style label).
+    /// Returns whether an Event was queued (false when already reported or disabled).
+    pub fn skipped(&self, object: &ObjectRef, reason: &str, note: &str) -> bool {
+        if self.sender.is_none() || !self.first_time((object.to_string(), reason.to_owned())) {
+            return false;
+        }
+        let reference = ObjectReference {
+            api_version: Some(api_version(&object.kind).to_owned()),
+            kind: Some(object.kind.clone()),
+            namespace: Some(object.namespace.clone()).filter(|n| !n.is_empty()),
+            name: Some(object.name.clone()),
+            ..ObjectReference::default()
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "InvalidObjectSkipped".to_owned(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Skip".to_owned(),
+            secondary: None,
+        };
+        self.send(reference, event);
+        true
+    }
+
+    /// An Event on the Node for one conntrack sizing decision (Warning when a needed write
+    /// did not happen).
+    pub fn sizing(&self, node: &str, knob: &str, warning: bool, note: &str) {
+        if self.sender.is_none() || !self.first_time((format!("Node {node}"), knob.to_owned())) {
+            return;
+        }
+        let reference = ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("Node".to_owned()),
+            name: Some(node.to_owned()),
+            uid: Some(node.to_owned()),
+            ..ObjectReference::default()
+        };
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: if warning {
+                "ConntrackSizingFailed"
+            } else {
+                "ConntrackSizing"
+            }
+            .to_owned(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "SizeConntrack".to_owned(),
+            secondary: None,
+        };
+        self.send(reference, event);
+    }
+}

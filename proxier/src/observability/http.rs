@@ -1,0 +1,127 @@
+//! A minimal HTTP/1.1 server for the health and metrics endpoints: `GET`/`HEAD` only, one
+//! request per connection (`Connection: close`), bounded request head and read time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::error::Error;
+
+/// An answer: status code, content type, body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: String,
+}
+
+impl Response {
+    /// A response.
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            content_type,
+            body: body.into(),
+        }
+    }
+
+    fn not_found() -> Self {
+        Self::new(404, "text/plain; charset=utf-8", "404 page not found\n")
+    }
+}
+
+/// Maps a request path to a response (`None` = 404).
+pub type Handler = Arc<dyn Fn(&str) -> Option<Response> + Send + Sync>;
+
+const MAX_HEAD: usize = 8 * 1024;
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// Binds `address`.
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| Error::Serve { address, source })
+}
+
+/// Serves connections from `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, handler: Handler) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = answer(stream, &handler).await {
+                        tracing::debug!(%error, "HTTP connection failed");
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > MAX_HEAD {
+            return Ok(None);
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(Some(String::from_utf8_lossy(&head).into_owned()))
+}
+
+async fn answer(mut stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
+    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+        Ok(head) => head?,
+        Err(_) => return Ok(()),
+    };
+    let mut words = head.as_deref().unwrap_or("").split_whitespace();
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let response = match method {
+        _ if head.is_none() || path.is_empty() => {
+            Response::new(400, "text/plain; charset=utf-8", "bad request\n")
+        }
+        "GET" | "HEAD" => handler(path).unwrap_or_else(Response::not_found),
+        _ => Response::new(405, "text/plain; charset=utf-8", "method not allowed\n"),
+    };
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+         X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+        response.status,
+        reason(response.status),
+        response.content_type,
+        response.body.len()
+    );
+    if method != "HEAD" {
+        out.push_str(&response.body);
+    }
+    stream.write_all(out.as_bytes()).await?;
+    stream.shutdown().await
+}

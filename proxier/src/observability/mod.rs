@@ -1,0 +1,243 @@
+//! Health, metrics and Events, with kube-proxy's names and semantics so that whatever watched
+//! kube-proxy (liveness probes, load balancer health checks on :10256, Prometheus on :10249)
+//! keeps working.
+//!
+//! [`Observer`] is the one object the binary wires in: it wraps the [`Source`] (to learn when
+//! updates are queued and which objects are skipped), takes the sync hook of
+//! [`crate::runtime::run`], and serves `/healthz`, `/livez` and `/metrics`.
+
+mod events;
+mod health;
+pub mod http;
+mod metered;
+mod metrics;
+#[cfg(test)]
+mod tests;
+
+pub use events::EventPublisher;
+pub use health::{Health, HealthStatus};
+pub use metered::{real_server_counts, MeteredDataplane};
+pub use metrics::{Histogram, Metrics};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::{Error, RejectReason};
+use crate::model::ClusterState;
+use crate::runtime::{Source, SourcePoll, SyncKind, SyncOutcome};
+
+/// A stable metric label for why an object was skipped.
+pub fn skip_reason(error: &Error) -> &'static str {
+    match error {
+        Error::Rejected { reason, .. } => match reason {
+            RejectReason::MissingName => "missing_name",
+            RejectReason::MissingSpec => "missing_spec",
+            RejectReason::MissingServiceNameLabel => "missing_service_name_label",
+            RejectReason::InvalidIp { .. } => "invalid_ip",
+            RejectReason::PortOutOfRange { .. } => "port_out_of_range",
+            RejectReason::UnknownProtocol(_) => "unknown_protocol",
+            RejectReason::UnsupportedAddressType(_) => "unsupported_address_type",
+            RejectReason::FamilyMismatch(_) => "family_mismatch",
+            RejectReason::InvalidAffinityTimeout(_) => "invalid_affinity_timeout",
+            RejectReason::Headless => "headless",
+            RejectReason::ExternalName => "external_name",
+            RejectReason::NoClusterIp => "no_cluster_ip",
+            RejectReason::ServiceProxyName(_) => "service_proxy_name",
+            RejectReason::HeadlessLabel => "headless_label",
+        },
+        Error::Yaml { .. } => "unreadable",
+        _ => "other",
+    }
+}
+
+/// Metrics, health and Events of one proxier process.
+#[derive(Debug, Clone)]
+pub struct Observer {
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// The health state.
+    pub health: Arc<Health>,
+    /// The Event publisher.
+    pub events: Arc<EventPublisher>,
+}
+
+impl Observer {
+    /// An observer for a proxy resyncing every `sync_period`.
+    pub fn new(metrics: Metrics, sync_period: Duration, events: EventPublisher) -> Self {
+        Self {
+            metrics: Arc::new(metrics),
+            health: Arc::new(Health::new(sync_period)),
+            events: Arc::new(events),
+        }
+    }
+
+    /// The hook for [`crate::runtime::run`]: records the sync in the metrics, and in the
+    /// health state as done unless operations failed (then something is still pending).
+    pub fn on_sync(&self, kind: SyncKind, outcome: &SyncOutcome) {
+        let now = SystemTime::now();
+        self.metrics
+            .record_sync(kind != SyncKind::Incremental, outcome.elapsed, now);
+        if outcome.failed == 0 {
+            self.health.updated(now);
+        } else {
+            self.health.queued(Instant::now());
+        }
+    }
+
+    /// Counts and reports skipped objects: a metric for each, an Event for invalid ones.
+    pub fn record_skipped(&self, skipped: &[Error]) {
+        for error in skipped {
+            let reason = skip_reason(error);
+            self.metrics.count_skipped(reason);
+            if let Error::Rejected {
+                object,
+                reason: why,
+            } = error
+            {
+                if why.is_invalid() {
+                    self.events.skipped(object, reason, &error.to_string());
+                }
+            }
+        }
+    }
+
+    /// Wraps a source so that its changes mark an update as queued and its skipped objects
+    /// are counted.
+    pub fn watch_source<S: Source>(&self, source: S) -> ObservedSource<S> {
+        ObservedSource {
+            inner: source,
+            observer: self.clone(),
+        }
+    }
+
+    /// Records conntrack sizing decisions as metrics, logs and Events on the node.
+    pub fn record_sizing(&self, node: &str, report: &conntrack_gc::SizingReport) {
+        for entry in &report.entries {
+            let knob = entry.knob.to_string().replace(' ', "_");
+            let decision = sizing_decision(&entry.reason);
+            self.metrics.set_sizing(&knob, decision);
+            if entry.is_failure() {
+                tracing::warn!(%entry, "conntrack sizing");
+            } else {
+                tracing::info!(%entry, "conntrack sizing");
+            }
+            if entry.applied || entry.is_failure() {
+                self.events
+                    .sizing(node, &knob, entry.is_failure(), &entry.to_string());
+            }
+        }
+    }
+
+    /// Serves `/healthz` and `/livez` on `address`, retrying the bind every 5 s.
+    pub fn spawn_health_server(&self, address: SocketAddr) {
+        let health = self.health.clone();
+        let handler: http::Handler = Arc::new(move |path| {
+            let status = health.status(Instant::now(), SystemTime::now());
+            let (code, body) = match path {
+                "/healthz" => status.healthz(),
+                "/livez" => status.livez(),
+                _ => return None,
+            };
+            Some(http::Response::new(code, "application/json", body))
+        });
+        spawn_server(address, handler, "health");
+    }
+
+    /// Serves `/metrics` on `address`, retrying the bind every 5 s.
+    pub fn spawn_metrics_server(&self, address: SocketAddr) {
+        let metrics = self.metrics.clone();
+        let handler: http::Handler = Arc::new(move |path| match path {
+            "/metrics" => Some(http::Response::new(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics.render(),
+            )),
+            "/healthz" => Some(http::Response::new(200, "text/plain; charset=utf-8", "ok")),
+            _ => None,
+        });
+        spawn_server(address, handler, "metrics");
+    }
+
+    /// Reads the conntrack fill level every `period`: exported as a ratio, with a warning log
+    /// at 90 % and above.
+    pub fn spawn_conntrack_watch(&self, root: conntrack_gc::FsRoot, period: Duration) {
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            loop {
+                interval.tick().await;
+                match conntrack_gc::FillLevel::read(&root) {
+                    Ok(level) => {
+                        metrics.set_conntrack_fill_ratio(level.ratio());
+                        if level.needs_warning() {
+                            tracing::warn!(
+                                count = level.count,
+                                max = level.max,
+                                "conntrack table is {:.0}% full: new connections will be \
+                                 dropped when it is full (raise conntrack.maxPerCore)",
+                                level.ratio() * 100.0
+                            );
+                        }
+                    }
+                    Err(error) => tracing::debug!(%error, "conntrack fill level unreadable"),
+                }
+            }
+        });
+    }
+}
+
+fn sizing_decision(reason: &conntrack_gc::sizing::SizingReason) -> &'static str {
+    use conntrack_gc::sizing::SizingReason;
+    match reason {
+        SizingReason::AlreadySet => "already_set",
+        SizingReason::HostLarger => "kept_host_larger",
+        SizingReason::Raised => "raised",
+        SizingReason::Lowered => "lowered",
+        SizingReason::ReadOnly => "read_only",
+        SizingReason::WriteFailed(_) => "write_failed",
+        SizingReason::NotEffective { .. } => "not_effective",
+    }
+}
+
+fn spawn_server(address: SocketAddr, handler: http::Handler, what: &'static str) {
+    tokio::spawn(async move {
+        loop {
+            match http::bind(address).await {
+                Ok(listener) => {
+                    tracing::info!(%address, "{what} server listening");
+                    http::serve(listener, handler).await;
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, source = ?std::error::Error::source(&error), "{what} server: retrying in 5s");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+    });
+}
+
+/// A [`Source`] whose changes and skipped objects are observed.
+pub struct ObservedSource<S> {
+    inner: S,
+    observer: Observer,
+}
+
+impl<S> ObservedSource<S> {
+    /// The wrapped source.
+    pub fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+}
+
+impl<S: Source> Source for ObservedSource<S> {
+    fn poll_changes(&mut self, cluster: &mut ClusterState) -> Result<SourcePoll, Error> {
+        let poll = self.inner.poll_changes(cluster)?;
+        if poll.changed {
+            self.observer.health.queued(Instant::now());
+        }
+        self.observer.record_skipped(&poll.skipped);
+        Ok(poll)
+    }
+}

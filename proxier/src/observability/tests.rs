@@ -1,0 +1,213 @@
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::model::ObjectRef;
+
+fn wall(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[test]
+fn metrics_text_format_golden() {
+    let metrics = Metrics::new();
+    metrics.record_change_trigger(wall(1_000));
+    metrics.record_sync(false, Duration::from_millis(250), wall(1_002));
+    metrics.record_sync(true, Duration::from_millis(500), wall(1_030));
+    metrics.set_conntrack_fill_ratio(0.25);
+    metrics.set_real_servers(&[("serving", 5), ("draining", 1)]);
+    metrics.count_skipped("invalid_ip");
+    metrics.count_skipped("invalid_ip");
+    metrics.count_skipped("say \"hi\"");
+    metrics.set_sizing("nf_conntrack_max", "kept_host_larger");
+    let text = metrics.render();
+    let expected_fragments = [
+        "# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram\n",
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.001\"} 0\n",
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.128\"} 0\n",
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.256\"} 1\n",
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.512\"} 2\n",
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"16.384\"} 2\n",
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"+Inf\"} 2\n",
+        "kubeproxy_sync_proxy_rules_duration_seconds_sum 0.75\n",
+        "kubeproxy_sync_proxy_rules_duration_seconds_count 2\n",
+        "kubeproxy_sync_full_proxy_rules_duration_seconds_count 1\n",
+        "kubeproxy_sync_partial_proxy_rules_duration_seconds_count 1\n",
+        "# TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge\n\
+         kubeproxy_sync_proxy_rules_last_timestamp_seconds 1030\n",
+        // The trigger 2 s before the first sync, observed once.
+        "kubeproxy_network_programming_duration_seconds_bucket{le=\"1\"} 0\n",
+        "kubeproxy_network_programming_duration_seconds_bucket{le=\"2\"} 1\n",
+        "kubeproxy_network_programming_duration_seconds_bucket{le=\"300\"} 1\n",
+        "kubeproxy_network_programming_duration_seconds_sum 2\n",
+        "kubeproxy_network_programming_duration_seconds_count 1\n",
+        "proxier_conntrack_fill_ratio 0.25\n",
+        "# TYPE proxier_conntrack_entries_flushed_total counter\n\
+         proxier_conntrack_entries_flushed_total 0\n",
+        "proxier_real_servers{state=\"draining\"} 1\nproxier_real_servers{state=\"serving\"} 5\n",
+        "proxier_skipped_objects_total{reason=\"invalid_ip\"} 2\n",
+        "proxier_skipped_objects_total{reason=\"say \\\"hi\\\"\"} 1\n",
+        "proxier_conntrack_sizing{knob=\"nf_conntrack_max\",decision=\"kept_host_larger\"} 1\n",
+    ];
+    for fragment in expected_fragments {
+        assert!(text.contains(fragment), "missing {fragment:?} in\n{text}");
+    }
+    // Every line is a comment or `name{labels} value` with a numeric value.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+    }
+    // Buckets are cumulative and the network programming histogram ends at 5 minutes.
+    let programming = Histogram::network_programming();
+    let mut rendered = String::new();
+    programming.render_for_test(&mut rendered);
+    assert!(rendered.contains("le=\"0.25\"") && rendered.contains("le=\"300\""));
+    // A trigger is observed by one sync only.
+    metrics.record_sync(false, Duration::from_millis(1), wall(2_000));
+    assert!(metrics
+        .render()
+        .contains("kubeproxy_network_programming_duration_seconds_count 1\n"));
+}
+
+#[test]
+fn sync_hook_drives_health_and_failed_syncs_stay_pending() {
+    let observer = Observer::new(
+        Metrics::new(),
+        Duration::from_millis(50),
+        EventPublisher::disabled(),
+    );
+    let outcome = SyncOutcome::default();
+    observer.on_sync(SyncKind::Initial, &outcome);
+    assert_eq!(observer.metrics.sync_count(), 1);
+    let status = observer.health.status(Instant::now(), SystemTime::now());
+    assert!(status.healthy && status.last_updated.is_some());
+    let failed = SyncOutcome {
+        failed: 1,
+        ..SyncOutcome::default()
+    };
+    observer.on_sync(SyncKind::Full, &failed);
+    std::thread::sleep(Duration::from_millis(120));
+    assert!(
+        !observer
+            .health
+            .status(Instant::now(), SystemTime::now())
+            .healthy,
+        "a sync that keeps failing must turn /healthz red after 2 x syncPeriod"
+    );
+    observer.on_sync(SyncKind::Full, &outcome);
+    assert!(
+        observer
+            .health
+            .status(Instant::now(), SystemTime::now())
+            .healthy
+    );
+}
+
+#[test]
+fn skipped_objects_are_counted_by_stable_reason() {
+    let observer = Observer::new(
+        Metrics::new(),
+        Duration::from_secs(30),
+        EventPublisher::disabled(),
+    );
+    let object = ObjectRef {
+        kind: "Service".into(),
+        namespace: "default".into(),
+        name: "web".into(),
+    };
+    observer.record_skipped(&[
+        Error::Rejected {
+            object: object.clone(),
+            reason: RejectReason::InvalidIp {
+                field: "spec.clusterIP",
+                value: "10.0.0.x".into(),
+            },
+        },
+        Error::Rejected {
+            object,
+            reason: RejectReason::Headless,
+        },
+    ]);
+    let text = observer.metrics.render();
+    assert!(text.contains("proxier_skipped_objects_total{reason=\"invalid_ip\"} 1\n"));
+    assert!(text.contains("proxier_skipped_objects_total{reason=\"headless\"} 1\n"));
+}
+
+async fn get(address: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn http_endpoints_on_an_ephemeral_port() {
+    let observer = Observer::new(
+        Metrics::new(),
+        Duration::from_millis(100),
+        EventPublisher::disabled(),
+    );
+    let health_listener = http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let metrics_listener = http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (health_addr, metrics_addr) = (
+        health_listener.local_addr().unwrap(),
+        metrics_listener.local_addr().unwrap(),
+    );
+    let health = observer.health.clone();
+    tokio::spawn(http::serve(
+        health_listener,
+        Arc::new(move |path| {
+            let status = health.status(Instant::now(), SystemTime::now());
+            match path {
+                "/healthz" => Some(status.healthz()),
+                "/livez" => Some(status.livez()),
+                _ => None,
+            }
+            .map(|(code, body)| http::Response::new(code, "application/json", body))
+        }),
+    ));
+    let metrics = observer.metrics.clone();
+    tokio::spawn(http::serve(
+        metrics_listener,
+        Arc::new(move |path| {
+            (path == "/metrics").then(|| http::Response::new(200, "text/plain", metrics.render()))
+        }),
+    ));
+
+    let ok = get(health_addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+    assert!(ok.contains("\"nodeEligible\": true}"), "{ok}");
+    observer.health.queued(Instant::now());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let late = get(health_addr, "GET /livez HTTP/1.1\r\n\r\n").await;
+    assert!(
+        late.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{late}"
+    );
+    observer.on_sync(
+        SyncKind::Incremental,
+        &SyncOutcome {
+            elapsed: Duration::from_millis(2),
+            ..SyncOutcome::default()
+        },
+    );
+    let back = get(health_addr, "GET /healthz?verbose HTTP/1.1\r\n\r\n").await;
+    assert!(back.starts_with("HTTP/1.1 200 OK\r\n"), "{back}");
+    let missing = get(health_addr, "GET /nope HTTP/1.1\r\n\r\n").await;
+    assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
+    let post = get(health_addr, "POST /healthz HTTP/1.1\r\n\r\n").await;
+    assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+
+    let scrape = get(metrics_addr, "GET /metrics HTTP/1.1\r\n\r\n").await;
+    let (head, body) = scrape.split_once("\r\n\r\n").unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(length, body.len());
+    assert!(body.contains("kubeproxy_sync_proxy_rules_duration_seconds_count 1\n"));
+    assert!(body.contains("kubeproxy_sync_partial_proxy_rules_duration_seconds_count 1\n"));
+}

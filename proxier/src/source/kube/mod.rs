@@ -1,0 +1,179 @@
+//! The Kubernetes API as a [`Source`]: watches of Services and EndpointSlices (with
+//! kube-proxy's label selector) and of the local Node (field selector), each restarted by the
+//! watcher's backoff on errors (410 Gone → relist, disconnects → re-watch) without any effect
+//! on the kernel. Events are queued by background tasks and applied by
+//! [`KubeSource::poll_changes`] without blocking.
+//!
+//! No reflector store is kept: [`KubeApplier`] already holds the last good model of every
+//! object, and readiness ("services synced", "endpoint slices synced") is the first `InitDone`
+//! of each watch, which is what a store's `wait_until_ready` means.
+
+mod apply;
+#[cfg(test)]
+mod tests;
+
+pub use apply::{Applied, KubeApplier, WatchEvent, LAST_CHANGE_TRIGGER_TIME};
+
+use std::time::Duration;
+
+use ::kube::runtime::{watcher, WatchStreamExt};
+use ::kube::{Api, Client};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use tokio::sync::mpsc;
+
+use crate::error::Error;
+use crate::model::{ClusterState, Node};
+use crate::observability::Observer;
+use crate::runtime::{Source, SourcePoll};
+
+/// kube-proxy's selector for Services and EndpointSlices: not headless, not another proxy's.
+pub const PROXY_LABEL_SELECTOR: &str =
+    "!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name";
+
+/// Watches of the API server, applied to a [`ClusterState`] when polled.
+#[derive(Debug)]
+pub struct KubeSource {
+    receiver: mpsc::UnboundedReceiver<WatchEvent>,
+    applier: KubeApplier,
+    observer: Option<Observer>,
+}
+
+fn forward<K, F>(
+    api: Api<K>,
+    config: watcher::Config,
+    sender: mpsc::UnboundedSender<WatchEvent>,
+    wrap: F,
+    what: &'static str,
+) where
+    K: ::kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    F: Fn(watcher::Event<K>) -> WatchEvent + Send + 'static,
+{
+    tokio::spawn(async move {
+        let stream = watcher(api, config).default_backoff();
+        futures::pin_mut!(stream);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(event) => {
+                    if sender.send(wrap(event)).is_err() {
+                        return; // the source is gone
+                    }
+                }
+                // The backoff retries; the kernel keeps its state meanwhile.
+                Err(error) => tracing::warn!(%error, watch = what, "watch failed; retrying"),
+            }
+        }
+    });
+}
+
+impl KubeSource {
+    /// Starts the three watches for node `node`. Must be called inside a tokio runtime.
+    pub fn start(client: Client, node: &str) -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let selected = watcher::Config::default().labels(PROXY_LABEL_SELECTOR);
+        forward(
+            Api::<core::Service>::all(client.clone()),
+            selected.clone(),
+            sender.clone(),
+            WatchEvent::Service,
+            "services",
+        );
+        forward(
+            Api::<discovery::EndpointSlice>::all(client.clone()),
+            selected,
+            sender.clone(),
+            WatchEvent::EndpointSlice,
+            "endpointslices",
+        );
+        forward(
+            Api::<core::Node>::all(client),
+            watcher::Config::default().fields(&format!("metadata.name={node}")),
+            sender,
+            WatchEvent::Node,
+            "node",
+        );
+        Self::from_channel(receiver)
+    }
+
+    /// A source fed by `receiver` (tests feed synthetic watcher events here).
+    pub fn from_channel(receiver: mpsc::UnboundedReceiver<WatchEvent>) -> Self {
+        Self {
+            receiver,
+            applier: KubeApplier::new(),
+            observer: None,
+        }
+    }
+
+    /// Reports change trigger times and the node's deletion to `observer`.
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Applies events to `cluster` until every watch has completed its first list; logs
+    /// what it waits for every `progress` period.
+    pub async fn wait_until_synced(
+        &mut self,
+        cluster: &mut ClusterState,
+        progress: Duration,
+    ) -> Result<SourcePoll, Error> {
+        let mut applied = Applied::default();
+        while !self.applier.is_synced() {
+            match tokio::time::timeout(progress, self.receiver.recv()).await {
+                Ok(Some(event)) => self.applier.apply(event, cluster, &mut applied),
+                Ok(None) => return Err(closed()),
+                Err(_) => tracing::info!(
+                    "waiting for the API server: services, endpoint slices and node not synced yet"
+                ),
+            }
+        }
+        Ok(self.finish(applied))
+    }
+
+    /// The local Node, once synced (None if the API has no such Node).
+    pub fn local_node(&self) -> Option<&Node> {
+        self.applier.local_node()
+    }
+
+    fn finish(&mut self, applied: Applied) -> SourcePoll {
+        if let Some(observer) = &self.observer {
+            for trigger in &applied.triggers {
+                observer.metrics.record_change_trigger(*trigger);
+            }
+            observer
+                .health
+                .set_node_eligible(!self.applier.node_deleting());
+        }
+        SourcePoll {
+            changed: applied.changed,
+            skipped: applied.skipped,
+        }
+    }
+}
+
+fn closed() -> Error {
+    Error::Config {
+        field: "source",
+        reason: "the Kubernetes watches stopped".to_owned(),
+    }
+}
+
+impl Source for KubeSource {
+    fn poll_changes(&mut self, cluster: &mut ClusterState) -> Result<SourcePoll, Error> {
+        let mut applied = Applied::default();
+        loop {
+            match self.receiver.try_recv() {
+                Ok(event) => self.applier.apply(event, cluster, &mut applied),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    if applied.changed {
+                        break;
+                    }
+                    return Err(closed());
+                }
+            }
+        }
+        Ok(self.finish(applied))
+    }
+}
