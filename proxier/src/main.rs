@@ -310,7 +310,13 @@ async fn run(
     };
     tracing::info!(?context, ?timing, "planning for this node");
 
-    let root = conntrack_gc::FsRoot::system();
+    // Unprivileged containers see /proc/sys and /sys read-only: the DaemonSet mounts the
+    // host's under PROXIER_HOST_ROOT.
+    let root = match std::env::var_os("PROXIER_HOST_ROOT") {
+        Some(dir) if !dir.is_empty() => conntrack_gc::FsRoot::new(PathBuf::from(dir)),
+        _ => conntrack_gc::FsRoot::system(),
+    };
+    tracing::info!(root = %root.root().display(), "host files");
     match conntrack_gc::apply_sizing(
         &root,
         &settings.conntrack,
