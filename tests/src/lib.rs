@@ -760,3 +760,168 @@ pub fn tally(
     }
     (total, by, lost)
 }
+
+/// A TCP connection from the explicit source port `port` (with `SO_REUSEADDR`, so a port is
+/// reused as soon as the previous connection on it is closed), to `target`, with a connect
+/// timeout of `timeout`.
+pub fn tcp_connect_from(
+    port: u16,
+    target: std::net::SocketAddrV4,
+    timeout: std::time::Duration,
+) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh, valid fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let one: libc::c_int = 1;
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let local = sockaddr(std::net::Ipv4Addr::UNSPECIFIED, port);
+    let remote = sockaddr(*target.ip(), target.port());
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: valid fd, option values and sockaddr structures that outlive the calls.
+    let rc = unsafe {
+        if libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) != 0
+            || libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            ) != 0
+            || libc::bind(
+                fd.as_raw_fd(),
+                (&local as *const libc::sockaddr_in).cast(),
+                len,
+            ) != 0
+        {
+            -1
+        } else {
+            libc::connect(
+                fd.as_raw_fd(),
+                (&remote as *const libc::sockaddr_in).cast(),
+                len,
+            )
+        }
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(std::net::TcpStream::from(fd))
+}
+
+/// What a TCP load generator saw.
+#[derive(Debug, Default, Clone)]
+pub struct TcpStats {
+    /// Connections attempted (client-side port clashes excluded).
+    pub attempts: u64,
+    /// Answers per backend name.
+    pub answered: std::collections::BTreeMap<String, u64>,
+    /// Connections that failed (refused, timed out, reset, or no answer).
+    pub failed: u64,
+    /// Connections that succeeded but took over 900 ms (a dropped SYN retransmitted).
+    pub slow: u64,
+    /// The first few failures, for the report.
+    pub examples: Vec<String>,
+    /// connect() refused locally because the previous connection on the port was still
+    /// closing (EADDRNOTAVAIL/EADDRINUSE): a client-side retry, not a proxy failure.
+    pub port_busy: u64,
+}
+
+/// Short TCP connections from `netns` to `target`, from source ports `ports` only, handed out
+/// round-robin to `workers` threads, each connection reading the backend's name to EOF, until
+/// `stop` is set.
+pub fn tcp_port_load(
+    netns: &str,
+    target: std::net::SocketAddrV4,
+    ports: std::ops::Range<u16>,
+    workers: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<TcpStats> {
+    in_netns(netns, move || {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let stop = stop.clone();
+                let mine: Vec<u16> = ports.clone().filter(|p| p % workers == w).collect();
+                std::thread::spawn(move || {
+                    use std::io::Read;
+                    let mut stats = TcpStats::default();
+                    let mut next = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let port = mine[next % mine.len()];
+                        next += 1;
+                        let started = std::time::Instant::now();
+                        let result =
+                            tcp_connect_from(port, target, std::time::Duration::from_secs(3))
+                                .and_then(|mut s| {
+                                    s.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+                                    let mut text = String::new();
+                                    s.read_to_string(&mut text)?;
+                                    Ok(text)
+                                });
+                        match result {
+                            Err(e)
+                                if matches!(
+                                    e.raw_os_error(),
+                                    Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE)
+                                ) =>
+                            {
+                                stats.port_busy += 1;
+                                std::thread::sleep(std::time::Duration::from_millis(1));
+                                continue;
+                            }
+                            Ok(text) if !text.is_empty() => {
+                                stats.attempts += 1;
+                                *stats.answered.entry(text).or_insert(0) += 1;
+                                if started.elapsed() > std::time::Duration::from_millis(900) {
+                                    stats.slow += 1;
+                                }
+                            }
+                            other => {
+                                stats.attempts += 1;
+                                stats.failed += 1;
+                                if stats.examples.len() < 5 {
+                                    stats.examples.push(format!("port {port}: {other:?}"));
+                                }
+                            }
+                        }
+                    }
+                    stats
+                })
+            })
+            .collect();
+        let mut total = TcpStats::default();
+        for h in handles {
+            let s = h.join().expect("tcp load worker");
+            total.attempts += s.attempts;
+            total.failed += s.failed;
+            total.slow += s.slow;
+            total.port_busy += s.port_busy;
+            for (k, v) in s.answered {
+                *total.answered.entry(k).or_insert(0) += v;
+            }
+            total.examples.extend(s.examples);
+        }
+        total
+    })
+}
