@@ -1,0 +1,273 @@
+//! Incidents I6 and I7, through the `proxier run` binary: on restart kube-proxy set
+//! `nf_conntrack_max` to maxPerCore x cores, silently undoing an operator's larger value
+//! ("nf_conntrack: table full, dropping packet"), and held CLOSE_WAIT entries for its 1 h
+//! default.
+//!
+//! 1. The host's `nf_conntrack_max` and hash size are set above what the config computes
+//!    (written in the initial network namespace, where they are writable; the VM is
+//!    disposable and the old values are restored): after start both are unchanged, and the
+//!    decision is in the log and in `proxier_conntrack_sizing`.
+//! 2. Timeouts: with `tcpEstablishedTimeout: 0s` and `tcpCloseWaitTimeout: 0s` the host's
+//!    values stay; `udpTimeout: 45s` is written and logged with the old value.
+//! 3. The table filled to over 90 % with ctnetlink inserts: the warning is logged and
+//!    `proxier_conntrack_fill_ratio` shows it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code panics on failure"
+)]
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use conntrack_gc::ctnetlink::{NewEntry, Tuple};
+use conntrack_gc::sizing::{cpu_count, wanted_values, ConntrackConfig, Knob};
+use proxier_kernel_tests::{source_dir, wait_for, witness, NetNs, ProxierProcess, CONNTRACK};
+
+fn read(path: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn write(path: &str, value: u64) {
+    std::fs::write(path, format!("{value}\n")).unwrap_or_else(|e| panic!("write {path}: {e}"));
+    assert_eq!(read(path), value, "{path} took the value");
+}
+
+fn knob(knob: Knob) -> String {
+    format!("/{}", knob.relative_path())
+}
+
+fn metrics() -> Result<String, String> {
+    let mut stream = std::net::TcpStream::connect("127.0.0.1:10249").map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
+fn config_file(tag: &str, conntrack: &str) -> String {
+    let path = format!("/tmp/proxier-{tag}.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\nconntrack:\n{conntrack}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn wait_for_log(proxier: &mut ProxierProcess, needle: &str) -> String {
+    wait_for(needle, Duration::from_secs(20), || {
+        proxier.assert_running();
+        let log = proxier.log();
+        if log.contains(needle) {
+            Ok(log)
+        } else {
+            Err(log)
+        }
+    })
+}
+
+/// Puts the VM's global limits back, even when an assertion fails.
+struct Restore {
+    max: u64,
+    hash: u64,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = std::fs::write(knob(Knob::Max), format!("{}\n", self.max));
+        let _ = std::fs::write(knob(Knob::Hashsize), format!("{}\n", self.hash));
+    }
+}
+
+/// One test: every part touches the same global limit.
+#[test]
+fn host_limits_survive_and_fill_level_is_warned_about() {
+    let max_path = knob(Knob::Max);
+    let hash_path = knob(Knob::Hashsize);
+    let saved_max = read(&max_path);
+    let saved_hash = read(&hash_path);
+    let config = ConntrackConfig {
+        max_per_core: Some(32768),
+        min: Some(131072),
+        ..ConntrackConfig::default()
+    };
+    let wanted = wanted_values(&config, cpu_count());
+    let host_max = wanted[&Knob::Max] * 2 + 4096;
+    let host_hash = wanted[&Knob::Hashsize] * 2;
+    let _restore = Restore {
+        max: saved_max,
+        hash: saved_hash,
+    };
+    write(&max_path, host_max);
+    write(&hash_path, host_hash);
+
+    // 1 + 2: limits above the computed values, timeouts left alone unless configured.
+    let (sizing_line, timeouts_line) = {
+        let _ns = NetNs::fresh();
+        let est = "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established";
+        let close_wait = "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close_wait";
+        let udp = "/proc/sys/net/netfilter/nf_conntrack_udp_timeout";
+        write(est, 432_000);
+        write(close_wait, 60);
+        write(udp, 30);
+        let config = config_file(
+            "i6",
+            "  maxPerCore: 32768\n  min: 131072\n  tcpEstablishedTimeout: 0s\n  tcpCloseWaitTimeout: 0s\n  udpTimeout: 45s\n",
+        );
+        let source = source_dir("i6");
+        let mut proxier = ProxierProcess::run(&source, &["--config", &config]);
+        let log = wait_for_log(&mut proxier, "nf_conntrack_udp_timeout: host");
+        let metric = wait_for("the sizing metric", Duration::from_secs(10), || {
+            let text = metrics()?;
+            if text.contains("proxier_conntrack_sizing{knob=\"nf_conntrack_max\"") {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        });
+        proxier.assert_running();
+        let (_, log_after) = proxier.stop();
+        assert_eq!(read(&max_path), host_max, "nf_conntrack_max unchanged");
+        assert_eq!(read(&hash_path), host_hash, "hashsize unchanged");
+        assert_eq!(read(est), 432_000, "tcpEstablishedTimeout 0s: left alone");
+        assert_eq!(read(close_wait), 60, "tcpCloseWaitTimeout 0s: left alone");
+        assert_eq!(read(udp), 45, "udpTimeout configured: written");
+        let max_line = format!(
+            "nf_conntrack_max: host {host_max} wanted {} applied false",
+            wanted[&Knob::Max]
+        );
+        assert!(log.contains(&max_line), "{max_line:?} in the log:\n{log}");
+        assert!(
+            log.contains(&format!(
+                "nf_conntrack hashsize: host {host_hash} wanted {} applied false",
+                wanted[&Knob::Hashsize]
+            )),
+            "{log}"
+        );
+        assert!(
+            log.contains("nf_conntrack_udp_timeout: host 30 wanted 45 applied true"),
+            "{log}"
+        );
+        assert!(
+            !log_after.contains("nf_conntrack_tcp_timeout_established:")
+                && !log_after.contains("nf_conntrack_tcp_timeout_close_wait:"),
+            "no decision for unconfigured timeouts:\n{log_after}"
+        );
+        let decision = metric
+            .lines()
+            .filter(|l| l.starts_with("proxier_conntrack_sizing{"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert!(
+            decision.contains(
+                "proxier_conntrack_sizing{knob=\"nf_conntrack_max\",decision=\"kept_host_larger\"} 1"
+            ),
+            "{decision}"
+        );
+        (
+            format!("{max_line}; metric: {decision}"),
+            "established 432000 and close_wait 60 kept (0s), udp 30 -> 45 written".to_owned(),
+        )
+    };
+
+    // For the record: with no conntrack block at all, kube-proxy's defaults apply.
+    let defaults_line = {
+        let _ns = NetNs::fresh();
+        let close_wait = "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close_wait";
+        write(close_wait, 60);
+        let source = source_dir("i7");
+        let mut proxier = ProxierProcess::run(&source, &[]);
+        let log = wait_for_log(&mut proxier, "nf_conntrack_max: host");
+        let _ = proxier.stop();
+        let line = log
+            .lines()
+            .find(|l| l.contains("nf_conntrack_tcp_timeout_close_wait"))
+            .unwrap_or("no close_wait decision")
+            .to_owned();
+        format!("close_wait 60 -> {} ({line})", read(close_wait))
+    };
+
+    // 3: fill to over 90 %.
+    let max = 2000;
+    write(&max_path, max);
+    let fill_line = {
+        let _ns = NetNs::fresh();
+        let entries: Vec<NewEntry> = (0..1850u32)
+            .map(|i| {
+                NewEntry::plain(
+                    Tuple {
+                        src: format!("10.200.{}.{}", i / 250, i % 250 + 1)
+                            .parse()
+                            .unwrap(),
+                        dst: "10.201.0.1".parse().unwrap(),
+                        protocol: 17,
+                        src_port: Some(1000 + i as u16),
+                        dst_port: Some(53),
+                    },
+                    600,
+                )
+            })
+            .collect();
+        let mut ct = conntrack_gc::Conntrack::open().unwrap();
+        let created = ct.create(&entries).unwrap();
+        witness(
+            CONNTRACK,
+            &[
+                "-I",
+                "-p",
+                "udp",
+                "-s",
+                "10.202.0.1",
+                "-d",
+                "10.201.0.1",
+                "--sport",
+                "999",
+                "--dport",
+                "53",
+                "-t",
+                "600",
+            ],
+        );
+        let count = witness(CONNTRACK, &["-C"]);
+        let count: u64 = count.trim().parse().unwrap();
+        assert!(count * 10 >= max * 9, "table at {count}/{max}");
+        let config = config_file(
+            "i6fill",
+            "  maxPerCore: 0\n  tcpEstablishedTimeout: 0s\n  tcpCloseWaitTimeout: 0s\n",
+        );
+        let source = source_dir("i6fill");
+        let mut proxier = ProxierProcess::run(&source, &["--config", &config]);
+        let log = wait_for_log(&mut proxier, "% full");
+        let ratio = wait_for("the fill metric", Duration::from_secs(10), || {
+            let text = metrics()?;
+            text.lines()
+                .find_map(|l| l.strip_prefix("proxier_conntrack_fill_ratio "))
+                .map(|v| v.trim().parse::<f64>().unwrap())
+                .ok_or(text)
+        });
+        let _ = proxier.stop();
+        assert!(ratio >= 0.9, "fill ratio metric {ratio}");
+        let warning = log
+            .lines()
+            .find(|l| l.contains("% full"))
+            .unwrap()
+            .to_owned();
+        assert!(warning.contains("WARN"), "{warning}");
+        format!("{created} ctnetlink inserts + 1 `conntrack -I`, count {count}/{max}; metric {ratio:.3}; log: {warning}")
+    };
+
+    println!(
+        "I6/I7 result: {sizing_line}; timeouts: {timeouts_line}; no config: {defaults_line}; fill: {fill_line}"
+    );
+}
