@@ -48,6 +48,7 @@ fn sample_rules() -> PacketRules {
             port: 443,
             allowed: vec![(ip("198.51.100.0"), 24), (ip("192.0.2.128"), 25)],
         }],
+        hairpin_endpoints: [ip("10.244.1.5")].into(),
         ..PacketRules::default()
     }
 }
@@ -82,6 +83,15 @@ const SAMPLE_LISTING: &str = "table inet proxier {
 			     6 . 30080 }
 	}
 
+	set hairpin-v4 {
+		type ipv4_addr . ipv4_addr
+		elements = { 10.244.1.5 . 10.244.1.5 }
+	}
+
+	set hairpin-v6 {
+		type ipv6_addr . ipv6_addr
+	}
+
 	chain prerouting {
 		type filter hook prerouting priority mangle; policy accept;
 		ip daddr 203.0.113.8 tcp dport 443 jump source-ranges-0
@@ -102,6 +112,8 @@ const SAMPLE_LISTING: &str = "table inet proxier {
 
 	chain postrouting {
 		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr . ip daddr @hairpin-v4 masquerade fully-random
+		ip6 saddr . ip6 daddr @hairpin-v6 masquerade fully-random
 		meta mark & 0x00004000 == 0x00004000 meta mark set meta mark ^ 0x00004000 masquerade fully-random
 	}
 

@@ -63,7 +63,8 @@ pub struct Locality<'a> {
 }
 
 impl Locality<'_> {
-    fn is_local(&self, endpoint: &Endpoint) -> bool {
+    /// Whether `endpoint` runs on this node.
+    pub fn is_local(&self, endpoint: &Endpoint) -> bool {
         endpoint.node.as_deref() == Some(self.node)
     }
 }

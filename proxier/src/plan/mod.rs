@@ -137,6 +137,9 @@ pub struct DesiredState {
     pub addresses: BTreeMap<IpAddr, u32>,
     /// ETP=Local external-traffic marks, by mark.
     pub external_local: BTreeMap<u32, ExternalLocalRule>,
+    /// Endpoints on this node, with how many Services use each: a pod that reaches itself
+    /// through a Service is masqueraded (hairpin), or its reply would bypass IPVS.
+    pub local_endpoints: BTreeMap<IpAddr, u32>,
     /// Which kernel objects are ours.
     pub ownership: Ownership,
 }
@@ -192,6 +195,7 @@ struct Contribution {
     virtual_servers: Vec<ServiceKey>,
     addresses: Vec<IpAddr>,
     external_local: Vec<(ServicePortName, Family, u32)>,
+    local_endpoints: Vec<IpAddr>,
 }
 
 /// Incremental planner.
@@ -318,6 +322,14 @@ impl Planner {
         for (_, _, mark) in &old.external_local {
             self.desired.external_local.remove(mark);
         }
+        for ip in &old.local_endpoints {
+            if let Some(count) = self.desired.local_endpoints.get_mut(ip) {
+                *count -= 1;
+                if *count == 0 {
+                    self.desired.local_endpoints.remove(ip);
+                }
+            }
+        }
         let new = match cluster.service(name) {
             Some(service) => {
                 let ctx = PlanContext {
@@ -356,6 +368,7 @@ impl Planner {
             virtual_servers: Vec::with_capacity(new.virtual_servers.len()),
             addresses: new.addresses,
             external_local: Vec::new(),
+            local_endpoints: new.local_endpoints,
         };
         for (key, vs) in new.virtual_servers {
             out.services.insert(key);
@@ -377,13 +390,19 @@ impl Planner {
             *self.desired.addresses.entry(*ip).or_insert(0) += 1;
             out.addresses.insert(*ip);
         }
+        for ip in &accepted.local_endpoints {
+            *self.desired.local_endpoints.entry(*ip).or_insert(0) += 1;
+        }
         for rule in new.external_local {
             accepted
                 .external_local
                 .push((rule.owner.clone(), rule.family, rule.mark));
             self.desired.external_local.insert(rule.mark, rule);
         }
-        if !accepted.virtual_servers.is_empty() || !accepted.addresses.is_empty() {
+        if !accepted.virtual_servers.is_empty()
+            || !accepted.addresses.is_empty()
+            || !accepted.local_endpoints.is_empty()
+        {
             self.contributions.insert(name.clone(), accepted);
         }
     }

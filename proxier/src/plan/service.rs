@@ -21,6 +21,8 @@ pub struct ServicePlan {
     pub addresses: Vec<IpAddr>,
     /// ETP=Local external-traffic marks it needs.
     pub external_local: Vec<ExternalLocalRule>,
+    /// Its endpoints on this node (a pod reaching itself through the Service is masqueraded).
+    pub local_endpoints: Vec<IpAddr>,
 }
 
 /// The inputs that do not change per Service.
@@ -93,6 +95,8 @@ pub fn plan_service<'a>(
     }
     plan.addresses.sort_unstable();
     plan.addresses.dedup();
+    plan.local_endpoints.sort_unstable();
+    plan.local_endpoints.dedup();
     plan
 }
 
@@ -105,6 +109,12 @@ fn plan_port<'a>(
     plan: &mut ServicePlan,
 ) {
     let endpoints = port_endpoints(port, family, slices);
+    plan.local_endpoints.extend(
+        endpoints
+            .iter()
+            .filter(|e| ctx.here.is_local(&e.endpoint))
+            .map(|e| e.key.address),
+    );
     let external = port.is_external();
     let external_local = external && port.external_policy == TrafficPolicy::Local;
     let internal_local = port.internal_policy == TrafficPolicy::Local;

@@ -54,6 +54,7 @@ pub fn packet_rules(desired: &DesiredState, settings: &PacketSettings) -> Packet
         masquerade_all: settings.masquerade_all,
         service_ips: desired.addresses.keys().copied().collect(),
         node_ips: desired.ownership.node_ips.clone(),
+        hairpin_endpoints: desired.local_endpoints.keys().copied().collect(),
         ..PacketRules::default()
     };
     for (key, vs) in &desired.virtual_servers {

@@ -80,6 +80,8 @@ pub(super) const NFT_REG_VERDICT: u32 = 0;
 pub(super) const NFT_REG_1: u32 = 1;
 pub(super) const NFT_REG32_00: u32 = 8;
 pub(super) const NFT_REG32_01: u32 = 9;
+/// The 32-bit register after an IPv6 address loaded at `NFT_REG32_00`.
+pub(super) const NFT_REG32_04: u32 = 12;
 
 /// Netfilter hooks (`enum nf_inet_hooks`).
 pub(super) const NF_INET_PRE_ROUTING: u32 = 0;

@@ -81,6 +81,9 @@ pub struct PacketRules {
     pub external_local: Vec<ExternalLocalMark>,
     /// LoadBalancer destinations that accept only some sources.
     pub load_balancer_source_ranges: Vec<LoadBalancerSourceRange>,
+    /// Endpoints on this node: a packet from one of them to itself (a pod reaching itself
+    /// through a Service, after IPVS) is masqueraded so the reply comes back through IPVS.
+    pub hairpin_endpoints: BTreeSet<IpAddr>,
 }
 
 impl Default for PacketRules {
@@ -95,6 +98,7 @@ impl Default for PacketRules {
             node_ports: BTreeSet::new(),
             external_local: Vec::new(),
             load_balancer_source_ranges: Vec::new(),
+            hairpin_endpoints: BTreeSet::new(),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use super::attr::{Attr, NFT_REG32_00, NFT_REG32_01, NFT_REG_1};
+use super::attr::{Attr, NFT_REG32_00, NFT_REG32_01, NFT_REG32_04, NFT_REG_1};
 use super::expr::{self, CmpOp, MetaKey, PayloadBase, Verdict};
 use super::ruleset::{address_bytes, network_and_mask, protocol_number, SetName};
 use super::Family;
@@ -69,6 +69,29 @@ impl Rule {
         ));
         self.exprs
             .push(expr::lookup(set.name(), set.id(), NFT_REG_1));
+        self
+    }
+
+    /// `ip saddr . ip daddr @SET`.
+    pub(super) fn saddr_daddr_in(mut self, family: Family, set: SetName) -> Self {
+        let daddr_register = match family {
+            Family::V4 => NFT_REG32_01,
+            Family::V6 => NFT_REG32_04,
+        };
+        self.exprs.push(expr::payload(
+            PayloadBase::Network,
+            family.saddr_offset(),
+            family.len(),
+            NFT_REG32_00,
+        ));
+        self.exprs.push(expr::payload(
+            PayloadBase::Network,
+            family.daddr_offset(),
+            family.len(),
+            daddr_register,
+        ));
+        self.exprs
+            .push(expr::lookup(set.name(), set.id(), NFT_REG32_00));
         self
     }
 

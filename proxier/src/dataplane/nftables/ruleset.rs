@@ -35,15 +35,18 @@ pub(super) enum SetName {
     ServiceIps(Family),
     NodeIps(Family),
     NodePorts,
+    Hairpin(Family),
 }
 
 impl SetName {
-    pub(super) const ALL: [SetName; 5] = [
+    pub(super) const ALL: [SetName; 7] = [
         SetName::ServiceIps(Family::V4),
         SetName::ServiceIps(Family::V6),
         SetName::NodeIps(Family::V4),
         SetName::NodeIps(Family::V6),
         SetName::NodePorts,
+        SetName::Hairpin(Family::V4),
+        SetName::Hairpin(Family::V6),
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -53,6 +56,8 @@ impl SetName {
             SetName::NodeIps(Family::V4) => "node-ips-v4",
             SetName::NodeIps(Family::V6) => "node-ips-v6",
             SetName::NodePorts => "node-ports",
+            SetName::Hairpin(Family::V4) => "hairpin-v4",
+            SetName::Hairpin(Family::V6) => "hairpin-v6",
         }
     }
 
@@ -64,6 +69,8 @@ impl SetName {
             SetName::NodeIps(Family::V4) => 3,
             SetName::NodeIps(Family::V6) => 4,
             SetName::NodePorts => 5,
+            SetName::Hairpin(Family::V4) => 6,
+            SetName::Hairpin(Family::V6) => 7,
         }
     }
 
@@ -73,6 +80,9 @@ impl SetName {
             SetName::ServiceIps(Family::V6) | SetName::NodeIps(Family::V6) => (TYPE_IP6ADDR, 16),
             // inet_proto . inet_service: each field padded to a 4-byte register.
             SetName::NodePorts => ((TYPE_INET_PROTOCOL << TYPE_BITS) | TYPE_INET_SERVICE, 8),
+            // saddr . daddr of the same endpoint.
+            SetName::Hairpin(Family::V4) => ((TYPE_IPADDR << TYPE_BITS) | TYPE_IPADDR, 8),
+            SetName::Hairpin(Family::V6) => ((TYPE_IP6ADDR << TYPE_BITS) | TYPE_IP6ADDR, 32),
         }
     }
 }
@@ -139,6 +149,11 @@ fn push_elements(out: &mut Vec<NftMessage>, table: &str, rules: &PacketRules) {
             keys(&rules.service_ips),
         );
         push_set_elements(out, table, SetName::NodeIps(family), keys(&rules.node_ips));
+        let hairpin = keys(&rules.hairpin_endpoints)
+            .into_iter()
+            .map(|address| [address.clone(), address].concat())
+            .collect();
+        push_set_elements(out, table, SetName::Hairpin(family), hairpin);
     }
     let ports = rules
         .node_ports
@@ -359,7 +374,17 @@ fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
         ));
     }
 
-    // 4. Masquerade what asked for it, clearing the bit (as kube-proxy does).
+    // 4. Hairpin: a local pod that reached itself through a Service (IPVS rewrote the
+    //    destination to the pod's own address) is masqueraded, or its reply would bypass IPVS.
+    for family in [Family::V4, Family::V6] {
+        let rule = Rule::default()
+            .nfproto(family)
+            .saddr_daddr_in(family, SetName::Hairpin(family))
+            .masquerade_fully_random();
+        out.push(rule_message(table, POSTROUTING, "masquerade hairpin", rule));
+    }
+
+    // 5. Masquerade what asked for it, clearing the bit (as kube-proxy does).
     let masquerade = Rule::default()
         .mark_has(masq)
         .mark_xor(masq)

@@ -220,9 +220,14 @@ fn ruleset_shape() {
     assert!(!names.contains(&"bitwise".to_owned()) || names.contains(&"payload".to_owned()));
 
     let postrouting = rules_in(&messages, "postrouting");
-    assert_eq!(postrouting.len(), 1);
+    assert_eq!(postrouting.len(), 3, "hairpin v4, hairpin v6, masquerade");
     assert_eq!(
         expression_names(postrouting[0]),
+        ["meta", "cmp", "payload", "payload", "lookup", "masq"],
+        "ip saddr . ip daddr @hairpin-v4 masquerade"
+    );
+    assert_eq!(
+        expression_names(postrouting[2]),
         ["meta", "bitwise", "cmp", "meta", "bitwise", "meta", "masq"]
     );
     let ranges = rules_in(&messages, "source-ranges-0");
