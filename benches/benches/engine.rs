@@ -50,6 +50,7 @@ fn service(i: u32) -> Service {
             cluster_ips: vec![cluster_ip],
             external_ips: vec![],
             load_balancer_ips: vec![],
+            load_balancer_source_ranges: vec![],
             affinity: SessionAffinity::None,
             internal_policy: TrafficPolicy::Cluster,
             external_policy: TrafficPolicy::Cluster,

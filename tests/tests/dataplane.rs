@@ -134,7 +134,10 @@ fn program_serve_adopt_and_remove_an_endpoint() {
     assert_eq!(listing.matches("-> 10.0.2.2").count(), 2, "{listing}");
     assert_eq!(listing.matches("-> 10.0.3.2").count(), 2, "{listing}");
     let table = witness(NFT, &["list", "table", "inet", "proxier"]);
-    assert!(table.contains("10.96.0.10") && table.contains("masquerade"), "{table}");
+    assert!(
+        table.contains("10.96.0.10") && table.contains("masquerade"),
+        "{table}"
+    );
     let addresses = witness("/usr/sbin/ip", &["-o", "addr", "show", "dev", "kube-ipvs0"]);
     assert!(addresses.contains("10.96.0.10/32"), "{addresses}");
 
@@ -174,14 +177,29 @@ fn program_serve_adopt_and_remove_an_endpoint() {
     // Drift caused by someone else in our objects is repaired by a full resync; a foreign
     // virtual server is left alone.
     witness(IPVSADM, &["-d", "-u", "10.96.0.10:53", "-r", "10.0.2.2:53"]);
-    witness(IPVSADM, &["-e", "-t", "10.96.0.10:80", "-r", "10.0.3.2:8080", "-m", "-w", "7"]);
+    witness(
+        IPVSADM,
+        &[
+            "-e",
+            "-t",
+            "10.96.0.10:80",
+            "-r",
+            "10.0.3.2:8080",
+            "-m",
+            "-w",
+            "7",
+        ],
+    );
     witness(IPVSADM, &["-A", "-t", "192.0.2.50:443", "-s", "wlc"]);
     let repair = proxier.full_sync().unwrap();
     assert_eq!(repair.operations, 2, "{repair:?}");
     let listing = witness(IPVSADM, &["-Ln"]);
     assert_eq!(listing.matches("-> 10.0.2.2").count(), 2, "{listing}");
     assert!(!listing.contains("Masq    7"), "{listing}");
-    assert!(listing.contains("TCP  192.0.2.50:443 wlc"), "foreign service kept:\n{listing}");
+    assert!(
+        listing.contains("TCP  192.0.2.50:443 wlc"),
+        "foreign service kept:\n{listing}"
+    );
 
     // Backend b's endpoint leaves the slice: its real servers go at once, and its UDP
     // conntrack entries are flushed over ctnetlink.

@@ -83,7 +83,9 @@ impl Payload {
             binary_names: Vec::new(),
         };
         for binary in binaries {
-            let mut args = vec!["--test-threads=1".to_owned()];
+            // --show-output: the figures passing tests print (loss counts, witness lines)
+            // appear in the log after the results, without splitting `test ... ok` lines.
+            let mut args = vec!["--test-threads=1".to_owned(), "--show-output".to_owned()];
             if std::env::var_os("PROXIER_VM_NOCAPTURE").is_some() {
                 args.push("--nocapture".to_owned());
             }
