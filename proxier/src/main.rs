@@ -491,6 +491,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level(verbosity))),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a DaemonSet's log collector gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = dispatch(cli, loaded);
     match result {

@@ -181,7 +181,8 @@ fn host_limits_survive_and_fill_level_is_warned_about() {
         )
     };
 
-    // For the record: with no conntrack block at all, kube-proxy's defaults apply.
+    // With no conntrack block at all, kube-proxy would write its 1 h close-wait default (the
+    // I7 incident); proxier leaves every timeout alone unless it is configured.
     let defaults_line = {
         let _ns = NetNs::fresh();
         let close_wait = "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close_wait";
@@ -190,12 +191,16 @@ fn host_limits_survive_and_fill_level_is_warned_about() {
         let mut proxier = ProxierProcess::run(&source, &[]);
         let log = wait_for_log(&mut proxier, "nf_conntrack_max: host");
         let _ = proxier.stop();
-        let line = log
-            .lines()
-            .find(|l| l.contains("nf_conntrack_tcp_timeout_close_wait"))
-            .unwrap_or("no close_wait decision")
-            .to_owned();
-        format!("close_wait 60 -> {} ({line})", read(close_wait))
+        assert_eq!(
+            read(close_wait),
+            60,
+            "unconfigured timeout left alone:\n{log}"
+        );
+        assert!(
+            !log.contains("nf_conntrack_tcp_timeout_close_wait:"),
+            "no decision about an unconfigured timeout:\n{log}"
+        );
+        "no conntrack block: close_wait 60 kept, no timeout written".to_owned()
     };
 
     // 3: fill to over 90 %.

@@ -86,7 +86,7 @@ impl Default for ProxySettings {
             ipvs_timeouts: netlink_ipvs::Timeouts::default(),
             sync_period: Duration::from_secs(30),
             min_sync_period: Duration::from_secs(1),
-            conntrack: ConntrackConfig::kube_proxy_defaults(),
+            conntrack: conntrack_defaults(),
             kubeconfig: None,
             verbosity: None,
         }
@@ -147,8 +147,21 @@ fn warn_other(
     }
 }
 
-/// kube-proxy's conntrack defaults apply to fields that are absent or `null`; an explicit 0
-/// means "leave the host's value alone", as in kube-proxy.
+/// kube-proxy's defaults for the table limits (`maxPerCore`, `min`) apply to fields that are
+/// absent or `null` (proxier only ever raises a limit, so the default is safe). Timeouts are
+/// different (incident I7: kube-proxy's defaulted one-hour `tcpCloseWaitTimeout` filled an
+/// ingress node's table): a timeout is written only when it is configured with a non-zero
+/// value; absent, `null` or 0 leaves the host's value alone.
+/// kube-proxy's table-limit defaults, and no timeout (timeouts are written only when set).
+fn conntrack_defaults() -> ConntrackConfig {
+    let kube_proxy = ConntrackConfig::kube_proxy_defaults();
+    ConntrackConfig {
+        max_per_core: kube_proxy.max_per_core,
+        min: kube_proxy.min,
+        ..ConntrackConfig::default()
+    }
+}
+
 fn conntrack(
     raw: Option<&serde_yaml::Value>,
     warnings: &mut Vec<ConfigWarning>,
@@ -163,7 +176,7 @@ fn conntrack(
         "udpStreamTimeout",
         "allowLowering",
     ];
-    let defaults = ConntrackConfig::kube_proxy_defaults();
+    let defaults = conntrack_defaults();
     let Some(raw) = raw.filter(|v| !v.is_null()) else {
         return Ok(defaults);
     };
@@ -178,12 +191,6 @@ fn conntrack(
     }
     if !is_set("min") {
         config.min = defaults.min;
-    }
-    if !is_set("tcpEstablishedTimeout") {
-        config.tcp_established_timeout = defaults.tcp_established_timeout;
-    }
-    if !is_set("tcpCloseWaitTimeout") {
-        config.tcp_close_wait_timeout = defaults.tcp_close_wait_timeout;
     }
     if let Some(map) = raw.as_mapping() {
         for (key, value) in map {

@@ -75,13 +75,12 @@ mod settings {
             settings.kubeconfig.as_deref(),
             Some(std::path::Path::new("/var/lib/kube-proxy/kubeconfig.conf"))
         );
-        // null conntrack fields take kube-proxy's defaults; 0s ones leave the host alone.
+        // null limits take kube-proxy's defaults (only ever raised); null timeouts are not
+        // written at all (I7: kube-proxy's defaulted 1 h close-wait timeout filled a table).
         let wanted = conntrack_gc::sizing::wanted_values(&settings.conntrack, 4);
         assert_eq!(wanted.get(&conntrack_gc::Knob::Max), Some(&131_072));
-        assert_eq!(
-            wanted.get(&conntrack_gc::Knob::TcpEstablishedTimeout),
-            Some(&86_400)
-        );
+        assert_eq!(wanted.get(&conntrack_gc::Knob::TcpEstablishedTimeout), None);
+        assert_eq!(wanted.get(&conntrack_gc::Knob::TcpCloseWaitTimeout), None);
         assert_eq!(wanted.get(&conntrack_gc::Knob::UdpTimeout), None);
     }
 
