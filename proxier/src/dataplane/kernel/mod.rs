@@ -263,7 +263,10 @@ impl Dataplane for KernelDataplane {
         if self.written_rules.as_ref() == Some(&rules) {
             return Ok(false);
         }
-        self.nftables.replace_table(&rules)?;
+        match &self.written_rules {
+            Some(old) => self.nftables.update_table(old, &rules)?,
+            None => self.nftables.replace_table(&rules)?,
+        }
         tracing::info!(
             table = %rules.table,
             service_ips = rules.service_ips.len(),

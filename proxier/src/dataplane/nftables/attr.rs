@@ -31,6 +31,7 @@ pub(super) mod msg {
     pub const NEWRULE: u8 = 6;
     pub const NEWSET: u8 = 9;
     pub const NEWSETELEM: u8 = 12;
+    pub const DELSETELEM: u8 = 14;
 }
 
 /// `enum nft_table_attributes`.

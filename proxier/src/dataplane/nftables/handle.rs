@@ -66,6 +66,16 @@ impl NftablesHandle {
         self.transaction(&messages)
     }
 
+    /// Brings a table written from `old` in line with `new`: set elements added and removed in
+    /// one transaction when only set contents differ, the whole table replaced otherwise.
+    pub fn update_table(&mut self, old: &PacketRules, new: &PacketRules) -> Result<(), Error> {
+        match ruleset::update_messages(old, new) {
+            Some(messages) if messages.is_empty() => Ok(()),
+            Some(messages) => self.transaction(&messages),
+            None => self.replace_table(new),
+        }
+    }
+
     /// Deletes table `inet TABLE`; `false` if it did not exist. Touches nothing else.
     pub fn delete_table(&mut self, table: &str) -> Result<bool, Error> {
         let message = ruleset::table_message(msg::DELTABLE, table, 0, "delete");

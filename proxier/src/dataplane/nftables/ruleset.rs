@@ -1,6 +1,7 @@
 //! [`PacketRules`] → the nf_tables messages of one transaction that replaces our table.
 //! Pure: the policy of what the table contains lives here and only here.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE};
@@ -134,26 +135,23 @@ fn new_set(table: &str, set: SetName) -> NftMessage {
     }
 }
 
-fn push_elements(out: &mut Vec<NftMessage>, table: &str, rules: &PacketRules) {
+/// Every set of the table with its element keys.
+fn set_keys(rules: &PacketRules) -> Vec<(SetName, BTreeSet<Vec<u8>>)> {
+    let mut sets = Vec::new();
     for family in [Family::V4, Family::V6] {
-        let keys = |ips: &std::collections::BTreeSet<IpAddr>| -> Vec<Vec<u8>> {
+        let keys = |ips: &BTreeSet<IpAddr>| -> BTreeSet<Vec<u8>> {
             ips.iter()
                 .filter(|ip| Family::of(**ip) == family)
                 .map(|ip| address_bytes(*ip))
                 .collect()
         };
-        push_set_elements(
-            out,
-            table,
-            SetName::ServiceIps(family),
-            keys(&rules.service_ips),
-        );
-        push_set_elements(out, table, SetName::NodeIps(family), keys(&rules.node_ips));
+        sets.push((SetName::ServiceIps(family), keys(&rules.service_ips)));
+        sets.push((SetName::NodeIps(family), keys(&rules.node_ips)));
         let hairpin = keys(&rules.hairpin_endpoints)
             .into_iter()
             .map(|address| [address.clone(), address].concat())
             .collect();
-        push_set_elements(out, table, SetName::Hairpin(family), hairpin);
+        sets.push((SetName::Hairpin(family), hairpin));
     }
     let ports = rules
         .node_ports
@@ -165,10 +163,57 @@ fn push_elements(out: &mut Vec<NftMessage>, table: &str, rules: &PacketRules) {
             key
         })
         .collect();
-    push_set_elements(out, table, SetName::NodePorts, ports);
+    sets.push((SetName::NodePorts, ports));
+    sets
 }
 
-fn push_set_elements(out: &mut Vec<NftMessage>, table: &str, set: SetName, keys: Vec<Vec<u8>>) {
+fn push_elements(out: &mut Vec<NftMessage>, table: &str, rules: &PacketRules) {
+    for (set, keys) in set_keys(rules) {
+        let keys: Vec<Vec<u8>> = keys.into_iter().collect();
+        push_set_elements(out, table, set, msg::NEWSETELEM, &keys, true);
+    }
+}
+
+/// The messages that turn a table written from `old` into one for `new` by adding and
+/// removing set elements only, or `None` when chains or rules differ (then the table is
+/// replaced). Endpoint churn thus changes a few elements instead of rewriting the table.
+pub(super) fn update_messages(old: &PacketRules, new: &PacketRules) -> Option<Vec<NftMessage>> {
+    let without_sets = |rules: &PacketRules| PacketRules {
+        service_ips: BTreeSet::new(),
+        node_ips: BTreeSet::new(),
+        node_ports: BTreeSet::new(),
+        hairpin_endpoints: BTreeSet::new(),
+        ..rules.clone()
+    };
+    if without_sets(old) != without_sets(new) {
+        return None;
+    }
+    let table = new.table.as_str();
+    let mut out = Vec::new();
+    for ((set, old_keys), (_, new_keys)) in set_keys(old).into_iter().zip(set_keys(new)) {
+        let removed: Vec<Vec<u8>> = old_keys.difference(&new_keys).cloned().collect();
+        let added: Vec<Vec<u8>> = new_keys.difference(&old_keys).cloned().collect();
+        push_set_elements(&mut out, table, set, msg::DELSETELEM, &removed, false);
+        push_set_elements(&mut out, table, set, msg::NEWSETELEM, &added, false);
+    }
+    Some(out)
+}
+
+/// Adds or deletes (`kind`) `keys` of `set`; `new_set` names the set by its transaction id too
+/// (it is created in the same transaction).
+fn push_set_elements(
+    out: &mut Vec<NftMessage>,
+    table: &str,
+    set: SetName,
+    kind: u8,
+    keys: &[Vec<u8>],
+    new_set: bool,
+) {
+    let verb = if kind == msg::DELSETELEM {
+        "delete"
+    } else {
+        "add"
+    };
     for chunk in keys.chunks(ELEMENTS_PER_MESSAGE) {
         let elements = chunk
             .iter()
@@ -179,18 +224,25 @@ fn push_set_elements(out: &mut Vec<NftMessage>, table: &str, set: SetName, keys:
                 )
             })
             .collect();
+        let mut attrs = vec![
+            Attr::Str(attr::NFTA_SET_ELEM_LIST_TABLE, table.to_owned()),
+            Attr::Str(attr::NFTA_SET_ELEM_LIST_SET, set.name().to_owned()),
+        ];
+        if new_set {
+            attrs.push(Attr::U32(attr::NFTA_SET_ELEM_LIST_SET_ID, set.id()));
+        }
+        attrs.push(Attr::Nested(attr::NFTA_SET_ELEM_LIST_ELEMENTS, elements));
         out.push(NftMessage {
-            kind: msg::NEWSETELEM,
-            flags: NLM_F_CREATE,
+            kind,
+            flags: if kind == msg::NEWSETELEM {
+                NLM_F_CREATE
+            } else {
+                0
+            },
             family: NFPROTO_INET,
-            attrs: vec![
-                Attr::Str(attr::NFTA_SET_ELEM_LIST_TABLE, table.to_owned()),
-                Attr::Str(attr::NFTA_SET_ELEM_LIST_SET, set.name().to_owned()),
-                Attr::U32(attr::NFTA_SET_ELEM_LIST_SET_ID, set.id()),
-                Attr::Nested(attr::NFTA_SET_ELEM_LIST_ELEMENTS, elements),
-            ],
+            attrs,
             description: format!(
-                "add {} elements to set inet {table} {}",
+                "{verb} {} elements of set inet {table} {}",
                 chunk.len(),
                 set.name()
             ),

@@ -363,3 +363,27 @@ fn ack_tracker_reports_the_refused_message() {
     assert!(ok.is_done());
     assert!(ok.into_result().is_ok(), "sequence numbers wrap");
 }
+
+#[test]
+fn endpoint_churn_updates_set_elements_only() {
+    use std::collections::BTreeSet;
+    let old = sample_rules();
+    let mut new = old.clone();
+    new.hairpin_endpoints = BTreeSet::from(["10.244.1.9".parse().unwrap()]);
+    new.service_ips.insert("10.96.0.77".parse().unwrap());
+    let messages = super::ruleset::update_messages(&old, &new).expect("sets only");
+    let descriptions: Vec<&str> = messages.iter().map(|m| m.description.as_str()).collect();
+    assert!(
+        descriptions.iter().all(|d| d.contains("elements of set")),
+        "{descriptions:?}"
+    );
+    assert!(descriptions.contains(&"add 1 elements of set inet proxier service-ips-v4"));
+    assert!(descriptions.contains(&"add 1 elements of set inet proxier hairpin-v4"));
+    assert!(super::ruleset::update_messages(&old, &old)
+        .unwrap()
+        .is_empty());
+    // A rule change (cluster CIDR) replaces the table.
+    let mut cidr = old.clone();
+    cidr.cluster_cidrs.clear();
+    assert!(super::ruleset::update_messages(&old, &cidr).is_none());
+}
