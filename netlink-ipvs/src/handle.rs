@@ -241,14 +241,20 @@ impl IpvsHandle {
         })
     }
 
-    /// Sends a dump request and collects every reply message until `NLMSG_DONE`.
-    fn dump(&mut self, request: IpvsMessage, what: &str) -> Result<Vec<IpvsMessage>, IpvsError> {
+    /// Sends a request and collects its reply messages until `NLMSG_DONE` (a dump) or the ACK
+    /// (a single request, sent with `NLM_F_ACK`).
+    fn exchange(
+        &mut self,
+        request: IpvsMessage,
+        flags: u16,
+        what: &str,
+    ) -> Result<Vec<IpvsMessage>, IpvsError> {
         let mut bytes = Vec::new();
         let sequence = self.next_sequence();
         encode_request(
             self.family_id,
             request,
-            NLM_F_REQUEST | NLM_F_DUMP,
+            NLM_F_REQUEST | flags,
             sequence,
             &mut bytes,
         );
@@ -277,30 +283,17 @@ impl IpvsHandle {
         }
     }
 
-    /// Sends a request that answers with one message (not a dump).
+    /// A dump: every reply message.
+    fn dump(&mut self, request: IpvsMessage, what: &str) -> Result<Vec<IpvsMessage>, IpvsError> {
+        self.exchange(request, NLM_F_DUMP, what)
+    }
+
+    /// A request that answers with one message.
     fn query(&mut self, request: IpvsMessage, what: &str) -> Result<IpvsMessage, IpvsError> {
-        let mut bytes = Vec::new();
-        let sequence = self.next_sequence();
-        encode_request(self.family_id, request, NLM_F_REQUEST, sequence, &mut bytes);
-        self.send(&bytes)?;
-        loop {
-            let received = self.receive()?;
-            for reply in split_messages(&received) {
-                let reply = NetlinkMessage::<GenlMessage<IpvsMessage>>::deserialize(reply)
-                    .map_err(|e| malformed(what, e))?;
-                if reply.header.sequence_number != sequence {
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::InnerMessage(genl) => return Ok(genl.payload),
-                    NetlinkPayload::Error(err) => {
-                        let errno = err.code.map_or(0, |c| -c.get());
-                        return Err(IpvsError::from_errno(errno, what.to_owned(), false));
-                    }
-                    _ => {}
-                }
-            }
-        }
+        self.exchange(request, NLM_F_ACK, what)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| malformed(what, "no reply message before the ACK"))
     }
 
     /// Every virtual server of the namespace.
