@@ -127,56 +127,7 @@ impl KubeApplier {
         cluster: &mut ClusterState,
         out: &mut Applied,
     ) {
-        let tracked = &mut self.services;
-        match event {
-            Event::Init => tracked.relist = Some(BTreeSet::new()),
-            Event::InitApply(raw) | Event::Apply(raw) => {
-                let key = key(&raw.metadata);
-                if let Some(seen) = tracked.relist.as_mut() {
-                    seen.insert(key.clone());
-                }
-                match service_from_k8s(&raw) {
-                    Ok(service) => {
-                        if tracked.objects.get(&key) != Some(&service) {
-                            cluster.upsert_service(service.clone());
-                            tracked.objects.insert(key, service);
-                            out.changed = true;
-                        }
-                    }
-                    Err(error) => {
-                        if !is_invalid(&error) {
-                            if let Some(old) = tracked.objects.remove(&key) {
-                                cluster.remove_service(&old.name);
-                                out.changed = true;
-                            }
-                        }
-                        out.skipped.push(error);
-                    }
-                }
-            }
-            Event::Delete(raw) => {
-                if let Some(old) = tracked.objects.remove(&key(&raw.metadata)) {
-                    cluster.remove_service(&old.name);
-                    out.changed = true;
-                }
-            }
-            Event::InitDone => {
-                let seen = tracked.relist.take().unwrap_or_default();
-                let gone: Vec<Key> = tracked
-                    .objects
-                    .keys()
-                    .filter(|k| !seen.contains(*k))
-                    .cloned()
-                    .collect();
-                for key in gone {
-                    if let Some(old) = tracked.objects.remove(&key) {
-                        cluster.remove_service(&old.name);
-                        out.changed = true;
-                    }
-                }
-                tracked.synced = true;
-            }
-        }
+        apply_event(&mut self.services, event, cluster, out);
     }
 
     fn slice_event(
@@ -185,57 +136,7 @@ impl KubeApplier {
         cluster: &mut ClusterState,
         out: &mut Applied,
     ) {
-        let tracked = &mut self.slices;
-        match event {
-            Event::Init => tracked.relist = Some(BTreeSet::new()),
-            Event::InitApply(raw) | Event::Apply(raw) => {
-                let key = key(&raw.metadata);
-                if let Some(seen) = tracked.relist.as_mut() {
-                    seen.insert(key.clone());
-                }
-                match endpoint_slice_from_k8s(&raw) {
-                    Ok(slice) => {
-                        if tracked.objects.get(&key) != Some(&slice) {
-                            cluster.upsert_slice(slice.clone());
-                            tracked.objects.insert(key, slice);
-                            out.changed = true;
-                            out.triggers.extend(trigger_time(&raw.metadata));
-                        }
-                    }
-                    Err(error) => {
-                        if !is_invalid(&error) {
-                            if let Some(old) = tracked.objects.remove(&key) {
-                                cluster.remove_slice(&old.service, &old.name);
-                                out.changed = true;
-                            }
-                        }
-                        out.skipped.push(error);
-                    }
-                }
-            }
-            Event::Delete(raw) => {
-                if let Some(old) = tracked.objects.remove(&key(&raw.metadata)) {
-                    cluster.remove_slice(&old.service, &old.name);
-                    out.changed = true;
-                }
-            }
-            Event::InitDone => {
-                let seen = tracked.relist.take().unwrap_or_default();
-                let gone: Vec<Key> = tracked
-                    .objects
-                    .keys()
-                    .filter(|k| !seen.contains(*k))
-                    .cloned()
-                    .collect();
-                for key in gone {
-                    if let Some(old) = tracked.objects.remove(&key) {
-                        cluster.remove_slice(&old.service, &old.name);
-                        out.changed = true;
-                    }
-                }
-                tracked.synced = true;
-            }
-        }
+        apply_event(&mut self.slices, event, cluster, out);
     }
 
     fn node_event(&mut self, event: Event<core::Node>, cluster: &mut ClusterState) {
@@ -270,6 +171,113 @@ impl KubeApplier {
                 tracked.relist = None;
                 tracked.synced = true;
             }
+        }
+    }
+}
+
+/// A proxied kind: how its API object becomes a model and how the model enters the cluster.
+trait Proxied: Sized + Clone + PartialEq {
+    /// The API object.
+    type Raw;
+    /// Its metadata.
+    fn meta(raw: &Self::Raw) -> &ObjectMeta;
+    /// The model, or why the object is skipped.
+    fn convert(raw: &Self::Raw) -> Result<Self, Error>;
+    /// Puts the model into the cluster.
+    fn upsert(self, cluster: &mut ClusterState);
+    /// Takes it out again.
+    fn remove(&self, cluster: &mut ClusterState);
+    /// Records what an accepted change says beyond the model (EndpointSlice trigger times).
+    fn note_change(_raw: &Self::Raw, _out: &mut Applied) {}
+}
+
+impl Proxied for Service {
+    type Raw = core::Service;
+    fn meta(raw: &Self::Raw) -> &ObjectMeta {
+        &raw.metadata
+    }
+    fn convert(raw: &Self::Raw) -> Result<Self, Error> {
+        service_from_k8s(raw)
+    }
+    fn upsert(self, cluster: &mut ClusterState) {
+        cluster.upsert_service(self);
+    }
+    fn remove(&self, cluster: &mut ClusterState) {
+        cluster.remove_service(&self.name);
+    }
+}
+
+impl Proxied for EndpointSlice {
+    type Raw = discovery::EndpointSlice;
+    fn meta(raw: &Self::Raw) -> &ObjectMeta {
+        &raw.metadata
+    }
+    fn convert(raw: &Self::Raw) -> Result<Self, Error> {
+        endpoint_slice_from_k8s(raw)
+    }
+    fn upsert(self, cluster: &mut ClusterState) {
+        cluster.upsert_slice(self);
+    }
+    fn remove(&self, cluster: &mut ClusterState) {
+        cluster.remove_slice(&self.service, &self.name);
+    }
+    fn note_change(raw: &Self::Raw, out: &mut Applied) {
+        out.triggers.extend(trigger_time(&raw.metadata));
+    }
+}
+
+/// One watcher event of a proxied kind: changed models go in, invalid objects keep their last
+/// good version, objects not proxied (headless, another proxy's) and deleted ones go out, and
+/// a relist removes what vanished only once it is complete.
+fn apply_event<T: Proxied>(
+    tracked: &mut Tracked<T>,
+    event: Event<T::Raw>,
+    cluster: &mut ClusterState,
+    out: &mut Applied,
+) {
+    let mut remove = |tracked: &mut Tracked<T>, key: &Key, cluster: &mut ClusterState| {
+        if let Some(old) = tracked.objects.remove(key) {
+            old.remove(cluster);
+            out.changed = true;
+        }
+    };
+    match event {
+        Event::Init => tracked.relist = Some(BTreeSet::new()),
+        Event::InitApply(raw) | Event::Apply(raw) => {
+            let key = key(T::meta(&raw));
+            if let Some(seen) = tracked.relist.as_mut() {
+                seen.insert(key.clone());
+            }
+            match T::convert(&raw) {
+                Ok(model) => {
+                    if tracked.objects.get(&key) != Some(&model) {
+                        model.clone().upsert(cluster);
+                        tracked.objects.insert(key, model);
+                        out.changed = true;
+                        T::note_change(&raw, out);
+                    }
+                }
+                Err(error) => {
+                    if !is_invalid(&error) {
+                        remove(tracked, &key, cluster);
+                    }
+                    out.skipped.push(error);
+                }
+            }
+        }
+        Event::Delete(raw) => remove(tracked, &key(T::meta(&raw)), cluster),
+        Event::InitDone => {
+            let seen = tracked.relist.take().unwrap_or_default();
+            let gone: Vec<Key> = tracked
+                .objects
+                .keys()
+                .filter(|k| !seen.contains(*k))
+                .cloned()
+                .collect();
+            for key in gone {
+                remove(tracked, &key, cluster);
+            }
+            tracked.synced = true;
         }
     }
 }
