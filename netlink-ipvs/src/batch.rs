@@ -4,7 +4,11 @@
 //! ACKs fit before the kernel drops them (ENOBUFS), one `sendmsg` above ~208 KB fails with
 //! EMSGSIZE, and an error in one message does not stop the kernel from processing the rest of
 //! the buffer. So a batch is cut into windows small enough for both limits; each window is one
-//! `sendmsg`, and all of its ACKs are read before the next window is sent.
+//! `sendmsg`. Only the window's last request asks for an ACK: the kernel processes the messages
+//! of one `sendmsg` in order and always reports an error, so once the last request is answered
+//! every earlier one without an error message succeeded. A window therefore costs one send and
+//! (without errors) one receive, however many operations it carries; at most one error message
+//! per operation can be queued, which the window size keeps inside the receive buffer.
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
@@ -78,6 +82,7 @@ pub fn encode_window(
 ) -> Window {
     let mut bytes = Vec::new();
     let mut count = 0;
+    let mut last_start = 0;
     for operation in &operations[first..] {
         if count == limits.max_requests {
             break;
@@ -87,7 +92,7 @@ pub fn encode_window(
         encode_request(
             family_id,
             operation.to_message(),
-            NLM_F_REQUEST | NLM_F_ACK,
+            NLM_F_REQUEST,
             sequence,
             &mut bytes,
         );
@@ -95,7 +100,13 @@ pub fn encode_window(
             bytes.truncate(before);
             break;
         }
+        last_start = before;
         count += 1;
+    }
+    if count > 0 {
+        // nlmsg_flags sits at bytes 6..8 of the header: the last request asks for the ACK.
+        bytes[last_start + 6..last_start + 8]
+            .copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
     }
     Window {
         first,
@@ -105,46 +116,58 @@ pub fn encode_window(
     }
 }
 
-/// Collects the ACK of every request of a window; an errno of 0 is success.
+/// Collects the answers to one window: error messages for failed requests, and the ACK (or
+/// error) of the last request, which closes the window.
 #[derive(Debug)]
 pub struct AckTracker {
     first_sequence: u32,
-    errnos: Vec<Option<i32>>,
-    missing: usize,
+    errors: Vec<Option<i32>>,
+    closed: bool,
 }
 
 impl AckTracker {
-    /// Expects `count` ACKs for sequence numbers starting at `first_sequence`.
+    /// Expects answers for `count` requests with sequence numbers from `first_sequence`.
     pub fn new(first_sequence: u32, count: usize) -> Self {
         Self {
             first_sequence,
-            errnos: vec![None; count],
-            missing: count,
+            errors: vec![None; count],
+            closed: count == 0,
         }
     }
 
-    /// Records an ACK (errno 0) or NACK (positive errno) for `sequence`. Returns false for a
-    /// sequence number outside the window or one already answered (ignored).
+    /// Records an answer: errno 0 (an ACK) or a positive errno for `sequence`. Returns false for
+    /// a sequence number outside the window (ignored).
     pub fn record(&mut self, sequence: u32, errno: i32) -> bool {
         let index = sequence.wrapping_sub(self.first_sequence) as usize;
-        match self.errnos.get_mut(index) {
-            Some(slot @ None) => {
-                *slot = Some(errno);
-                self.missing -= 1;
-                true
-            }
-            _ => false,
+        let Some(slot) = self.errors.get_mut(index) else {
+            return false;
+        };
+        if errno != 0 {
+            *slot = Some(errno);
         }
+        if index + 1 == self.errors.len() {
+            self.closed = true;
+        }
+        true
     }
 
-    /// Whether every request has its answer.
+    /// Whether the last request has been answered (so every request has its result).
     pub fn complete(&self) -> bool {
-        self.missing == 0
+        self.closed
     }
 
-    /// The answers in order: `Some(0)` success, `Some(errno)` failure, `None` never answered.
+    /// The result of each request in order: `Some(0)` success, `Some(errno)` failure, `None`
+    /// unknown (the window never closed: a socket error cut it short).
     pub fn into_errnos(self) -> Vec<Option<i32>> {
-        self.errnos
+        let closed = self.closed;
+        self.errors
+            .into_iter()
+            .map(|error| match error {
+                Some(errno) => Some(errno),
+                None if closed => Some(0),
+                None => None,
+            })
+            .collect()
     }
 }
 
@@ -197,15 +220,33 @@ mod tests {
     }
 
     #[test]
-    fn tracker_matches_acks_by_sequence_and_ignores_strangers() {
+    fn tracker_closes_on_the_last_answer_and_keeps_errors() {
         let mut t = AckTracker::new(u32::MAX - 1, 3); // wraps around
-        assert!(t.record(u32::MAX, 17));
+        assert!(t.record(u32::MAX, 17), "an error for the second request");
         assert!(!t.record(5, 0), "outside the window");
-        assert!(t.record(u32::MAX - 1, 0));
-        assert!(!t.record(u32::MAX - 1, 0), "answered twice");
         assert!(!t.complete());
-        assert!(t.record(0, 0));
+        assert!(t.record(0, 0), "the ACK of the last request");
         assert!(t.complete());
         assert_eq!(t.into_errnos(), vec![Some(0), Some(17), Some(0)]);
+    }
+
+    #[test]
+    fn an_unclosed_window_reports_unknown_results() {
+        let mut t = AckTracker::new(10, 3);
+        assert!(t.record(10, 2));
+        assert_eq!(t.into_errnos(), vec![Some(2), None, None]);
+    }
+
+    #[test]
+    fn only_the_last_request_asks_for_an_ack() {
+        let ops: Vec<_> = (0..3).map(add).collect();
+        let w = encode_window(30, &ops, 0, 1, WindowLimits::default());
+        let flags: Vec<u16> = crate::handle::split_messages(&w.bytes)
+            .map(|m| u16::from_ne_bytes([m[6], m[7]]))
+            .collect();
+        assert_eq!(
+            flags,
+            [NLM_F_REQUEST, NLM_F_REQUEST, NLM_F_REQUEST | NLM_F_ACK]
+        );
     }
 }
