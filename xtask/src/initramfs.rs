@@ -127,6 +127,12 @@ impl Payload {
         self
     }
 
+    /// Runs `shell` (busybox ash) in the guest before the programs (sysctls of the VM itself).
+    pub fn with_setup(mut self, shell: &str) -> Self {
+        self.script = format!("{shell}\n{}", self.script);
+        self
+    }
+
     /// Also copies `host` into the guest at `guest` (the `proxier` binary).
     pub fn with_file(mut self, host: &Path, guest: &str) -> Self {
         self.files.push((host.to_owned(), guest.to_owned()));

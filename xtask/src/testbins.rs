@@ -78,12 +78,23 @@ pub fn build_static_bin(
     bin: &str,
     release: bool,
 ) -> Result<TestBinary> {
+    build_static_target(root, package, "--bin", bin, release)
+}
+
+/// Builds target `bin` of kind `kind_flag` (`--bin`, `--bench`) of `package`.
+pub fn build_static_target(
+    root: &Path,
+    package: &str,
+    kind_flag: &str,
+    bin: &str,
+    release: bool,
+) -> Result<TestBinary> {
     let mut args = vec![
         "build",
         "--message-format=json",
         "--package",
         package,
-        "--bin",
+        kind_flag,
         bin,
     ];
     if release {
