@@ -296,12 +296,13 @@ pub fn in_netns<T: Send + 'static>(
     })
 }
 
-/// A UDP server in `netns` on `port` answering every datagram with `name` until `stop` is set.
-pub fn udp_responder(
+/// A UDP server in `netns` on `port` answering every datagram with `reply(datagram)` until
+/// `stop` is set.
+fn udp_server(
     netns: &str,
     port: u16,
-    name: &'static str,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reply: impl Fn(&[u8]) -> Vec<u8> + Send + 'static,
 ) -> std::thread::JoinHandle<()> {
     in_netns(netns, move || {
         let socket = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
@@ -310,11 +311,21 @@ pub fn udp_responder(
             .expect("timeout");
         let mut buffer = [0u8; 512];
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            if let Ok((_, peer)) = socket.recv_from(&mut buffer) {
-                let _ = socket.send_to(name.as_bytes(), peer);
+            if let Ok((n, peer)) = socket.recv_from(&mut buffer) {
+                let _ = socket.send_to(&reply(&buffer[..n]), peer);
             }
         }
     })
+}
+
+/// A UDP server in `netns` on `port` answering every datagram with `name` until `stop` is set.
+pub fn udp_responder(
+    netns: &str,
+    port: u16,
+    name: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    udp_server(netns, port, stop, move |_| name.as_bytes().to_vec())
 }
 
 /// A TCP server in `netns` on `port` writing `name` to every connection until `stop` is set.
@@ -662,20 +673,11 @@ pub fn udp_echo(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> std::thread::JoinHandle<()> {
-    in_netns(netns, move || {
-        let socket = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
-        socket
-            .set_read_timeout(Some(std::time::Duration::from_millis(50)))
-            .expect("timeout");
-        let mut buffer = [0u8; 512];
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            if let Ok((n, peer)) = socket.recv_from(&mut buffer) {
-                let mut reply = format!("{name} ").into_bytes();
-                reply.extend_from_slice(&buffer[..n]);
-                let _ = socket.send_to(&reply, peer);
-                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
+    udp_server(netns, port, stop, move |datagram| {
+        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut reply = format!("{name} ").into_bytes();
+        reply.extend_from_slice(datagram);
+        reply
     })
 }
 
