@@ -1,5 +1,5 @@
-//! Rollout soak: TCP (short connections from reused source ports) and DNS-like UDP load for the
-//! whole rollout of a 10-endpoint Service, one pod at a time (new pod ready → old pod
+//! Rollout soak: TCP (short connections from reused source ports) and DNS-like UDP load for about
+//! a minute, the whole rollout of a 10-endpoint Service, one pod at a time (new pod ready → old pod
 //! terminating → old pod gone from the slice → old pod exits), through `proxier run`.
 //! Every failure is counted and attributed to the rollout phase it happened in.
 #![allow(
@@ -92,14 +92,14 @@ fn rolling_ten_pods_under_tcp_and_udp_load() {
         load_stop.clone(),
     );
     let started = Instant::now();
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(5));
     let mut phases: Vec<(Instant, String)> = vec![(Instant::now(), "steady".into())];
     for (n, netns) in pod_ns.iter().take(PODS).enumerate() {
         phases.push((Instant::now(), format!("pod {n}: replacement ready")));
         // The replacement becomes ready (its address comes up in the pod namespace first).
         current.push(Endpoint::ready(&ip(1, n)));
         write(&current);
-        std::thread::sleep(Duration::from_millis(600));
+        std::thread::sleep(Duration::from_millis(1500));
         // The old pod is terminating but still serving: weight 0.
         let old = current
             .iter()
@@ -108,7 +108,7 @@ fn rolling_ten_pods_under_tcp_and_udp_load() {
         phases.push((Instant::now(), format!("pod {n}: old terminating")));
         current[old] = Endpoint::terminating(&ip(0, n));
         write(&current);
-        std::thread::sleep(Duration::from_millis(600));
+        std::thread::sleep(Duration::from_millis(1500));
         // The old pod leaves the slice; then it exits (its namespace loses its address).
         phases.push((Instant::now(), format!("pod {n}: old removed from slice")));
         current.remove(old);
@@ -117,7 +117,7 @@ fn rolling_ten_pods_under_tcp_and_udp_load() {
         wait_for_ipvs("old pod deleted", Duration::from_secs(10), |l| {
             !l.contains(&format!("-> {gone}:"))
         });
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(800));
         phases.push((Instant::now(), format!("pod {n}: old pod exits")));
         proxier_kernel_tests::witness(
             proxier_kernel_tests::IP,
@@ -131,9 +131,9 @@ fn rolling_ten_pods_under_tcp_and_udp_load() {
                 "eth0",
             ],
         );
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(800));
     }
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(5));
     load_stop.store(true, Ordering::Relaxed);
     let tcp = tcp.join().unwrap();
     let queries = udp.join().unwrap();
