@@ -927,3 +927,33 @@ pub fn tcp_port_load(
         total
     })
 }
+
+/// The port list of the DNS-like Service the UDP scenarios use (`dns`, UDP, target 5353).
+pub const DNS_PORTS: &[(&str, &str, u16)] = &[("dns", "UDP", 5353)];
+
+/// Writes a UDP Service `dns` at `vip`:53 (→ 5353) with endpoints 10.0.2.2 and 10.0.3.2 into the
+/// fresh source directory `tag`, starts `proxier run` on it (cluster CIDR 10.0.0.0/8) and waits
+/// for both real servers; returns the slice file (rewrite it to change endpoints) and the process.
+pub fn run_two_backend_dns(tag: &str, vip: &str) -> (std::path::PathBuf, ProxierProcess) {
+    let source = source_dir(tag);
+    write_atomically(
+        &source.join("service.yaml"),
+        &service_yaml("dns", vip, &[("dns", "UDP", 53, 5353, None)]),
+    );
+    let slice = source.join("slice.yaml");
+    write_atomically(
+        &slice,
+        &slice_yaml(
+            "dns",
+            DNS_PORTS,
+            &[Endpoint::ready("10.0.2.2"), Endpoint::ready("10.0.3.2")],
+        ),
+    );
+    let proxier = ProxierProcess::run(&source, &["--cluster-cidr", "10.0.0.0/8"]);
+    wait_for_ipvs(
+        "both real servers",
+        std::time::Duration::from_secs(20),
+        |l| l.contains("10.0.2.2:5353") && l.contains("10.0.3.2:5353"),
+    );
+    (slice, proxier)
+}

@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proxier_kernel_tests::{
-    enable_forwarding, service_yaml, slice_yaml, source_dir, tally, udp_echo, udp_load, wait_for,
-    wait_for_ipvs, witness, write_atomically, Endpoint, Lab, NetNs, ProxierProcess, CONNTRACK,
+    enable_forwarding, run_two_backend_dns, slice_yaml, tally, udp_echo, udp_load, wait_for,
+    wait_for_ipvs, witness, write_atomically, Endpoint, Lab, NetNs, CONNTRACK,
 };
 
-const PORTS: &[(&str, &str, u16)] = &[("dns", "UDP", 5353)];
+use proxier_kernel_tests::DNS_PORTS as PORTS;
 
 fn b_entries() -> String {
     witness(
@@ -53,24 +53,7 @@ fn removed_udp_backend_is_flushed_without_any_binary() {
         udp_echo(&b, 5353, "b", stop_servers.clone(), answered_b.clone()),
     ];
 
-    let source = source_dir("i1");
-    write_atomically(
-        &source.join("service.yaml"),
-        &service_yaml("dns", "10.96.0.53", &[("dns", "UDP", 53, 5353, None)]),
-    );
-    let slice = source.join("slice.yaml");
-    write_atomically(
-        &slice,
-        &slice_yaml(
-            "dns",
-            PORTS,
-            &[Endpoint::ready("10.0.2.2"), Endpoint::ready("10.0.3.2")],
-        ),
-    );
-    let mut proxier = ProxierProcess::run(&source, &["--cluster-cidr", "10.0.0.0/8"]);
-    wait_for_ipvs("both real servers", Duration::from_secs(20), |l| {
-        l.contains("10.0.2.2:5353") && l.contains("10.0.3.2:5353")
-    });
+    let (slice, mut proxier) = run_two_backend_dns("i1", "10.96.0.53");
 
     // Steady clients: 8 long-lived sockets (fixed source ports), a query every 20 ms each.
     let stop_load = Arc::new(AtomicBool::new(false));

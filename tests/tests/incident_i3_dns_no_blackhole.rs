@@ -23,12 +23,11 @@ use std::time::{Duration, Instant};
 
 use netlink_ipvs::{IpvsHandle, Protocol, RealServer, ServiceKey, VirtualServer};
 use proxier_kernel_tests::{
-    enable_forwarding, service_yaml, slice_yaml, source_dir, tally, udp_echo, udp_load, wait_for,
-    wait_for_ipvs, witness, write_atomically, Endpoint, Lab, NetNs, ProxierProcess, Query,
-    CONNTRACK, IP, NFT,
+    enable_forwarding, run_two_backend_dns, slice_yaml, tally, udp_echo, udp_load, wait_for,
+    wait_for_ipvs, witness, write_atomically, Endpoint, Lab, NetNs, Query, CONNTRACK, IP, NFT,
 };
 
-const PORTS: &[(&str, &str, u16)] = &[("dns", "UDP", 5353)];
+use proxier_kernel_tests::DNS_PORTS as PORTS;
 const WARM: Duration = Duration::from_millis(700);
 const TERMINATING: Duration = Duration::from_millis(800);
 const AFTER: Duration = Duration::from_millis(2000);
@@ -103,24 +102,7 @@ struct Outcome {
 fn with_proxier() -> Outcome {
     let _ns = NetNs::fresh();
     let topo = topology("i3p");
-    let source = source_dir("i3");
-    write_atomically(
-        &source.join("service.yaml"),
-        &service_yaml("dns", "10.96.0.10", &[("dns", "UDP", 53, 5353, None)]),
-    );
-    let slice = source.join("slice.yaml");
-    write_atomically(
-        &slice,
-        &slice_yaml(
-            "dns",
-            PORTS,
-            &[Endpoint::ready("10.0.2.2"), Endpoint::ready("10.0.3.2")],
-        ),
-    );
-    let mut proxier = ProxierProcess::run(&source, &["--cluster-cidr", "10.0.0.0/8"]);
-    wait_for_ipvs("both real servers", Duration::from_secs(20), |l| {
-        l.contains("10.0.2.2:5353") && l.contains("10.0.3.2:5353")
-    });
+    let (slice, mut proxier) = run_two_backend_dns("i3", "10.96.0.10");
 
     let stop_load = Arc::new(AtomicBool::new(false));
     let load = start_load(&topo.client, &stop_load);
