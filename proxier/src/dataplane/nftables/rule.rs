@@ -135,26 +135,24 @@ impl Rule {
     }
 
     /// `meta mark set meta mark | BITS`. Marks are host byte order in registers.
-    pub(super) fn mark_or(mut self, bits: u32) -> Self {
-        self.exprs.push(expr::meta_load(MetaKey::Mark, NFT_REG_1));
-        self.exprs.push(expr::bitwise(
-            NFT_REG_1,
-            NFT_REG_1,
-            (!bits).to_ne_bytes().to_vec(),
-            bits.to_ne_bytes().to_vec(),
-        ));
-        self.exprs.push(expr::meta_set(MetaKey::Mark, NFT_REG_1));
-        self
+    pub(super) fn mark_or(self, bits: u32) -> Self {
+        self.mark_rewrite(!bits, bits)
     }
 
     /// `meta mark set meta mark ^ BITS`.
-    pub(super) fn mark_xor(mut self, bits: u32) -> Self {
+    pub(super) fn mark_xor(self, bits: u32) -> Self {
+        self.mark_rewrite(u32::MAX, bits)
+    }
+
+    /// `meta mark set (meta mark & MASK) ^ XOR`: nf_tables' one bitwise form, which `|` and `^`
+    /// are spelled in.
+    fn mark_rewrite(mut self, mask: u32, xor: u32) -> Self {
         self.exprs.push(expr::meta_load(MetaKey::Mark, NFT_REG_1));
         self.exprs.push(expr::bitwise(
             NFT_REG_1,
             NFT_REG_1,
-            u32::MAX.to_ne_bytes().to_vec(),
-            bits.to_ne_bytes().to_vec(),
+            mask.to_ne_bytes().to_vec(),
+            xor.to_ne_bytes().to_vec(),
         ));
         self.exprs.push(expr::meta_set(MetaKey::Mark, NFT_REG_1));
         self
