@@ -81,31 +81,7 @@ pub fn witness(tool: &str, args: &[&str]) -> String {
 pub fn ipvsadm_save(state: &IpvsState) -> BTreeSet<String> {
     let mut lines = BTreeSet::new();
     for s in state.services.values() {
-        let service = match s.service.key {
-            ServiceKey::Address {
-                protocol,
-                address,
-                port,
-            } => {
-                let flag = match protocol {
-                    Protocol::Tcp => "-t",
-                    Protocol::Udp => "-u",
-                    Protocol::Sctp => "--sctp-service",
-                };
-                match address {
-                    IpAddr::V4(a) => format!("{flag} {a}:{port}"),
-                    IpAddr::V6(a) => format!("{flag} [{a}]:{port}"),
-                }
-            }
-            ServiceKey::FwMark {
-                mark,
-                family: Family::V4,
-            } => format!("-f {mark}"),
-            ServiceKey::FwMark {
-                mark,
-                family: Family::V6,
-            } => format!("-f {mark} -6"),
-        };
+        let service = s.service.key.ipvsadm_args();
         let mut line = format!("-A {service} -s {}", s.service.scheduler);
         if s.service.flags.contains(ServiceFlags::PERSISTENT) {
             line.push_str(&format!(" -p {}", s.service.timeout));

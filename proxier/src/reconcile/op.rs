@@ -67,24 +67,6 @@ pub enum Op {
     UnbindAddress(IpAddr),
 }
 
-fn service_arg(key: &ServiceKey) -> String {
-    match *key {
-        ServiceKey::Address {
-            protocol,
-            address,
-            port,
-        } => {
-            let flag = match protocol {
-                Protocol::Tcp => "-t",
-                Protocol::Udp => "-u",
-                Protocol::Sctp => "--sctp-service",
-            };
-            format!("{flag} {}", RealServerKey { address, port })
-        }
-        ServiceKey::FwMark { mark, .. } => format!("-f {mark}"),
-    }
-}
-
 impl fmt::Display for Op {
     /// `ipvsadm`/`ip`/`conntrack`-like text, for logs and test failures.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -92,19 +74,19 @@ impl fmt::Display for Op {
             Op::BindAddress(ip) => write!(f, "addr add {ip}"),
             Op::UnbindAddress(ip) => write!(f, "addr del {ip}"),
             Op::AddVirtualServer(vs) => {
-                write!(f, "-A {} -s {}", service_arg(&vs.key), vs.scheduler)
+                write!(f, "-A {} -s {}", vs.key.ipvsadm_args(), vs.scheduler)
             }
             Op::UpdateVirtualServer(vs) => {
-                write!(f, "-E {} -s {}", service_arg(&vs.key), vs.scheduler)
+                write!(f, "-E {} -s {}", vs.key.ipvsadm_args(), vs.scheduler)
             }
-            Op::DeleteVirtualServer(key) => write!(f, "-D {}", service_arg(key)),
+            Op::DeleteVirtualServer(key) => write!(f, "-D {}", key.ipvsadm_args()),
             Op::AddRealServer {
                 service,
                 real_server,
             } => write!(
                 f,
                 "-a {} -r {} -w {}",
-                service_arg(service),
+                service.ipvsadm_args(),
                 real_server.key,
                 real_server.weight
             ),
@@ -114,14 +96,14 @@ impl fmt::Display for Op {
             } => write!(
                 f,
                 "-e {} -r {} -w {}",
-                service_arg(service),
+                service.ipvsadm_args(),
                 real_server.key,
                 real_server.weight
             ),
             Op::DeleteRealServer {
                 service,
                 real_server,
-            } => write!(f, "-d {} -r {real_server}", service_arg(service)),
+            } => write!(f, "-d {} -r {real_server}", service.ipvsadm_args()),
             Op::FlushConntrack(ConntrackFilter::ReplySource {
                 protocol,
                 address,
