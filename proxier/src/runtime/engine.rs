@@ -90,7 +90,7 @@ impl<D: Dataplane> Proxier<D> {
         self.mirror = self.dataplane.observe()?;
         self.planner.plan_all(&mut self.cluster);
         let ops = reconcile(self.planner.desired(), &self.mirror, &self.terminations);
-        Ok(self.apply(&ops, started))
+        Ok(self.apply(&ops, true, started))
     }
 
     /// After source changes: re-plans only the dirty Services and reconciles only what their
@@ -104,15 +104,20 @@ impl<D: Dataplane> Proxier<D> {
             &self.terminations,
             &changes,
         );
-        self.apply(&ops, started)
+        // Packet rules follow addresses and virtual servers: a re-plan that changed neither
+        // (an unchanged object re-sent) does not rebuild them.
+        let rules_may_change = !changes.services.is_empty() || !changes.addresses.is_empty();
+        self.apply(&ops, rules_may_change, started)
     }
 
-    fn apply(&mut self, ops: &[Op], started: Instant) -> SyncOutcome {
+    fn apply(&mut self, ops: &[Op], packet_rules: bool, started: Instant) -> SyncOutcome {
         let mut failures = Vec::new();
         // Packet rules first: a new VIP is masqueraded from its first packet.
-        if let Err(error) = self.dataplane.program_packet_rules(self.planner.desired()) {
-            failures.push(format!("packet rules: {error}"));
-            tracing::warn!(%error, "packet rules not written; retried at the next resync");
+        if packet_rules {
+            if let Err(error) = self.dataplane.program_packet_rules(self.planner.desired()) {
+                failures.push(format!("packet rules: {error}"));
+                tracing::warn!(%error, "packet rules not written; retried at the next resync");
+            }
         }
         if ops.is_empty() {
             return SyncOutcome {
