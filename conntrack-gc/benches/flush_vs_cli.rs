@@ -6,16 +6,13 @@
 //! `CONNTRACK_BENCH_MATCHES` (default 1000). The host's global `nf_conntrack_max` bounds S.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark binary")]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{NetNs, CONNTRACK};
 use conntrack_gc::ctnetlink::{DumpFilter, NewEntry, Tuple};
 use conntrack_gc::{Conntrack, ConntrackFilter, FlushOptions, Protocol};
+use proxier_test_support::{NetNs, CONNTRACK};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 

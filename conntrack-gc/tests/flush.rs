@@ -6,74 +6,77 @@
     reason = "tests panic on failure"
 )]
 
-mod common;
-
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
-use common::*;
-use conntrack_gc::ctnetlink::{DumpFilter, NewEntry};
+use conntrack_gc::ctnetlink::{DumpFilter, NewEntry, Tuple};
 use conntrack_gc::{Conntrack, ConntrackFilter, FlushOptions, KernelFiltering, Protocol};
+use proxier_test_support::witness::conntrack_source_ports as witness;
+use proxier_test_support::NetNs;
 
 const UDP: u8 = 17;
 const TCP: u8 = 6;
 const SCTP: u8 = 132;
 
-/// The table every shape test starts from; each entry's client source port names it.
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A NAT'ed-looking entry: client:sport → vip:vport, replied by endpoint:eport.
+fn nat_entry(
+    (protocol, client, sport, vip, vport, endpoint, eport): (u8, &str, u16, &str, u16, &str, u16),
+) -> NewEntry {
+    let orig = Tuple {
+        src: ip(client),
+        dst: ip(vip),
+        protocol,
+        src_port: Some(sport),
+        dst_port: Some(vport),
+    };
+    let reply = Tuple {
+        src: ip(endpoint),
+        dst: ip(client),
+        protocol,
+        src_port: Some(eport),
+        dst_port: Some(sport),
+    };
+    NewEntry {
+        orig,
+        reply,
+        timeout: 600,
+        zone: 0,
+    }
+}
+
+/// The table every shape test starts from, as (protocol, client, sport, vip, vport, endpoint,
+/// eport); each entry's client source port names it.
+#[rustfmt::skip]
+const TABLE: [(u8, &str, u16, &str, u16, &str, u16); 12] = [
+    // Service VIP 10.96.0.10:53/UDP, two clients, two endpoints.
+    (UDP, "10.0.0.1", 1001, "10.96.0.10", 53, "10.244.1.5", 5353),
+    (UDP, "10.0.0.2", 1002, "10.96.0.10", 53, "10.244.1.6", 5353),
+    // Same VIP, other port; and the same VIP:port over TCP: both must stay for the UDP filter.
+    (UDP, "10.0.0.1", 1003, "10.96.0.10", 54, "10.244.1.5", 5354),
+    (TCP, "10.0.0.1", 1004, "10.96.0.10", 53, "10.244.1.5", 5353),
+    // NodePort 30080 on two node IPs, and NodePort 30081.
+    (UDP, "10.0.0.3", 1005, "192.168.1.1", 30080, "10.244.2.7", 8080),
+    (UDP, "10.0.0.4", 1006, "192.168.1.2", 30080, "10.244.2.8", 8080),
+    (UDP, "10.0.0.3", 1007, "192.168.1.1", 30081, "10.244.2.7", 8081),
+    // IPv6 service [fd00:96::10]:53 and another v6 service.
+    (UDP, "fd00::1", 1008, "fd00:96::10", 53, "fd00:244::5", 5353),
+    (UDP, "fd00::1", 1009, "fd00:96::11", 53, "fd00:244::5", 5353),
+    // SCTP service.
+    (SCTP, "10.0.0.5", 1010, "10.96.0.20", 9000, "10.244.4.1", 9000),
+    // The same VIP in zone 7 (1011) and in zone 0 (1012).
+    (UDP, "10.0.0.9", 1011, "10.96.0.30", 53, "10.244.3.1", 53),
+    (UDP, "10.0.0.9", 1012, "10.96.0.30", 53, "10.244.3.1", 53),
+];
+
+/// [`TABLE`] as entries, 1011 in zone 7.
 fn table() -> Vec<NewEntry> {
-    let mut zoned = nat_entry(UDP, "10.0.0.9", 1011, "10.96.0.30", 53, "10.244.3.1", 53);
-    zoned.zone = 7;
-    vec![
-        // Service VIP 10.96.0.10:53/UDP, two clients, two endpoints.
-        nat_entry(UDP, "10.0.0.1", 1001, "10.96.0.10", 53, "10.244.1.5", 5353),
-        nat_entry(UDP, "10.0.0.2", 1002, "10.96.0.10", 53, "10.244.1.6", 5353),
-        // Same VIP, other port; and the same VIP:port over TCP: both must stay for the UDP filter.
-        nat_entry(UDP, "10.0.0.1", 1003, "10.96.0.10", 54, "10.244.1.5", 5354),
-        nat_entry(TCP, "10.0.0.1", 1004, "10.96.0.10", 53, "10.244.1.5", 5353),
-        // NodePort 30080 on two node IPs, and NodePort 30081.
-        nat_entry(
-            UDP,
-            "10.0.0.3",
-            1005,
-            "192.168.1.1",
-            30080,
-            "10.244.2.7",
-            8080,
-        ),
-        nat_entry(
-            UDP,
-            "10.0.0.4",
-            1006,
-            "192.168.1.2",
-            30080,
-            "10.244.2.8",
-            8080,
-        ),
-        nat_entry(
-            UDP,
-            "10.0.0.3",
-            1007,
-            "192.168.1.1",
-            30081,
-            "10.244.2.7",
-            8081,
-        ),
-        // IPv6 service [fd00:96::10]:53 and another v6 service.
-        nat_entry(UDP, "fd00::1", 1008, "fd00:96::10", 53, "fd00:244::5", 5353),
-        nat_entry(UDP, "fd00::1", 1009, "fd00:96::11", 53, "fd00:244::5", 5353),
-        // SCTP service.
-        nat_entry(
-            SCTP,
-            "10.0.0.5",
-            1010,
-            "10.96.0.20",
-            9000,
-            "10.244.4.1",
-            9000,
-        ),
-        // The same VIP in zone 7 and in zone 0.
-        zoned,
-        nat_entry(UDP, "10.0.0.9", 1012, "10.96.0.30", 53, "10.244.3.1", 53),
-    ]
+    let mut entries: Vec<NewEntry> = TABLE.into_iter().map(nat_entry).collect();
+    entries[10].zone = 7;
+    entries
 }
 
 fn all_ports() -> BTreeSet<u16> {

@@ -6,12 +6,32 @@
     reason = "tests panic on failure"
 )]
 
-mod common;
-
+use std::net::IpAddr;
 use std::process::Command;
 
-use common::*;
+use conntrack_gc::ctnetlink::{NewEntry, Tuple};
 use conntrack_gc::{Conntrack, ConntrackFilter, Protocol};
+use proxier_test_support::witness::conntrack_source_ports as witness;
+use proxier_test_support::NetNs;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A UDP entry client:sport → vip:53 whose reply comes from endpoint:5353 (DNAT).
+fn dnat_udp(client: &str, sport: u16, vip: &str, endpoint: &str) -> NewEntry {
+    let orig = Tuple {
+        src: ip(client),
+        dst: ip(vip),
+        protocol: 17,
+        src_port: Some(sport),
+        dst_port: Some(53),
+    };
+    let mut entry = NewEntry::plain(orig, 600);
+    entry.reply.src = ip(endpoint);
+    entry.reply.src_port = Some(5353);
+    entry
+}
 
 #[test]
 fn flush_with_empty_path() {
@@ -27,10 +47,10 @@ fn flush_with_empty_path() {
     let _ns = NetNs::fresh();
     let mut ct = Conntrack::open().unwrap();
     let entries = [
-        nat_entry(17, "10.0.0.1", 2001, "10.96.0.10", 53, "10.244.1.5", 5353),
-        nat_entry(17, "10.0.0.2", 2002, "10.96.0.10", 53, "10.244.1.6", 5353),
-        nat_entry(17, "10.0.0.3", 2003, "10.96.0.11", 53, "10.244.1.7", 5353),
-        nat_entry(17, "fd00::3", 2004, "fd00:96::11", 53, "fd00:244::7", 5353),
+        dnat_udp("10.0.0.1", 2001, "10.96.0.10", "10.244.1.5"),
+        dnat_udp("10.0.0.2", 2002, "10.96.0.10", "10.244.1.6"),
+        dnat_udp("10.0.0.3", 2003, "10.96.0.11", "10.244.1.7"),
+        dnat_udp("fd00::3", 2004, "fd00:96::11", "fd00:244::7"),
     ];
     assert_eq!(ct.create(&entries).unwrap(), 4);
     let before = witness("before (PATH empty; witness by absolute path)");

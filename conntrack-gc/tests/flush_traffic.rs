@@ -6,30 +6,14 @@
     reason = "tests panic on failure"
 )]
 
-mod common;
-
-use std::io::Write;
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
 use conntrack_gc::{Conntrack, ConntrackFilter, Protocol};
-
-fn nft(script: &str) {
-    let mut child = Command::new(NFT)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("spawn nft");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "nft failed:\n{script}");
-}
+use proxier_test_support::witness::{
+    conntrack_source_ports as witness, nft_script as nft, witness as run, IP,
+};
+use proxier_test_support::NetNs;
 
 fn dnat_to(backend: &str) {
     nft(&format!(
@@ -57,7 +41,6 @@ fn recv(socket: &UdpSocket) -> Option<String> {
 #[test]
 fn stale_udp_flow_to_removed_backend_is_flushed_and_next_datagram_reaches_live_backend() {
     let _ns = NetNs::fresh();
-    run(IP, &["link", "set", "lo", "up"]);
     for addr in [
         "10.96.0.10/32",
         "10.244.1.5/32",
@@ -101,7 +84,7 @@ fn stale_udp_flow_to_removed_backend_is_flushed_and_next_datagram_reaches_live_b
     let report = ct
         .flush(&[ConntrackFilter::endpoint(
             Protocol::Udp,
-            ip("10.244.1.5"),
+            "10.244.1.5".parse().unwrap(),
             5353,
         )])
         .unwrap();

@@ -22,10 +22,7 @@ use proxier::reconcile::{ConntrackFilter, Observed, Op};
 use proxier::runtime::{run, Proxier, SyncKind, SyncOutcome, SyncTiming};
 use proxier::source::kube::{KubeSource, PROXY_LABEL_SELECTOR};
 
-#[path = "support/fake_api_server.rs"]
-mod fake_api_server;
-
-use fake_api_server::{node, param, service, slice, FakeApi};
+use proxier_test_support::fake_api::{node, param, service, slice, FakeApi};
 
 /// The fake dataplane, shared so that the test can look at it while `run` owns the proxier.
 #[derive(Clone, Default)]

@@ -12,20 +12,14 @@ use std::time::Duration;
 use conntrack_gc::sizing::{
     apply_sizing, cpu_count, wanted_values, ConntrackConfig, FillLevel, FsRoot, Knob, SizingReason,
 };
-use proxier_kernel_tests::NetNs;
+use proxier_kernel_tests::{knob_path, sysctl, NetNs};
 
 fn read(knob: Knob) -> u64 {
-    std::fs::read_to_string(format!("/{}", knob.relative_path()))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    sysctl::read(&knob_path(knob))
 }
 
 fn write(knob: Knob, value: u64) {
-    std::fs::write(format!("/{}", knob.relative_path()), format!("{value}\n"))
-        .unwrap_or_else(|e| panic!("write {knob}: {e}"));
-    assert_eq!(read(knob), value, "{knob} took the value");
+    sysctl::write(&knob_path(knob), value);
 }
 
 /// One test on purpose: both parts touch the same global limit.

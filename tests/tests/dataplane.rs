@@ -7,7 +7,6 @@
     reason = "test code panics on failure"
 )]
 
-use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +16,10 @@ use proxier::dataplane::kernel::KernelDataplane;
 use proxier::plan::{NodeContext, Planner};
 use proxier::runtime::Proxier;
 use proxier::source::{parse_documents, SnapshotSync};
+use proxier_kernel_tests::lab::PodNetwork;
+use proxier_kernel_tests::sysctl::ipvs_knob;
 use proxier_kernel_tests::{
-    in_netns, tcp_responder, udp_responder, witness, Lab, NetNs, CONNTRACK, IPVSADM, NFT,
+    tcp_reads, tcp_responder, udp_query, udp_responder, witness, NetNs, CONNTRACK, IP, IPVSADM, NFT,
 };
 
 const SERVICE: &str = r#"
@@ -60,46 +61,29 @@ fn load(sync: &mut SnapshotSync, proxier: &mut Proxier<KernelDataplane>, yaml: &
     sync.apply(&objects, proxier.cluster_mut());
 }
 
-/// Sends `count` UDP queries from `netns` to 10.96.0.10:53 and returns the answers.
+/// Sends `count` UDP queries from `netns` to 10.96.0.10:53, each from a fresh source port (a
+/// new IPVS "connection"), and returns the answers.
 fn query(netns: &str, count: usize) -> Vec<String> {
-    in_netns(netns, move || {
-        (0..count)
-            .map(|i| {
-                // A fresh source port per query: each is a new IPVS "connection".
-                let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
-                socket
-                    .set_read_timeout(Some(Duration::from_millis(500)))
-                    .unwrap();
-                socket
-                    .send_to(format!("q{i}").as_bytes(), "10.96.0.10:53")
-                    .unwrap();
-                let mut buffer = [0u8; 64];
-                match socket.recv(&mut buffer) {
-                    Ok(n) => String::from_utf8_lossy(&buffer[..n]).into_owned(),
-                    Err(_) => "lost".to_owned(),
-                }
-            })
-            .collect()
-    })
-    .join()
-    .unwrap()
+    udp_query(
+        netns,
+        "10.96.0.10:53".parse().unwrap(),
+        count,
+        Duration::from_millis(500),
+    )
 }
 
 #[test]
 fn program_serve_adopt_and_remove_an_endpoint() {
     let _ns = NetNs::fresh();
-    let mut lab = Lab::new("dp");
-    let client = lab.host("client", "10.0.1.2", "10.0.1.1");
-    let a = lab.host("a", "10.0.2.2", "10.0.2.1");
-    let b = lab.host("b", "10.0.3.2", "10.0.3.1");
-    witness("/bin/sh", &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
+    let network = PodNetwork::new("dp", 2);
+    let (client, a, b) = (&network.client, &network.pods[0], &network.pods[1]);
     // No rule of anyone else's: conntrack hooks become active through proxier's own table.
     let stop = Arc::new(AtomicBool::new(false));
     let servers = vec![
-        udp_responder(&a, 53, "a", stop.clone()),
-        udp_responder(&b, 53, "b", stop.clone()),
-        tcp_responder(&a, 8080, "web-a", stop.clone()),
-        tcp_responder(&b, 8080, "web-b", stop.clone()),
+        udp_responder(a, 53, "a", stop.clone()),
+        udp_responder(b, 53, "b", stop.clone()),
+        tcp_responder(a, 8080, "web-a", stop.clone()),
+        tcp_responder(b, 8080, "web-b", stop.clone()),
     ];
     std::thread::sleep(Duration::from_millis(200));
 
@@ -113,8 +97,7 @@ fn program_serve_adopt_and_remove_an_endpoint() {
         )
         .unwrap();
     assert!(changes.iter().all(|c| c.error.is_none()), "{changes:?}");
-    let sysctl =
-        |name: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/vs/{name}")).unwrap();
+    let sysctl = |name: &str| std::fs::read_to_string(ipvs_knob(name)).unwrap();
     assert_eq!(sysctl("conntrack").trim(), "1");
     assert_eq!(sysctl("expire_nodest_conn").trim(), "1");
     assert_eq!(sysctl("conn_reuse_mode").trim(), "1", "kernel 6.1 >= 5.9");
@@ -138,28 +121,16 @@ fn program_serve_adopt_and_remove_an_endpoint() {
         table.contains("10.96.0.10") && table.contains("masquerade"),
         "{table}"
     );
-    let addresses = witness("/usr/sbin/ip", &["-o", "addr", "show", "dev", "kube-ipvs0"]);
+    let addresses = witness(IP, &["-o", "addr", "show", "dev", "kube-ipvs0"]);
     assert!(addresses.contains("10.96.0.10/32"), "{addresses}");
 
-    let answers = query(&client, 10);
+    let answers = query(client, 10);
     assert!(answers.iter().all(|a| a == "a" || a == "b"), "{answers:?}");
     assert!(
         answers.contains(&"a".to_owned()) && answers.contains(&"b".to_owned()),
         "{answers:?}"
     );
-    let web = in_netns(&client, || {
-        use std::io::Read;
-        let mut stream = std::net::TcpStream::connect_timeout(
-            &"10.96.0.10:80".parse().unwrap(),
-            Duration::from_secs(2),
-        )
-        .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text
-    })
-    .join()
-    .unwrap();
+    let web = tcp_reads(client, "10.96.0.10:80".parse().unwrap(), 1).concat();
     assert!(web == "web-a" || web == "web-b", "{web}");
 
     // A restart over matching state adopts it: zero writes.
@@ -220,7 +191,7 @@ fn program_serve_adopt_and_remove_an_endpoint() {
     assert!(!listing.contains("10.0.3.2"), "{listing}");
     let after = witness(CONNTRACK, &["-L", "-p", "udp", "--reply-src", "10.0.3.2"]);
     assert!(!after.contains("10.96.0.10"), "flushed:\n{after}");
-    let answers = query(&client, 10);
+    let answers = query(client, 10);
     assert!(answers.iter().all(|a| a == "a"), "{answers:?}");
 
     stop.store(true, Ordering::Relaxed);

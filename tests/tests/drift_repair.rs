@@ -9,22 +9,17 @@
 
 use std::time::{Duration, Instant};
 
-use proxier_kernel_tests::{
-    service_yaml, slice_yaml, source_dir, wait_for_ipvs, witness, write_atomically, Endpoint,
-    NetNs, ProxierProcess, IPVSADM,
-};
+use proxier_kernel_tests::yaml::web_source;
+use proxier_kernel_tests::{wait_for_ipvs, witness, Endpoint, NetNs, ProxierProcess, IPVSADM};
 
 #[test]
 fn deleted_real_server_comes_back_within_one_sync_period() {
     let _ns = NetNs::fresh();
-    let source = source_dir("drift");
-    let service = service_yaml("web", "10.96.0.60", &[("http", "TCP", 80, 8080, None)]);
-    let slice = slice_yaml(
-        "web",
-        &[("http", "TCP", 8080)],
+    let source = web_source(
+        "drift",
+        "10.96.0.60",
         &[Endpoint::ready("10.244.1.5"), Endpoint::ready("10.244.1.6")],
     );
-    write_atomically(&source.join("web.yaml"), &format!("{service}---\n{slice}"));
     let mut proxier = ProxierProcess::run(&source, &["--sync-period", "3s"]);
     wait_for_ipvs("both real servers", Duration::from_secs(20), |l| {
         l.contains("-> 10.244.1.5:8080") && l.contains("-> 10.244.1.6:8080")

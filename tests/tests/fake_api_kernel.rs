@@ -8,44 +8,28 @@
     reason = "test code panics on failure"
 )]
 
-#[path = "../../proxier/tests/support/fake_api_server.rs"]
-mod fake_api_server;
-
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fake_api_server::{node, service, slice, FakeApi};
-use proxier_kernel_tests::{
-    enable_forwarding, in_netns, udp_responder, wait_for_ipvs, Lab, NetNs, ProxierProcess,
-};
+use proxier_kernel_tests::fake_api::{node, service, slice, FakeApi};
+use proxier_kernel_tests::yaml::{kube_proxy_config, kubeconfig};
+use proxier_kernel_tests::{udp_query, udp_responder, wait_for_ipvs, Lab, NetNs, ProxierProcess};
 
-const KUBECONFIG: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {server: \"SERVER\"}\nusers:\n- name: none\n  user: {}\ncontexts:\n- name: fake\n  context: {cluster: fake, user: none}\ncurrent-context: fake\n";
-const CONFIG: &str = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\nclusterCIDR: 10.244.0.0/16\nipvs:\n  minSyncPeriod: 100ms\n  syncPeriod: 30s\n";
-
-fn ask(client: &str) -> String {
-    in_netns(client, || {
-        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        socket.send_to(b"q", "10.96.0.10:53").unwrap();
-        let mut buffer = [0; 32];
-        socket
-            .recv(&mut buffer)
-            .map(|n| String::from_utf8_lossy(&buffer[..n]).into_owned())
-            .unwrap_or_else(|_| "lost".into())
-    })
-    .join()
-    .unwrap()
+/// Six queries from `client` to the DNS Service, each from a fresh source port.
+fn ask(client: &str) -> Vec<String> {
+    udp_query(
+        client,
+        "10.96.0.10:53".parse().unwrap(),
+        6,
+        Duration::from_millis(500),
+    )
 }
 
 #[test]
 fn the_binary_follows_the_api_server_into_the_kernel() {
     let _ns = NetNs::fresh();
-    enable_forwarding();
-    let mut lab = Lab::new("fa");
-    let client = lab.host("client", "10.0.1.2", "10.0.1.1");
+    let (mut lab, client) = Lab::with_client("fa");
     let a = lab.host("a", "10.244.1.5", "10.244.1.1");
     let b = lab.host("b", "10.244.2.6", "10.244.2.1");
     let stop = Arc::new(AtomicBool::new(false));
@@ -68,44 +52,26 @@ fn the_binary_follows_the_api_server_into_the_kernel() {
     );
     api.put("nodes", "node-a", &node("node-a", "10.0.1.1"));
     let (address, _acceptor) = runtime.block_on(api.clone().serve());
-    let dir = std::path::Path::new("/tmp/fake-api-kernel");
-    std::fs::create_dir_all(dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        KUBECONFIG.replace("SERVER", &format!("http://{address}")),
-    )
-    .unwrap();
-    let config = dir.join("config.conf");
-    std::fs::write(&config, CONFIG).unwrap();
+    let kubeconfig = kubeconfig("fake-api-kernel", &format!("http://{address}"));
+    let config = kube_proxy_config(
+        "fake-api-kernel",
+        "clusterCIDR: 10.244.0.0/16\nipvs:\n  minSyncPeriod: 100ms\n  syncPeriod: 30s\n",
+    );
 
-    let started = Instant::now();
     let mut proxier = ProxierProcess::spawn(&[
         "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
+        &kubeconfig,
         "--config",
-        config.to_str().unwrap(),
+        &config,
         "--hostname-override",
         "node-a",
     ]);
-    let programmed = |l: &str| {
+    let initial = proxier.wait_for_ipvs("programmed", Duration::from_secs(30), |l| {
         l.contains("UDP  10.96.0.10:53 rr")
             && l.contains("-> 10.244.1.5:53")
             && l.contains("-> 10.244.2.6:53")
-    };
-    while !programmed(&proxier_kernel_tests::witness(
-        proxier_kernel_tests::IPVSADM,
-        &["-Ln"],
-    )) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "not programmed; proxier log:\n{}",
-            proxier.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let initial = started.elapsed();
-    let answers: Vec<String> = (0..6).map(|_| ask(&client)).collect();
+    });
+    let answers = ask(&client);
     assert!(answers.iter().all(|x| x == "a" || x == "b"), "{answers:?}");
 
     let event = Instant::now();
@@ -118,7 +84,7 @@ fn the_binary_follows_the_api_server_into_the_kernel() {
         !l.contains("10.244.2.6")
     });
     let removal = event.elapsed();
-    let answers: Vec<String> = (0..6).map(|_| ask(&client)).collect();
+    let answers = ask(&client);
     assert!(answers.iter().all(|x| x == "a"), "{answers:?}");
 
     let event = Instant::now();

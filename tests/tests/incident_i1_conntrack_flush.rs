@@ -4,7 +4,10 @@
 //! Here `proxier run` has an empty environment (`PATH=""`: no binary can be found). A UDP
 //! service has two backends and steady clients that keep their source ports; one backend
 //! leaves the EndpointSlice. The `conntrack -L` witness must show its entries gone, and every
-//! datagram sent after that must be answered by the live backend. kube-proxy in this set-up
+//! datagram sent after that must be answered by the live backend, and proxier's own account
+//! must show the flush done in-process over ctnetlink: its `conntrack flush` log line and its
+//! `proxier_conntrack_entries_flushed_total` counter, both fed by the ctnetlink flush report
+//! (a flush by an external `conntrack` binary would produce neither). kube-proxy in this set-up
 //! fails the first assertion (its flush never runs), so its clients stay on the dead backend.
 #![allow(
     clippy::unwrap_used,
@@ -16,9 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use proxier_kernel_tests::lab::PodNetwork;
 use proxier_kernel_tests::{
-    enable_forwarding, run_two_backend_dns, slice_yaml, tally, udp_echo, udp_load, wait_for,
-    wait_for_ipvs, witness, write_atomically, Endpoint, Lab, NetNs, CONNTRACK,
+    http_get, run_two_backend_dns, slice_yaml, tally, udp_echo, udp_load, wait_for, wait_for_ipvs,
+    witness, write_atomically, Endpoint, NetNs, CONNTRACK,
 };
 
 use proxier_kernel_tests::DNS_PORTS as PORTS;
@@ -41,16 +45,17 @@ fn b_entries() -> String {
 #[test]
 fn removed_udp_backend_is_flushed_without_any_binary() {
     let _ns = NetNs::fresh();
-    let mut lab = Lab::new("i1");
-    let client = lab.host("client", "10.0.1.2", "10.0.1.1");
-    let a = lab.host("a", "10.0.2.2", "10.0.2.1");
-    let b = lab.host("b", "10.0.3.2", "10.0.3.1");
-    enable_forwarding();
+    let PodNetwork {
+        lab: _lab,
+        client,
+        pods,
+    } = PodNetwork::new("i1", 2);
+    let (a, b) = (&pods[0], &pods[1]);
     let stop_servers = Arc::new(AtomicBool::new(false));
     let answered_b = Arc::new(AtomicU64::new(0));
     let servers = [
-        udp_echo(&a, 5353, "a", stop_servers.clone(), Arc::default()),
-        udp_echo(&b, 5353, "b", stop_servers.clone(), answered_b.clone()),
+        udp_echo(a, 5353, "a", stop_servers.clone(), Arc::default()),
+        udp_echo(b, 5353, "b", stop_servers.clone(), answered_b.clone()),
     ];
 
     let (slice, mut proxier) = run_two_backend_dns("i1", "10.96.0.53");
@@ -145,10 +150,34 @@ fn removed_udp_backend_is_flushed_without_any_binary() {
     let left = b_entries();
     assert!(!left.contains("10.96.0.53"), "no entry came back:\n{left}");
 
+    // The flush was proxier's own, over ctnetlink: the counter its flush report feeds, and the
+    // log line it writes for each flush.
+    let metrics = http_get(10249, "/metrics").unwrap();
+    let counted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("proxier_conntrack_entries_flushed_total "))
+        .unwrap_or_else(|| panic!("no flush counter:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
     let (_, log) = proxier.stop();
+    let logged: u64 = log
+        .lines()
+        .filter(|l| l.contains("conntrack flush"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("deleted="))
+        })
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum();
+    println!("I1 flush account: counter {counted}, logged deleted {logged}");
     assert!(
-        !log.to_lowercase().contains("not found in $path"),
-        "nothing was executed:\n{log}"
+        logged >= 1,
+        "proxier logged a ctnetlink flush that deleted b's entries:\n{log}"
+    );
+    assert!(
+        counted >= 1,
+        "proxier_conntrack_entries_flushed_total counts them:\n{metrics}"
     );
     stop_servers.store(true, Ordering::Relaxed);
     for s in servers {

@@ -19,10 +19,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use proxier_kernel_tests::lab::PodNetwork;
 use proxier_kernel_tests::{
-    enable_forwarding, in_netns, service_yaml, slice_yaml, source_dir, tcp_responder,
-    wait_for_ipvs, witness, write_atomically, Endpoint, Lab, NetNs, ProxierProcess, IP,
-    IPTABLES_LEGACY, IPTABLES_LEGACY_SAVE, IPTABLES_NFT, IPTABLES_NFT_SAVE, IPVSADM, NFT,
+    service_yaml, slice_yaml, source_dir, tcp_reads, tcp_responder, wait_for_ipvs, witness,
+    write_atomically, Endpoint, NetNs, ProxierProcess, IP, IPTABLES_LEGACY, IPTABLES_LEGACY_SAVE,
+    IPTABLES_NFT, IPTABLES_NFT_SAVE, IPVSADM, NFT,
 };
 
 /// Removes packet/byte counters and timestamp comments so listings compare on content only.
@@ -176,12 +177,9 @@ fn install_foreign_objects() {
 #[test]
 fn cleanup_leaves_every_foreign_object_byte_identical() {
     let _ns = NetNs::fresh();
-    let mut lab = Lab::new("i2");
-    let client = lab.host("client", "10.0.1.2", "10.0.1.1");
-    let a = lab.host("a", "10.0.2.2", "10.0.2.1");
-    enable_forwarding();
+    let network = PodNetwork::new("i2", 1);
     let stop = Arc::new(AtomicBool::new(false));
-    let server = tcp_responder(&a, 8080, "web-a", stop.clone());
+    let server = tcp_responder(&network.pods[0], 8080, "web-a", stop.clone());
 
     install_foreign_objects();
     let before = snapshot();
@@ -225,21 +223,8 @@ fn cleanup_leaves_every_foreign_object_byte_identical() {
     wait_for_ipvs("proxier's services", Duration::from_secs(20), |l| {
         l.contains("10.96.0.80:80") && l.contains("10.0.1.1:30080")
     });
-    let answers = in_netns(&client, || {
-        ["10.96.0.80:80", "10.0.1.1:30080"].map(|target| {
-            use std::io::Read;
-            let mut stream = std::net::TcpStream::connect_timeout(
-                &target.parse().unwrap(),
-                Duration::from_secs(2),
-            )
-            .unwrap_or_else(|e| panic!("connect {target}: {e}"));
-            let mut text = String::new();
-            stream.read_to_string(&mut text).unwrap();
-            text
-        })
-    })
-    .join()
-    .unwrap();
+    let answers = ["10.96.0.80:80", "10.0.1.1:30080"]
+        .map(|target| tcp_reads(&network.client, target.parse().unwrap(), 1).concat());
     assert_eq!(answers, ["web-a", "web-a"], "ClusterIP and NodePort served");
     proxier.assert_running();
     assert_same("while proxier runs", &before, &snapshot());

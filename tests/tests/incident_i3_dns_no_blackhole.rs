@@ -16,15 +16,15 @@
     reason = "test code panics on failure"
 )]
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netlink_ipvs::{IpvsHandle, Protocol, RealServer, ServiceKey, VirtualServer};
+use netlink_ipvs::{Protocol, RealServer};
+use proxier_kernel_tests::lab::PodNetwork;
 use proxier_kernel_tests::{
-    enable_forwarding, run_two_backend_dns, slice_yaml, tally, udp_echo, udp_load, wait_for,
-    wait_for_ipvs, witness, write_atomically, Endpoint, Lab, NetNs, Query, CONNTRACK, IP, NFT,
+    run_two_backend_dns, slice_yaml, tally, udp_echo, udp_load, wait_for, wait_for_ipvs, witness,
+    write_atomically, Endpoint, KubeProxyIpvs, NetNs, Query, CONNTRACK,
 };
 
 use proxier_kernel_tests::DNS_PORTS as PORTS;
@@ -33,7 +33,7 @@ const TERMINATING: Duration = Duration::from_millis(800);
 const AFTER: Duration = Duration::from_millis(2000);
 
 struct Topology {
-    _lab: Lab,
+    _network: PodNetwork,
     client: String,
     stop_a: Arc<AtomicBool>,
     stop_b: Arc<AtomicBool>,
@@ -42,21 +42,23 @@ struct Topology {
 }
 
 fn topology(tag: &str) -> Topology {
-    let mut lab = Lab::new(tag);
-    let client = lab.host("client", "10.0.1.2", "10.0.1.1");
-    let a = lab.host("a", "10.0.2.2", "10.0.2.1");
-    let b = lab.host("b", "10.0.3.2", "10.0.3.1");
-    enable_forwarding();
+    let network = PodNetwork::new(tag, 2);
     let stop_a = Arc::new(AtomicBool::new(false));
     let stop_b = Arc::new(AtomicBool::new(false));
     let answered_b = Arc::new(AtomicU64::new(0));
     let servers = vec![
-        udp_echo(&a, 5353, "a", stop_a.clone(), Arc::default()),
-        udp_echo(&b, 5353, "b", stop_b.clone(), answered_b.clone()),
+        udp_echo(&network.pods[0], 5353, "a", stop_a.clone(), Arc::default()),
+        udp_echo(
+            &network.pods[1],
+            5353,
+            "b",
+            stop_b.clone(),
+            answered_b.clone(),
+        ),
     ];
     Topology {
-        _lab: lab,
-        client,
+        client: network.client.clone(),
+        _network: network,
         stop_a,
         stop_b,
         answered_b,
@@ -178,32 +180,15 @@ fn outcome(queries: &[Query], applied: Instant, pinned_flows: usize, note: Strin
 fn with_kube_proxy_algorithm() -> Outcome {
     let _ns = NetNs::fresh();
     let topo = topology("i3k");
-    for (name, value) in [
-        ("conntrack", "1"),
-        ("expire_nodest_conn", "1"),
-        ("expire_quiescent_template", "1"),
-    ] {
-        std::fs::write(format!("/proc/sys/net/ipv4/vs/{name}"), value).unwrap();
-    }
-    witness(IP, &["link", "add", "kube-ipvs0", "type", "dummy"]);
-    witness(IP, &["addr", "add", "10.96.0.10/32", "dev", "kube-ipvs0"]);
-    // kube-proxy's iptables rules make conntrack hooks active; one nft rule does the same.
-    witness(
-        NFT,
-        &["add table ip kp; add chain ip kp post { type nat hook postrouting priority 100; }; add rule ip kp post ct state new counter"],
-    );
-    let mut ipvs = IpvsHandle::connect().unwrap();
-    let vip: IpAddr = "10.96.0.10".parse().unwrap();
-    let key = ServiceKey::Address {
-        protocol: Protocol::Udp,
-        address: vip,
-        port: 53,
-    };
-    ipvs.add_service(&VirtualServer::new(key)).unwrap();
     let rs_a = RealServer::masq("10.0.2.2".parse().unwrap(), 5353);
-    let mut rs_b = RealServer::masq("10.0.3.2".parse().unwrap(), 5353);
-    ipvs.add_destination(&key, &rs_a).unwrap();
-    ipvs.add_destination(&key, &rs_b).unwrap();
+    let rs_b = RealServer::masq("10.0.3.2".parse().unwrap(), 5353);
+    let mut kube_proxy = KubeProxyIpvs::start(
+        "10.96.0.10",
+        Protocol::Udp,
+        53,
+        &[("expire_nodest_conn", "1")],
+        &[rs_a, rs_b],
+    );
 
     let stop_load = Arc::new(AtomicBool::new(false));
     let load = start_load(&topo.client, &stop_load);
@@ -212,12 +197,7 @@ fn with_kube_proxy_algorithm() -> Outcome {
     let pinned_flows = b_conntrack_entries();
 
     // Terminating: weight 0.
-    rs_b.weight = 0;
-    ipvs.apply_one(netlink_ipvs::IpvsOperation::UpdateDestination {
-        service: key,
-        real_server: rs_b,
-    })
-    .unwrap();
+    kube_proxy.set_weight_zero(&rs_b);
     std::thread::sleep(TERMINATING);
 
     // The pod exits and its endpoint is gone: kube-proxy keeps the weight-0 real server while
@@ -226,14 +206,7 @@ fn with_kube_proxy_algorithm() -> Outcome {
     let applied = Instant::now();
     let mut deleted_after = None;
     while applied.elapsed() < AFTER {
-        let counts = ipvs
-            .destinations(&key)
-            .unwrap()
-            .into_iter()
-            .find(|d| d.real_server.key == rs_b.key)
-            .map(|d| d.active_connections + d.inactive_connections);
-        if counts == Some(0) {
-            ipvs.delete_destination(&key, &rs_b.key).unwrap();
+        if kube_proxy.delete_if_drained(&rs_b.key) {
             deleted_after.get_or_insert(applied.elapsed());
         }
         std::thread::sleep(Duration::from_millis(100));

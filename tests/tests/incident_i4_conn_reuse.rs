@@ -14,16 +14,16 @@
     reason = "test code panics on failure"
 )]
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use netlink_ipvs::{IpvsHandle, IpvsOperation, Protocol, RealServer, ServiceKey, VirtualServer};
+use netlink_ipvs::{Protocol, RealServer};
+use proxier_kernel_tests::lab::PodNetwork;
+use proxier_kernel_tests::sysctl::ipvs_knob;
 use proxier_kernel_tests::{
-    enable_forwarding, service_yaml, slice_yaml, source_dir, tcp_port_load, tcp_responder,
-    wait_for_ipvs, witness, write_atomically, Endpoint, Lab, NetNs, ProxierProcess, TcpStats, IP,
-    NFT,
+    service_yaml, slice_yaml, source_dir, tcp_port_load, tcp_responder, wait_for_ipvs,
+    write_atomically, Endpoint, KubeProxyIpvs, NetNs, ProxierProcess, TcpStats,
 };
 
 const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
@@ -33,31 +33,28 @@ const SETTLE: Duration = Duration::from_millis(400);
 const PORTS: &[(&str, &str, u16)] = &[("web", "TCP", 8080)];
 
 fn ip(i: usize) -> String {
-    format!("10.0.{}.2", i + 2)
+    PodNetwork::pod_ip(i)
 }
 
 struct Topology {
-    _lab: Lab,
+    _network: PodNetwork,
     client: String,
     stops: Vec<Arc<AtomicBool>>,
     servers: Vec<std::thread::JoinHandle<()>>,
 }
 
 fn topology(tag: &str) -> Topology {
-    let mut lab = Lab::new(tag);
-    let client = lab.host("client", "10.0.1.2", "10.0.1.1");
+    let network = PodNetwork::new(tag, NAMES.len());
     let mut stops = Vec::new();
     let mut servers = Vec::new();
-    for (i, name) in NAMES.iter().enumerate() {
-        let netns = lab.host(name, &ip(i), &format!("10.0.{}.1", i + 2));
+    for (netns, name) in network.pods.iter().zip(NAMES) {
         let stop = Arc::new(AtomicBool::new(false));
-        servers.push(tcp_responder(&netns, 8080, name, stop.clone()));
+        servers.push(tcp_responder(netns, 8080, name, stop.clone()));
         stops.push(stop);
     }
-    enable_forwarding();
     Topology {
-        _lab: lab,
-        client,
+        client: network.client.clone(),
+        _network: network,
         stops,
         servers,
     }
@@ -107,7 +104,7 @@ fn with_proxier() -> (TcpStats, String) {
     ]
     .iter()
     .map(|n| {
-        let v = std::fs::read_to_string(format!("/proc/sys/net/ipv4/vs/{n}")).unwrap();
+        let v = std::fs::read_to_string(ipvs_knob(n)).unwrap();
         format!("{n}={}", v.trim())
     })
     .collect();
@@ -149,62 +146,31 @@ fn with_proxier() -> (TcpStats, String) {
 fn with_kube_proxy_settings(tag: &str, expire_nodest_conn: &str) -> (TcpStats, String) {
     let _ns = NetNs::fresh();
     let topo = topology(tag);
-    for (name, value) in [
-        ("conntrack", "1"),
-        ("conn_reuse_mode", "0"),
-        ("expire_nodest_conn", expire_nodest_conn),
-        ("expire_quiescent_template", "1"),
-    ] {
-        std::fs::write(format!("/proc/sys/net/ipv4/vs/{name}"), value).unwrap();
-    }
-    witness(IP, &["link", "add", "kube-ipvs0", "type", "dummy"]);
-    witness(IP, &["addr", "add", "10.96.0.80/32", "dev", "kube-ipvs0"]);
-    witness(
-        NFT,
-        &["add table ip kp; add chain ip kp post { type nat hook postrouting priority 100; }; add rule ip kp post ct state new counter"],
-    );
-    let mut ipvs = IpvsHandle::connect().unwrap();
-    let vip: IpAddr = "10.96.0.80".parse().unwrap();
-    let key = ServiceKey::Address {
-        protocol: Protocol::Tcp,
-        address: vip,
-        port: 80,
-    };
-    ipvs.add_service(&VirtualServer::new(key)).unwrap();
     let rs = |i: usize| RealServer::masq(ip(i).parse().unwrap(), 8080);
-    for i in 0..3 {
-        ipvs.add_destination(&key, &rs(i)).unwrap();
-    }
+    let mut kube_proxy = KubeProxyIpvs::start(
+        "10.96.0.80",
+        Protocol::Tcp,
+        80,
+        &[
+            ("conn_reuse_mode", "0"),
+            ("expire_nodest_conn", expire_nodest_conn),
+        ],
+        &[rs(0), rs(1), rs(2)],
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(&topo.client, &stop);
     std::thread::sleep(WARM);
     let mut kept = Vec::new();
     for old in 0..3 {
-        let mut weight0 = rs(old);
-        weight0.weight = 0;
-        ipvs.apply_one(IpvsOperation::UpdateDestination {
-            service: key,
-            real_server: weight0,
-        })
-        .unwrap();
-        ipvs.add_destination(&key, &rs(old + 3)).unwrap();
+        kube_proxy.set_weight_zero(&rs(old));
+        kube_proxy.add(&rs(old + 3));
         std::thread::sleep(DRAIN);
         topo.stops[old].store(true, Ordering::Relaxed);
         kept.push(old);
         // kube-proxy's graceful termination check.
         let deadline = std::time::Instant::now() + SETTLE;
         while std::time::Instant::now() < deadline {
-            let destinations = ipvs.destinations(&key).unwrap();
-            kept.retain(|&k| {
-                let counts = destinations
-                    .iter()
-                    .find(|d| d.real_server.key == rs(k).key)
-                    .map_or(0, |d| d.active_connections + d.inactive_connections);
-                if counts == 0 {
-                    ipvs.delete_destination(&key, &rs(k).key).unwrap();
-                }
-                counts > 0
-            });
+            kept.retain(|&k| !kube_proxy.delete_if_drained(&rs(k).key));
             std::thread::sleep(Duration::from_millis(100));
         }
     }

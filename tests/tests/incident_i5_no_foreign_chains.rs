@@ -17,17 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use proxier_kernel_tests::lab::PodNetwork;
+use proxier_kernel_tests::witness::witness_each as iptables;
 use proxier_kernel_tests::{
-    enable_forwarding, in_netns, service_yaml, slice_yaml, source_dir, tcp_responder, udp_ask,
-    udp_echo, wait_for_ipvs, witness, write_atomically, Endpoint, Lab, NetNs, ProxierProcess,
-    IPTABLES_LEGACY, IPTABLES_LEGACY_SAVE, IPTABLES_NFT, IPTABLES_NFT_SAVE, NFT,
+    in_netns, service_yaml, slice_yaml, source_dir, tcp_read, tcp_responder, udp_ask, udp_echo,
+    wait_for_ipvs, witness, write_atomically, Endpoint, NetNs, ProxierProcess, IPTABLES_LEGACY,
+    IPTABLES_LEGACY_SAVE, IPTABLES_NFT, IPTABLES_NFT_SAVE, NFT,
 };
-
-fn iptables(tool: &str, rules: &[&str]) {
-    for rule in rules {
-        witness(tool, &rule.split_whitespace().collect::<Vec<_>>());
-    }
-}
 
 /// Host rules that are not kubelet's: docker's, an SSH accept, a foreign nft table.
 fn host_rules() {
@@ -89,17 +85,14 @@ fn iptables_listings() -> (String, String) {
 /// backends after `setup`, and checks every request through each front is answered.
 fn service_works_after(tag: &str, setup: impl FnOnce()) -> String {
     let _ns = NetNs::fresh();
-    let mut lab = Lab::new(tag);
-    let client = lab.host("client", "10.0.1.2", "10.0.1.1");
-    let a = lab.host("a", "10.0.2.2", "10.0.2.1");
-    let b = lab.host("b", "10.0.3.2", "10.0.3.1");
-    enable_forwarding();
+    let network = PodNetwork::new(tag, 2);
+    let (a, b) = (&network.pods[0], &network.pods[1]);
     let stop = Arc::new(AtomicBool::new(false));
     let servers = [
-        tcp_responder(&a, 8080, "a", stop.clone()),
-        tcp_responder(&b, 8080, "b", stop.clone()),
-        udp_echo(&a, 5353, "a", stop.clone(), Arc::default()),
-        udp_echo(&b, 5353, "b", stop.clone(), Arc::default()),
+        tcp_responder(a, 8080, "a", stop.clone()),
+        tcp_responder(b, 8080, "b", stop.clone()),
+        udp_echo(a, 5353, "a", stop.clone(), Arc::default()),
+        udp_echo(b, 5353, "b", stop.clone(), Arc::default()),
     ];
     setup();
     let tables_before = witness(NFT, &["list", "tables"]);
@@ -136,22 +129,12 @@ fn service_works_after(tag: &str, setup: impl FnOnce()) -> String {
             && l.matches("10.0.3.2").count() >= 4
     });
 
-    let results = in_netns(&client, || {
+    let results = in_netns(&network.client, || {
         let mut results = Vec::new();
         for target in ["10.96.0.1:80", "10.0.1.1:30080"] {
             for _ in 0..10 {
-                use std::io::Read;
-                let answer = std::net::TcpStream::connect_timeout(
-                    &target.parse().unwrap(),
-                    Duration::from_secs(2),
-                )
-                .and_then(|mut s| {
-                    let mut text = String::new();
-                    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-                    s.read_to_string(&mut text)?;
-                    Ok(text)
-                })
-                .unwrap_or_else(|e| format!("failed: {e}"));
+                let answer = tcp_read(target.parse().unwrap(), Duration::from_secs(2))
+                    .unwrap_or_else(|e| format!("failed: {e}"));
                 results.push((target, answer));
             }
         }
@@ -216,24 +199,27 @@ fn service_works_with_no_other_rules_at_all() {
     println!("I5 result: {line}");
 }
 
-#[test]
-fn service_works_with_legacy_and_nft_rules_and_kubelet_chains_in_nft_only() {
-    let line = service_works_after("i5nft", || {
+/// Host rules in both flavours, kubelet's chains in `kubelet` only (absent from `other_save`).
+fn service_works_with_kubelet_chains_in(
+    tag: &str,
+    kubelet: &'static str,
+    other_save: &'static str,
+) {
+    let line = service_works_after(tag, || {
         host_rules();
-        kubelet_chains(IPTABLES_NFT);
-        let legacy = witness(IPTABLES_LEGACY_SAVE, &[]);
-        assert!(!legacy.contains("KUBE-MARK-DROP"), "{legacy}");
+        kubelet_chains(kubelet);
+        let other = witness(other_save, &[]);
+        assert!(!other.contains("KUBE-MARK-DROP"), "{other}");
     });
     println!("I5 result: {line}");
 }
 
 #[test]
+fn service_works_with_legacy_and_nft_rules_and_kubelet_chains_in_nft_only() {
+    service_works_with_kubelet_chains_in("i5nft", IPTABLES_NFT, IPTABLES_LEGACY_SAVE);
+}
+
+#[test]
 fn service_works_with_legacy_and_nft_rules_and_kubelet_chains_in_legacy_only() {
-    let line = service_works_after("i5leg", || {
-        host_rules();
-        kubelet_chains(IPTABLES_LEGACY);
-        let nft = witness(IPTABLES_NFT_SAVE, &[]);
-        assert!(!nft.contains("KUBE-MARK-DROP"), "{nft}");
-    });
-    println!("I5 result: {line}");
+    service_works_with_kubelet_chains_in("i5leg", IPTABLES_LEGACY, IPTABLES_NFT_SAVE);
 }

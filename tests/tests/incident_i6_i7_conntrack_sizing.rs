@@ -17,64 +17,32 @@
     reason = "test code panics on failure"
 )]
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use conntrack_gc::ctnetlink::{NewEntry, Tuple};
 use conntrack_gc::sizing::{cpu_count, wanted_values, ConntrackConfig, Knob};
-use proxier_kernel_tests::{source_dir, wait_for, witness, NetNs, ProxierProcess, CONNTRACK};
-
-fn read(path: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{path}: {e}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn write(path: &str, value: u64) {
-    std::fs::write(path, format!("{value}\n")).unwrap_or_else(|e| panic!("write {path}: {e}"));
-    assert_eq!(read(path), value, "{path} took the value");
-}
-
-fn knob(knob: Knob) -> String {
-    format!("/{}", knob.relative_path())
-}
+use proxier_kernel_tests::sysctl::{read, write};
+use proxier_kernel_tests::yaml::kube_proxy_config;
+use proxier_kernel_tests::{
+    http_get, knob_path as knob, source_dir, wait_for, witness, NetNs, ProxierProcess, CONNTRACK,
+};
 
 fn metrics() -> Result<String, String> {
-    let mut stream = std::net::TcpStream::connect("127.0.0.1:10249").map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    stream
-        .read_to_string(&mut text)
-        .map_err(|e| e.to_string())?;
-    Ok(text)
+    http_get(10249, "/metrics")
 }
 
-fn config_file(tag: &str, conntrack: &str) -> String {
-    let path = format!("/tmp/proxier-{tag}.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\nconntrack:\n{conntrack}"
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn wait_for_log(proxier: &mut ProxierProcess, needle: &str) -> String {
-    wait_for(needle, Duration::from_secs(20), || {
-        proxier.assert_running();
-        let log = proxier.log();
-        if log.contains(needle) {
-            Ok(log)
-        } else {
-            Err(log)
-        }
-    })
+/// `proxier run` on an empty source with a `KubeProxyConfiguration` whose `conntrack` block is
+/// `conntrack` (absent when None); returns the process once its log contains `needle`, and the
+/// log.
+fn run_until_logged(tag: &str, conntrack: Option<&str>, needle: &str) -> (ProxierProcess, String) {
+    let config = conntrack.map(|c| kube_proxy_config(tag, &format!("conntrack:\n{c}")));
+    let args: Vec<&str> = config
+        .iter()
+        .flat_map(|c| ["--config", c.as_str()])
+        .collect();
+    let mut proxier = ProxierProcess::run(&source_dir(tag), &args);
+    let log = proxier.wait_for_log(needle);
+    (proxier, log)
 }
 
 /// Puts the VM's global limits back, even when an assertion fails.
@@ -121,13 +89,11 @@ fn host_limits_survive_and_fill_level_is_warned_about() {
         write(est, 432_000);
         write(close_wait, 60);
         write(udp, 30);
-        let config = config_file(
+        let (mut proxier, log) = run_until_logged(
             "i6",
-            "  maxPerCore: 32768\n  min: 131072\n  tcpEstablishedTimeout: 0s\n  tcpCloseWaitTimeout: 0s\n  udpTimeout: 45s\n",
+            Some("  maxPerCore: 32768\n  min: 131072\n  tcpEstablishedTimeout: 0s\n  tcpCloseWaitTimeout: 0s\n  udpTimeout: 45s\n"),
+            "nf_conntrack_udp_timeout: host",
         );
-        let source = source_dir("i6");
-        let mut proxier = ProxierProcess::run(&source, &["--config", &config]);
-        let log = wait_for_log(&mut proxier, "nf_conntrack_udp_timeout: host");
         let metric = wait_for("the sizing metric", Duration::from_secs(10), || {
             let text = metrics()?;
             if text.contains("proxier_conntrack_sizing{knob=\"nf_conntrack_max\"") {
@@ -187,9 +153,7 @@ fn host_limits_survive_and_fill_level_is_warned_about() {
         let _ns = NetNs::fresh();
         let close_wait = "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close_wait";
         write(close_wait, 60);
-        let source = source_dir("i7");
-        let mut proxier = ProxierProcess::run(&source, &[]);
-        let log = wait_for_log(&mut proxier, "nf_conntrack_max: host");
+        let (proxier, log) = run_until_logged("i7", None, "nf_conntrack_max: host");
         let _ = proxier.stop();
         assert_eq!(
             read(close_wait),
@@ -247,13 +211,11 @@ fn host_limits_survive_and_fill_level_is_warned_about() {
         let count = witness(CONNTRACK, &["-C"]);
         let count: u64 = count.trim().parse().unwrap();
         assert!(count * 10 >= max * 9, "table at {count}/{max}");
-        let config = config_file(
+        let (proxier, log) = run_until_logged(
             "i6fill",
-            "  maxPerCore: 0\n  tcpEstablishedTimeout: 0s\n  tcpCloseWaitTimeout: 0s\n",
+            Some("  maxPerCore: 0\n  tcpEstablishedTimeout: 0s\n  tcpCloseWaitTimeout: 0s\n"),
+            "% full",
         );
-        let source = source_dir("i6fill");
-        let mut proxier = ProxierProcess::run(&source, &["--config", &config]);
-        let log = wait_for_log(&mut proxier, "% full");
         let ratio = wait_for("the fill metric", Duration::from_secs(10), || {
             let text = metrics()?;
             text.lines()

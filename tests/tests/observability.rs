@@ -6,43 +6,17 @@
     reason = "test code panics on failure"
 )]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
+use proxier_kernel_tests::yaml::web_source;
 use proxier_kernel_tests::{
-    service_yaml, slice_yaml, source_dir, wait_for, wait_for_ipvs, write_atomically, Endpoint,
-    NetNs, ProxierProcess,
+    http_get as get, wait_for, wait_for_ipvs, Endpoint, NetNs, ProxierProcess,
 };
-
-fn get(port: u16, path: &str) -> Result<String, String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    stream
-        .read_to_string(&mut text)
-        .map_err(|e| e.to_string())?;
-    Ok(text)
-}
 
 #[test]
 fn metrics_and_health_endpoints_answer_like_kube_proxy() {
     let _ns = NetNs::fresh();
-    let source = source_dir("obs");
-    let service = service_yaml("web", "10.96.0.70", &[("http", "TCP", 80, 8080, None)]);
-    let slice = slice_yaml(
-        "web",
-        &[("http", "TCP", 8080)],
-        &[Endpoint::ready("10.244.1.5")],
-    );
-    write_atomically(&source.join("web.yaml"), &format!("{service}---\n{slice}"));
+    let source = web_source("obs", "10.96.0.70", &[Endpoint::ready("10.244.1.5")]);
     let mut proxier = ProxierProcess::run(&source, &[]);
     wait_for_ipvs("the service", Duration::from_secs(20), |l| {
         l.contains("10.96.0.70:80")

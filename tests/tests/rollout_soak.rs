@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proxier_kernel_tests::{
-    enable_forwarding, service_yaml, slice_yaml, source_dir, tally, tcp_port_load, tcp_responder,
-    udp_echo, udp_load, wait_for_ipvs, write_atomically, Endpoint, Lab, NetNs, ProxierProcess,
+    service_yaml, slice_yaml, source_dir, tally, tcp_port_load, tcp_responder, udp_echo, udp_load,
+    wait_for_ipvs, write_atomically, Endpoint, Lab, NetNs, ProxierProcess,
 };
 
 const PODS: usize = 10;
@@ -23,9 +23,7 @@ const PODS: usize = 10;
 #[test]
 fn rolling_ten_pods_under_tcp_and_udp_load() {
     let _ns = NetNs::fresh();
-    enable_forwarding();
-    let mut lab = Lab::new("rs");
-    let client = lab.host("client", "10.0.1.2", "10.0.1.1");
+    let (mut lab, client) = Lab::with_client("rs");
     // Generation 0 pod N at 10.244.N.2, its replacement (generation 1) at 10.244.(N+11).2, each
     // in a namespace of its own with a server answering with its name.
     let ip = |generation: usize, n: usize| format!("10.244.{}.2", n + 1 + 11 * generation);

@@ -8,8 +8,8 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,7 +20,9 @@ use proxier::dataplane::kernel::{KernelDataplane, PacketSettings};
 use proxier::plan::{NodeContext, Planner};
 use proxier::runtime::Proxier;
 use proxier::source::{parse_documents, SnapshotSync};
-use proxier_kernel_tests::{in_netns, witness, Lab, NetNs, IP, IPVSADM, NFT};
+use proxier_kernel_tests::sysctl::{enable_forwarding, enable_ipv6_forwarding};
+use proxier_kernel_tests::udp::by_answer;
+use proxier_kernel_tests::{in_netns, tcp_reads, witness, Lab, NetNs, IP, IPVSADM, NFT};
 
 /// A TCP server answering every connection with `name peer-ip`.
 fn peer_reporter(
@@ -51,24 +53,7 @@ fn peer_reporter(
 
 /// Connects `count` times from `netns` to `target`; returns the answers by count.
 fn connect(netns: &str, target: &str, count: usize) -> BTreeMap<String, usize> {
-    let target: SocketAddr = target.parse().unwrap();
-    in_netns(netns, move || {
-        let mut answers = BTreeMap::new();
-        for _ in 0..count {
-            let answer = match TcpStream::connect_timeout(&target, Duration::from_secs(2)) {
-                Ok(mut s) => {
-                    let mut text = String::new();
-                    let _ = s.read_to_string(&mut text);
-                    text
-                }
-                Err(e) => format!("failed: {e}"),
-            };
-            *answers.entry(answer).or_insert(0) += 1;
-        }
-        answers
-    })
-    .join()
-    .unwrap()
+    by_answer(&tcp_reads(netns, target.parse().unwrap(), count))
 }
 
 /// The node: this namespace routes between a client (outside the cluster CIDR), pod `a`
@@ -84,8 +69,8 @@ struct Node {
 
 impl Node {
     fn new(tag: &str) -> Self {
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
-        std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1").unwrap();
+        enable_forwarding();
+        enable_ipv6_forwarding();
         let mut lab = Lab::new(tag);
         let hosts = [
             ("client", "10.0.1", "fd00:1"),
@@ -93,46 +78,9 @@ impl Node {
             ("b", "10.244.2", "fd00:244:2"),
         ];
         let mut names = Vec::new();
-        for (i, (name, v4, v6)) in hosts.iter().enumerate() {
+        for (name, v4, v6) in hosts {
             let netns = lab.host(name, &format!("{v4}.2"), &format!("{v4}.1"));
-            let router_side = format!("v{tag}{i}");
-            witness(
-                IP,
-                &[
-                    "addr",
-                    "add",
-                    &format!("{v6}::1/64"),
-                    "dev",
-                    &router_side,
-                    "nodad",
-                ],
-            );
-            witness(
-                IP,
-                &[
-                    "-n",
-                    &netns,
-                    "addr",
-                    "add",
-                    &format!("{v6}::2/64"),
-                    "dev",
-                    "eth0",
-                    "nodad",
-                ],
-            );
-            witness(
-                IP,
-                &[
-                    "-n",
-                    &netns,
-                    "-6",
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    &format!("{v6}::1"),
-                ],
-            );
+            lab.add_ipv6(&netns, &format!("{v6}::2"), &format!("{v6}::1"));
             names.push(netns);
         }
         let stop = Arc::new(AtomicBool::new(false));

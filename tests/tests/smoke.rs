@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use netlink_ipvs::IpvsHandle;
-use proxier_kernel_tests::{witness, NetNs, IPVSADM};
+use proxier_kernel_tests::{witness, NetNs, IP, IPVSADM};
 
 #[test]
 fn ipvs_family_resolves_and_proc_net_ip_vs_exists() {
@@ -23,6 +23,6 @@ fn ipvs_family_resolves_and_proc_net_ip_vs_exists() {
 #[test]
 fn each_test_gets_an_empty_namespace() {
     let _ns = NetNs::fresh();
-    let links = witness("/usr/sbin/ip", &["-o", "link", "show"]);
+    let links = witness(IP, &["-o", "link", "show"]);
     assert_eq!(links.lines().count(), 1, "only lo expected:\n{links}");
 }

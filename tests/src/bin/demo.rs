@@ -8,15 +8,15 @@
     reason = "a demo program panics on failure"
 )]
 
-use std::io::Read;
-use std::net::{TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use proxier_kernel_tests::udp::by_answer;
 use proxier_kernel_tests::{
-    in_netns, tcp_responder, udp_responder, witness, Lab, NetNs, IPVSADM, NFT, PROXIER,
+    tcp_reads, tcp_responder, udp_query, udp_responder, wait_for_ipvs, witness, write_atomically,
+    Lab, NetNs, IP, IPVSADM, NFT, PROXIER,
 };
 
 const SERVICES: &str = include_str!("../../../examples/demo/services.yaml");
@@ -24,24 +24,11 @@ const ENDPOINTS: &str = include_str!("../../../examples/demo/endpoints.yaml");
 const SOURCE: &str = "/tmp/demo-cluster";
 
 fn write_endpoints(text: &str) {
-    let tmp = format!("{SOURCE}/.endpoints.tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, format!("{SOURCE}/endpoints.yaml")).unwrap();
+    write_atomically(&std::path::Path::new(SOURCE).join("endpoints.yaml"), text);
 }
 
 fn wait_for(what: &str, check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let listing = witness(IPVSADM, &["-Ln"]);
-        if check(&listing) {
-            return listing;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}:\n{listing}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_ipvs(what, Duration::from_secs(20), check)
 }
 
 fn banner(text: &str) {
@@ -49,51 +36,16 @@ fn banner(text: &str) {
 }
 
 fn http(client: &str, target: &'static str, count: usize) -> Vec<String> {
-    in_netns(client, move || {
-        (0..count)
-            .map(|_| {
-                match TcpStream::connect_timeout(&target.parse().unwrap(), Duration::from_secs(2)) {
-                    Ok(mut s) => {
-                        let mut text = String::new();
-                        let _ = s.read_to_string(&mut text);
-                        text
-                    }
-                    Err(e) => format!("failed: {e}"),
-                }
-            })
-            .collect()
-    })
-    .join()
-    .unwrap()
+    tcp_reads(client, target.parse().unwrap(), count)
 }
 
 fn dns(client: &str, count: usize) -> Vec<String> {
-    in_netns(client, move || {
-        (0..count)
-            .map(|_| {
-                let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
-                socket
-                    .set_read_timeout(Some(Duration::from_millis(500)))
-                    .unwrap();
-                socket.send_to(b"query", "10.96.0.10:53").unwrap();
-                let mut buffer = [0; 64];
-                socket
-                    .recv(&mut buffer)
-                    .map(|n| String::from_utf8_lossy(&buffer[..n]).into_owned())
-                    .unwrap_or_else(|_| "lost".into())
-            })
-            .collect()
-    })
-    .join()
-    .unwrap()
+    let target = "10.96.0.10:53".parse().unwrap();
+    udp_query(client, target, count, Duration::from_millis(500))
 }
 
 fn tally(answers: &[String]) -> String {
-    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
-    for a in answers {
-        *counts.entry(a.as_str()).or_default() += 1;
-    }
-    counts
+    by_answer(answers)
         .iter()
         .map(|(k, v)| format!("{k}: {v}"))
         .collect::<Vec<_>>()
@@ -102,9 +54,7 @@ fn tally(answers: &[String]) -> String {
 
 fn main() {
     let _node = NetNs::fresh();
-    witness("/bin/sh", &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
-    let mut lab = Lab::new("demo");
-    let client = lab.host("client", "10.0.1.2", "10.0.1.1");
+    let (mut lab, client) = Lab::with_client("demo");
     let pod1 = lab.host("pod1", "10.244.1.10", "10.244.1.1");
     let pod2 = lab.host("pod2", "10.244.2.10", "10.244.2.1");
     let stop = Arc::new(AtomicBool::new(false));
@@ -146,10 +96,7 @@ fn main() {
     );
     println!(
         "{}",
-        witness(
-            "/usr/sbin/ip",
-            &["-brief", "addr", "show", "dev", "kube-ipvs0"]
-        )
+        witness(IP, &["-brief", "addr", "show", "dev", "kube-ipvs0"])
     );
     let table = witness(NFT, &["list", "table", "inet", "proxier"]);
     println!(

@@ -1,8 +1,7 @@
 //! A tiny Kubernetes API server for tests: list and chunked watch of Services,
 //! EndpointSlices and Nodes on 127.0.0.1, with selectors, resourceVersions, one-shot 410 Gone,
-//! a way to go down, and Event posts recorded. Shared by `proxier/tests/fake_api.rs` and the
+//! a way to go down, and Event posts recorded. Used by `proxier/tests/fake_api.rs` and the
 //! real-kernel test `tests/tests/fake_api_kernel.rs`.
-#![allow(dead_code, reason = "each including test uses a part")]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,6 +15,7 @@ use tokio::sync::watch;
 /// Objects are templates whose `"RV"` is replaced by their resourceVersion when served.
 #[derive(Default)]
 pub struct Collection {
+    /// Objects by name: (resourceVersion, template).
     pub objects: BTreeMap<String, (u64, String)>,
     /// (resourceVersion, object name, watch event line).
     pub log: Vec<(u64, String, String)>,
@@ -23,31 +23,49 @@ pub struct Collection {
     pub expire: bool,
 }
 
+/// Everything the server holds.
 #[derive(Default)]
 pub struct ApiState {
+    /// The latest resourceVersion.
     pub rv: u64,
+    /// Collections by kind (`services`, `endpointslices`, `nodes`).
     pub collections: BTreeMap<&'static str, Collection>,
+    /// Events posted: (path, body).
     pub events: Vec<(String, String)>,
     /// Request targets (path?query), in order.
     pub requests: Vec<String>,
+    /// Set: every connection is dropped (the API server went away).
     pub down: bool,
 }
 
+/// The server: shared state, and a tick that wakes the watch streams on every change.
 #[derive(Clone)]
 pub struct FakeApi {
+    /// The state requests are served from.
     pub state: Arc<Mutex<ApiState>>,
+    /// Bumped on every change.
     pub tick: watch::Sender<u64>,
 }
 
+/// The watch event of an expired resourceVersion (410 Gone).
 pub const GONE: &str = r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version","reason":"Expired","code":410}}"#;
 
+/// The body of a 404.
 pub const NOT_FOUND: &str = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":404}"#;
 
+/// `template` with its `"RV"` replaced by `rv`.
 pub fn render(template: &str, rv: u64) -> String {
     template.replace("\"RV\"", &format!("\"{rv}\""))
 }
 
+impl Default for FakeApi {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl FakeApi {
+    /// An empty server.
     pub fn new() -> Self {
         let tick = watch::channel(0).0;
         Self {
@@ -87,10 +105,12 @@ impl FakeApi {
         });
     }
 
+    /// Puts an object (ADDED or MODIFIED).
     pub fn put(&self, kind: &'static str, name: &str, template: &str) {
         self.change(kind, name, Some(template));
     }
 
+    /// Serves on 127.0.0.1 (a free port) until the runtime ends; returns the address.
     pub async fn serve(self) -> (SocketAddr, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -161,6 +181,7 @@ impl FakeApi {
         }
     }
 
+    /// A list response of `kind` honouring the selectors in `query`.
     pub fn list(&self, kind: &str, list_kind: &str, api_version: &str, query: &str) -> String {
         let state = self.state.lock().unwrap();
         let items: Vec<String> = state.collections.get(kind).map_or(vec![], |c| {
@@ -224,6 +245,7 @@ impl FakeApi {
     }
 }
 
+/// Writes one HTTP response with `status` and a JSON `body`.
 pub async fn respond(writer: &mut OwnedWriteHalf, status: &str, body: &str) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -261,6 +283,7 @@ pub fn selected(query: &str, name: &str, json: &str) -> bool {
     !excluded && name_ok
 }
 
+/// A ClusterIP Service `name` at `ip` with one port `p` (`protocol`, `port` → `port`).
 pub fn service(name: &str, ip: &str, protocol: &str, port: u16) -> String {
     format!(
         r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"{name}","namespace":"default","resourceVersion":"RV"}},"spec":{{"type":"ClusterIP","clusterIP":"{ip}","clusterIPs":["{ip}"],"ports":[{{"name":"p","port":{port},"protocol":"{protocol}","targetPort":{port}}}]}}}}"#
@@ -284,6 +307,7 @@ pub fn slice(name: &str, labels: &str, (protocol, port): (&str, u16), ips: &[&st
     )
 }
 
+/// Node `name` with InternalIP `ip`, in zone z1.
 pub fn node(name: &str, ip: &str) -> String {
     format!(
         r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}","resourceVersion":"RV","labels":{{"topology.kubernetes.io/zone":"z1"}}}},"status":{{"addresses":[{{"type":"InternalIP","address":"{ip}"}}]}}}}"#
