@@ -9,94 +9,64 @@
 //! Op counts are printed once per size. Run one size with `cargo bench -p proxier-benches -- 10000`.
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use netlink_ipvs::{Family, Protocol};
+use netlink_ipvs::Protocol;
 use proxier::config::Config;
-use proxier::model::{
-    ClusterState, Endpoint, EndpointPort, EndpointSlice, Service, ServiceName, ServicePort,
-    ServicePortName, SessionAffinity, TrafficDistribution, TrafficPolicy,
-};
+use proxier::fixtures::{ep, ip, service, terminating};
+use proxier::model::{ClusterState, EndpointSlice, Service};
 use proxier::plan::{NodeContext, Planner};
 use proxier::reconcile::{reconcile, reconcile_changes, Observed, Terminations};
 
 const ENDPOINTS: u32 = 10;
 
-fn v4(n: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(n))
+/// The `n`-th address after `base`, as text for the fixtures.
+fn nth(base: Ipv4Addr, n: u32) -> String {
+    Ipv4Addr::from(u32::from(base) + n).to_string()
 }
 
-fn name(i: u32) -> ServiceName {
-    ServiceName {
-        namespace: "bench".into(),
-        name: format!("svc-{i}"),
-    }
+/// Service `svc-i`: ClusterIP 10.96.0.0 + i + 1, port `http` 80/TCP.
+fn bench_service(i: u32) -> Service {
+    let cluster_ip = nth(Ipv4Addr::new(10, 96, 0, 0), i + 1);
+    service(
+        &format!("svc-{i}"),
+        &[&cluster_ip],
+        &[("http", Protocol::Tcp, 80)],
+    )
 }
 
-fn service(i: u32) -> Service {
-    let cluster_ip = v4(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i + 1);
-    Service {
-        name: name(i),
-        ports: vec![ServicePort {
-            name: ServicePortName {
-                service: name(i),
-                port: "http".into(),
-                protocol: Protocol::Tcp,
-            },
-            port: 80,
-            node_port: None,
-            cluster_ips: vec![cluster_ip],
-            external_ips: vec![],
-            load_balancer_ips: vec![],
-            load_balancer_source_ranges: vec![],
-            affinity: SessionAffinity::None,
-            internal_policy: TrafficPolicy::Cluster,
-            external_policy: TrafficPolicy::Cluster,
-            distribution: TrafficDistribution::Any,
-        }],
-    }
-}
-
-fn slice(i: u32, terminating_first: bool) -> EndpointSlice {
-    let base = u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i * ENDPOINTS;
-    let mut endpoints: Vec<Endpoint> = (0..ENDPOINTS)
-        .map(|j| Endpoint {
-            node: Some(format!("node-{}", j % 5)),
-            ..Endpoint::ready(v4(base + j))
+/// The slice of `svc-i`: ten endpoints from 10.128.0.0 + 10 i on nodes node-0..node-4, target
+/// port 8080; the first one terminating (still serving) when `terminating_first`.
+fn bench_slice(i: u32, terminating_first: bool) -> EndpointSlice {
+    let endpoints = (0..ENDPOINTS)
+        .map(|j| {
+            let address = nth(Ipv4Addr::new(10, 128, 0, 0), i * ENDPOINTS + j);
+            let node = format!("node-{}", j % 5);
+            if terminating_first && j == 0 {
+                terminating(&address, &node, true)
+            } else {
+                ep(&address, &node)
+            }
         })
         .collect();
-    if terminating_first {
-        endpoints[0].ready = false;
-        endpoints[0].terminating = true;
-    }
-    EndpointSlice {
-        name: format!("svc-{i}-abcde"),
-        service: name(i),
-        family: Family::V4,
-        ports: vec![EndpointPort {
-            name: "http".into(),
-            protocol: Protocol::Tcp,
-            port: 8080,
-        }],
-        endpoints,
-    }
+    let svc = format!("svc-{i}");
+    let ports = [("http", Protocol::Tcp, 8080)];
+    proxier::fixtures::slice(&svc, &format!("{svc}-abcde"), &ports, endpoints)
 }
 
 fn cluster(services: u32) -> ClusterState {
-    let mut cluster = ClusterState::new();
-    for i in 0..services {
-        cluster.upsert_service(service(i));
-        cluster.upsert_slice(slice(i, false));
-    }
-    cluster
+    proxier::fixtures::cluster(
+        (0..services).map(bench_service).collect(),
+        (0..services).map(|i| bench_slice(i, false)).collect(),
+    )
 }
 
 fn planner() -> Planner {
     let node = NodeContext {
         name: "node-0".into(),
-        node_ips: vec![v4(u32::from(Ipv4Addr::new(192, 168, 1, 10)))],
+        node_ips: vec![ip("192.168.1.10")],
         zone: None,
     };
     Planner::new(node, Config::default())
@@ -151,8 +121,11 @@ fn engine(c: &mut Criterion) {
         let (mut planner, mut observed) = synced(&mut base);
         let terminations = Terminations::new();
         let flipped = services / 2;
+        // Both versions of the flipped slice built once: the bench measures the sync, not the
+        // fixture.
+        let versions = [bench_slice(flipped, false), bench_slice(flipped, true)];
         let mut flip = |cluster: &mut ClusterState, terminating: bool| {
-            cluster.upsert_slice(slice(flipped, terminating));
+            cluster.upsert_slice(versions[usize::from(terminating)].clone());
             let changes = planner.replan(cluster);
             let ops = reconcile_changes(planner.desired(), &observed, &terminations, &changes);
             for op in &ops {

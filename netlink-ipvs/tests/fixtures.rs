@@ -327,9 +327,12 @@ fn info_reply_uses_its_own_attribute_numbers() {
 #[test]
 fn truncated_and_garbage_input_is_an_error_not_a_panic() {
     let bytes = service_reply();
+    // Every cut short of the whole message (whose header states the full length) is refused.
     for cut in 0..bytes.len() {
-        let _ = decode_message(&bytes[..cut]);
+        let decoded = decode_message(&bytes[..cut]);
+        assert!(decoded.is_err(), "cut at {cut}: {decoded:?}");
     }
+    assert!(decode_message(&bytes).is_ok());
     // An address attribute of the wrong length inside a service.
     let bad = message(
         1,

@@ -1,4 +1,9 @@
-//! Builders for engine tests: model objects in one line each.
+//! Builders for engine tests and benches: model objects in one line each. Addresses are
+//! literals, parsed with a panic on a typo.
+#![allow(
+    clippy::unwrap_used,
+    reason = "fixtures parse literal addresses; a typo should panic at once"
+)]
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -12,10 +17,12 @@ use crate::model::{
 };
 use crate::plan::{DesiredState, NodeContext, Planner, RealServerIntent};
 
+/// The address `text`.
 pub fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
 
+/// Service `service` in namespace `default`.
 pub fn name(service: &str) -> ServiceName {
     ServiceName {
         namespace: "default".into(),
@@ -101,6 +108,7 @@ pub fn slice(
     }
 }
 
+/// A cluster holding `services` and `slices`.
 pub fn cluster(services: Vec<Service>, slices: Vec<EndpointSlice>) -> ClusterState {
     let mut cluster = ClusterState::new();
     services.into_iter().for_each(|s| cluster.upsert_service(s));
@@ -117,16 +125,19 @@ pub fn node_a() -> NodeContext {
     }
 }
 
+/// The desired state of `cluster` on [`node_a`] under `config`.
 pub fn plan_with(mut cluster: ClusterState, config: Config) -> DesiredState {
     let mut planner = Planner::new(node_a(), config);
     planner.plan_all(&mut cluster);
     planner.desired().clone()
 }
 
+/// The desired state of `cluster` on [`node_a`] under the default config.
 pub fn plan(cluster: ClusterState) -> DesiredState {
     plan_with(cluster, Config::default())
 }
 
+/// The TCP virtual server `address`:`port`.
 pub fn tcp(address: &str, port: u16) -> ServiceKey {
     ServiceKey::Address {
         protocol: Protocol::Tcp,
@@ -135,6 +146,7 @@ pub fn tcp(address: &str, port: u16) -> ServiceKey {
     }
 }
 
+/// The UDP virtual server `address`:`port`.
 pub fn udp(address: &str, port: u16) -> ServiceKey {
     ServiceKey::Address {
         protocol: Protocol::Udp,
@@ -161,6 +173,7 @@ pub fn serving(desired: &DesiredState, key: &ServiceKey) -> BTreeSet<String> {
         .collect()
 }
 
+/// `items` as a set of owned strings.
 pub fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }

@@ -7,8 +7,10 @@
 pub mod config;
 pub mod dataplane;
 mod error;
-#[cfg(test)]
-mod fixtures;
+/// One-line builders of model objects, clusters and plans, shared by the engine's unit tests
+/// and the benches (feature `fixtures`; never part of a normal build).
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod ipvsadm;
 pub mod model;
 #[cfg(feature = "kernel")]

@@ -1,12 +1,12 @@
+//! The Kubernetes source over real HTTP: a tiny fake API server (list, chunked watch streams
+//! with resourceVersions, 410 Gone, Events POSTs) drives `KubeSource` → `runtime::run` →
+//! `FakeDataplane`, and the dataplane follows watch events, keeps the last good version of an
+//! invalid object, relists after 410 Gone, and is left alone when the API server goes away.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "test code panics on failure"
 )]
-//! The Kubernetes source over real HTTP: a tiny fake API server (list, chunked watch streams
-//! with resourceVersions, 410 Gone, Events POSTs) drives `KubeSource` → `runtime::run` →
-//! `FakeDataplane`, and the dataplane follows watch events, keeps the last good version of an
-//! invalid object, relists after 410 Gone, and is left alone when the API server goes away.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

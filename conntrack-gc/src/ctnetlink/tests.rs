@@ -174,9 +174,17 @@ fn acks_errors_and_done() {
 #[test]
 fn truncated_input_is_an_error_not_a_panic() {
     let bytes = dumped_entry();
-    for cut in 0..bytes.len() {
-        let _ = Replies::new(&bytes[..cut]).count();
+    // No bytes: no message, and nothing to complain about.
+    assert!(Replies::new(&[]).next().is_none());
+    // Any other cut short of the length in the header is an error (and ends the iteration).
+    for cut in 1..bytes.len() {
+        let replies: Vec<_> = Replies::new(&bytes[..cut]).collect();
+        assert!(matches!(replies[..], [Err(_)]), "cut at {cut}: {replies:?}");
     }
+    assert!(matches!(
+        Replies::new(&bytes).collect::<Vec<_>>()[..],
+        [Ok(_)]
+    ));
     assert!(parse_message(&bytes[..30]).is_err());
 }
 

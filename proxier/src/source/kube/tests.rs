@@ -49,152 +49,162 @@ fn name(n: &str) -> ServiceName {
     }
 }
 
-fn initial_list(sender: &mpsc::UnboundedSender<WatchEvent>) {
-    let send = |e| sender.send(e).unwrap();
-    send(WatchEvent::Service(Event::Init));
-    send(WatchEvent::Service(Event::InitApply(service(
-        "web",
-        "10.96.0.10",
-    ))));
-    send(WatchEvent::Service(Event::InitApply(service(
-        "db",
-        "10.96.0.11",
-    ))));
-    send(WatchEvent::Service(Event::InitDone));
-    send(WatchEvent::EndpointSlice(Event::Init));
-    send(WatchEvent::EndpointSlice(Event::InitApply(slice(
-        "web-1",
-        "web",
-        "10.244.1.5",
-        None,
-    ))));
-    send(WatchEvent::EndpointSlice(Event::InitDone));
-    send(WatchEvent::Node(Event::Init));
-    send(WatchEvent::Node(Event::InitApply(node(
-        "node-a",
-        "192.168.1.10",
-    ))));
-    send(WatchEvent::Node(Event::InitDone));
+/// The initial list: Services web (10.96.0.10) and db (10.96.0.11), slice web-1 (10.244.1.5),
+/// node-a (192.168.1.10), each kind framed by Init and InitDone.
+fn initial_list() -> Vec<WatchEvent> {
+    let services = [service("web", "10.96.0.10"), service("db", "10.96.0.11")];
+    let mut events = vec![WatchEvent::Service(Event::Init)];
+    events.extend(services.map(|s| WatchEvent::Service(Event::InitApply(s))));
+    events.extend([
+        WatchEvent::Service(Event::InitDone),
+        WatchEvent::EndpointSlice(Event::Init),
+        WatchEvent::EndpointSlice(Event::InitApply(slice("web-1", "web", "10.244.1.5", None))),
+        WatchEvent::EndpointSlice(Event::InitDone),
+        WatchEvent::Node(Event::Init),
+        WatchEvent::Node(Event::InitApply(node("node-a", "192.168.1.10"))),
+        WatchEvent::Node(Event::InitDone),
+    ]);
+    events
+}
+
+/// A source fed through a channel, and the cluster it applies to.
+struct Feed {
+    sender: mpsc::UnboundedSender<WatchEvent>,
+    source: KubeSource,
+    cluster: ClusterState,
+}
+
+impl Feed {
+    /// A fresh source (`configure` may add to it) and an empty cluster.
+    fn new(configure: impl FnOnce(KubeSource) -> KubeSource) -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        Self {
+            sender,
+            source: configure(KubeSource::from_channel(receiver)),
+            cluster: ClusterState::new(),
+        }
+    }
+
+    /// Sends `events` without polling.
+    fn send(&self, events: impl IntoIterator<Item = WatchEvent>) {
+        events
+            .into_iter()
+            .for_each(|e| self.sender.send(e).unwrap());
+    }
+
+    /// Sends `event` and polls the source once.
+    fn deliver(&mut self, event: WatchEvent) -> SourcePoll {
+        self.send([event]);
+        self.poll()
+    }
+
+    /// Polls the source once.
+    fn poll(&mut self) -> SourcePoll {
+        self.source.poll_changes(&mut self.cluster).unwrap()
+    }
+
+    /// Sends the [`initial_list`] and waits until the source is synced.
+    async fn sync(&mut self) -> SourcePoll {
+        self.send(initial_list());
+        self.source
+            .wait_until_synced(&mut self.cluster, Duration::from_secs(5))
+            .await
+            .unwrap()
+    }
 }
 
 #[tokio::test]
 async fn waits_for_every_watch_then_applies_only_changes() {
-    let (sender, receiver) = mpsc::unbounded_channel();
-    let mut source = KubeSource::from_channel(receiver);
-    let mut cluster = ClusterState::new();
+    let mut feed = Feed::new(|s| s);
     // Only services listed: not synced yet.
-    sender.send(WatchEvent::Service(Event::Init)).unwrap();
-    sender.send(WatchEvent::Service(Event::InitDone)).unwrap();
-    let poll = source.poll_changes(&mut cluster).unwrap();
-    assert!(!poll.changed);
-    assert!(!source.applier.is_synced());
-    initial_list(&sender);
-    let synced = source
-        .wait_until_synced(&mut cluster, Duration::from_secs(5))
-        .await
-        .unwrap();
+    feed.send([
+        WatchEvent::Service(Event::Init),
+        WatchEvent::Service(Event::InitDone),
+    ]);
+    assert!(!feed.poll().changed);
+    assert!(!feed.source.applier.is_synced());
+    let synced = feed.sync().await;
     assert!(synced.changed);
-    assert!(cluster.service(&name("web")).is_some());
-    assert_eq!(cluster.slices(&name("web")).count(), 1);
+    assert!(feed.cluster.service(&name("web")).is_some());
+    assert_eq!(feed.cluster.slices(&name("web")).count(), 1);
     assert_eq!(
-        source.local_node().map(|n| n.internal_ips.clone()),
+        feed.source.local_node().map(|n| n.internal_ips.clone()),
         Some(vec!["192.168.1.10".parse().unwrap()])
     );
-    let dirty = cluster.take_dirty();
+    let dirty = feed.cluster.take_dirty();
     assert!(dirty.contains(&name("web")) && dirty.contains(&name("db")));
 
     // Re-sending an identical object (a watch restart's InitApply) changes nothing.
-    sender
-        .send(WatchEvent::Service(Event::Apply(service(
-            "web",
-            "10.96.0.10",
-        ))))
-        .unwrap();
-    let poll = source.poll_changes(&mut cluster).unwrap();
-    assert!(!poll.changed);
-    assert!(cluster.take_dirty().is_empty());
+    let same = service("web", "10.96.0.10");
+    assert!(
+        !feed
+            .deliver(WatchEvent::Service(Event::Apply(same)))
+            .changed
+    );
+    assert!(feed.cluster.take_dirty().is_empty());
 
     // A slice update dirties only its Service.
-    sender
-        .send(WatchEvent::EndpointSlice(Event::Apply(slice(
-            "web-1",
-            "web",
-            "10.244.1.6",
-            None,
-        ))))
-        .unwrap();
-    assert!(source.poll_changes(&mut cluster).unwrap().changed);
+    let moved = slice("web-1", "web", "10.244.1.6", None);
+    assert!(
+        feed.deliver(WatchEvent::EndpointSlice(Event::Apply(moved)))
+            .changed
+    );
     assert_eq!(
-        cluster.take_dirty().into_iter().collect::<Vec<_>>(),
+        feed.cluster.take_dirty().into_iter().collect::<Vec<_>>(),
         vec![name("web")]
     );
 }
 
 #[tokio::test]
 async fn invalid_update_keeps_last_good_and_relist_removes_vanished_only_at_init_done() {
-    let (sender, receiver) = mpsc::unbounded_channel();
-    let mut source = KubeSource::from_channel(receiver);
-    let mut cluster = ClusterState::new();
-    initial_list(&sender);
-    source
-        .wait_until_synced(&mut cluster, Duration::from_secs(5))
-        .await
-        .unwrap();
-    cluster.take_dirty();
+    let mut feed = Feed::new(|s| s);
+    feed.sync().await;
+    feed.cluster.take_dirty();
 
     // An invalid update: skipped, the last good version stays.
-    sender
-        .send(WatchEvent::Service(Event::Apply(service(
-            "web",
-            "10.96.0.x",
-        ))))
-        .unwrap();
-    let poll = source.poll_changes(&mut cluster).unwrap();
+    let invalid = service("web", "10.96.0.x");
+    let poll = feed.deliver(WatchEvent::Service(Event::Apply(invalid)));
     assert!(!poll.changed);
     assert_eq!(poll.skipped.len(), 1);
-    assert!(cluster.service(&name("web")).is_some());
-    assert!(cluster.take_dirty().is_empty());
+    assert!(feed.cluster.service(&name("web")).is_some());
+    assert!(feed.cluster.take_dirty().is_empty());
 
     // A relist (after 410 Gone) that no longer has `db`: nothing removed before InitDone.
-    sender.send(WatchEvent::Service(Event::Init)).unwrap();
-    sender
-        .send(WatchEvent::Service(Event::InitApply(service(
-            "web",
-            "10.96.0.10",
-        ))))
-        .unwrap();
-    let poll = source.poll_changes(&mut cluster).unwrap();
-    assert!(!poll.changed, "unchanged web, db not yet judged");
-    assert!(cluster.service(&name("db")).is_some());
-    sender.send(WatchEvent::Service(Event::InitDone)).unwrap();
-    assert!(source.poll_changes(&mut cluster).unwrap().changed);
-    assert!(cluster.service(&name("db")).is_none());
-    assert!(cluster.service(&name("web")).is_some());
+    feed.send([
+        WatchEvent::Service(Event::Init),
+        WatchEvent::Service(Event::InitApply(service("web", "10.96.0.10"))),
+    ]);
+    assert!(!feed.poll().changed, "unchanged web, db not yet judged");
+    assert!(feed.cluster.service(&name("db")).is_some());
+    assert!(feed.deliver(WatchEvent::Service(Event::InitDone)).changed);
+    assert!(feed.cluster.service(&name("db")).is_none());
+    assert!(feed.cluster.service(&name("web")).is_some());
     assert_eq!(
-        cluster.take_dirty().into_iter().collect::<Vec<_>>(),
+        feed.cluster.take_dirty().into_iter().collect::<Vec<_>>(),
         vec![name("db")]
     );
 
     // A Service that becomes headless is removed (valid, but not proxied).
     let mut headless = service("web", "None");
     headless.spec.as_mut().unwrap().cluster_ips = Some(vec!["None".into()]);
-    sender
-        .send(WatchEvent::Service(Event::Apply(headless)))
-        .unwrap();
-    assert!(source.poll_changes(&mut cluster).unwrap().changed);
-    assert!(cluster.service(&name("web")).is_none());
+    assert!(
+        feed.deliver(WatchEvent::Service(Event::Apply(headless)))
+            .changed
+    );
+    assert!(feed.cluster.service(&name("web")).is_none());
 
     // A deleted slice leaves its Service; a closed channel is an error.
-    sender
-        .send(WatchEvent::EndpointSlice(Event::Delete(slice(
-            "web-1",
-            "web",
-            "10.244.1.5",
-            None,
-        ))))
-        .unwrap();
-    assert!(source.poll_changes(&mut cluster).unwrap().changed);
-    assert_eq!(cluster.slices(&name("web")).count(), 0);
+    let gone = slice("web-1", "web", "10.244.1.5", None);
+    assert!(
+        feed.deliver(WatchEvent::EndpointSlice(Event::Delete(gone)))
+            .changed
+    );
+    assert_eq!(feed.cluster.slices(&name("web")).count(), 0);
+    let Feed {
+        sender,
+        mut source,
+        mut cluster,
+    } = feed;
     drop(sender);
     assert!(source.poll_changes(&mut cluster).is_err());
 }
@@ -207,23 +217,10 @@ async fn trigger_times_and_node_deletion_reach_the_observer() {
         Duration::from_secs(30),
         EventPublisher::disabled(),
     );
-    let (sender, receiver) = mpsc::unbounded_channel();
-    let mut source = KubeSource::from_channel(receiver).with_observer(observer.clone());
-    let mut cluster = ClusterState::new();
-    initial_list(&sender);
-    source
-        .wait_until_synced(&mut cluster, Duration::from_secs(5))
-        .await
-        .unwrap();
-    sender
-        .send(WatchEvent::EndpointSlice(Event::Apply(slice(
-            "web-1",
-            "web",
-            "10.244.1.9",
-            Some("2024-05-01T10:00:00Z"),
-        ))))
-        .unwrap();
-    source.poll_changes(&mut cluster).unwrap();
+    let mut feed = Feed::new(|s| s.with_observer(observer.clone()));
+    feed.sync().await;
+    let triggered = slice("web-1", "web", "10.244.1.9", Some("2024-05-01T10:00:00Z"));
+    feed.deliver(WatchEvent::EndpointSlice(Event::Apply(triggered)));
     let synced_at = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_714_557_603);
     observer
         .metrics
@@ -237,10 +234,7 @@ async fn trigger_times_and_node_deletion_reach_the_observer() {
     deleting.metadata.deletion_timestamp = Some(
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
     );
-    sender
-        .send(WatchEvent::Node(Event::Apply(deleting)))
-        .unwrap();
-    source.poll_changes(&mut cluster).unwrap();
+    feed.deliver(WatchEvent::Node(Event::Apply(deleting)));
     let status = observer
         .health
         .status(std::time::Instant::now(), std::time::SystemTime::now());
