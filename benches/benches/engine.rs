@@ -18,7 +18,7 @@ use proxier::config::Config;
 use proxier::fixtures::{ep, ip, service, terminating};
 use proxier::model::{ClusterState, EndpointSlice, Service};
 use proxier::plan::{NodeContext, Planner};
-use proxier::reconcile::{reconcile, reconcile_changes, Observed, Terminations};
+use proxier::reconcile::{reconcile, reconcile_changes, Observed, Op, Terminations};
 
 const ENDPOINTS: u32 = 10;
 
@@ -72,6 +72,17 @@ fn planner() -> Planner {
     Planner::new(node, Config::default())
 }
 
+/// Start-up: plans all of `cluster` and reconciles against an empty kernel; the operations.
+fn cold(cluster: &mut ClusterState) -> Vec<Op> {
+    let mut planner = planner();
+    planner.plan_all(cluster);
+    reconcile(
+        planner.desired(),
+        &Observed::default(),
+        &Terminations::new(),
+    )
+}
+
 /// A node synced to `cluster`: planner, kernel mirror.
 fn synced(cluster: &mut ClusterState) -> (Planner, Observed) {
     let mut planner = planner();
@@ -91,29 +102,12 @@ fn engine(c: &mut Criterion) {
         group.measurement_time(Duration::from_secs(if services > 10_000 { 20 } else { 5 }));
 
         let mut base = cluster(services);
-        {
-            let mut planner = planner();
-            planner.plan_all(&mut base);
-            let ops = reconcile(
-                planner.desired(),
-                &Observed::default(),
-                &Terminations::new(),
-            );
-            println!("{services}x{ENDPOINTS} cold: {} ops", ops.len());
-        }
+        let ops = cold(&mut base);
+        println!("{services}x{ENDPOINTS} cold: {} ops", ops.len());
         group.bench_function(BenchmarkId::new("cold", "plan+reconcile"), |b| {
             b.iter_batched(
                 || base.clone(),
-                |mut cluster| {
-                    let mut planner = planner();
-                    planner.plan_all(&mut cluster);
-                    let ops = reconcile(
-                        planner.desired(),
-                        &Observed::default(),
-                        &Terminations::new(),
-                    );
-                    black_box(ops.len())
-                },
+                |mut cluster| black_box(cold(&mut cluster).len()),
                 criterion::BatchSize::LargeInput,
             )
         });

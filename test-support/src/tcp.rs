@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,25 +12,39 @@ use std::time::{Duration, Instant};
 
 use crate::netns::in_netns;
 
-/// A TCP server in `netns` on `port` writing `name` to every connection until `stop` is set.
+/// A TCP server in `netns` on `address`:`port` writing `reply(peer)` to every connection, then
+/// closing it, until `stop` is set.
+pub fn tcp_server(
+    netns: &str,
+    address: IpAddr,
+    port: u16,
+    stop: Arc<AtomicBool>,
+    reply: impl Fn(SocketAddr) -> String + Send + 'static,
+) -> JoinHandle<()> {
+    in_netns(netns, move || {
+        let listener = TcpListener::bind((address, port)).expect("bind tcp");
+        listener.set_nonblocking(true).expect("nonblocking");
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let _ = stream.write_all(reply(peer).as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    })
+}
+
+/// A TCP server in `netns` on `port` (IPv4) writing `name` to every connection until `stop`
+/// is set.
 pub fn tcp_responder(
     netns: &str,
     port: u16,
     name: &'static str,
     stop: Arc<AtomicBool>,
 ) -> JoinHandle<()> {
-    in_netns(netns, move || {
-        let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
-        listener.set_nonblocking(true).expect("nonblocking");
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((mut stream, _)) => {
-                    let _ = stream.write_all(name.as_bytes());
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    })
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    tcp_server(netns, any, port, stop, move |_| name.to_owned())
 }
 
 /// One connection to `target` from the calling thread: connect and read to EOF, each within
@@ -43,9 +57,10 @@ pub fn tcp_read(target: SocketAddr, timeout: Duration) -> std::io::Result<String
     Ok(text)
 }
 
-/// `count` connections from `netns` to `target` ([`tcp_read`], 2 s timeouts); the answers in
-/// order, `"failed: ERROR"` for a connection that failed.
-pub fn tcp_reads(netns: &str, target: SocketAddr, count: usize) -> Vec<String> {
+/// `count` connections from `netns` to `target` (`ip:port`; [`tcp_read`], 2 s timeouts); the
+/// answers in order, `"failed: ERROR"` for a connection that failed.
+pub fn tcp_reads(netns: &str, target: &str, count: usize) -> Vec<String> {
+    let target: SocketAddr = target.parse().expect("ip:port");
     in_netns(netns, move || {
         (0..count)
             .map(|_| {
@@ -90,20 +105,8 @@ pub fn tcp_connect_from(
     let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
     // SAFETY: valid fd, option values and sockaddr structures that outlive the calls.
     let rc = unsafe {
-        if libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        ) != 0
-            || libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            ) != 0
+        if socket_option(&fd, libc::SO_REUSEADDR, &one) != 0
+            || socket_option(&fd, libc::SO_SNDTIMEO, &tv) != 0
             || libc::bind(
                 fd.as_raw_fd(),
                 (&local as *const libc::sockaddr_in).cast(),
@@ -123,6 +126,24 @@ pub fn tcp_connect_from(
         return Err(std::io::Error::last_os_error());
     }
     Ok(TcpStream::from(fd))
+}
+
+/// `setsockopt(fd, SOL_SOCKET, name, value)`; returns its result.
+///
+/// # Safety
+/// `T` must be the type the kernel expects for option `name`.
+unsafe fn socket_option<T>(fd: &OwnedFd, name: libc::c_int, value: &T) -> libc::c_int {
+    let size = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: `value` is a valid `T` for the duration of the call, `size` bytes long.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (value as *const T).cast(),
+            size,
+        )
+    }
 }
 
 /// What a TCP load generator saw.

@@ -58,13 +58,15 @@ pub fn udp_echo(
     })
 }
 
-/// `count` datagrams from `netns` to `target`, each from a fresh socket (a new IPVS
-/// "connection"); the answers in order, `"lost"` where none came within `timeout`.
-pub fn udp_query(netns: &str, target: SocketAddr, count: usize, timeout: Duration) -> Vec<String> {
+/// `count` datagrams from `netns` to `target` (`ip:port`), each from a fresh socket (a new
+/// IPVS "connection"); the answers in order, `"lost"` where none came within 500 ms.
+pub fn udp_query(netns: &str, target: &str, count: usize) -> Vec<String> {
+    let target: SocketAddr = target.parse().expect("ip:port");
     in_netns(netns, move || {
         (0..count)
             .map(|i| {
                 let socket = UdpSocket::bind("0.0.0.0:0").expect("bind client udp");
+                let timeout = Duration::from_millis(500);
                 socket.set_read_timeout(Some(timeout)).expect("timeout");
                 socket
                     .send_to(format!("q{i}").as_bytes(), target)

@@ -61,17 +61,6 @@ fn load(sync: &mut SnapshotSync, proxier: &mut Proxier<KernelDataplane>, yaml: &
     sync.apply(&objects, proxier.cluster_mut());
 }
 
-/// Sends `count` UDP queries from `netns` to 10.96.0.10:53, each from a fresh source port (a
-/// new IPVS "connection"), and returns the answers.
-fn query(netns: &str, count: usize) -> Vec<String> {
-    udp_query(
-        netns,
-        "10.96.0.10:53".parse().unwrap(),
-        count,
-        Duration::from_millis(500),
-    )
-}
-
 #[test]
 fn program_serve_adopt_and_remove_an_endpoint() {
     let _ns = NetNs::fresh();
@@ -124,13 +113,13 @@ fn program_serve_adopt_and_remove_an_endpoint() {
     let addresses = witness(IP, &["-o", "addr", "show", "dev", "kube-ipvs0"]);
     assert!(addresses.contains("10.96.0.10/32"), "{addresses}");
 
-    let answers = query(client, 10);
+    let answers = udp_query(client, "10.96.0.10:53", 10);
     assert!(answers.iter().all(|a| a == "a" || a == "b"), "{answers:?}");
     assert!(
         answers.contains(&"a".to_owned()) && answers.contains(&"b".to_owned()),
         "{answers:?}"
     );
-    let web = tcp_reads(client, "10.96.0.10:80".parse().unwrap(), 1).concat();
+    let web = tcp_reads(client, "10.96.0.10:80", 1).concat();
     assert!(web == "web-a" || web == "web-b", "{web}");
 
     // A restart over matching state adopts it: zero writes.
@@ -191,7 +180,7 @@ fn program_serve_adopt_and_remove_an_endpoint() {
     assert!(!listing.contains("10.0.3.2"), "{listing}");
     let after = witness(CONNTRACK, &["-L", "-p", "udp", "--reply-src", "10.0.3.2"]);
     assert!(!after.contains("10.96.0.10"), "flushed:\n{after}");
-    let answers = query(client, 10);
+    let answers = udp_query(client, "10.96.0.10:53", 10);
     assert!(answers.iter().all(|a| a == "a"), "{answers:?}");
 
     stop.store(true, Ordering::Relaxed);

@@ -16,16 +16,6 @@ use proxier_kernel_tests::fake_api::{node, service, slice, FakeApi};
 use proxier_kernel_tests::yaml::{kube_proxy_config, kubeconfig};
 use proxier_kernel_tests::{udp_query, udp_responder, wait_for_ipvs, Lab, NetNs, ProxierProcess};
 
-/// Six queries from `client` to the DNS Service, each from a fresh source port.
-fn ask(client: &str) -> Vec<String> {
-    udp_query(
-        client,
-        "10.96.0.10:53".parse().unwrap(),
-        6,
-        Duration::from_millis(500),
-    )
-}
-
 #[test]
 fn the_binary_follows_the_api_server_into_the_kernel() {
     let _ns = NetNs::fresh();
@@ -71,7 +61,7 @@ fn the_binary_follows_the_api_server_into_the_kernel() {
             && l.contains("-> 10.244.1.5:53")
             && l.contains("-> 10.244.2.6:53")
     });
-    let answers = ask(&client);
+    let answers = udp_query(&client, "10.96.0.10:53", 6);
     assert!(answers.iter().all(|x| x == "a" || x == "b"), "{answers:?}");
 
     let event = Instant::now();
@@ -84,7 +74,7 @@ fn the_binary_follows_the_api_server_into_the_kernel() {
         !l.contains("10.244.2.6")
     });
     let removal = event.elapsed();
-    let answers = ask(&client);
+    let answers = udp_query(&client, "10.96.0.10:53", 6);
     assert!(answers.iter().all(|x| x == "a"), "{answers:?}");
 
     let event = Instant::now();

@@ -224,7 +224,7 @@ fn cleanup_leaves_every_foreign_object_byte_identical() {
         l.contains("10.96.0.80:80") && l.contains("10.0.1.1:30080")
     });
     let answers = ["10.96.0.80:80", "10.0.1.1:30080"]
-        .map(|target| tcp_reads(&network.client, target.parse().unwrap(), 1).concat());
+        .map(|target| tcp_reads(&network.client, target, 1).concat());
     assert_eq!(answers, ["web-a", "web-a"], "ClusterIP and NodePort served");
     proxier.assert_running();
     assert_same("while proxier runs", &before, &snapshot());

@@ -8,8 +8,7 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -21,39 +20,32 @@ use proxier::plan::{NodeContext, Planner};
 use proxier::runtime::Proxier;
 use proxier::source::{parse_documents, SnapshotSync};
 use proxier_kernel_tests::sysctl::{enable_forwarding, enable_ipv6_forwarding};
+use proxier_kernel_tests::tcp::tcp_server;
 use proxier_kernel_tests::udp::by_answer;
-use proxier_kernel_tests::{in_netns, tcp_reads, witness, Lab, NetNs, IP, IPVSADM, NFT};
+use proxier_kernel_tests::{tcp_reads, witness, Lab, NetNs, IP, IPVSADM, NFT};
 
-/// A TCP server answering every connection with `name peer-ip`.
+/// A TCP server (both families) answering every connection with `name peer-ip`.
 fn peer_reporter(
     netns: &str,
     port: u16,
     name: &'static str,
     stop: Arc<AtomicBool>,
 ) -> JoinHandle<()> {
-    in_netns(netns, move || {
-        let listener = TcpListener::bind(("::", port)).expect("bind");
-        listener.set_nonblocking(true).unwrap();
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((mut stream, peer)) => {
-                    let peer = match peer.ip() {
-                        std::net::IpAddr::V6(v6) => v6
-                            .to_ipv4_mapped()
-                            .map_or(v6.to_string(), |v4| v4.to_string()),
-                        v4 => v4.to_string(),
-                    };
-                    let _ = stream.write_all(format!("{name} {peer}").as_bytes());
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
+    let any = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+    tcp_server(netns, any, port, stop, move |peer| {
+        let peer = match peer.ip() {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(v6.to_string(), |v4| v4.to_string()),
+            v4 => v4.to_string(),
+        };
+        format!("{name} {peer}")
     })
 }
 
 /// Connects `count` times from `netns` to `target`; returns the answers by count.
 fn connect(netns: &str, target: &str, count: usize) -> BTreeMap<String, usize> {
-    by_answer(&tcp_reads(netns, target.parse().unwrap(), count))
+    by_answer(&tcp_reads(netns, target, count))
 }
 
 /// The node: this namespace routes between a client (outside the cluster CIDR), pod `a`

@@ -35,15 +35,6 @@ fn banner(text: &str) {
     println!("\n=== {text} ===");
 }
 
-fn http(client: &str, target: &'static str, count: usize) -> Vec<String> {
-    tcp_reads(client, target.parse().unwrap(), count)
-}
-
-fn dns(client: &str, count: usize) -> Vec<String> {
-    let target = "10.96.0.10:53".parse().unwrap();
-    udp_query(client, target, count, Duration::from_millis(500))
-}
-
 fn tally(answers: &[String]) -> String {
     by_answer(answers)
         .iter()
@@ -107,13 +98,16 @@ fn main() {
     banner("traffic from the client namespace");
     println!(
         "ClusterIP 10.96.0.80:80  x10: {}",
-        tally(&http(&client, "10.96.0.80:80", 10))
+        tally(&tcp_reads(&client, "10.96.0.80:80", 10))
     );
     println!(
         "NodePort 10.0.1.1:30080  x10: {}",
-        tally(&http(&client, "10.0.1.1:30080", 10))
+        tally(&tcp_reads(&client, "10.0.1.1:30080", 10))
     );
-    println!("UDP 10.96.0.10:53        x10: {}", tally(&dns(&client, 10)));
+    println!(
+        "UDP 10.96.0.10:53        x10: {}",
+        tally(&udp_query(&client, "10.96.0.10:53", 10))
+    );
 
     banner("rollout: pod 10.244.2.10 is terminating (serving, not ready)");
     write_endpoints(&ENDPOINTS.replace(
@@ -126,7 +120,7 @@ fn main() {
     println!("{listing}");
     println!(
         "ClusterIP 10.96.0.80:80  x10: {}",
-        tally(&http(&client, "10.96.0.80:80", 10))
+        tally(&tcp_reads(&client, "10.96.0.80:80", 10))
     );
 
     banner("rollout: the pod is gone from the EndpointSlice");
@@ -139,16 +133,19 @@ fn main() {
     println!("{listing}");
     println!(
         "ClusterIP 10.96.0.80:80  x10: {}",
-        tally(&http(&client, "10.96.0.80:80", 10))
+        tally(&tcp_reads(&client, "10.96.0.80:80", 10))
     );
-    println!("UDP 10.96.0.10:53        x10: {}", tally(&dns(&client, 10)));
+    println!(
+        "UDP 10.96.0.10:53        x10: {}",
+        tally(&udp_query(&client, "10.96.0.10:53", 10))
+    );
 
     banner("proxier stops (the kernel keeps serving), then proxier cleanup");
     let _ = proxier.kill();
     let _ = proxier.wait();
     println!(
         "after stop, ClusterIP x4: {}",
-        tally(&http(&client, "10.96.0.80:80", 4))
+        tally(&tcp_reads(&client, "10.96.0.80:80", 4))
     );
     let out = Command::new(PROXIER)
         .args(["cleanup", "--node-ip", "10.0.1.1"])
