@@ -3,7 +3,7 @@
 
 use std::io;
 
-use netlink_sys::{Socket, SocketAddr};
+use netlink_base::{NetlinkSocket, Sequence};
 use tracing::{debug, warn};
 
 use crate::ctnetlink::{
@@ -75,47 +75,30 @@ impl Default for FlushOptions {
 /// A ctnetlink connection in the network namespace of the thread that opened it.
 #[derive(Debug)]
 pub struct Conntrack {
-    dump: Socket,
-    control: Socket,
-    seq: u32,
+    dump: NetlinkSocket,
+    control: NetlinkSocket,
+    seq: Sequence,
     recv: Vec<u8>,
 }
 
-fn io_error(call: &'static str) -> impl FnOnce(io::Error) -> Error {
-    move |source| Error::Io { call, source }
-}
-
-fn open_socket() -> Result<Socket, Error> {
-    let mut socket =
-        Socket::new(NETLINK_NETFILTER).map_err(io_error("socket(NETLINK_NETFILTER)"))?;
-    socket.bind_auto().map_err(io_error("bind"))?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .map_err(io_error("connect"))?;
-    Ok(socket)
+/// A ctnetlink socket, with the receive timeout of [`NetlinkSocket`].
+fn open_socket() -> Result<NetlinkSocket, Error> {
+    Ok(NetlinkSocket::open(NETLINK_NETFILTER)?)
 }
 
 /// Sends one buffer of requests and reads exactly `count` replies (ACK or errno), in order of
 /// arrival, handing each to `on_reply(seq, errno)`.
 fn send_and_collect(
-    socket: &Socket,
+    socket: &NetlinkSocket,
     recv: &mut Vec<u8>,
     requests: &[u8],
     count: usize,
     mut on_reply: impl FnMut(u32, i32),
 ) -> Result<(), Error> {
-    let sent = socket.send(requests, 0).map_err(io_error("sendmsg"))?;
-    if sent != requests.len() {
-        return Err(Error::Io {
-            call: "sendmsg",
-            source: io::Error::new(io::ErrorKind::WriteZero, "short netlink send"),
-        });
-    }
+    socket.send_all(requests)?;
     let mut seen = 0;
     while seen < count {
-        recv.clear();
-        recv.reserve(RECV_BUFFER);
-        socket.recv(recv, 0).map_err(io_error("recvmsg"))?;
+        socket.receive_into(recv, RECV_BUFFER)?;
         for reply in Replies::new(recv) {
             match reply? {
                 Reply::Ack { seq } => on_reply(seq, 0),
@@ -134,14 +117,13 @@ impl Conntrack {
         Ok(Self {
             dump: open_socket()?,
             control: open_socket()?,
-            seq: 1,
+            seq: Sequence::new(1),
             recv: Vec::with_capacity(RECV_BUFFER),
         })
     }
 
     fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1).max(1);
-        self.seq
+        self.seq.allocate()
     }
 
     /// Streams the table (pre-filtered by `filter` if the kernel honours it) into `visit`, one
@@ -290,7 +272,7 @@ impl Conntrack {
 
 /// The dump loop on a socket, without borrowing the whole handle.
 fn dump_stream(
-    socket: &Socket,
+    socket: &NetlinkSocket,
     recv: &mut Vec<u8>,
     seq: u32,
     filter: &DumpFilter,
@@ -298,12 +280,10 @@ fn dump_stream(
 ) -> Result<u64, Error> {
     let mut request = Vec::with_capacity(128);
     encode_dump(&mut request, seq, filter);
-    socket.send(&request, 0).map_err(io_error("sendmsg"))?;
+    socket.send_all(&request)?;
     let mut seen = 0u64;
     loop {
-        recv.clear();
-        recv.reserve(RECV_BUFFER);
-        socket.recv(recv, 0).map_err(io_error("recvmsg"))?;
+        socket.receive_into(recv, RECV_BUFFER)?;
         for reply in Replies::new(recv) {
             match reply? {
                 Reply::Entry(entry) => {
@@ -325,7 +305,7 @@ fn dump_stream(
 
 /// Delete requests staged for one `sendmsg`, then their ACKs read before more are sent.
 struct Deleter<'s> {
-    socket: &'s Socket,
+    socket: &'s NetlinkSocket,
     batch: usize,
     pending: Vec<u8>,
     count: usize,
@@ -334,7 +314,7 @@ struct Deleter<'s> {
 }
 
 impl<'s> Deleter<'s> {
-    fn new(socket: &'s Socket, batch: usize) -> Self {
+    fn new(socket: &'s NetlinkSocket, batch: usize) -> Self {
         let batch = batch.clamp(1, 1024);
         Self {
             socket,

@@ -151,14 +151,59 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// A netlink exchange failed (socket error, or a kernel errno outside the engine's ops).
-    #[error("{operation}: {source}")]
-    Netlink {
+    /// A host file (procfs) could not be read.
+    #[error("{operation}")]
+    Host {
         /// What was being done.
         operation: String,
-        /// The socket error or the kernel's errno.
+        /// The file error.
         #[source]
         source: std::io::Error,
+    },
+    /// IPVS could not be used outside the engine's operations (connect, dump, timeouts), or
+    /// an operation got no answer.
+    #[cfg(feature = "kernel")]
+    #[error("{operation}")]
+    Ipvs {
+        /// What was being done.
+        operation: String,
+        /// netlink-ipvs' error.
+        #[source]
+        source: netlink_ipvs::IpvsError,
+    },
+    /// Conntrack could not be used (connect, flush).
+    #[cfg(feature = "kernel")]
+    #[error("{operation}")]
+    Conntrack {
+        /// What was being done.
+        operation: String,
+        /// conntrack-gc's error (shared by every flush of a failed pass).
+        #[source]
+        source: std::sync::Arc<conntrack_gc::Error>,
+    },
+    /// Our nftables table could not be read or written.
+    #[cfg(feature = "kernel")]
+    #[error("nftables table")]
+    Nftables(#[from] netlink_nftables::NftablesError),
+    /// The rtnetlink socket failed (or the kernel did not answer in time).
+    #[cfg(feature = "kernel")]
+    #[error("{operation}")]
+    Rtnetlink {
+        /// What was being done.
+        operation: String,
+        /// The socket's error.
+        #[source]
+        source: netlink_base::Error,
+    },
+    /// A netlink reply could not be parsed.
+    #[cfg(feature = "kernel")]
+    #[error("malformed reply to {operation}")]
+    MalformedReply {
+        /// The request answered.
+        operation: String,
+        /// The parser's error.
+        #[source]
+        source: netlink_packet_core::DecodeError,
     },
     /// The kernel (or the fake) refused an operation.
     #[error("{op}: {errno}")]
