@@ -4,7 +4,7 @@
 use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE};
 
 use crate::attr::{self, msg, Attr, NFPROTO_INET};
-use crate::rule::Rule;
+use crate::rule::{Rule, SetRef};
 
 /// Elements per `NEWSETELEM`/`DELSETELEM` message: the element list is one attribute and an
 /// attribute's length is 16 bits (an IPv6 element takes 28 bytes, so 1024 of them stay under
@@ -26,16 +26,6 @@ pub struct NftMessage {
     pub attrs: Vec<Attr>,
     /// What the message does, e.g. `add rule inet proxier postrouting: masquerade`.
     pub description: String,
-}
-
-/// A set as rules and element lists name it: by name, and by the id that names it inside the
-/// transaction that creates it (`NFTA_SET_ID`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SetRef<'a> {
-    /// The set's name.
-    pub name: &'a str,
-    /// Its transaction id.
-    pub id: u32,
 }
 
 /// The key of a set: nft's data type number (only `nft list` reads it; a concatenation is

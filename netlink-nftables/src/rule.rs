@@ -6,7 +6,16 @@ use netlink_base::{Family, Protocol};
 
 use crate::attr::{Attr, NFT_REG32_00, NFT_REG32_01, NFT_REG32_04, NFT_REG_1};
 use crate::expr::{self, CmpOp, MetaKey, PayloadBase, Verdict};
-use crate::message::SetRef;
+
+/// A set as rules and element lists name it: by name, and by the id that names it inside the
+/// transaction that creates it (`NFTA_SET_ID`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetRef<'a> {
+    /// The set's name.
+    pub name: &'a str,
+    /// Its transaction id.
+    pub id: u32,
+}
 
 /// `ifindex` of `lo` in every network namespace (`LOOPBACK_IFINDEX`).
 const LOOPBACK_IFINDEX: u32 = 1;

@@ -183,7 +183,7 @@ pub enum Error {
     },
     /// Our nftables table could not be read or written.
     #[cfg(feature = "kernel")]
-    #[error("nftables table")]
+    #[error(transparent)]
     Nftables(#[from] netlink_nftables::NftablesError),
     /// The rtnetlink socket failed (or the kernel did not answer in time).
     #[cfg(feature = "kernel")]
@@ -232,4 +232,48 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl Error {
+    /// The error with its chain of causes, `outer: cause: root cause`, each printed once (the
+    /// `Display` of a variant that wraps a wire crate's error names only what was being done).
+    pub fn report(&self) -> Report<'_> {
+        Report(self)
+    }
+}
+
+/// Displays an error and its sources; see [`Error::report`].
+#[derive(Debug)]
+pub struct Report<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "kernel"))]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn a_wrapped_wire_error_prints_its_cause_once() {
+        let error = Error::Ipvs {
+            operation: "dump IPVS".into(),
+            source: netlink_ipvs::IpvsError::Socket(netlink_base::Error::Timeout {
+                timeout: std::time::Duration::from_secs(10),
+            }),
+        };
+        assert_eq!(error.to_string(), "dump IPVS");
+        assert_eq!(
+            error.report().to_string(),
+            "dump IPVS: no netlink answer within 10s"
+        );
+    }
 }
