@@ -3,7 +3,7 @@
 
 use std::io;
 
-use netlink_base::{NetlinkSocket, Sequence};
+use netlink_base::{ack_last_only, AckTracker, NetlinkSocket, Sequence};
 use tracing::{debug, warn};
 
 use crate::ctnetlink::{
@@ -16,8 +16,9 @@ use crate::filter::{ConntrackFilter, FilterSet};
 /// Receive buffer for one `recvmsg`: the kernel builds dump messages of at most 32 KiB.
 const RECV_BUFFER: usize = 64 * 1024;
 
-/// Requests per `sendmsg` before their ACKs are read. Each ACK costs the receive queue about
-/// 1 KiB of skb truesize, so 128 stay far below the default ~208 KiB `SO_RCVBUF`.
+/// Requests per `sendmsg` before their answers are read. Only the last asks for an ACK, but
+/// each refusal (ENOENT: the entry expired meanwhile) costs the receive queue about 1 KiB of skb
+/// truesize, so 128 stay far below the default ~208 KiB `SO_RCVBUF`.
 pub const DEFAULT_BATCH: usize = 128;
 
 /// Whether the kernel filtered the dump for us.
@@ -86,27 +87,33 @@ fn open_socket() -> Result<NetlinkSocket, Error> {
     Ok(NetlinkSocket::open(NETLINK_NETFILTER)?)
 }
 
-/// Sends one buffer of requests and reads exactly `count` replies (ACK or errno), in order of
-/// arrival, handing each to `on_reply(seq, errno)`.
-fn send_and_collect(
+/// Sends one buffer of `count` requests (sequence numbers from `first_seq`) as one window:
+/// only the last asks for an ACK (the kernel reports every error anyway; see
+/// [`AckTracker`]). Then hands each request's answer to `on_reply(seq, errno)`, in order.
+fn send_window(
     socket: &NetlinkSocket,
     recv: &mut Vec<u8>,
-    requests: &[u8],
+    requests: &mut [u8],
+    first_seq: u32,
     count: usize,
     mut on_reply: impl FnMut(u32, i32),
 ) -> Result<(), Error> {
+    ack_last_only(requests);
     socket.send_all(requests)?;
-    let mut seen = 0;
-    while seen < count {
+    let mut window = AckTracker::new(first_seq, count);
+    while !window.complete() {
         socket.receive_into(recv, RECV_BUFFER)?;
         for reply in Replies::new(recv) {
             match reply? {
-                Reply::Ack { seq } => on_reply(seq, 0),
-                Reply::Failed { seq, errno } => on_reply(seq, errno),
+                Reply::Ack { seq } => window.record(seq, 0),
+                Reply::Failed { seq, errno } => window.record(seq, errno),
                 _ => continue,
-            }
-            seen += 1;
+            };
         }
+    }
+    for (i, errno) in window.into_errnos().into_iter().enumerate() {
+        // A closed window knows every answer.
+        on_reply(first_seq.wrapping_add(i as u32), errno.unwrap_or(0));
     }
     Ok(())
 }
@@ -242,14 +249,16 @@ impl Conntrack {
         let mut ack_buf = Vec::with_capacity(RECV_BUFFER);
         for chunk in entries.chunks(DEFAULT_BATCH) {
             request.clear();
+            let first_seq = self.seq.upcoming();
             for entry in chunk {
                 let seq = self.next_seq();
                 encode_new(&mut request, seq, entry);
             }
-            send_and_collect(
+            send_window(
                 &self.control,
                 &mut ack_buf,
-                &request,
+                &mut request,
+                first_seq,
                 chunk.len(),
                 |_, errno| {
                     if errno == 0 {
@@ -342,10 +351,12 @@ impl<'s> Deleter<'s> {
         if self.count == 0 {
             return Ok(());
         }
-        send_and_collect(
+        let first_seq = self.seq.wrapping_sub(self.count as u32 - 1);
+        send_window(
             self.socket,
             &mut self.acks,
-            &self.pending,
+            &mut self.pending,
+            first_seq,
             self.count,
             |seq, errno| match errno {
                 0 => report.deleted += 1,

@@ -12,7 +12,7 @@ mod vocabulary;
 pub use ack::{AckTracker, Sequence};
 #[cfg(feature = "socket")]
 pub use error::Error;
-pub use message::{split_messages, Ack, NLMSG_ERROR};
+pub use message::{ack_last_only, split_messages, Ack, NLMSG_ERROR};
 #[cfg(feature = "socket")]
 pub use socket::{NetlinkSocket, DEFAULT_RECEIVE_TIMEOUT};
 pub use vocabulary::{Family, Protocol};

@@ -26,6 +26,44 @@ pub fn split_messages(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// `NLM_F_ACK`.
+const NLM_F_ACK: u16 = 4;
+
+/// Makes a buffer of requests one window (see [`crate::AckTracker`]): `NLM_F_ACK` is cleared on
+/// every message but the last and set on the last. Stops at a malformed length, as
+/// [`split_messages`] does.
+pub fn ack_last_only(buffer: &mut [u8]) {
+    let mut offset = 0;
+    let mut last = None;
+    while buffer.len() - offset >= HEADER_LEN {
+        let b = &buffer[offset..];
+        let length = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if length < HEADER_LEN || length > b.len() {
+            break;
+        }
+        set_ack(&mut buffer[offset..], false);
+        last = Some(offset);
+        offset += (length + 3) & !3;
+        if offset >= buffer.len() {
+            break;
+        }
+    }
+    if let Some(last) = last {
+        set_ack(&mut buffer[last..], true);
+    }
+}
+
+/// Sets or clears `NLM_F_ACK` in the header (`nlmsg_flags` is bytes 6..8) of `message`.
+fn set_ack(message: &mut [u8], ack: bool) {
+    let flags = u16::from_ne_bytes([message[6], message[7]]);
+    let flags = if ack {
+        flags | NLM_F_ACK
+    } else {
+        flags & !NLM_F_ACK
+    };
+    message[6..8].copy_from_slice(&flags.to_ne_bytes());
+}
+
 /// The answer an `NLMSG_ERROR` message carries for the request with `sequence`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {
@@ -92,6 +130,28 @@ mod tests {
         done[4] = 3; // NLMSG_DONE
         assert_eq!(Ack::parse(&done), None);
         assert_eq!(Ack::parse(&error_message(1, 0)[..19]), None, "too short");
+    }
+
+    #[test]
+    fn only_the_last_request_of_a_window_asks_for_an_ack() {
+        // Three requests with NLM_F_REQUEST | NLM_F_ACK (5), the middle one 21 bytes long.
+        let mut bytes = Vec::new();
+        for length in [16u32, 21, 16] {
+            let mut message = vec![0u8; (length as usize + 3) & !3];
+            message[..4].copy_from_slice(&length.to_ne_bytes());
+            message[6..8].copy_from_slice(&5u16.to_ne_bytes());
+            bytes.extend(message);
+        }
+        ack_last_only(&mut bytes);
+        let flags: Vec<u16> = split_messages(&bytes)
+            .map(|m| u16::from_ne_bytes([m[6], m[7]]))
+            .collect();
+        assert_eq!(flags, [1, 1, 5]);
+        // A lone request without the flag gets it.
+        let mut one = bytes[..16].to_vec();
+        ack_last_only(&mut one);
+        assert_eq!(u16::from_ne_bytes([one[6], one[7]]), 5);
+        ack_last_only(&mut []);
     }
 
     #[test]

@@ -11,9 +11,7 @@
 //! (without errors) one receive, however many operations it carries; at most one error message
 //! per operation can be queued, which the window size keeps inside the receive buffer.
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
 use netlink_packet_generic::GenlMessage;
 
 use crate::message::IpvsMessage;
@@ -83,7 +81,6 @@ pub fn encode_window(
 ) -> Window {
     let mut bytes = Vec::new();
     let mut count = 0;
-    let mut last_start = 0;
     for operation in &operations[first..] {
         if count == limits.max_requests {
             break;
@@ -101,14 +98,10 @@ pub fn encode_window(
             bytes.truncate(before);
             break;
         }
-        last_start = before;
         count += 1;
     }
-    if count > 0 {
-        // nlmsg_flags sits at bytes 6..8 of the header: the last request asks for the ACK.
-        bytes[last_start + 6..last_start + 8]
-            .copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    }
+    // The last request asks for the ACK.
+    netlink_base::ack_last_only(&mut bytes);
     Window {
         first,
         count,
@@ -119,6 +112,8 @@ pub fn encode_window(
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::NLM_F_ACK;
+
     use super::*;
     use crate::types::{ServiceKey, VirtualServer};
     use crate::Protocol;
