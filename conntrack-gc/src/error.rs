@@ -6,15 +6,9 @@ use std::path::PathBuf;
 /// What went wrong in a flush or in sizing.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A socket call failed.
-    #[error("{call} failed")]
-    Io {
-        /// The call that failed (`socket(NETLINK_NETFILTER)`, `sendmsg`, `recvmsg`...).
-        call: &'static str,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
+    /// The socket failed (or the kernel did not answer in time).
+    #[error(transparent)]
+    Socket(#[from] netlink_base::Error),
     /// The kernel answered a request with an errno.
     #[error("ctnetlink {request}: kernel error")]
     Kernel {
@@ -61,9 +55,8 @@ impl Error {
     /// The errno, for kernel and socket errors.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Error::Io { source, .. }
-            | Error::Kernel { source, .. }
-            | Error::HostFile { source, .. } => source.raw_os_error(),
+            Error::Socket(socket) => socket.errno(),
+            Error::Kernel { source, .. } | Error::HostFile { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

@@ -7,45 +7,7 @@ use std::net::IpAddr;
 
 use crate::ctnetlink::{family_of, ConntrackEntry, DumpFilter, TupleMatch};
 
-/// A transport protocol with ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Protocol {
-    /// TCP (6).
-    Tcp,
-    /// UDP (17).
-    Udp,
-    /// SCTP (132).
-    Sctp,
-}
-
-impl Protocol {
-    /// The IP protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-            Protocol::Sctp => 132,
-        }
-    }
-}
-
-/// An IP family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum IpFamily {
-    /// IPv4.
-    V4,
-    /// IPv6.
-    V6,
-}
-
-impl IpFamily {
-    fn number(self) -> u8 {
-        match self {
-            IpFamily::V4 => libc::AF_INET as u8,
-            IpFamily::V6 => libc::AF_INET6 as u8,
-        }
-    }
-}
+pub use netlink_base::{Family, Protocol};
 
 /// Which tuple field a filter looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,7 +25,7 @@ pub enum Selector {
         /// The NodePort.
         port: u16,
         /// IPv4 only, IPv6 only, or both.
-        family: Option<IpFamily>,
+        family: Option<Family>,
     },
     /// The reply source is `ip:port`: a removed endpoint (for NAT'ed traffic the original tuple
     /// still names the VIP; the reply tuple names the backend).
@@ -110,7 +72,7 @@ impl ConntrackFilter {
 
     /// Restricts a NodePort filter to one family (no effect on the other shapes, whose address
     /// already fixes the family).
-    pub fn in_family(mut self, family: IpFamily) -> Self {
+    pub fn in_family(mut self, family: Family) -> Self {
         if let Selector::NodePort { port, .. } = self.selector {
             self.selector = Selector::NodePort {
                 port,
@@ -132,7 +94,7 @@ impl ConntrackFilter {
     fn family(&self) -> Option<u8> {
         match self.selector {
             Selector::ServiceIp { ip, .. } | Selector::Endpoint { ip, .. } => Some(family_of(ip)),
-            Selector::NodePort { family, .. } => family.map(IpFamily::number),
+            Selector::NodePort { family, .. } => family.map(Family::number),
         }
     }
 
@@ -232,7 +194,7 @@ impl FilterSet {
                     set.reply_src.entry((proto, ip, port)).or_default()
                 }
                 Selector::NodePort { port, family } => {
-                    let fam = family.map_or(0, IpFamily::number);
+                    let fam = family.map_or(0, Family::number);
                     set.node_port.entry((proto, port, fam)).or_default()
                 }
             };
@@ -350,7 +312,7 @@ mod tests {
             Selector::ServiceIp { ip, port } => e.orig.dst == ip && e.orig.dst_port == Some(port),
             Selector::NodePort { port, family } => {
                 e.orig.dst_port == Some(port)
-                    && (family.is_none() || family.map(IpFamily::number) == Some(e.family))
+                    && (family.is_none() || family.map(Family::number) == Some(e.family))
             }
             Selector::Endpoint { ip, port } => e.reply.src == ip && e.reply.src_port == Some(port),
         };
@@ -391,11 +353,7 @@ mod tests {
             Just(Protocol::Udp),
             Just(Protocol::Sctp)
         ];
-        let fam = prop_oneof![
-            Just(None),
-            Just(Some(IpFamily::V4)),
-            Just(Some(IpFamily::V6))
-        ];
+        let fam = prop_oneof![Just(None), Just(Some(Family::V4)), Just(Some(Family::V6))];
         let selector = prop_oneof![
             (small_ip(), 1u16..4).prop_map(|(ip, port)| Selector::ServiceIp { ip, port }),
             (1u16..4, fam).prop_map(|(port, family)| Selector::NodePort { port, family }),

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use netlink_sys::{Socket, SocketAddr};
+use netlink_base::{ack_last_only, AckTracker, NetlinkSocket, Sequence};
 use tracing::{debug, warn};
 
 use crate::ctnetlink::{
@@ -16,8 +16,9 @@ use crate::filter::{ConntrackFilter, FilterSet};
 /// Receive buffer for one `recvmsg`: the kernel builds dump messages of at most 32 KiB.
 const RECV_BUFFER: usize = 64 * 1024;
 
-/// Requests per `sendmsg` before their ACKs are read. Each ACK costs the receive queue about
-/// 1 KiB of skb truesize, so 128 stay far below the default ~208 KiB `SO_RCVBUF`.
+/// Requests per `sendmsg` before their answers are read. Only the last asks for an ACK, but
+/// each refusal (ENOENT: the entry expired meanwhile) costs the receive queue about 1 KiB of skb
+/// truesize, so 128 stay far below the default ~208 KiB `SO_RCVBUF`.
 pub const DEFAULT_BATCH: usize = 128;
 
 /// Whether the kernel filtered the dump for us.
@@ -75,55 +76,44 @@ impl Default for FlushOptions {
 /// A ctnetlink connection in the network namespace of the thread that opened it.
 #[derive(Debug)]
 pub struct Conntrack {
-    dump: Socket,
-    control: Socket,
-    seq: u32,
+    dump: NetlinkSocket,
+    control: NetlinkSocket,
+    seq: Sequence,
     recv: Vec<u8>,
 }
 
-fn io_error(call: &'static str) -> impl FnOnce(io::Error) -> Error {
-    move |source| Error::Io { call, source }
+/// A ctnetlink socket, with the receive timeout of [`NetlinkSocket`].
+fn open_socket() -> Result<NetlinkSocket, Error> {
+    Ok(NetlinkSocket::open(NETLINK_NETFILTER)?)
 }
 
-fn open_socket() -> Result<Socket, Error> {
-    let mut socket =
-        Socket::new(NETLINK_NETFILTER).map_err(io_error("socket(NETLINK_NETFILTER)"))?;
-    socket.bind_auto().map_err(io_error("bind"))?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .map_err(io_error("connect"))?;
-    Ok(socket)
-}
-
-/// Sends one buffer of requests and reads exactly `count` replies (ACK or errno), in order of
-/// arrival, handing each to `on_reply(seq, errno)`.
-fn send_and_collect(
-    socket: &Socket,
+/// Sends one buffer of `count` requests (sequence numbers from `first_seq`) as one window:
+/// only the last asks for an ACK (the kernel reports every error anyway; see
+/// [`AckTracker`]). Then hands each request's answer to `on_reply(seq, errno)`, in order.
+fn send_window(
+    socket: &NetlinkSocket,
     recv: &mut Vec<u8>,
-    requests: &[u8],
+    requests: &mut [u8],
+    first_seq: u32,
     count: usize,
     mut on_reply: impl FnMut(u32, i32),
 ) -> Result<(), Error> {
-    let sent = socket.send(requests, 0).map_err(io_error("sendmsg"))?;
-    if sent != requests.len() {
-        return Err(Error::Io {
-            call: "sendmsg",
-            source: io::Error::new(io::ErrorKind::WriteZero, "short netlink send"),
-        });
-    }
-    let mut seen = 0;
-    while seen < count {
-        recv.clear();
-        recv.reserve(RECV_BUFFER);
-        socket.recv(recv, 0).map_err(io_error("recvmsg"))?;
+    ack_last_only(requests);
+    socket.send_all(requests)?;
+    let mut window = AckTracker::new(first_seq, count);
+    while !window.complete() {
+        socket.receive_into(recv, RECV_BUFFER)?;
         for reply in Replies::new(recv) {
             match reply? {
-                Reply::Ack { seq } => on_reply(seq, 0),
-                Reply::Failed { seq, errno } => on_reply(seq, errno),
+                Reply::Ack { seq } => window.record(seq, 0),
+                Reply::Failed { seq, errno } => window.record(seq, errno),
                 _ => continue,
-            }
-            seen += 1;
+            };
         }
+    }
+    for (i, errno) in window.into_errnos().into_iter().enumerate() {
+        // A closed window knows every answer.
+        on_reply(first_seq.wrapping_add(i as u32), errno.unwrap_or(0));
     }
     Ok(())
 }
@@ -134,14 +124,13 @@ impl Conntrack {
         Ok(Self {
             dump: open_socket()?,
             control: open_socket()?,
-            seq: 1,
+            seq: Sequence::new(1),
             recv: Vec::with_capacity(RECV_BUFFER),
         })
     }
 
     fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1).max(1);
-        self.seq
+        self.seq.allocate()
     }
 
     /// Streams the table (pre-filtered by `filter` if the kernel honours it) into `visit`, one
@@ -260,14 +249,16 @@ impl Conntrack {
         let mut ack_buf = Vec::with_capacity(RECV_BUFFER);
         for chunk in entries.chunks(DEFAULT_BATCH) {
             request.clear();
+            let first_seq = self.seq.upcoming();
             for entry in chunk {
                 let seq = self.next_seq();
                 encode_new(&mut request, seq, entry);
             }
-            send_and_collect(
+            send_window(
                 &self.control,
                 &mut ack_buf,
-                &request,
+                &mut request,
+                first_seq,
                 chunk.len(),
                 |_, errno| {
                     if errno == 0 {
@@ -290,7 +281,7 @@ impl Conntrack {
 
 /// The dump loop on a socket, without borrowing the whole handle.
 fn dump_stream(
-    socket: &Socket,
+    socket: &NetlinkSocket,
     recv: &mut Vec<u8>,
     seq: u32,
     filter: &DumpFilter,
@@ -298,12 +289,10 @@ fn dump_stream(
 ) -> Result<u64, Error> {
     let mut request = Vec::with_capacity(128);
     encode_dump(&mut request, seq, filter);
-    socket.send(&request, 0).map_err(io_error("sendmsg"))?;
+    socket.send_all(&request)?;
     let mut seen = 0u64;
     loop {
-        recv.clear();
-        recv.reserve(RECV_BUFFER);
-        socket.recv(recv, 0).map_err(io_error("recvmsg"))?;
+        socket.receive_into(recv, RECV_BUFFER)?;
         for reply in Replies::new(recv) {
             match reply? {
                 Reply::Entry(entry) => {
@@ -325,7 +314,7 @@ fn dump_stream(
 
 /// Delete requests staged for one `sendmsg`, then their ACKs read before more are sent.
 struct Deleter<'s> {
-    socket: &'s Socket,
+    socket: &'s NetlinkSocket,
     batch: usize,
     pending: Vec<u8>,
     count: usize,
@@ -334,7 +323,7 @@ struct Deleter<'s> {
 }
 
 impl<'s> Deleter<'s> {
-    fn new(socket: &'s Socket, batch: usize) -> Self {
+    fn new(socket: &'s NetlinkSocket, batch: usize) -> Self {
         let batch = batch.clamp(1, 1024);
         Self {
             socket,
@@ -362,10 +351,12 @@ impl<'s> Deleter<'s> {
         if self.count == 0 {
             return Ok(());
         }
-        send_and_collect(
+        let first_seq = self.seq.wrapping_sub(self.count as u32 - 1);
+        send_window(
             self.socket,
             &mut self.acks,
-            &self.pending,
+            &mut self.pending,
+            first_seq,
             self.count,
             |seq, errno| match errno {
                 0 => report.deleted += 1,

@@ -16,7 +16,7 @@ mod handle;
 pub mod sizing;
 
 pub use error::Error;
-pub use filter::{ConntrackFilter, FilterSet, IpFamily, Protocol, Selector};
+pub use filter::{ConntrackFilter, Family, FilterSet, Protocol, Selector};
 pub use handle::{Conntrack, FlushOptions, FlushReport, KernelFiltering, DEFAULT_BATCH};
 pub use sizing::{apply_sizing, ConntrackConfig, FillLevel, FsRoot, HostFiles, Knob, SizingReport};
 

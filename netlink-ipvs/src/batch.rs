@@ -1,4 +1,5 @@
-//! Sans-io batching: encode many requests into one buffer, and match ACKs back to operations.
+//! Sans-io batching: encode many requests into one buffer; [`netlink_base::AckTracker`]
+//! matches the ACKs back to operations.
 //!
 //! Measured on the kernel we target: with the default 212,992-byte receive buffer only about 256
 //! ACKs fit before the kernel drops them (ENOBUFS), one `sendmsg` above ~208 KB fails with
@@ -10,9 +11,7 @@
 //! (without errors) one receive, however many operations it carries; at most one error message
 //! per operation can be queued, which the window size keeps inside the receive buffer.
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
 use netlink_packet_generic::GenlMessage;
 
 use crate::message::IpvsMessage;
@@ -82,7 +81,6 @@ pub fn encode_window(
 ) -> Window {
     let mut bytes = Vec::new();
     let mut count = 0;
-    let mut last_start = 0;
     for operation in &operations[first..] {
         if count == limits.max_requests {
             break;
@@ -100,14 +98,10 @@ pub fn encode_window(
             bytes.truncate(before);
             break;
         }
-        last_start = before;
         count += 1;
     }
-    if count > 0 {
-        // nlmsg_flags sits at bytes 6..8 of the header: the last request asks for the ACK.
-        bytes[last_start + 6..last_start + 8]
-            .copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    }
+    // The last request asks for the ACK.
+    netlink_base::ack_last_only(&mut bytes);
     Window {
         first,
         count,
@@ -116,63 +110,10 @@ pub fn encode_window(
     }
 }
 
-/// Collects the answers to one window: error messages for failed requests, and the ACK (or
-/// error) of the last request, which closes the window.
-#[derive(Debug)]
-pub struct AckTracker {
-    first_sequence: u32,
-    errors: Vec<Option<i32>>,
-    closed: bool,
-}
-
-impl AckTracker {
-    /// Expects answers for `count` requests with sequence numbers from `first_sequence`.
-    pub fn new(first_sequence: u32, count: usize) -> Self {
-        Self {
-            first_sequence,
-            errors: vec![None; count],
-            closed: count == 0,
-        }
-    }
-
-    /// Records an answer: errno 0 (an ACK) or a positive errno for `sequence`. Returns false for
-    /// a sequence number outside the window (ignored).
-    pub fn record(&mut self, sequence: u32, errno: i32) -> bool {
-        let index = sequence.wrapping_sub(self.first_sequence) as usize;
-        let Some(slot) = self.errors.get_mut(index) else {
-            return false;
-        };
-        if errno != 0 {
-            *slot = Some(errno);
-        }
-        if index + 1 == self.errors.len() {
-            self.closed = true;
-        }
-        true
-    }
-
-    /// Whether the last request has been answered (so every request has its result).
-    pub fn complete(&self) -> bool {
-        self.closed
-    }
-
-    /// The result of each request in order: `Some(0)` success, `Some(errno)` failure, `None`
-    /// unknown (the window never closed: a socket error cut it short).
-    pub fn into_errnos(self) -> Vec<Option<i32>> {
-        let closed = self.closed;
-        self.errors
-            .into_iter()
-            .map(|error| match error {
-                Some(errno) => Some(errno),
-                None if closed => Some(0),
-                None => None,
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::NLM_F_ACK;
+
     use super::*;
     use crate::types::{ServiceKey, VirtualServer};
     use crate::Protocol;
@@ -220,28 +161,10 @@ mod tests {
     }
 
     #[test]
-    fn tracker_closes_on_the_last_answer_and_keeps_errors() {
-        let mut t = AckTracker::new(u32::MAX - 1, 3); // wraps around
-        assert!(t.record(u32::MAX, 17), "an error for the second request");
-        assert!(!t.record(5, 0), "outside the window");
-        assert!(!t.complete());
-        assert!(t.record(0, 0), "the ACK of the last request");
-        assert!(t.complete());
-        assert_eq!(t.into_errnos(), vec![Some(0), Some(17), Some(0)]);
-    }
-
-    #[test]
-    fn an_unclosed_window_reports_unknown_results() {
-        let mut t = AckTracker::new(10, 3);
-        assert!(t.record(10, 2));
-        assert_eq!(t.into_errnos(), vec![Some(2), None, None]);
-    }
-
-    #[test]
     fn only_the_last_request_asks_for_an_ack() {
         let ops: Vec<_> = (0..3).map(add).collect();
         let w = encode_window(30, &ops, 0, 1, WindowLimits::default());
-        let flags: Vec<u16> = crate::handle::split_messages(&w.bytes)
+        let flags: Vec<u16> = netlink_base::split_messages(&w.bytes)
             .map(|m| u16::from_ne_bytes([m[6], m[7]]))
             .collect();
         assert_eq!(

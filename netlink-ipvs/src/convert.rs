@@ -8,9 +8,6 @@ use crate::types::{
     TunnelKind, VirtualServer,
 };
 
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-
 /// A virtual server as the kernel reports it, with its statistics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceEntry {
@@ -40,18 +37,11 @@ pub struct DestinationEntry {
 }
 
 pub(crate) fn family_number(family: Family) -> u16 {
-    match family {
-        Family::V4 => AF_INET,
-        Family::V6 => AF_INET6,
-    }
+    u16::from(family.number())
 }
 
 fn family_from_number(number: u16) -> Result<Family, String> {
-    match number {
-        AF_INET => Ok(Family::V4),
-        AF_INET6 => Ok(Family::V6),
-        other => Err(format!("unknown address family {other}")),
-    }
+    Family::from_number(number).ok_or_else(|| format!("unknown address family {number}"))
 }
 
 /// The 16-byte union for an address (IPv4 in the first four bytes).
@@ -81,7 +71,7 @@ pub fn service_key_attributes(key: &ServiceKey) -> Vec<ServiceAttribute> {
             address,
             port,
         } => {
-            attributes.push(ServiceAttribute::Protocol(protocol.number()));
+            attributes.push(ServiceAttribute::Protocol(u16::from(protocol.number())));
             attributes.push(ServiceAttribute::Address(address_union(address)));
             attributes.push(ServiceAttribute::Port(*port));
         }
@@ -134,7 +124,9 @@ pub fn service_entry(attributes: &[ServiceAttribute]) -> Result<ServiceEntry, St
     let key = match (mark, protocol, address, port) {
         (Some(mark), ..) if mark != 0 => ServiceKey::FwMark { mark, family },
         (_, Some(protocol), Some(address), Some(port)) => ServiceKey::Address {
-            protocol: Protocol::from_number(protocol)
+            protocol: u8::try_from(protocol)
+                .ok()
+                .and_then(Protocol::from_number)
                 .ok_or_else(|| format!("unknown protocol {protocol}"))?,
             address: address_from_union(&address, family),
             port,

@@ -49,14 +49,18 @@ pub enum IpvsError {
         /// What was wrong with it.
         reason: String,
     },
-    /// A socket call failed.
-    #[error("{call} failed")]
-    Io {
-        /// The call that failed.
-        call: &'static str,
-        /// The underlying error.
+    /// The socket failed (or the kernel did not answer in time).
+    #[error(transparent)]
+    Socket(#[from] netlink_base::Error),
+    /// The window carrying this operation was cut short by a socket failure before the kernel
+    /// answered it: whether it was applied is unknown.
+    #[error("{operation}: no answer from the kernel")]
+    Unanswered {
+        /// The operation.
+        operation: String,
+        /// The socket failure that cut the window short.
         #[source]
-        source: io::Error,
+        source: netlink_base::Error,
     },
 }
 

@@ -1,15 +1,16 @@
 //! The socket side: a generic-netlink socket bound to the IPVS family.
 
+use netlink_base::{split_messages, Ack, AckTracker, NetlinkSocket, Sequence};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::GenlMessage;
-use netlink_sys::{protocols::NETLINK_GENERIC, Socket, SocketAddr};
+use netlink_sys::protocols::NETLINK_GENERIC;
 
 use crate::attr::IpvsAttribute;
-use crate::batch::{encode_request, encode_window, AckTracker, WindowLimits};
+use crate::batch::{encode_request, encode_window, WindowLimits};
 use crate::convert::{destination_entry, service_entry, service_key_attributes};
 use crate::convert::{DestinationEntry, ServiceEntry};
 use crate::error::IpvsError;
@@ -31,34 +32,20 @@ pub struct IpvsInfo {
 /// A connection to the kernel's IPVS through generic netlink, in the network namespace of the
 /// thread that opened it. Blocking.
 pub struct IpvsHandle {
-    socket: Socket,
+    socket: NetlinkSocket,
     family_id: u16,
-    sequence: u32,
+    sequence: Sequence,
     limits: WindowLimits,
 }
 
-fn io_error(call: &'static str) -> impl FnOnce(std::io::Error) -> IpvsError {
-    move |source| IpvsError::Io { call, source }
-}
-
 impl IpvsHandle {
-    /// Opens a generic-netlink socket and resolves the `IPVS` family (the kernel loads `ip_vs`
-    /// on this lookup if it can).
+    /// Opens a generic-netlink socket (with the receive timeout of [`NetlinkSocket`]) and
+    /// resolves the `IPVS` family (the kernel loads `ip_vs` on this lookup if it can).
     pub fn connect() -> Result<Self, IpvsError> {
-        let mut socket =
-            Socket::new(NETLINK_GENERIC).map_err(io_error("socket(NETLINK_GENERIC)"))?;
-        socket.bind_auto().map_err(io_error("bind"))?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(io_error("connect"))?;
-        // Error ACKs without the echoed request keep the receive buffer for more ACKs.
-        socket
-            .set_cap_ack(true)
-            .map_err(io_error("setsockopt(NETLINK_CAP_ACK)"))?;
         let mut handle = Self {
-            socket,
+            socket: NetlinkSocket::open(NETLINK_GENERIC)?,
             family_id: 0,
-            sequence: 0,
+            sequence: Sequence::new(0),
             limits: WindowLimits::default(),
         };
         handle.family_id = handle.resolve_family()?;
@@ -75,6 +62,11 @@ impl IpvsHandle {
         self.limits = limits;
     }
 
+    /// Changes how long a receive waits for the kernel (10 s by default).
+    pub fn set_receive_timeout(&mut self, timeout: std::time::Duration) -> Result<(), IpvsError> {
+        Ok(self.socket.set_receive_timeout(timeout)?)
+    }
+
     fn resolve_family(&mut self) -> Result<u16, IpvsError> {
         let request = GenlMessage::from_payload(GenlCtrl {
             cmd: GenlCtrlCmd::GetFamily,
@@ -83,14 +75,14 @@ impl IpvsHandle {
         let mut message =
             NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(request));
         message.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-        message.header.sequence_number = self.next_sequence();
+        message.header.sequence_number = self.sequence.allocate();
         message.finalize();
         let mut buffer = vec![0; message.buffer_len()];
         message.serialize(&mut buffer);
-        self.send(&buffer)?;
+        self.socket.send_all(&buffer)?;
         let mut family_id = None;
         loop {
-            let bytes = self.receive()?;
+            let bytes = self.socket.receive()?;
             for reply in split_messages(&bytes) {
                 let reply = NetlinkMessage::<GenlMessage<GenlCtrl>>::deserialize(reply)
                     .map_err(|e| malformed("resolve the IPVS family", e))?;
@@ -113,36 +105,13 @@ impl IpvsHandle {
         }
     }
 
-    fn next_sequence(&mut self) -> u32 {
-        self.sequence = self.sequence.wrapping_add(1);
-        self.sequence
-    }
-
-    fn send(&self, bytes: &[u8]) -> Result<(), IpvsError> {
-        let sent = self.socket.send(bytes, 0).map_err(io_error("sendmsg"))?;
-        if sent != bytes.len() {
-            return Err(IpvsError::Io {
-                call: "sendmsg",
-                source: std::io::Error::other(format!("sent {sent} of {} bytes", bytes.len())),
-            });
-        }
-        Ok(())
-    }
-
-    fn receive(&self) -> Result<Vec<u8>, IpvsError> {
-        self.socket
-            .recv_from_full()
-            .map(|(bytes, _)| bytes)
-            .map_err(io_error("recvmsg"))
-    }
-
     /// Applies `operations` in order, many per `sendmsg`, and returns one result per operation,
     /// in the same order. One failing operation does not stop the others.
     pub fn apply(&mut self, operations: &[IpvsOperation]) -> Vec<Result<(), IpvsError>> {
         let mut results = Vec::with_capacity(operations.len());
         let mut first = 0;
         while first < operations.len() {
-            let first_sequence = self.sequence.wrapping_add(1);
+            let first_sequence = self.sequence.upcoming();
             let window = encode_window(
                 self.family_id,
                 operations,
@@ -150,23 +119,19 @@ impl IpvsHandle {
                 first_sequence,
                 self.limits,
             );
-            self.sequence = first_sequence.wrapping_add(window.count as u32 - 1);
+            self.sequence.reserve(window.count as u32);
             let ops = &operations[first..first + window.count];
-            let (errnos, failure) =
-                self.exchange_window(&window.bytes, first_sequence, window.count);
-            results.extend(ops.iter().zip(errnos).map(|(op, errno)| match errno {
-                Some(0) => Ok(()),
-                Some(errno) => Err(IpvsError::from_errno(
+            let answers = self.exchange_window(&window.bytes, first_sequence, window.count);
+            results.extend(ops.iter().zip(answers).map(|(op, answer)| match answer {
+                Ok(0) => Ok(()),
+                Ok(errno) => Err(IpvsError::from_errno(
                     errno,
                     op.to_string(),
                     op.targets_destination(),
                 )),
-                None => Err(IpvsError::Io {
-                    call: "sendmsg/recvmsg",
-                    source: std::io::Error::other(format!(
-                        "{op}: no answer from the kernel ({})",
-                        failure.as_ref().map_or("none".to_owned(), ToString::to_string)
-                    )),
+                Err(failure) => Err(IpvsError::Unanswered {
+                    operation: op.to_string(),
+                    source: failure,
                 }),
             }));
             first += window.count;
@@ -174,30 +139,37 @@ impl IpvsHandle {
         results
     }
 
-    /// Sends one window and reads until every request in it is answered. On a socket error the
-    /// answers received so far are kept and the error is returned beside them.
+    /// Sends one window and reads until every request in it is answered: the errno (0 =
+    /// success) of each request, in order. On a socket error the answers received so far are
+    /// kept and the others carry the error.
     fn exchange_window(
         &mut self,
         bytes: &[u8],
         first_sequence: u32,
         count: usize,
-    ) -> (Vec<Option<i32>>, Option<IpvsError>) {
+    ) -> Vec<Result<i32, netlink_base::Error>> {
         let mut tracker = AckTracker::new(first_sequence, count);
-        if let Err(failure) = self.send(bytes) {
-            return (tracker.into_errnos(), Some(failure));
-        }
-        while !tracker.complete() {
-            let received = match self.receive() {
-                Ok(received) => received,
-                Err(failure) => return (tracker.into_errnos(), Some(failure)),
-            };
-            for reply in split_messages(&received) {
-                if let Some((sequence, errno)) = ack_of(reply) {
-                    tracker.record(sequence, errno);
+        let mut failure = self.socket.send_all(bytes).err();
+        while failure.is_none() && !tracker.complete() {
+            match self.socket.receive() {
+                Ok(received) => {
+                    for ack in split_messages(&received).filter_map(Ack::parse) {
+                        tracker.record(ack.sequence, ack.errno);
+                    }
                 }
+                Err(error) => failure = Some(error),
             }
         }
-        (tracker.into_errnos(), None)
+        tracker
+            .into_errnos()
+            .into_iter()
+            .map(|errno| match (errno, &failure) {
+                (Some(errno), _) => Ok(errno),
+                (None, Some(failure)) => Err(failure.clone()),
+                // An unclosed window always comes with the failure that cut it short.
+                (None, None) => Ok(0),
+            })
+            .collect()
     }
 
     /// Applies one operation.
@@ -250,7 +222,7 @@ impl IpvsHandle {
         what: &str,
     ) -> Result<Vec<IpvsMessage>, IpvsError> {
         let mut bytes = Vec::new();
-        let sequence = self.next_sequence();
+        let sequence = self.sequence.allocate();
         encode_request(
             self.family_id,
             request,
@@ -258,10 +230,10 @@ impl IpvsHandle {
             sequence,
             &mut bytes,
         );
-        self.send(&bytes)?;
+        self.socket.send_all(&bytes)?;
         let mut messages = Vec::new();
         loop {
-            let received = self.receive()?;
+            let received = self.socket.receive()?;
             for reply in split_messages(&received) {
                 let reply = NetlinkMessage::<GenlMessage<IpvsMessage>>::deserialize(reply)
                     .map_err(|e| malformed(what, e))?;
@@ -400,35 +372,4 @@ fn malformed(operation: &str, reason: impl ToString) -> IpvsError {
         operation: operation.to_owned(),
         reason: reason.to_string(),
     }
-}
-
-/// Splits a receive buffer into netlink messages by their length fields; stops at a malformed
-/// length rather than reading past the buffer.
-pub(crate) fn split_messages(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = bytes;
-    std::iter::from_fn(move || {
-        if rest.len() < 16 {
-            return None;
-        }
-        let length = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        if length < 16 || length > rest.len() {
-            return None;
-        }
-        let (message, tail) = rest.split_at(length);
-        let aligned = (length + 3) & !3;
-        rest = tail.get(aligned - length..).unwrap_or_default();
-        Some(message)
-    })
-}
-
-/// The sequence number and errno (0 = success) of an `NLMSG_ERROR` message.
-pub(crate) fn ack_of(message: &[u8]) -> Option<(u32, i32)> {
-    const NLMSG_ERROR: u16 = 2;
-    let kind = u16::from_ne_bytes([message[4], message[5]]);
-    if kind != NLMSG_ERROR || message.len() < 20 {
-        return None;
-    }
-    let sequence = u32::from_ne_bytes([message[8], message[9], message[10], message[11]]);
-    let code = i32::from_ne_bytes([message[16], message[17], message[18], message[19]]);
-    Some((sequence, -code))
 }

@@ -22,7 +22,7 @@ pub use attr::{
     DestinationAttribute, IpvsAttribute, ServiceAttribute, Stats, StatsAttribute, StatsCounter,
 };
 #[cfg(feature = "netlink")]
-pub use batch::{encode_request, encode_window, AckTracker, Window, WindowLimits};
+pub use batch::{encode_request, encode_window, Window, WindowLimits};
 #[cfg(feature = "netlink")]
 pub use convert::{
     destination_attributes, destination_entry, destination_key_attributes, service_attributes,

@@ -7,66 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-/// Address family of a virtual or real server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Family {
-    /// IPv4 (`AF_INET`).
-    V4,
-    /// IPv6 (`AF_INET6`).
-    V6,
-}
-
-impl Family {
-    /// The family of an address.
-    pub fn of(address: &IpAddr) -> Self {
-        match address {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-}
-
-/// Transport protocol of an address:port virtual server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    /// TCP (IPPROTO_TCP, 6).
-    Tcp,
-    /// UDP (IPPROTO_UDP, 17).
-    Udp,
-    /// SCTP (IPPROTO_SCTP, 132).
-    Sctp,
-}
-
-impl Protocol {
-    /// The IP protocol number.
-    pub fn number(self) -> u16 {
-        match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-            Protocol::Sctp => 132,
-        }
-    }
-
-    /// The protocol for an IP protocol number, if IPVS supports it here.
-    pub fn from_number(number: u16) -> Option<Self> {
-        match number {
-            6 => Some(Protocol::Tcp),
-            17 => Some(Protocol::Udp),
-            132 => Some(Protocol::Sctp),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-            Protocol::Sctp => "SCTP",
-        })
-    }
-}
+pub use netlink_base::{Family, Protocol};
 
 /// What identifies a virtual server in the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

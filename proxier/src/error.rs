@@ -151,14 +151,59 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// A netlink exchange failed (socket error, or a kernel errno outside the engine's ops).
-    #[error("{operation}: {source}")]
-    Netlink {
+    /// A host file (procfs) could not be read.
+    #[error("{operation}")]
+    Host {
         /// What was being done.
         operation: String,
-        /// The socket error or the kernel's errno.
+        /// The file error.
         #[source]
         source: std::io::Error,
+    },
+    /// IPVS could not be used outside the engine's operations (connect, dump, timeouts), or
+    /// an operation got no answer.
+    #[cfg(feature = "kernel")]
+    #[error("{operation}")]
+    Ipvs {
+        /// What was being done.
+        operation: String,
+        /// netlink-ipvs' error.
+        #[source]
+        source: netlink_ipvs::IpvsError,
+    },
+    /// Conntrack could not be used (connect, flush).
+    #[cfg(feature = "kernel")]
+    #[error("{operation}")]
+    Conntrack {
+        /// What was being done.
+        operation: String,
+        /// conntrack-gc's error (shared by every flush of a failed pass).
+        #[source]
+        source: std::sync::Arc<conntrack_gc::Error>,
+    },
+    /// Our nftables table could not be read or written.
+    #[cfg(feature = "kernel")]
+    #[error(transparent)]
+    Nftables(#[from] netlink_nftables::NftablesError),
+    /// The rtnetlink socket failed (or the kernel did not answer in time).
+    #[cfg(feature = "kernel")]
+    #[error("{operation}")]
+    Rtnetlink {
+        /// What was being done.
+        operation: String,
+        /// The socket's error.
+        #[source]
+        source: netlink_base::Error,
+    },
+    /// A netlink reply could not be parsed.
+    #[cfg(feature = "kernel")]
+    #[error("malformed reply to {operation}")]
+    MalformedReply {
+        /// The request answered.
+        operation: String,
+        /// The parser's error.
+        #[source]
+        source: netlink_packet_core::DecodeError,
     },
     /// The kernel (or the fake) refused an operation.
     #[error("{op}: {errno}")]
@@ -187,4 +232,48 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl Error {
+    /// The error with its chain of causes, `outer: cause: root cause`, each printed once (the
+    /// `Display` of a variant that wraps a wire crate's error names only what was being done).
+    pub fn report(&self) -> Report<'_> {
+        Report(self)
+    }
+}
+
+/// Displays an error and its sources; see [`Error::report`].
+#[derive(Debug)]
+pub struct Report<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "kernel"))]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn a_wrapped_wire_error_prints_its_cause_once() {
+        let error = Error::Ipvs {
+            operation: "dump IPVS".into(),
+            source: netlink_ipvs::IpvsError::Socket(netlink_base::Error::Timeout {
+                timeout: std::time::Duration::from_secs(10),
+            }),
+        };
+        assert_eq!(error.to_string(), "dump IPVS");
+        assert_eq!(
+            error.report().to_string(),
+            "dump IPVS: no netlink answer within 10s"
+        );
+    }
 }

@@ -20,4 +20,4 @@ pub mod reconcile;
 pub mod runtime;
 pub mod source;
 
-pub use error::{Errno, Error, RejectReason};
+pub use error::{Errno, Error, RejectReason, Report};

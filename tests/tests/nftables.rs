@@ -14,10 +14,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use netlink_ipvs::{Family, IpvsHandle, Protocol, RealServer, ServiceKey, VirtualServer};
+use netlink_nftables::{NftablesError, NftablesHandle};
 use proxier::dataplane::nftables::{
-    ExternalLocalMark, LoadBalancerSourceRange, NftablesHandle, PacketRules,
+    replace_table, ExternalLocalMark, LoadBalancerSourceRange, PacketRules,
 };
-use proxier::Error;
 use proxier_kernel_tests::{witness, NetNs, CONNTRACK, IP, NFT};
 
 fn ip(s: &str) -> IpAddr {
@@ -168,7 +168,7 @@ fn replace_table_writes_what_nft_lists() {
     let _ns = NetNs::fresh();
     let mut nft = NftablesHandle::connect().unwrap();
     assert!(!nft.table_exists("proxier").unwrap());
-    nft.replace_table(&sample_rules()).unwrap();
+    replace_table(&mut nft, &sample_rules()).unwrap();
     assert!(nft.table_exists("proxier").unwrap());
     let listing = list_ours();
     show("nft list table inet proxier", &listing);
@@ -191,9 +191,9 @@ fn replace_table_is_idempotent_and_replaces_everything() {
     let _ns = NetNs::fresh();
     let mut nft = NftablesHandle::connect().unwrap();
     let rules = sample_rules();
-    nft.replace_table(&rules).unwrap();
+    replace_table(&mut nft, &rules).unwrap();
     let first = list_ours();
-    nft.replace_table(&rules).unwrap();
+    replace_table(&mut nft, &rules).unwrap();
     assert_eq!(list_ours(), first, "same rules, same table");
     assert_eq!(witness(NFT, &["list", "tables"]), "table inet proxier\n");
 
@@ -204,7 +204,7 @@ fn replace_table_is_idempotent_and_replaces_everything() {
         load_balancer_source_ranges: vec![],
         ..rules
     };
-    nft.replace_table(&smaller).unwrap();
+    replace_table(&mut nft, &smaller).unwrap();
     let listing = list_ours();
     show("after replacing with a smaller state", &listing);
     assert!(listing.contains("elements = { 10.96.0.10 }"), "{listing}");
@@ -218,10 +218,10 @@ fn replace_table_is_idempotent_and_replaces_everything() {
         table: "x".repeat(300),
         ..PacketRules::default()
     };
-    match nft.replace_table(&bad) {
-        Err(Error::Kernel { op, errno }) => {
-            show("refused", &format!("{op}: {errno}\n"));
-            assert!(op.starts_with("create table inet xxx"), "{op}");
+    match replace_table(&mut nft, &bad) {
+        Err(NftablesError::Refused { message, errno, .. }) => {
+            show("refused", &format!("{message}: errno {errno}\n"));
+            assert!(message.starts_with("create table inet xxx"), "{message}");
         }
         other => panic!("expected a kernel refusal, got {other:?}"),
     }
@@ -234,8 +234,8 @@ fn foreign_tables_survive_replace_and_delete_byte_for_byte() {
     let before = install_foreign();
     show("foreign objects", &before);
     let mut nft = NftablesHandle::connect().unwrap();
-    nft.replace_table(&sample_rules()).unwrap();
-    nft.replace_table(&sample_rules()).unwrap();
+    replace_table(&mut nft, &sample_rules()).unwrap();
+    replace_table(&mut nft, &sample_rules()).unwrap();
     assert_eq!(
         foreign_listing(),
         before,
@@ -401,7 +401,7 @@ fn real_tcp_through_ipvs_is_masqueraded_and_etp_local_keeps_the_client_ip() {
         ..PacketRules::default()
     };
     let mut nft = NftablesHandle::connect().unwrap();
-    nft.replace_table(&rules).unwrap();
+    replace_table(&mut nft, &rules).unwrap();
     let answer = request(&client, "10.96.0.10");
     let flows = witness(CONNTRACK, &["-L", "-p", "tcp", "--dport", "80"]);
     show(
@@ -427,7 +427,7 @@ fn real_tcp_through_ipvs_is_masqueraded_and_etp_local_keeps_the_client_ip() {
         port: 80,
         mark: 7,
     }];
-    nft.replace_table(&rules).unwrap();
+    replace_table(&mut nft, &rules).unwrap();
     witness(CONNTRACK, &["-F"]);
     let answer = request(&client, "10.96.0.10");
     let flows = witness(CONNTRACK, &["-L", "-p", "tcp", "--dport", "80"]);
@@ -451,7 +451,7 @@ fn real_tcp_through_ipvs_is_masqueraded_and_etp_local_keeps_the_client_ip() {
         port: 80,
         allowed: vec![(ip("192.0.2.0"), 24)],
     }];
-    nft.replace_table(&rules).unwrap();
+    replace_table(&mut nft, &rules).unwrap();
     let refused = client
         .spawn(|| {
             let addr = "10.96.0.10:80".parse().unwrap();
@@ -468,7 +468,7 @@ fn real_tcp_through_ipvs_is_masqueraded_and_etp_local_keeps_the_client_ip() {
     rules.load_balancer_source_ranges[0]
         .allowed
         .push((ip("10.0.1.0"), 24));
-    nft.replace_table(&rules).unwrap();
+    replace_table(&mut nft, &rules).unwrap();
     let answer = request(&client, "10.96.0.10");
     show(
         "inside the source ranges: backend saw (local peer)",
@@ -485,4 +485,45 @@ fn deleting_or_asking_for_a_missing_table_is_not_an_error() {
     assert!(!nft.table_exists("never-created").unwrap());
     assert!(!nft.delete_table("never-created").unwrap());
     assert_eq!(witness(NFT, &["list", "tables"]), "");
+}
+
+/// Issue 12 item 1: a transaction of thousands of messages (each ETP=Local destination is one
+/// rule) is reported written. Only its last message asks for an ACK, so the answers cannot
+/// overflow the receive buffer (ENOBUFS) as one ACK per message did above ~234 messages.
+#[test]
+fn thousands_of_etp_local_destinations_are_written_and_reported_written() {
+    const DESTINATIONS: u16 = 2_000;
+    let _ns = NetNs::fresh();
+    let mut nft = NftablesHandle::connect().unwrap();
+    let rules = PacketRules {
+        external_local: (0..DESTINATIONS)
+            .map(|i| ExternalLocalMark {
+                address: ip(&format!("203.0.{}.{}", 113 + i / 250, 1 + i % 250)),
+                protocol: Protocol::Tcp,
+                port: 80,
+                mark: 0x100 + u32::from(i),
+            })
+            .collect(),
+        ..PacketRules::default()
+    };
+    let messages = proxier::dataplane::nftables::replace_table_messages(&rules).len();
+    assert!(messages > 2_000, "{messages} messages in one transaction");
+    replace_table(&mut nft, &rules).unwrap();
+    let listing = list_ours();
+    let marks = listing.matches("meta mark set 0x").count();
+    show(
+        "nft list table inet proxier (summary)",
+        &format!("{messages} messages; {marks} `meta mark set 0x…` rules\n"),
+    );
+    assert_eq!(
+        marks,
+        usize::from(DESTINATIONS),
+        "every ETP=Local rule is in the kernel"
+    );
+    // Written again (the table replaced whole): still reported written, still all there.
+    replace_table(&mut nft, &rules).unwrap();
+    assert_eq!(
+        list_ours().matches("meta mark set 0x").count(),
+        usize::from(DESTINATIONS)
+    );
 }

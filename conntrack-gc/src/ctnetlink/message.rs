@@ -6,23 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use netlink_packet_core::{NetlinkBuffer, NlaBuffer, NlasIterator};
 
 use super::attr::*;
-use super::dump::TupleMatch;
+use super::tuple::{Tuple, TupleMatch};
 use crate::error::Error;
-
-/// One direction's tuple of a conntrack entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Tuple {
-    /// Source address.
-    pub src: IpAddr,
-    /// Destination address.
-    pub dst: IpAddr,
-    /// IP protocol number (17 UDP, 6 TCP, 132 SCTP...).
-    pub protocol: u8,
-    /// Source port (TCP/UDP/SCTP/DCCP/UDP-Lite), `None` for port-less protocols.
-    pub src_port: Option<u16>,
-    /// Destination port, `None` for port-less protocols.
-    pub dst_port: Option<u16>,
-}
 
 /// One entry of a dump, borrowing the receive buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,9 +4,9 @@
 use netlink_ipvs::{IpvsHandle, ServiceKey};
 
 use super::{ipvs_error, InterfaceHandle};
-use crate::dataplane::nftables::NftablesHandle;
 use crate::error::Error;
 use crate::plan::Ownership;
+use netlink_nftables::NftablesHandle;
 
 /// What cleanup removed and what it left alone.
 #[derive(Debug, Default)]

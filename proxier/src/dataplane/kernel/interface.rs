@@ -5,9 +5,9 @@
 //! IPVS virtual server is derived after a restart.
 
 use std::collections::BTreeSet;
-use std::io;
 use std::net::IpAddr;
 
+use netlink_base::{split_messages, NetlinkSocket, Sequence};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REQUEST,
@@ -17,14 +17,14 @@ use netlink_packet_route::address::{
 };
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use netlink_sys::protocols::NETLINK_ROUTE;
 
-use crate::error::Error;
+use crate::error::{Errno, Error};
 
 /// An rtnetlink connection, in the network namespace of the thread that opened it.
 pub struct InterfaceHandle {
-    socket: Socket,
-    sequence: u32,
+    socket: NetlinkSocket,
+    sequence: Sequence,
 }
 
 /// What a request came back with.
@@ -38,23 +38,20 @@ enum Reply {
 const ENODEV: i32 = 19;
 const EEXIST: i32 = 17;
 
-fn netlink_error(operation: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
-    let operation = operation.into();
-    move |source| Error::Netlink { operation, source }
+fn socket_error(operation: &str) -> impl FnOnce(netlink_base::Error) -> Error + '_ {
+    move |source| Error::Rtnetlink {
+        operation: operation.to_owned(),
+        source,
+    }
 }
 
 impl InterfaceHandle {
-    /// Opens a `NETLINK_ROUTE` socket.
+    /// Opens a `NETLINK_ROUTE` socket (with the receive timeout of [`NetlinkSocket`]).
     pub fn connect() -> Result<Self, Error> {
-        let mut socket =
-            Socket::new(NETLINK_ROUTE).map_err(netlink_error("socket(NETLINK_ROUTE)"))?;
-        socket.bind_auto().map_err(netlink_error("bind"))?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(netlink_error("connect"))?;
         Ok(Self {
-            socket,
-            sequence: 0,
+            socket: NetlinkSocket::open(NETLINK_ROUTE)
+                .map_err(socket_error("connect to rtnetlink"))?,
+            sequence: Sequence::new(0),
         })
     }
 
@@ -64,8 +61,7 @@ impl InterfaceHandle {
         flags: u16,
         what: &str,
     ) -> Result<Reply, Error> {
-        self.sequence = self.sequence.wrapping_add(1);
-        let sequence = self.sequence;
+        let sequence = self.sequence.allocate();
         let mut request =
             NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(message));
         request.header.flags = NLM_F_REQUEST | flags;
@@ -73,20 +69,18 @@ impl InterfaceHandle {
         request.finalize();
         let mut bytes = vec![0; request.buffer_len()];
         request.serialize(&mut bytes);
-        self.socket.send(&bytes, 0).map_err(netlink_error(what))?;
+        self.socket.send_all(&bytes).map_err(socket_error(what))?;
         let mut messages = Vec::new();
         loop {
-            let (received, _) = self.socket.recv_from_full().map_err(netlink_error(what))?;
-            let mut offset = 0;
-            while offset + 16 <= received.len() {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&received[offset..])
-                    .map_err(|e| Error::Netlink {
+            let received = self.socket.receive().map_err(socket_error(what))?;
+            for reply in split_messages(&received) {
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(reply).map_err(
+                    |source| Error::MalformedReply {
                         operation: what.to_owned(),
-                        source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
-                    })?;
-                let length = reply.header.length as usize;
-                offset += (length + 3) & !3;
-                if reply.header.sequence_number != sequence || length == 0 {
+                        source,
+                    },
+                )?;
+                if reply.header.sequence_number != sequence {
                     continue;
                 }
                 match reply.payload {
@@ -99,9 +93,6 @@ impl InterfaceHandle {
                         })
                     }
                     _ => {}
-                }
-                if length == 0 {
-                    break;
                 }
             }
         }
@@ -225,37 +216,31 @@ impl InterfaceHandle {
     }
 
     /// Binds `ip` (as /32 or /128) on the interface with `index`. EEXIST is returned as an error
-    /// so the caller's mirror stays exact.
-    pub fn add_address(&mut self, index: u32, ip: IpAddr) -> Result<(), i32> {
+    /// ([`Error::Kernel`]) so the caller's mirror stays exact.
+    pub fn add_address(&mut self, index: u32, ip: IpAddr) -> Result<(), Error> {
         let message = RouteNetlinkMessage::NewAddress(Self::address_message(index, ip));
-        match self.request(
-            message,
-            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-            "add address",
-        ) {
-            Ok(Reply::Done(_)) => Ok(()),
-            Ok(Reply::Errno(errno)) => Err(errno),
-            Err(_) => Err(EIO),
+        let what = format!("add address {ip}");
+        match self.request(message, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &what)? {
+            Reply::Done(_) => Ok(()),
+            Reply::Errno(errno) => Err(kernel_error(what, errno)),
         }
     }
 
     /// Removes `ip` from the interface with `index` (EADDRNOTAVAIL if it is not there).
-    pub fn delete_address(&mut self, index: u32, ip: IpAddr) -> Result<(), i32> {
+    pub fn delete_address(&mut self, index: u32, ip: IpAddr) -> Result<(), Error> {
         let message = RouteNetlinkMessage::DelAddress(Self::address_message(index, ip));
-        match self.request(message, NLM_F_ACK, "delete address") {
-            Ok(Reply::Done(_)) => Ok(()),
-            Ok(Reply::Errno(errno)) => Err(errno),
-            Err(_) => Err(EIO),
+        let what = format!("delete address {ip}");
+        match self.request(message, NLM_F_ACK, &what)? {
+            Reply::Done(_) => Ok(()),
+            Reply::Errno(errno) => Err(kernel_error(what, errno)),
         }
     }
 }
 
-const EIO: i32 = 5;
-
-fn kernel_error(operation: String, errno: i32) -> Error {
-    Error::Netlink {
-        operation,
-        source: io::Error::from_raw_os_error(errno),
+fn kernel_error(op: String, errno: i32) -> Error {
+    Error::Kernel {
+        op,
+        errno: Errno(errno),
     }
 }
 

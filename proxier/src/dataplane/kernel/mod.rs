@@ -10,13 +10,15 @@ pub use cleanup::{cleanup, CleanupReport};
 pub use interface::InterfaceHandle;
 pub use sysctl::{apply_sysctls, kernel_version, wanted_sysctls, Sysctl, SysctlChange};
 
-use std::io;
-
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use netlink_ipvs::{IpvsError, IpvsHandle, IpvsOperation};
+use netlink_nftables::NftablesHandle;
 
-use super::nftables::{ExternalLocalMark, LoadBalancerSourceRange, NftablesHandle, PacketRules};
+use super::nftables::{
+    replace_table, update_table, ExternalLocalMark, LoadBalancerSourceRange, PacketRules,
+};
 use super::{ApplyReport, Dataplane};
 use crate::error::{Errno, Error};
 use crate::plan::{DesiredState, VirtualServerRole};
@@ -119,9 +121,9 @@ impl KernelDataplane {
         let ipvs = IpvsHandle::connect().map_err(|e| ipvs_error("connect to IPVS", e))?;
         let mut links = InterfaceHandle::connect()?;
         let interface_index = links.ensure_dummy(interface)?;
-        let conntrack = conntrack_gc::Conntrack::open().map_err(|e| Error::Netlink {
+        let conntrack = conntrack_gc::Conntrack::open().map_err(|source| Error::Conntrack {
             operation: "connect to ctnetlink".into(),
-            source: io::Error::other(e.to_string()),
+            source: Arc::new(source),
         })?;
         Ok(Self {
             ipvs,
@@ -160,7 +162,7 @@ impl KernelDataplane {
         use conntrack_gc::HostFiles;
         let release = root
             .read("proc/sys/kernel/osrelease")
-            .map_err(|source| Error::Netlink {
+            .map_err(|source| Error::Host {
                 operation: "read the kernel release".into(),
                 source,
             })?;
@@ -219,11 +221,12 @@ impl KernelDataplane {
                 results.extend(ops.iter().map(|_| Ok(())));
             }
             Err(e) => {
-                let reason = e.to_string();
+                // One failed pass fails every flush of the run, with the same cause.
+                let source = Arc::new(e);
                 results.extend(ops.iter().map(|op| {
-                    Err(Error::Netlink {
+                    Err(Error::Conntrack {
                         operation: op.to_string(),
-                        source: io::Error::other(reason.clone()),
+                        source: source.clone(),
                     })
                 }));
             }
@@ -236,9 +239,13 @@ impl KernelDataplane {
             Op::UnbindAddress(ip) => self.links.delete_address(self.interface_index, *ip),
             _ => Ok(()),
         };
-        outcome.map_err(|errno| Error::Kernel {
-            op: op.to_string(),
-            errno: Errno(errno),
+        // The kernel's answer is reported for the engine's operation.
+        outcome.map_err(|error| match error {
+            Error::Kernel { errno, .. } => Error::Kernel {
+                op: op.to_string(),
+                errno,
+            },
+            other => other,
         })
     }
 }
@@ -264,8 +271,8 @@ impl Dataplane for KernelDataplane {
             return Ok(false);
         }
         match &self.written_rules {
-            Some(old) => self.nftables.update_table(old, &rules)?,
-            None => self.nftables.replace_table(&rules)?,
+            Some(old) => update_table(&mut self.nftables, old, &rules)?,
+            None => replace_table(&mut self.nftables, &rules)?,
         }
         tracing::info!(
             table = %rules.table,
@@ -356,34 +363,31 @@ pub fn ipvs_operation(op: &Op) -> Option<IpvsOperation> {
 }
 
 fn conntrack_filter(filter: &ConntrackFilter) -> conntrack_gc::ConntrackFilter {
-    let protocol = |p: netlink_ipvs::Protocol| match p {
-        netlink_ipvs::Protocol::Tcp => conntrack_gc::Protocol::Tcp,
-        netlink_ipvs::Protocol::Udp => conntrack_gc::Protocol::Udp,
-        netlink_ipvs::Protocol::Sctp => conntrack_gc::Protocol::Sctp,
-    };
     match *filter {
         ConntrackFilter::ReplySource {
-            protocol: p,
+            protocol,
             address,
             port,
-        } => conntrack_gc::ConntrackFilter::endpoint(protocol(p), address, port),
+        } => conntrack_gc::ConntrackFilter::endpoint(protocol, address, port),
         ConntrackFilter::OriginalDestination {
-            protocol: p,
+            protocol,
             address,
             port,
-        } => conntrack_gc::ConntrackFilter::service_ip(protocol(p), address, port),
+        } => conntrack_gc::ConntrackFilter::service_ip(protocol, address, port),
     }
 }
 
+/// A kernel refusal becomes [`Error::Kernel`] (the engine reads its errno); anything else
+/// (socket, timeout, malformed reply) keeps netlink-ipvs' error as its source.
 fn ipvs_error(operation: &str, error: IpvsError) -> Error {
     match error.errno() {
         Some(errno) => Error::Kernel {
             op: operation.to_owned(),
             errno: Errno(errno),
         },
-        None => Error::Netlink {
+        None => Error::Ipvs {
             operation: operation.to_owned(),
-            source: io::Error::other(error.to_string()),
+            source: error,
         },
     }
 }

@@ -2,8 +2,9 @@
 //! over nfnetlink from our own process. No `nft` binary, no libnftnl, and no rule, chain or set
 //! of anyone else is used (incident I5); cleanup deletes this table and nothing else (I2).
 //!
-//! The encoder ([`encode_replace_table`]) is pure; [`NftablesHandle`] sends its bytes in one
-//! `sendmsg` and checks one ACK per message.
+//! This module decides what the table contains ([`replace_table_messages`],
+//! [`update_messages`]: pure); the wire (messages, batch encoding, the socket and its ACK) is
+//! the `netlink-nftables` crate's.
 //!
 //! # What the table contains
 //!
@@ -39,11 +40,6 @@
 //! The transaction is `NEWTABLE, DELTABLE, NEWTABLE, ...`: the table is replaced whole and
 //! atomically, so a packet sees either the old rules or the new ones, never a half-written table.
 
-mod attr;
-mod expr;
-mod handle;
-mod message;
-mod rule;
 mod ruleset;
 #[cfg(test)]
 mod tests;
@@ -51,8 +47,8 @@ mod tests;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-pub use handle::NftablesHandle;
-pub use message::NftMessage;
+use netlink_ipvs::Family;
+use netlink_nftables::{encode_batch, NftMessage, NftablesError, NftablesHandle};
 
 /// The default table name.
 pub const DEFAULT_TABLE: &str = "proxier";
@@ -108,7 +104,7 @@ impl PacketRules {
         self.cluster_cidrs
             .iter()
             .copied()
-            .filter(|(net, _)| Family::of(*net) == family)
+            .filter(|(net, _)| Family::of(net) == family)
             .collect()
     }
 }
@@ -141,51 +137,6 @@ pub struct LoadBalancerSourceRange {
     pub allowed: Vec<(IpAddr, u8)>,
 }
 
-/// IPv4 or IPv6, for the per-family parts of an inet table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    fn of(address: IpAddr) -> Family {
-        match address {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-
-    fn nfproto(self) -> u8 {
-        match self {
-            Family::V4 => attr::NFPROTO_IPV4,
-            Family::V6 => attr::NFPROTO_IPV6,
-        }
-    }
-
-    /// Address length in bytes.
-    fn len(self) -> u32 {
-        match self {
-            Family::V4 => 4,
-            Family::V6 => 16,
-        }
-    }
-
-    fn saddr_offset(self) -> u32 {
-        match self {
-            Family::V4 => 12,
-            Family::V6 => 8,
-        }
-    }
-
-    fn daddr_offset(self) -> u32 {
-        match self {
-            Family::V4 => 16,
-            Family::V6 => 24,
-        }
-    }
-}
-
 /// The messages of the transaction that replaces our table with `rules` (without the batch
 /// delimiters), each with a description for error reports.
 pub fn replace_table_messages(rules: &PacketRules) -> Vec<NftMessage> {
@@ -198,16 +149,28 @@ pub fn encode_replace_table(rules: &PacketRules, sequence: u32) -> Vec<u8> {
     encode_batch(&replace_table_messages(rules), sequence)
 }
 
-/// `messages` in one batch: `BATCH_BEGIN` has `sequence`, message `i` has `sequence + 1 + i`,
-/// `BATCH_END` follows.
-pub fn encode_batch(messages: &[NftMessage], sequence: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    message::emit_batch_begin(sequence, &mut out);
-    let mut next = sequence;
-    for m in messages {
-        next = next.wrapping_add(1);
-        m.emit(next, &mut out);
+/// The messages that turn a table written from `old` into one for `new` by adding and
+/// removing set elements only, or `None` when chains or rules differ (then the table is
+/// replaced whole).
+pub fn update_messages(old: &PacketRules, new: &PacketRules) -> Option<Vec<NftMessage>> {
+    ruleset::update_messages(old, new)
+}
+
+/// Replaces our table with `rules` in one transaction (one `sendmsg`). On failure nothing
+/// changed (the kernel aborts the whole batch) and the error names the refused message.
+pub fn replace_table(nft: &mut NftablesHandle, rules: &PacketRules) -> Result<(), NftablesError> {
+    nft.transaction(&replace_table_messages(rules))
+}
+
+/// Brings a table written from `old` in line with `new`: set elements added and removed in
+/// one transaction when only set contents differ, the whole table replaced otherwise.
+pub fn update_table(
+    nft: &mut NftablesHandle,
+    old: &PacketRules,
+    new: &PacketRules,
+) -> Result<(), NftablesError> {
+    match update_messages(old, new) {
+        Some(messages) => nft.transaction(&messages),
+        None => replace_table(nft, new),
     }
-    message::emit_batch_end(next.wrapping_add(1), &mut out);
-    out
 }

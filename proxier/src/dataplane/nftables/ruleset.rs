@@ -4,13 +4,13 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE};
+use netlink_ipvs::Family;
+use netlink_nftables::attr::{self, msg};
+use netlink_nftables::expr::{CmpOp, Verdict};
+use netlink_nftables::{address_bytes, NftMessage, Rule, SetKey, SetRef};
+use netlink_packet_core::NLM_F_CREATE;
 
-use super::attr::{self, msg, Attr, NFPROTO_INET};
-use super::expr::{CmpOp, Verdict};
-use super::message::NftMessage;
-use super::rule::Rule;
-use super::{Family, PacketRules};
+use super::PacketRules;
 
 /// Chain names: one per hook we use, plus one regular chain per LoadBalancer with source ranges.
 pub(super) const PREROUTING: &str = "prerouting";
@@ -25,10 +25,6 @@ const TYPE_IP6ADDR: u32 = 8;
 const TYPE_INET_PROTOCOL: u32 = 12;
 const TYPE_INET_SERVICE: u32 = 13;
 const TYPE_BITS: u32 = 6;
-
-/// Elements per `NEWSETELEM` message: the element list is one attribute and an attribute's
-/// length is 16 bits (an IPv6 element takes 28 bytes, so 1024 of them stay under 64 KiB).
-pub(super) const ELEMENTS_PER_MESSAGE: usize = 1024;
 
 /// The sets of our table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +71,16 @@ impl SetName {
         }
     }
 
-    fn key_type_and_len(self) -> (u32, u32) {
-        match self {
+    /// The set as rules and element lists name it.
+    pub(super) fn set_ref(self) -> SetRef<'static> {
+        SetRef {
+            name: self.name(),
+            id: self.id(),
+        }
+    }
+
+    fn key(self) -> SetKey {
+        let (data_type, len) = match self {
             SetName::ServiceIps(Family::V4) | SetName::NodeIps(Family::V4) => (TYPE_IPADDR, 4),
             SetName::ServiceIps(Family::V6) | SetName::NodeIps(Family::V6) => (TYPE_IP6ADDR, 16),
             // inet_proto . inet_service: each field padded to a 4-byte register.
@@ -84,7 +88,8 @@ impl SetName {
             // saddr . daddr of the same endpoint.
             SetName::Hairpin(Family::V4) => ((TYPE_IPADDR << TYPE_BITS) | TYPE_IPADDR, 8),
             SetName::Hairpin(Family::V6) => ((TYPE_IP6ADDR << TYPE_BITS) | TYPE_IP6ADDR, 32),
-        }
+        };
+        SetKey { data_type, len }
     }
 }
 
@@ -94,45 +99,16 @@ pub(super) fn replace_table_messages(rules: &PacketRules) -> Vec<NftMessage> {
     let mut out = vec![
         // Create-if-missing, delete, create: the delete cannot fail, and the kernel applies the
         // three (and all that follows) in one generation.
-        table_message(msg::NEWTABLE, table, NLM_F_CREATE, "create"),
-        table_message(msg::DELTABLE, table, 0, "delete"),
-        table_message(msg::NEWTABLE, table, NLM_F_CREATE, "create"),
+        NftMessage::table(msg::NEWTABLE, table, NLM_F_CREATE, "create"),
+        NftMessage::table(msg::DELTABLE, table, 0, "delete"),
+        NftMessage::table(msg::NEWTABLE, table, NLM_F_CREATE, "create"),
     ];
     for set in SetName::ALL {
-        out.push(new_set(table, set));
+        out.push(NftMessage::new_set(table, set.set_ref(), set.key()));
     }
     push_elements(&mut out, table, rules);
     push_chains(&mut out, rules);
     out
-}
-
-/// `NFT_MSG_NEWTABLE` / `DELTABLE` / `GETTABLE` for `inet NAME`.
-pub(super) fn table_message(kind: u8, table: &str, flags: u16, verb: &str) -> NftMessage {
-    NftMessage {
-        kind,
-        flags,
-        family: NFPROTO_INET,
-        attrs: vec![Attr::Str(attr::NFTA_TABLE_NAME, table.to_owned())],
-        description: format!("{verb} table inet {table}"),
-    }
-}
-
-fn new_set(table: &str, set: SetName) -> NftMessage {
-    let (key_type, key_len) = set.key_type_and_len();
-    NftMessage {
-        kind: msg::NEWSET,
-        flags: NLM_F_CREATE,
-        family: NFPROTO_INET,
-        attrs: vec![
-            Attr::Str(attr::NFTA_SET_TABLE, table.to_owned()),
-            Attr::Str(attr::NFTA_SET_NAME, set.name().to_owned()),
-            Attr::U32(attr::NFTA_SET_FLAGS, 0),
-            Attr::U32(attr::NFTA_SET_KEY_TYPE, key_type),
-            Attr::U32(attr::NFTA_SET_KEY_LEN, key_len),
-            Attr::U32(attr::NFTA_SET_ID, set.id()),
-        ],
-        description: format!("add set inet {table} {}", set.name()),
-    }
 }
 
 /// Every set of the table with its element keys.
@@ -141,7 +117,7 @@ fn set_keys(rules: &PacketRules) -> Vec<(SetName, BTreeSet<Vec<u8>>)> {
     for family in [Family::V4, Family::V6] {
         let keys = |ips: &BTreeSet<IpAddr>| -> BTreeSet<Vec<u8>> {
             ips.iter()
-                .filter(|ip| Family::of(**ip) == family)
+                .filter(|ip| Family::of(ip) == family)
                 .map(|ip| address_bytes(*ip))
                 .collect()
         };
@@ -157,7 +133,7 @@ fn set_keys(rules: &PacketRules) -> Vec<(SetName, BTreeSet<Vec<u8>>)> {
         .node_ports
         .iter()
         .map(|(protocol, port)| {
-            let mut key = vec![protocol_number(*protocol), 0, 0, 0];
+            let mut key = vec![protocol.number(), 0, 0, 0];
             key.extend_from_slice(&port.to_be_bytes());
             key.extend_from_slice(&[0, 0]);
             key
@@ -170,7 +146,13 @@ fn set_keys(rules: &PacketRules) -> Vec<(SetName, BTreeSet<Vec<u8>>)> {
 fn push_elements(out: &mut Vec<NftMessage>, table: &str, rules: &PacketRules) {
     for (set, keys) in set_keys(rules) {
         let keys: Vec<Vec<u8>> = keys.into_iter().collect();
-        push_set_elements(out, table, set, msg::NEWSETELEM, &keys, true);
+        out.extend(NftMessage::set_elements(
+            table,
+            set.set_ref(),
+            msg::NEWSETELEM,
+            &keys,
+            true,
+        ));
     }
 }
 
@@ -193,132 +175,43 @@ pub(super) fn update_messages(old: &PacketRules, new: &PacketRules) -> Option<Ve
     for ((set, old_keys), (_, new_keys)) in set_keys(old).into_iter().zip(set_keys(new)) {
         let removed: Vec<Vec<u8>> = old_keys.difference(&new_keys).cloned().collect();
         let added: Vec<Vec<u8>> = new_keys.difference(&old_keys).cloned().collect();
-        push_set_elements(&mut out, table, set, msg::DELSETELEM, &removed, false);
-        push_set_elements(&mut out, table, set, msg::NEWSETELEM, &added, false);
+        out.extend(NftMessage::set_elements(
+            table,
+            set.set_ref(),
+            msg::DELSETELEM,
+            &removed,
+            false,
+        ));
+        out.extend(NftMessage::set_elements(
+            table,
+            set.set_ref(),
+            msg::NEWSETELEM,
+            &added,
+            false,
+        ));
     }
     Some(out)
-}
-
-/// Adds or deletes (`kind`) `keys` of `set`; `new_set` names the set by its transaction id too
-/// (it is created in the same transaction).
-fn push_set_elements(
-    out: &mut Vec<NftMessage>,
-    table: &str,
-    set: SetName,
-    kind: u8,
-    keys: &[Vec<u8>],
-    new_set: bool,
-) {
-    let verb = if kind == msg::DELSETELEM {
-        "delete"
-    } else {
-        "add"
-    };
-    for chunk in keys.chunks(ELEMENTS_PER_MESSAGE) {
-        let elements = chunk
-            .iter()
-            .map(|key| {
-                Attr::Nested(
-                    attr::NFTA_LIST_ELEM,
-                    vec![Attr::data(attr::NFTA_SET_ELEM_KEY, key.clone())],
-                )
-            })
-            .collect();
-        let mut attrs = vec![
-            Attr::Str(attr::NFTA_SET_ELEM_LIST_TABLE, table.to_owned()),
-            Attr::Str(attr::NFTA_SET_ELEM_LIST_SET, set.name().to_owned()),
-        ];
-        if new_set {
-            attrs.push(Attr::U32(attr::NFTA_SET_ELEM_LIST_SET_ID, set.id()));
-        }
-        attrs.push(Attr::Nested(attr::NFTA_SET_ELEM_LIST_ELEMENTS, elements));
-        out.push(NftMessage {
-            kind,
-            flags: if kind == msg::NEWSETELEM {
-                NLM_F_CREATE
-            } else {
-                0
-            },
-            family: NFPROTO_INET,
-            attrs,
-            description: format!(
-                "{verb} {} elements of set inet {table} {}",
-                chunk.len(),
-                set.name()
-            ),
-        });
-    }
-}
-
-/// A base chain: `type TYPE hook HOOK priority PRIORITY; policy accept;`.
-fn base_chain(table: &str, name: &str, chain_type: &str, hook: u32, priority: i32) -> NftMessage {
-    NftMessage {
-        kind: msg::NEWCHAIN,
-        flags: NLM_F_CREATE,
-        family: NFPROTO_INET,
-        attrs: vec![
-            Attr::Str(attr::NFTA_CHAIN_TABLE, table.to_owned()),
-            Attr::Str(attr::NFTA_CHAIN_NAME, name.to_owned()),
-            Attr::Nested(
-                attr::NFTA_CHAIN_HOOK,
-                vec![
-                    Attr::U32(attr::NFTA_HOOK_HOOKNUM, hook),
-                    Attr::i32(attr::NFTA_HOOK_PRIORITY, priority),
-                ],
-            ),
-            Attr::i32(attr::NFTA_CHAIN_POLICY, attr::NF_ACCEPT),
-            Attr::Str(attr::NFTA_CHAIN_TYPE, chain_type.to_owned()),
-        ],
-        description: format!("add chain inet {table} {name} (type {chain_type})"),
-    }
-}
-
-fn regular_chain(table: &str, name: &str) -> NftMessage {
-    NftMessage {
-        kind: msg::NEWCHAIN,
-        flags: NLM_F_CREATE,
-        family: NFPROTO_INET,
-        attrs: vec![
-            Attr::Str(attr::NFTA_CHAIN_TABLE, table.to_owned()),
-            Attr::Str(attr::NFTA_CHAIN_NAME, name.to_owned()),
-        ],
-        description: format!("add chain inet {table} {name}"),
-    }
-}
-
-fn rule_message(table: &str, chain: &str, what: &str, rule: Rule) -> NftMessage {
-    NftMessage {
-        kind: msg::NEWRULE,
-        flags: NLM_F_CREATE | NLM_F_APPEND,
-        family: NFPROTO_INET,
-        attrs: vec![
-            Attr::Str(attr::NFTA_RULE_TABLE, table.to_owned()),
-            Attr::Str(attr::NFTA_RULE_CHAIN, chain.to_owned()),
-            Attr::Nested(attr::NFTA_RULE_EXPRESSIONS, rule.exprs),
-        ],
-        description: format!("add rule inet {table} {chain}: {what}"),
-    }
 }
 
 /// The chains and their rules. See the module documentation of `nftables` for the policy.
 fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
     let table = rules.table.as_str();
     let masq = rules.masquerade_mark;
-    out.push(base_chain(
+    out.push(NftMessage::base_chain(
         table,
         PREROUTING,
         "filter",
         attr::NF_INET_PRE_ROUTING,
         attr::PRIORITY_MANGLE,
     ));
-    out.push(base_chain(
+    out.push(NftMessage::base_chain(
         table,
         OUTPUT,
         "route",
         attr::NF_INET_LOCAL_OUT,
         attr::PRIORITY_MANGLE,
     ));
-    out.push(base_chain(
+    out.push(NftMessage::base_chain(
         table,
         POSTROUTING,
         "nat",
@@ -329,12 +222,12 @@ fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
     // 1. LoadBalancer source ranges: traffic to LB IP:port from outside the ranges is dropped.
     let mut index = 0;
     for range in &rules.load_balancer_source_ranges {
-        let family = Family::of(range.address);
+        let family = Family::of(&range.address);
         let allowed: Vec<(IpAddr, u8)> = range
             .allowed
             .iter()
             .copied()
-            .filter(|(net, _)| Family::of(*net) == family)
+            .filter(|(net, _)| Family::of(net) == family)
             .collect();
         if allowed.is_empty() {
             // Nothing allowed of this family: Kubernetes reads an empty list as "no filter".
@@ -342,29 +235,34 @@ fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
         }
         let chain = format!("{SOURCE_RANGES_PREFIX}{index}");
         index += 1;
-        out.push(regular_chain(table, &chain));
+        out.push(NftMessage::regular_chain(table, &chain));
         for net in &allowed {
             let rule = Rule::default()
                 .nfproto(family)
                 .saddr_prefix(CmpOp::Eq, *net)
                 .verdict(Verdict::Return);
-            out.push(rule_message(table, &chain, "allowed source range", rule));
+            out.push(NftMessage::rule(
+                table,
+                &chain,
+                "allowed source range",
+                rule,
+            ));
         }
         let drop = Rule::default().verdict(Verdict::Drop);
-        out.push(rule_message(table, &chain, "drop other sources", drop));
+        out.push(NftMessage::rule(table, &chain, "drop other sources", drop));
         let jump = Rule::default()
             .nfproto(family)
             .daddr(range.address)
             .l4_port(range.protocol, range.port)
             .verdict(Verdict::Jump(chain.clone()));
         let what = format!("LoadBalancer {} source ranges", range.address);
-        out.push(rule_message(table, PREROUTING, &what, jump));
+        out.push(NftMessage::rule(table, PREROUTING, &what, jump));
     }
 
     // 2. ETP=Local: external traffic gets the fwmark of the local-only virtual server and is
     //    accepted here, so it never gets the masquerade bit (the client address is kept).
     for mark in &rules.external_local {
-        let family = Family::of(mark.address);
+        let family = Family::of(&mark.address);
         let mut rule = Rule::default().not_from_loopback().nfproto(family);
         for net in rules.cluster_cidrs_of(family) {
             rule = rule.saddr_prefix(CmpOp::Neq, net);
@@ -375,17 +273,17 @@ fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
             .mark_set(mark.mark)
             .verdict(Verdict::Accept);
         let what = format!("externalTrafficPolicy=Local mark {:#x}", mark.mark);
-        out.push(rule_message(table, PREROUTING, &what, rule));
+        out.push(NftMessage::rule(table, PREROUTING, &what, rule));
     }
 
     // 3. Masquerade requests.
     for family in [Family::V4, Family::V6] {
         let node_ports = Rule::default()
             .nfproto(family)
-            .daddr_in(family, SetName::NodeIps(family))
-            .l4_port_in_node_ports()
+            .daddr_in(family, SetName::NodeIps(family).set_ref())
+            .l4_port_in(SetName::NodePorts.set_ref())
             .mark_or(masq);
-        out.push(rule_message(
+        out.push(NftMessage::rule(
             table,
             PREROUTING,
             "masquerade NodePorts",
@@ -401,24 +299,29 @@ fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
                 }
             }
             let rule = rule
-                .daddr_in(family, SetName::ServiceIps(family))
+                .daddr_in(family, SetName::ServiceIps(family).set_ref())
                 .mark_or(masq);
             let what = "masquerade service IPs from outside the cluster";
-            out.push(rule_message(table, PREROUTING, what, rule));
+            out.push(NftMessage::rule(table, PREROUTING, what, rule));
         }
 
         // The node's own traffic to services and NodePorts is always masqueraded.
         let local = Rule::default()
             .nfproto(family)
-            .daddr_in(family, SetName::ServiceIps(family))
+            .daddr_in(family, SetName::ServiceIps(family).set_ref())
             .mark_or(masq);
-        out.push(rule_message(table, OUTPUT, "masquerade service IPs", local));
+        out.push(NftMessage::rule(
+            table,
+            OUTPUT,
+            "masquerade service IPs",
+            local,
+        ));
         let local_node_ports = Rule::default()
             .nfproto(family)
-            .daddr_in(family, SetName::NodeIps(family))
-            .l4_port_in_node_ports()
+            .daddr_in(family, SetName::NodeIps(family).set_ref())
+            .l4_port_in(SetName::NodePorts.set_ref())
             .mark_or(masq);
-        out.push(rule_message(
+        out.push(NftMessage::rule(
             table,
             OUTPUT,
             "masquerade NodePorts",
@@ -431,9 +334,14 @@ fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
     for family in [Family::V4, Family::V6] {
         let rule = Rule::default()
             .nfproto(family)
-            .saddr_daddr_in(family, SetName::Hairpin(family))
+            .saddr_daddr_in(family, SetName::Hairpin(family).set_ref())
             .masquerade_fully_random();
-        out.push(rule_message(table, POSTROUTING, "masquerade hairpin", rule));
+        out.push(NftMessage::rule(
+            table,
+            POSTROUTING,
+            "masquerade hairpin",
+            rule,
+        ));
     }
 
     // 5. Masquerade what asked for it, clearing the bit (as kube-proxy does).
@@ -441,34 +349,10 @@ fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
         .mark_has(masq)
         .mark_xor(masq)
         .masquerade_fully_random();
-    out.push(rule_message(table, POSTROUTING, "masquerade", masquerade));
-}
-
-/// The network address (host bits cleared) and the mask of `net/prefix`; a prefix longer than
-/// the address is clamped.
-pub(super) fn network_and_mask(net: IpAddr, prefix: u8) -> (Vec<u8>, Vec<u8>) {
-    let bytes = address_bytes(net);
-    let bits = (bytes.len() * 8) as u32;
-    let prefix = u32::from(prefix).min(bits);
-    let mask: Vec<u8> = (0..bytes.len() as u32)
-        .map(|i| {
-            let covered = prefix.saturating_sub(i * 8).min(8);
-            // covered is 0..=8: shifting a u16 keeps 8 a valid shift.
-            (0xff00u16 >> covered) as u8
-        })
-        .collect();
-    let network = bytes.iter().zip(&mask).map(|(b, m)| b & m).collect();
-    (network, mask)
-}
-
-pub(super) fn address_bytes(address: IpAddr) -> Vec<u8> {
-    match address {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
-
-pub(super) fn protocol_number(protocol: netlink_ipvs::Protocol) -> u8 {
-    // TCP 6, UDP 17, SCTP 132: all fit in the one byte of `meta l4proto`.
-    protocol.number() as u8
+    out.push(NftMessage::rule(
+        table,
+        POSTROUTING,
+        "masquerade",
+        masquerade,
+    ));
 }

@@ -1,37 +1,39 @@
-//! nfnetlink framing: `struct nlmsghdr`, `struct nfgenmsg` and the batch delimiters.
+//! nfnetlink framing: `struct nlmsghdr`, `struct nfgenmsg`, the batch delimiters, and the
+//! encoder of one transaction.
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST};
 
-use super::attr::{
-    Attr, NFNETLINK_V0, NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES,
-};
+use crate::attr::{NFNETLINK_V0, NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES};
+use crate::message::NftMessage;
 
-/// One nf_tables request: a message type, its flags and attributes, and a description used
-/// when the kernel refuses it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NftMessage {
-    /// `NFT_MSG_*`.
-    pub(super) kind: u8,
-    /// Flags besides `NLM_F_REQUEST | NLM_F_ACK` (`NLM_F_CREATE`, `NLM_F_APPEND`).
-    pub(super) flags: u16,
-    /// `nfgenmsg.nfgen_family`.
-    pub(super) family: u8,
-    /// The attributes, in order.
-    pub(super) attrs: Vec<Attr>,
-    /// What the message does, e.g. `add rule inet proxier postrouting #0`.
-    pub description: String,
+/// `messages` in one batch (one transaction): `BATCH_BEGIN` has `sequence`, message `i` has
+/// `sequence + 1 + i`, `BATCH_END` follows. Only the last message asks for an ACK: nfnetlink
+/// reports every refused message whether or not it asked (`nfnetlink_rcv_batch`: `if
+/// (nlh->nlmsg_flags & NLM_F_ACK || err) nfnl_err_add(...)`, and it keeps processing after an
+/// error), so a transaction of any size costs one ACK, and the receive buffer holds only the
+/// refusals.
+pub fn encode_batch(messages: &[NftMessage], sequence: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    emit_batch_begin(sequence, &mut out);
+    let mut next = sequence;
+    for (i, m) in messages.iter().enumerate() {
+        next = next.wrapping_add(1);
+        m.emit(next, i + 1 == messages.len(), &mut out);
+    }
+    emit_batch_end(next.wrapping_add(1), &mut out);
+    out
 }
 
 impl NftMessage {
-    /// Appends the message with `sequence` to `out`. Every message asks for an ACK, so each
-    /// gets its own answer.
-    pub(super) fn emit(&self, sequence: u32, out: &mut Vec<u8>) {
+    /// Appends the message with `sequence` to `out`; `ack` adds `NLM_F_ACK`.
+    pub fn emit(&self, sequence: u32, ack: bool, out: &mut Vec<u8>) {
         let message_type = (NFNL_SUBSYS_NFTABLES << 8) | u16::from(self.kind);
+        let ack = if ack { NLM_F_ACK } else { 0 };
         let start = out.len();
         emit_header(
             out,
             message_type,
-            NLM_F_REQUEST | NLM_F_ACK | self.flags,
+            NLM_F_REQUEST | ack | self.flags,
             sequence,
             self.family,
             0,
@@ -44,7 +46,7 @@ impl NftMessage {
 }
 
 /// `NFNL_MSG_BATCH_BEGIN` for the nf_tables subsystem (`res_id` names the subsystem).
-pub(super) fn emit_batch_begin(sequence: u32, out: &mut Vec<u8>) {
+pub fn emit_batch_begin(sequence: u32, out: &mut Vec<u8>) {
     let start = out.len();
     emit_header(
         out,
@@ -58,7 +60,7 @@ pub(super) fn emit_batch_begin(sequence: u32, out: &mut Vec<u8>) {
 }
 
 /// `NFNL_MSG_BATCH_END`: the kernel commits the transaction when it reads it.
-pub(super) fn emit_batch_end(sequence: u32, out: &mut Vec<u8>) {
+pub fn emit_batch_end(sequence: u32, out: &mut Vec<u8>) {
     let start = out.len();
     emit_header(
         out,

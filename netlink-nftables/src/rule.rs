@@ -2,37 +2,48 @@
 
 use std::net::IpAddr;
 
-use super::attr::{Attr, NFT_REG32_00, NFT_REG32_01, NFT_REG32_04, NFT_REG_1};
-use super::expr::{self, CmpOp, MetaKey, PayloadBase, Verdict};
-use super::ruleset::{address_bytes, network_and_mask, protocol_number, SetName};
-use super::Family;
+use netlink_base::{Family, Protocol};
+
+use crate::attr::{Attr, NFT_REG32_00, NFT_REG32_01, NFT_REG32_04, NFT_REG_1};
+use crate::expr::{self, CmpOp, MetaKey, PayloadBase, Verdict};
+
+/// A set as rules and element lists name it: by name, and by the id that names it inside the
+/// transaction that creates it (`NFTA_SET_ID`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetRef<'a> {
+    /// The set's name.
+    pub name: &'a str,
+    /// Its transaction id.
+    pub id: u32,
+}
 
 /// `ifindex` of `lo` in every network namespace (`LOOPBACK_IFINDEX`).
 const LOOPBACK_IFINDEX: u32 = 1;
 
 /// One rule under construction: expressions in evaluation order.
 #[derive(Debug, Default)]
-pub(super) struct Rule {
-    pub(super) exprs: Vec<Attr>,
+pub struct Rule {
+    /// The expressions (`NFTA_LIST_ELEM`s of `NFTA_RULE_EXPRESSIONS`).
+    pub exprs: Vec<Attr>,
 }
 
 impl Rule {
     /// `meta nfproto ipv4|ipv6`: the dependency of every address match in an inet table.
-    pub(super) fn nfproto(mut self, family: Family) -> Self {
+    pub fn nfproto(mut self, family: Family) -> Self {
         self.exprs
             .push(expr::meta_load(MetaKey::NfProto, NFT_REG_1));
         self.exprs
-            .push(expr::cmp(CmpOp::Eq, NFT_REG_1, vec![family.nfproto()]));
+            .push(expr::cmp(CmpOp::Eq, NFT_REG_1, vec![family.number()]));
         self
     }
 
     /// `ip saddr (!= | ==) NET/PREFIX`.
-    pub(super) fn saddr_prefix(mut self, op: CmpOp, (net, prefix): (IpAddr, u8)) -> Self {
-        let family = Family::of(net);
+    pub fn saddr_prefix(mut self, op: CmpOp, (net, prefix): (IpAddr, u8)) -> Self {
+        let family = Family::of(&net);
         self.exprs.push(expr::payload(
             PayloadBase::Network,
-            family.saddr_offset(),
-            family.len(),
+            saddr_offset(family),
+            family.address_len() as u32,
             NFT_REG_1,
         ));
         let (network, mask) = network_and_mask(net, prefix);
@@ -46,12 +57,12 @@ impl Rule {
     }
 
     /// `ip daddr ADDRESS`.
-    pub(super) fn daddr(mut self, address: IpAddr) -> Self {
-        let family = Family::of(address);
+    pub fn daddr(mut self, address: IpAddr) -> Self {
+        let family = Family::of(&address);
         self.exprs.push(expr::payload(
             PayloadBase::Network,
-            family.daddr_offset(),
-            family.len(),
+            daddr_offset(family),
+            family.address_len() as u32,
             NFT_REG_1,
         ));
         self.exprs
@@ -60,50 +71,46 @@ impl Rule {
     }
 
     /// `ip daddr @SET`.
-    pub(super) fn daddr_in(mut self, family: Family, set: SetName) -> Self {
+    pub fn daddr_in(mut self, family: Family, set: SetRef<'_>) -> Self {
         self.exprs.push(expr::payload(
             PayloadBase::Network,
-            family.daddr_offset(),
-            family.len(),
+            daddr_offset(family),
+            family.address_len() as u32,
             NFT_REG_1,
         ));
-        self.exprs
-            .push(expr::lookup(set.name(), set.id(), NFT_REG_1));
+        self.exprs.push(expr::lookup(set.name, set.id, NFT_REG_1));
         self
     }
 
     /// `ip saddr . ip daddr @SET`.
-    pub(super) fn saddr_daddr_in(mut self, family: Family, set: SetName) -> Self {
+    pub fn saddr_daddr_in(mut self, family: Family, set: SetRef<'_>) -> Self {
         let daddr_register = match family {
             Family::V4 => NFT_REG32_01,
             Family::V6 => NFT_REG32_04,
         };
         self.exprs.push(expr::payload(
             PayloadBase::Network,
-            family.saddr_offset(),
-            family.len(),
+            saddr_offset(family),
+            family.address_len() as u32,
             NFT_REG32_00,
         ));
         self.exprs.push(expr::payload(
             PayloadBase::Network,
-            family.daddr_offset(),
-            family.len(),
+            daddr_offset(family),
+            family.address_len() as u32,
             daddr_register,
         ));
         self.exprs
-            .push(expr::lookup(set.name(), set.id(), NFT_REG32_00));
+            .push(expr::lookup(set.name, set.id, NFT_REG32_00));
         self
     }
 
     /// `meta l4proto PROTO th dport PORT`.
-    pub(super) fn l4_port(mut self, protocol: netlink_ipvs::Protocol, port: u16) -> Self {
+    pub fn l4_port(mut self, protocol: Protocol, port: u16) -> Self {
         self.exprs
             .push(expr::meta_load(MetaKey::L4Proto, NFT_REG_1));
-        self.exprs.push(expr::cmp(
-            CmpOp::Eq,
-            NFT_REG_1,
-            vec![protocol_number(protocol)],
-        ));
+        self.exprs
+            .push(expr::cmp(CmpOp::Eq, NFT_REG_1, vec![protocol.number()]));
         self.exprs
             .push(expr::payload(PayloadBase::Transport, 2, 2, NFT_REG_1));
         self.exprs
@@ -111,20 +118,19 @@ impl Rule {
         self
     }
 
-    /// `meta l4proto . th dport @node-ports`.
-    pub(super) fn l4_port_in_node_ports(mut self) -> Self {
+    /// `meta l4proto . th dport @SET`.
+    pub fn l4_port_in(mut self, set: SetRef<'_>) -> Self {
         self.exprs
             .push(expr::meta_load(MetaKey::L4Proto, NFT_REG32_00));
         self.exprs
             .push(expr::payload(PayloadBase::Transport, 2, 2, NFT_REG32_01));
-        let set = SetName::NodePorts;
         self.exprs
-            .push(expr::lookup(set.name(), set.id(), NFT_REG32_00));
+            .push(expr::lookup(set.name, set.id, NFT_REG32_00));
         self
     }
 
     /// `iif != "lo"`: not generated by the node itself (local traffic re-enters through lo).
-    pub(super) fn not_from_loopback(mut self) -> Self {
+    pub fn not_from_loopback(mut self) -> Self {
         self.exprs.push(expr::meta_load(MetaKey::Iif, NFT_REG_1));
         self.exprs.push(expr::cmp(
             CmpOp::Neq,
@@ -135,12 +141,12 @@ impl Rule {
     }
 
     /// `meta mark set meta mark | BITS`. Marks are host byte order in registers.
-    pub(super) fn mark_or(self, bits: u32) -> Self {
+    pub fn mark_or(self, bits: u32) -> Self {
         self.mark_rewrite(!bits, bits)
     }
 
     /// `meta mark set meta mark ^ BITS`.
-    pub(super) fn mark_xor(self, bits: u32) -> Self {
+    pub fn mark_xor(self, bits: u32) -> Self {
         self.mark_rewrite(u32::MAX, bits)
     }
 
@@ -159,7 +165,7 @@ impl Rule {
     }
 
     /// `meta mark set MARK`.
-    pub(super) fn mark_set(mut self, mark: u32) -> Self {
+    pub fn mark_set(mut self, mark: u32) -> Self {
         self.exprs.push(expr::immediate_value(
             NFT_REG_1,
             mark.to_ne_bytes().to_vec(),
@@ -169,7 +175,7 @@ impl Rule {
     }
 
     /// `meta mark & BITS == BITS`.
-    pub(super) fn mark_has(mut self, bits: u32) -> Self {
+    pub fn mark_has(mut self, bits: u32) -> Self {
         self.exprs.push(expr::meta_load(MetaKey::Mark, NFT_REG_1));
         self.exprs.push(expr::bitwise(
             NFT_REG_1,
@@ -182,14 +188,57 @@ impl Rule {
         self
     }
 
-    pub(super) fn masquerade_fully_random(mut self) -> Self {
+    /// `masquerade fully-random`.
+    pub fn masquerade_fully_random(mut self) -> Self {
         self.exprs
             .push(expr::masquerade(expr::NF_NAT_RANGE_PROTO_RANDOM_FULLY));
         self
     }
 
-    pub(super) fn verdict(mut self, verdict: Verdict) -> Self {
+    /// The rule's verdict.
+    pub fn verdict(mut self, verdict: Verdict) -> Self {
         self.exprs.push(expr::verdict(&verdict));
         self
+    }
+}
+
+/// Offset of the source address in the IPv4 or IPv6 header.
+fn saddr_offset(family: Family) -> u32 {
+    match family {
+        Family::V4 => 12,
+        Family::V6 => 8,
+    }
+}
+
+/// Offset of the destination address in the IPv4 or IPv6 header.
+fn daddr_offset(family: Family) -> u32 {
+    match family {
+        Family::V4 => 16,
+        Family::V6 => 24,
+    }
+}
+
+/// The network address (host bits cleared) and the mask of `net/prefix`; a prefix longer than
+/// the address is clamped.
+pub fn network_and_mask(net: IpAddr, prefix: u8) -> (Vec<u8>, Vec<u8>) {
+    let bytes = address_bytes(net);
+    let bits = (bytes.len() * 8) as u32;
+    let prefix = u32::from(prefix).min(bits);
+    let mask: Vec<u8> = (0..bytes.len() as u32)
+        .map(|i| {
+            let covered = prefix.saturating_sub(i * 8).min(8);
+            // covered is 0..=8: shifting a u16 keeps 8 a valid shift.
+            (0xff00u16 >> covered) as u8
+        })
+        .collect();
+    let network = bytes.iter().zip(&mask).map(|(b, m)| b & m).collect();
+    (network, mask)
+}
+
+/// The address as register bytes (network order: 4 or 16 bytes).
+pub fn address_bytes(address: IpAddr) -> Vec<u8> {
+    match address {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
     }
 }

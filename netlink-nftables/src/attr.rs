@@ -3,27 +3,31 @@
 //! Numbers are from `include/uapi/linux/netfilter/nf_tables.h`, `nfnetlink.h` and
 //! `linux/netfilter.h`. Every `u32` attribute of nf_tables is big-endian on the wire
 //! (`nla_put_be32`); data values (`NFTA_DATA_VALUE`) are raw register bytes.
+#![allow(
+    missing_docs,
+    reason = "kernel numbers, named and grouped as in the uapi headers"
+)]
 
 use netlink_packet_core::{Emitable, Nla, NLA_F_NESTED};
 
 /// `NFNL_SUBSYS_NFTABLES`: the high byte of every nf_tables message type.
-pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// `NFNL_MSG_BATCH_BEGIN` (= `NLMSG_MIN_TYPE`).
-pub(super) const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+pub const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 /// `NFNL_MSG_BATCH_END`.
-pub(super) const NFNL_MSG_BATCH_END: u16 = 0x11;
+pub const NFNL_MSG_BATCH_END: u16 = 0x11;
 /// `NFNETLINK_V0`.
-pub(super) const NFNETLINK_V0: u8 = 0;
+pub const NFNETLINK_V0: u8 = 0;
 
 /// `NFPROTO_INET`: one table for IPv4 and IPv6.
-pub(super) const NFPROTO_INET: u8 = 1;
+pub const NFPROTO_INET: u8 = 1;
 /// `NFPROTO_IPV4`, the value of `meta nfproto` for IPv4 packets.
-pub(super) const NFPROTO_IPV4: u8 = 2;
+pub const NFPROTO_IPV4: u8 = 2;
 /// `NFPROTO_IPV6`.
-pub(super) const NFPROTO_IPV6: u8 = 10;
+pub const NFPROTO_IPV6: u8 = 10;
 
 /// `enum nf_tables_msg_types`.
-pub(super) mod msg {
+pub mod msg {
     pub const NEWTABLE: u8 = 0;
     pub const GETTABLE: u8 = 1;
     pub const DELTABLE: u8 = 2;
@@ -35,73 +39,73 @@ pub(super) mod msg {
 }
 
 /// `enum nft_table_attributes`.
-pub(super) const NFTA_TABLE_NAME: u16 = 1;
+pub const NFTA_TABLE_NAME: u16 = 1;
 /// `enum nft_chain_attributes`.
-pub(super) const NFTA_CHAIN_TABLE: u16 = 1;
-pub(super) const NFTA_CHAIN_NAME: u16 = 3;
-pub(super) const NFTA_CHAIN_HOOK: u16 = 4;
-pub(super) const NFTA_CHAIN_POLICY: u16 = 5;
-pub(super) const NFTA_CHAIN_TYPE: u16 = 7;
+pub const NFTA_CHAIN_TABLE: u16 = 1;
+pub const NFTA_CHAIN_NAME: u16 = 3;
+pub const NFTA_CHAIN_HOOK: u16 = 4;
+pub const NFTA_CHAIN_POLICY: u16 = 5;
+pub const NFTA_CHAIN_TYPE: u16 = 7;
 /// `enum nft_hook_attributes`.
-pub(super) const NFTA_HOOK_HOOKNUM: u16 = 1;
-pub(super) const NFTA_HOOK_PRIORITY: u16 = 2;
+pub const NFTA_HOOK_HOOKNUM: u16 = 1;
+pub const NFTA_HOOK_PRIORITY: u16 = 2;
 /// `enum nft_rule_attributes`.
-pub(super) const NFTA_RULE_TABLE: u16 = 1;
-pub(super) const NFTA_RULE_CHAIN: u16 = 2;
-pub(super) const NFTA_RULE_EXPRESSIONS: u16 = 4;
+pub const NFTA_RULE_TABLE: u16 = 1;
+pub const NFTA_RULE_CHAIN: u16 = 2;
+pub const NFTA_RULE_EXPRESSIONS: u16 = 4;
 /// `enum nft_list_attributes`.
-pub(super) const NFTA_LIST_ELEM: u16 = 1;
+pub const NFTA_LIST_ELEM: u16 = 1;
 /// `enum nft_expr_attributes`.
-pub(super) const NFTA_EXPR_NAME: u16 = 1;
-pub(super) const NFTA_EXPR_DATA: u16 = 2;
+pub const NFTA_EXPR_NAME: u16 = 1;
+pub const NFTA_EXPR_DATA: u16 = 2;
 /// `enum nft_set_attributes`.
-pub(super) const NFTA_SET_TABLE: u16 = 1;
-pub(super) const NFTA_SET_NAME: u16 = 2;
-pub(super) const NFTA_SET_FLAGS: u16 = 3;
-pub(super) const NFTA_SET_KEY_TYPE: u16 = 4;
-pub(super) const NFTA_SET_KEY_LEN: u16 = 5;
-pub(super) const NFTA_SET_ID: u16 = 10;
+pub const NFTA_SET_TABLE: u16 = 1;
+pub const NFTA_SET_NAME: u16 = 2;
+pub const NFTA_SET_FLAGS: u16 = 3;
+pub const NFTA_SET_KEY_TYPE: u16 = 4;
+pub const NFTA_SET_KEY_LEN: u16 = 5;
+pub const NFTA_SET_ID: u16 = 10;
 /// `enum nft_set_elem_list_attributes`.
-pub(super) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-pub(super) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-pub(super) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-pub(super) const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
+pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+pub const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+pub const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 /// `enum nft_set_elem_attributes`.
-pub(super) const NFTA_SET_ELEM_KEY: u16 = 1;
+pub const NFTA_SET_ELEM_KEY: u16 = 1;
 /// `enum nft_data_attributes`.
-pub(super) const NFTA_DATA_VALUE: u16 = 1;
-pub(super) const NFTA_DATA_VERDICT: u16 = 2;
+pub const NFTA_DATA_VALUE: u16 = 1;
+pub const NFTA_DATA_VERDICT: u16 = 2;
 /// `enum nft_verdict_attributes`.
-pub(super) const NFTA_VERDICT_CODE: u16 = 1;
-pub(super) const NFTA_VERDICT_CHAIN: u16 = 2;
+pub const NFTA_VERDICT_CODE: u16 = 1;
+pub const NFTA_VERDICT_CHAIN: u16 = 2;
 
 /// `enum nft_registers`: the 16-byte register 1, and the first two 4-byte registers (which
 /// overlay it) for concatenations.
-pub(super) const NFT_REG_VERDICT: u32 = 0;
-pub(super) const NFT_REG_1: u32 = 1;
-pub(super) const NFT_REG32_00: u32 = 8;
-pub(super) const NFT_REG32_01: u32 = 9;
+pub const NFT_REG_VERDICT: u32 = 0;
+pub const NFT_REG_1: u32 = 1;
+pub const NFT_REG32_00: u32 = 8;
+pub const NFT_REG32_01: u32 = 9;
 /// The 32-bit register after an IPv6 address loaded at `NFT_REG32_00`.
-pub(super) const NFT_REG32_04: u32 = 12;
+pub const NFT_REG32_04: u32 = 12;
 
 /// Netfilter hooks (`enum nf_inet_hooks`).
-pub(super) const NF_INET_PRE_ROUTING: u32 = 0;
-pub(super) const NF_INET_LOCAL_OUT: u32 = 3;
-pub(super) const NF_INET_POST_ROUTING: u32 = 4;
+pub const NF_INET_PRE_ROUTING: u32 = 0;
+pub const NF_INET_LOCAL_OUT: u32 = 3;
+pub const NF_INET_POST_ROUTING: u32 = 4;
 /// Hook priorities: `NF_IP_PRI_MANGLE` and `NF_IP_PRI_NAT_SRC` (nft's `mangle`, `srcnat`).
-pub(super) const PRIORITY_MANGLE: i32 = -150;
-pub(super) const PRIORITY_SRCNAT: i32 = 100;
+pub const PRIORITY_MANGLE: i32 = -150;
+pub const PRIORITY_SRCNAT: i32 = 100;
 
 /// Verdicts: `NF_DROP`, `NF_ACCEPT` and `enum nft_verdicts`.
-pub(super) const NF_DROP: i32 = 0;
-pub(super) const NF_ACCEPT: i32 = 1;
-pub(super) const NFT_JUMP: i32 = -3;
-pub(super) const NFT_RETURN: i32 = -5;
+pub const NF_DROP: i32 = 0;
+pub const NF_ACCEPT: i32 = 1;
+pub const NFT_JUMP: i32 = -3;
+pub const NFT_RETURN: i32 = -5;
 
 /// One netlink attribute of an nf_tables message. Nested attributes carry `NLA_F_NESTED`, as
 /// the kernel's strict validation of nf_tables expects.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Attr {
+pub enum Attr {
     /// A big-endian `u32` (`nla_put_be32`); signed values (priorities, verdicts) are cast.
     U32(u16, u32),
     /// A NUL-terminated string.
@@ -114,18 +118,18 @@ pub(super) enum Attr {
 
 impl Attr {
     /// A signed `u32` attribute (two's complement, big-endian).
-    pub(super) fn i32(kind: u16, value: i32) -> Attr {
+    pub fn i32(kind: u16, value: i32) -> Attr {
         Attr::U32(kind, value as u32)
     }
 
     /// `NFTA_*_DATA { NFTA_DATA_VALUE bytes }`, the shape of cmp/bitwise/immediate data and of
     /// set element keys.
-    pub(super) fn data(kind: u16, value: Vec<u8>) -> Attr {
+    pub fn data(kind: u16, value: Vec<u8>) -> Attr {
         Attr::Nested(kind, vec![Attr::Bytes(NFTA_DATA_VALUE, value)])
     }
 
     /// The whole attribute, header and padding included.
-    pub(super) fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = vec![0; self.buffer_len()];
         self.emit(&mut bytes);
         bytes

@@ -3,7 +3,7 @@
 //! `nft_meta_attributes`, `nft_cmp_attributes`, `nft_bitwise_attributes`,
 //! `nft_lookup_attributes`, `nft_immediate_attributes`, `nft_masq_attributes`).
 
-use super::attr::{
+use crate::attr::{
     Attr, NFTA_DATA_VERDICT, NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM, NFTA_VERDICT_CHAIN,
     NFTA_VERDICT_CODE, NFT_REG_VERDICT,
 };
@@ -36,12 +36,12 @@ const NFTA_IMMEDIATE_DATA: u16 = 2;
 
 const NFTA_MASQ_FLAGS: u16 = 1;
 /// `NF_NAT_RANGE_PROTO_RANDOM_FULLY` (`linux/netfilter/nf_nat.h`).
-pub(super) const NF_NAT_RANGE_PROTO_RANDOM_FULLY: u32 = 0x10;
+pub const NF_NAT_RANGE_PROTO_RANDOM_FULLY: u32 = 0x10;
 
 /// Payload bases (`enum nft_payload_bases`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub(super) enum PayloadBase {
+pub enum PayloadBase {
     /// The IPv4/IPv6 header.
     Network = 1,
     /// The TCP/UDP/SCTP header.
@@ -51,7 +51,7 @@ pub(super) enum PayloadBase {
 /// Meta keys (`enum nft_meta_keys`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub(super) enum MetaKey {
+pub enum MetaKey {
     /// `skb->mark` (host byte order, 4 bytes).
     Mark = 3,
     /// Input interface index (host byte order, 4 bytes).
@@ -65,7 +65,7 @@ pub(super) enum MetaKey {
 /// Comparison operators (`enum nft_cmp_ops`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub(super) enum CmpOp {
+pub enum CmpOp {
     /// `==`.
     Eq = 0,
     /// `!=`.
@@ -74,7 +74,7 @@ pub(super) enum CmpOp {
 
 /// Rule verdicts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Verdict {
+pub enum Verdict {
     /// `accept`: ends this base chain.
     Accept,
     /// `drop`.
@@ -96,7 +96,7 @@ fn expr(name: &str, data: Vec<Attr>) -> Attr {
 }
 
 /// `payload load LEN bytes at BASE + OFFSET => reg DREG`.
-pub(super) fn payload(base: PayloadBase, offset: u32, len: u32, dreg: u32) -> Attr {
+pub fn payload(base: PayloadBase, offset: u32, len: u32, dreg: u32) -> Attr {
     expr(
         "payload",
         vec![
@@ -109,7 +109,7 @@ pub(super) fn payload(base: PayloadBase, offset: u32, len: u32, dreg: u32) -> At
 }
 
 /// `meta load KEY => reg DREG`.
-pub(super) fn meta_load(key: MetaKey, dreg: u32) -> Attr {
+pub fn meta_load(key: MetaKey, dreg: u32) -> Attr {
     expr(
         "meta",
         vec![
@@ -120,7 +120,7 @@ pub(super) fn meta_load(key: MetaKey, dreg: u32) -> Attr {
 }
 
 /// `meta set KEY with reg SREG`.
-pub(super) fn meta_set(key: MetaKey, sreg: u32) -> Attr {
+pub fn meta_set(key: MetaKey, sreg: u32) -> Attr {
     expr(
         "meta",
         vec![
@@ -131,7 +131,7 @@ pub(super) fn meta_set(key: MetaKey, sreg: u32) -> Attr {
 }
 
 /// `cmp OP reg SREG DATA`.
-pub(super) fn cmp(op: CmpOp, sreg: u32, data: Vec<u8>) -> Attr {
+pub fn cmp(op: CmpOp, sreg: u32, data: Vec<u8>) -> Attr {
     expr(
         "cmp",
         vec![
@@ -143,7 +143,7 @@ pub(super) fn cmp(op: CmpOp, sreg: u32, data: Vec<u8>) -> Attr {
 }
 
 /// `bitwise reg DREG = (reg SREG & MASK) ^ XOR`; mask and xor have the operand length.
-pub(super) fn bitwise(sreg: u32, dreg: u32, mask: Vec<u8>, xor: Vec<u8>) -> Attr {
+pub fn bitwise(sreg: u32, dreg: u32, mask: Vec<u8>, xor: Vec<u8>) -> Attr {
     debug_assert_eq!(mask.len(), xor.len(), "bitwise operands of one length");
     expr(
         "bitwise",
@@ -158,7 +158,7 @@ pub(super) fn bitwise(sreg: u32, dreg: u32, mask: Vec<u8>, xor: Vec<u8>) -> Attr
 }
 
 /// `lookup reg SREG set NAME` (the set is named and identified by its transaction id).
-pub(super) fn lookup(set: &str, set_id: u32, sreg: u32) -> Attr {
+pub fn lookup(set: &str, set_id: u32, sreg: u32) -> Attr {
     expr(
         "lookup",
         vec![
@@ -170,7 +170,7 @@ pub(super) fn lookup(set: &str, set_id: u32, sreg: u32) -> Attr {
 }
 
 /// `immediate reg DREG DATA`.
-pub(super) fn immediate_value(dreg: u32, value: Vec<u8>) -> Attr {
+pub fn immediate_value(dreg: u32, value: Vec<u8>) -> Attr {
     expr(
         "immediate",
         vec![
@@ -181,8 +181,8 @@ pub(super) fn immediate_value(dreg: u32, value: Vec<u8>) -> Attr {
 }
 
 /// A verdict: `immediate reg 0 VERDICT`.
-pub(super) fn verdict(verdict: &Verdict) -> Attr {
-    use super::attr::{NFT_JUMP, NFT_RETURN, NF_ACCEPT, NF_DROP};
+pub fn verdict(verdict: &Verdict) -> Attr {
+    use crate::attr::{NFT_JUMP, NFT_RETURN, NF_ACCEPT, NF_DROP};
     let mut inner = vec![];
     match verdict {
         Verdict::Accept => inner.push(Attr::i32(NFTA_VERDICT_CODE, NF_ACCEPT)),
@@ -206,6 +206,6 @@ pub(super) fn verdict(verdict: &Verdict) -> Attr {
 }
 
 /// `masq` with `NF_NAT_RANGE_*` flags.
-pub(super) fn masquerade(flags: u32) -> Attr {
+pub fn masquerade(flags: u32) -> Attr {
     expr("masq", vec![Attr::U32(NFTA_MASQ_FLAGS, flags)])
 }

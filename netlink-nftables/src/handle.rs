@@ -1,0 +1,159 @@
+//! The socket side: a `NETLINK_NETFILTER` socket in the network namespace of the thread that
+//! opened it. Blocking; every answer is awaited with the receive timeout of [`NetlinkSocket`].
+
+use netlink_base::{split_messages, Ack, AckTracker, NetlinkSocket, Sequence};
+use netlink_sys::protocols::NETLINK_NETFILTER;
+
+use crate::attr::msg;
+use crate::batch::encode_batch;
+use crate::error::NftablesError;
+use crate::message::NftMessage;
+
+/// `ENOENT`: no such table.
+const ENOENT: i32 = 2;
+
+/// A connection to nf_tables over nfnetlink.
+pub struct NftablesHandle {
+    socket: NetlinkSocket,
+    sequence: Sequence,
+}
+
+impl NftablesHandle {
+    /// Opens a `NETLINK_NETFILTER` socket.
+    pub fn connect() -> Result<Self, NftablesError> {
+        Ok(Self {
+            socket: NetlinkSocket::open(NETLINK_NETFILTER)?,
+            // A stale answer to an earlier process on a reused port id is not taken for ours.
+            sequence: Sequence::from_clock(),
+        })
+    }
+
+    /// Changes how long a receive waits for the kernel (10 s by default).
+    pub fn set_receive_timeout(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Result<(), NftablesError> {
+        Ok(self.socket.set_receive_timeout(timeout)?)
+    }
+
+    /// Sends `messages` as one transaction (one `sendmsg`): the kernel applies all of them or,
+    /// if it refuses one, none; the error names the (first) refused message.
+    pub fn transaction(&mut self, messages: &[NftMessage]) -> Result<(), NftablesError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        // BATCH_BEGIN, the messages, BATCH_END.
+        let batch_begin = self.sequence.reserve(messages.len() as u32 + 2);
+        let bytes = encode_batch(messages, batch_begin);
+        self.socket.grow_send_buffer(bytes.len());
+        self.socket.send_all(&bytes)?;
+        let mut answers = TransactionAnswers::new(batch_begin, messages.len());
+        while !answers.complete() {
+            let datagram = self.socket.receive()?;
+            answers.feed(&datagram);
+        }
+        answers.into_result(messages)
+    }
+
+    /// Deletes table `inet TABLE`; `false` if it did not exist. Touches nothing else.
+    pub fn delete_table(&mut self, table: &str) -> Result<bool, NftablesError> {
+        let message = NftMessage::table(msg::DELTABLE, table, 0, "delete");
+        absent_is_false(self.transaction(&[message]))
+    }
+
+    /// Whether table `inet TABLE` exists.
+    pub fn table_exists(&mut self, table: &str) -> Result<bool, NftablesError> {
+        let message = NftMessage::table(msg::GETTABLE, table, 0, "get");
+        let sequence = self.sequence.allocate();
+        let mut bytes = Vec::new();
+        message.emit(sequence, true, &mut bytes);
+        self.socket.send_all(&bytes)?;
+        let mut tracker = AckTracker::new(sequence, 1);
+        while !tracker.complete() {
+            let datagram = self.socket.receive()?;
+            // The NEWTABLE reply to GETTABLE needs no action; its ACK follows.
+            for ack in split_messages(&datagram).filter_map(Ack::parse) {
+                tracker.record(ack.sequence, ack.errno);
+            }
+        }
+        let errno = tracker.into_errnos().pop().flatten().unwrap_or(0);
+        absent_is_false(refusal(&[message], &[Some(errno)], None))
+    }
+}
+
+fn absent_is_false(result: Result<(), NftablesError>) -> Result<bool, NftablesError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(NftablesError::Refused { errno: ENOENT, .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The answers to one transaction (sans-io): the window of its messages (only the last asks
+/// for an ACK, see [`encode_batch`]), and an error answering `BATCH_BEGIN` itself, which means
+/// the kernel refused the whole batch (or could not commit it).
+#[derive(Debug)]
+pub struct TransactionAnswers {
+    batch_begin: u32,
+    window: AckTracker,
+    batch_refused: Option<i32>,
+}
+
+impl TransactionAnswers {
+    /// `batch_begin` is the sequence number of `BATCH_BEGIN`; message `i` of `count` has
+    /// `batch_begin + 1 + i`.
+    pub fn new(batch_begin: u32, count: usize) -> Self {
+        Self {
+            batch_begin,
+            window: AckTracker::new(batch_begin.wrapping_add(1), count),
+            batch_refused: None,
+        }
+    }
+
+    /// Takes one datagram from the socket.
+    pub fn feed(&mut self, datagram: &[u8]) {
+        for ack in split_messages(datagram).filter_map(Ack::parse) {
+            if ack.sequence == self.batch_begin {
+                if ack.errno != 0 {
+                    self.batch_refused = Some(ack.errno);
+                }
+            } else {
+                self.window.record(ack.sequence, ack.errno);
+            }
+        }
+    }
+
+    /// Whether every message is answered (or the batch was refused as a whole).
+    pub fn complete(&self) -> bool {
+        self.window.complete() || self.batch_refused.is_some()
+    }
+
+    /// The first refusal, naming its message from `messages` (and how many others were
+    /// refused).
+    pub fn into_result(self, messages: &[NftMessage]) -> Result<(), NftablesError> {
+        refusal(messages, &self.window.into_errnos(), self.batch_refused)
+    }
+}
+
+fn refusal(
+    messages: &[NftMessage],
+    errnos: &[Option<i32>],
+    batch_refused: Option<i32>,
+) -> Result<(), NftablesError> {
+    let mut refused = messages
+        .iter()
+        .zip(errnos)
+        .filter_map(|(m, errno)| match errno {
+            Some(errno) if *errno != 0 => Some((m.description.clone(), *errno)),
+            _ => None,
+        })
+        .chain(batch_refused.map(|errno| ("nf_tables batch (BATCH_BEGIN)".to_owned(), errno)));
+    let Some((message, errno)) = refused.next() else {
+        return Ok(());
+    };
+    Err(NftablesError::Refused {
+        message,
+        errno,
+        others: refused.count(),
+    })
+}
