@@ -237,7 +237,8 @@ async fn run(
 ) -> anyhow::Result<()> {
     use proxier::dataplane::kernel::{KernelDataplane, PacketSettings};
     use proxier::observability::{EventPublisher, MeteredDataplane, Metrics, Observer};
-    use proxier::runtime::{DirectoryWatch, Proxier, SyncTiming};
+    use proxier::runtime::{Proxier, SyncTiming};
+    use proxier::source::DirectoryWatch;
 
     let timing = SyncTiming {
         min_sync_period: settings.min_sync_period,
@@ -277,12 +278,10 @@ async fn run(
             (probed.node(&node).cloned(), None)
         }
         (Origin::Api { .. }, Some(client)) => {
-            let mut source = proxier::source::kube::KubeSource::start(client, &node)
-                .with_observer(observer.clone());
+            let mut source = proxier::source::kube::KubeSource::start(client, &node);
             tokio::select! {
                 synced = source.wait_until_synced(&mut cluster, Duration::from_secs(10)) => {
-                    let synced = synced?;
-                    observer.record_skipped(&synced.skipped);
+                    observer.record_poll(&synced?);
                 }
                 () = shutdown_signal() => return Ok(()),
             }

@@ -133,13 +133,13 @@ async fn kube_source_over_http_drives_the_dataplane() {
         Duration::from_secs(30),
         EventPublisher::start(client.clone(), "node-a"),
     );
-    let mut source = KubeSource::start(client, "node-a").with_observer(observer.clone());
+    let mut source = KubeSource::start(client, "node-a");
     let mut cluster = proxier::model::ClusterState::new();
     let synced = tokio::time::timeout(
         Duration::from_secs(10),
         source.wait_until_synced(&mut cluster, Duration::from_secs(1)),
     );
-    synced.await.expect("initial lists timed out").unwrap();
+    observer.record_poll(&synced.await.expect("initial lists timed out").unwrap());
     let local = source.local_node().cloned().expect("node-a listed");
     let node_ip: IpAddr = "192.168.1.10".parse().unwrap();
     assert_eq!(local.internal_ips, [node_ip]);

@@ -1,7 +1,6 @@
 //! [`Proxier`]: plan → reconcile → apply against a [`Dataplane`], keeping a mirror of the
 //! kernel so that an incremental sync costs what changed, not what exists.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::dataplane::Dataplane;
@@ -30,7 +29,6 @@ pub struct Proxier<D> {
     dataplane: D,
     mirror: Observed,
     terminations: Terminations,
-    skipped: BTreeMap<String, u64>,
 }
 
 impl<D: Dataplane> Proxier<D> {
@@ -42,7 +40,6 @@ impl<D: Dataplane> Proxier<D> {
             dataplane,
             mirror: Observed::default(),
             terminations: Terminations::new(),
-            skipped: BTreeMap::new(),
         }
     }
 
@@ -64,22 +61,6 @@ impl<D: Dataplane> Proxier<D> {
     /// The dataplane (for tests and start-up work outside the engine's operations).
     pub fn dataplane_mut(&mut self) -> &mut D {
         &mut self.dataplane
-    }
-
-    /// Skipped objects counted by reason, since start.
-    pub fn skipped(&self) -> &BTreeMap<String, u64> {
-        &self.skipped
-    }
-
-    /// Counts skipped objects by reason (the metric `proxier_skipped_objects_total`).
-    pub fn count_skipped(&mut self, errors: &[Error]) {
-        for error in errors {
-            let reason = match error {
-                Error::Rejected { reason, .. } => reason_label(&reason.to_string()),
-                other => reason_label(&other.to_string()),
-            };
-            *self.skipped.entry(reason).or_default() += 1;
-        }
     }
 
     /// Start-up and periodic resync: re-reads the kernel (repairing drift someone else caused
@@ -150,13 +131,4 @@ impl<D: Dataplane> Proxier<D> {
             elapsed: started.elapsed(),
         }
     }
-}
-
-/// A metric label from a reason text: its words up to the first detail.
-fn reason_label(text: &str) -> String {
-    text.split([':', '(', '"'])
-        .next()
-        .unwrap_or(text)
-        .trim()
-        .to_owned()
 }

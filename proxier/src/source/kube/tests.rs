@@ -208,13 +208,16 @@ async fn trigger_times_and_node_deletion_reach_the_observer() {
         EventPublisher::disabled(),
     );
     let (sender, receiver) = mpsc::unbounded_channel();
-    let mut source = KubeSource::from_channel(receiver).with_observer(observer.clone());
+    let source = KubeSource::from_channel(receiver);
+    let mut source = observer.watch_source(source);
     let mut cluster = ClusterState::new();
     initial_list(&sender);
-    source
+    let synced = source
+        .inner_mut()
         .wait_until_synced(&mut cluster, Duration::from_secs(5))
         .await
         .unwrap();
+    observer.record_poll(&synced);
     sender
         .send(WatchEvent::EndpointSlice(Event::Apply(slice(
             "web-1",
