@@ -17,7 +17,7 @@ use netlink_ipvs::{Family, Protocol};
 use proxier::config::Config;
 use proxier::model::{
     ClusterState, Endpoint, EndpointPort, EndpointSlice, Service, ServiceName, ServicePort,
-    ServicePortName, SessionAffinity, TrafficDistribution, TrafficPolicy,
+    ServicePortName, SessionAffinity, TrafficPolicy,
 };
 use proxier::plan::{NodeContext, Planner};
 use proxier::reconcile::{reconcile, reconcile_changes, Observed, Terminations};
@@ -54,7 +54,6 @@ fn service(i: u32) -> Service {
             affinity: SessionAffinity::None,
             internal_policy: TrafficPolicy::Cluster,
             external_policy: TrafficPolicy::Cluster,
-            distribution: TrafficDistribution::Any,
         }],
     }
 }

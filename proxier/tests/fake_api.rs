@@ -17,7 +17,7 @@ use netlink_ipvs::{Protocol, ServiceState};
 use proxier::config::Config;
 use proxier::dataplane::{ApplyReport, Dataplane, FakeDataplane};
 use proxier::observability::{EventPublisher, Metrics, Observer};
-use proxier::plan::{NodeContext, Planner};
+use proxier::plan::{NodeContext, PacketRules, Planner};
 use proxier::reconcile::{ConntrackFilter, Observed, Op};
 use proxier::runtime::{run, Proxier, SyncKind, SyncOutcome, SyncTiming};
 use proxier::source::kube::{KubeSource, PROXY_LABEL_SELECTOR};
@@ -37,6 +37,9 @@ impl Dataplane for Shared {
     }
     fn apply(&mut self, ops: &[Op]) -> ApplyReport {
         self.0.lock().unwrap().apply(ops)
+    }
+    fn program_packet_rules(&mut self, rules: &PacketRules) -> Result<bool, proxier::Error> {
+        self.0.lock().unwrap().program_packet_rules(rules)
     }
 }
 

@@ -10,14 +10,12 @@
 mod events;
 mod health;
 pub mod http;
-mod metered;
 mod metrics;
 #[cfg(test)]
 mod tests;
 
 pub use events::EventPublisher;
 pub use health::{Health, HealthStatus};
-pub use metered::{real_server_counts, MeteredDataplane};
 pub use metrics::{Histogram, Metrics};
 
 use std::net::SocketAddr;
@@ -74,12 +72,17 @@ impl Observer {
         }
     }
 
-    /// The hook for [`crate::runtime::run`]: records the sync in the metrics, and in the
-    /// health state as done unless operations failed (then something is still pending).
+    /// The hook for [`crate::runtime::run`]: records the sync (and the planned real servers)
+    /// in the metrics, and in the health state as done unless operations failed (then
+    /// something is still pending).
     pub fn on_sync(&self, kind: SyncKind, outcome: &SyncOutcome) {
         let now = SystemTime::now();
         self.metrics
             .record_sync(kind != SyncKind::Incremental, outcome.elapsed, now);
+        if let Some(counts) = outcome.real_servers {
+            self.metrics
+                .set_real_servers(&[("serving", counts.serving), ("draining", counts.draining)]);
+        }
         if outcome.failed == 0 {
             self.health.updated(now);
         } else {

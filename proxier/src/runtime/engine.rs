@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::dataplane::Dataplane;
 use crate::error::Error;
 use crate::model::ClusterState;
-use crate::plan::{DesiredState, Planner};
+use crate::plan::{DesiredState, Planner, RealServerCounts};
 use crate::reconcile::{reconcile, reconcile_changes, Observed, Op, Terminations};
 
 /// What one sync did.
@@ -20,6 +20,10 @@ pub struct SyncOutcome {
     pub failures: Vec<String>,
     /// Wall time from plan to the last answer.
     pub elapsed: Duration,
+    /// The planned real servers, when this sync brought the packet rules in line with the
+    /// plan (every full sync, and incremental syncs that changed virtual servers or
+    /// addresses).
+    pub real_servers: Option<RealServerCounts>,
 }
 
 /// The node's proxy: cluster state, plan, kernel mirror and dataplane.
@@ -93,9 +97,12 @@ impl<D: Dataplane> Proxier<D> {
 
     fn apply(&mut self, ops: &[Op], packet_rules: bool, started: Instant) -> SyncOutcome {
         let mut failures = Vec::new();
+        let mut real_servers = None;
         // Packet rules first: a new VIP is masqueraded from its first packet.
         if packet_rules {
-            if let Err(error) = self.dataplane.program_packet_rules(self.planner.desired()) {
+            real_servers = Some(self.planner.desired().real_server_counts());
+            let rules = self.planner.packet_rules();
+            if let Err(error) = self.dataplane.program_packet_rules(&rules) {
                 failures.push(format!("packet rules: {error}"));
                 tracing::warn!(%error, "packet rules not written; retried at the next resync");
             }
@@ -105,6 +112,7 @@ impl<D: Dataplane> Proxier<D> {
                 failed: failures.len(),
                 failures,
                 elapsed: started.elapsed(),
+                real_servers,
                 ..SyncOutcome::default()
             };
         }
@@ -129,6 +137,7 @@ impl<D: Dataplane> Proxier<D> {
             failed: failures.len(),
             failures,
             elapsed: started.elapsed(),
+            real_servers,
         }
     }
 }

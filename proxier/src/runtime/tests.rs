@@ -126,5 +126,25 @@ fn an_object_turning_invalid_keeps_its_last_good_version() {
         "nothing deleted: {syncs:?}"
     );
     assert_eq!(proxier.observed().ipvs.services.len(), 1);
-    assert_eq!(skipped, 1, "the invalid Service is reported as skipped once");
+    assert_eq!(
+        skipped, 1,
+        "the invalid Service is reported as skipped once"
+    );
+}
+
+#[test]
+fn the_fake_dataplane_sees_the_plans_packet_rules() {
+    let (mut proxier, _, _) = run_script(vec![Ok(cluster("10.96.0.1")), Ok(cluster("10.96.0.2"))]);
+    let planned = crate::plan::packet_rules(proxier.desired(), &Default::default());
+    let fake = proxier.dataplane_mut();
+    let rules = fake.packet_rules.as_ref().expect("packet rules programmed");
+    assert_eq!(*rules, planned);
+    let service_ips: Vec<String> = rules.service_ips.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        service_ips,
+        ["10.96.0.2"],
+        "the rules follow the new cluster IP"
+    );
+    // Written at the initial sync and again when the cluster IP moved.
+    assert_eq!(fake.packet_rule_writes, 2);
 }
