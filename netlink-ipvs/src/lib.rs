@@ -15,6 +15,7 @@ mod handle;
 mod message;
 #[cfg(feature = "netlink")]
 mod operation;
+mod scheduler;
 mod types;
 
 #[cfg(feature = "netlink")]
@@ -29,13 +30,14 @@ pub use convert::{
     service_entry, service_key_attributes, DestinationEntry, ServiceEntry,
 };
 #[cfg(feature = "netlink")]
-pub use error::IpvsError;
+pub use error::{EntryError, IpvsError};
 #[cfg(feature = "netlink")]
 pub use handle::{IpvsHandle, IpvsInfo};
 #[cfg(feature = "netlink")]
 pub use message::{decode_message, IpvsCommand, IpvsMessage, IPVS_FAMILY_NAME, IPVS_GENL_VERSION};
 #[cfg(feature = "netlink")]
 pub use operation::IpvsOperation;
+pub use scheduler::Scheduler;
 pub use types::{
     Family, ForwardMethod, IpvsState, Protocol, RealServer, RealServerKey, ServiceFlags,
     ServiceKey, ServiceState, Timeouts, TunnelKind, VirtualServer,

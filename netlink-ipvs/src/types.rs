@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::scheduler::Scheduler;
+
 /// Address family of a virtual or real server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
@@ -198,8 +200,8 @@ impl std::ops::BitOr for ServiceFlags {
 pub struct VirtualServer {
     /// What identifies it.
     pub key: ServiceKey,
-    /// Scheduler name (`rr`, `wrr`, `lc`, `sh`, `mh`, ...).
-    pub scheduler: String,
+    /// The scheduler.
+    pub scheduler: Scheduler,
     /// Flags; the kernel-set `HASHED` bit is masked by [`VirtualServer::normalized`].
     pub flags: ServiceFlags,
     /// Persistence timeout in seconds (used with `PERSISTENT`).
@@ -217,7 +219,7 @@ impl VirtualServer {
         };
         Self {
             key,
-            scheduler: "rr".to_owned(),
+            scheduler: Scheduler::Rr,
             flags: ServiceFlags::default(),
             timeout: 0,
             netmask,

@@ -35,7 +35,7 @@ fn service_order(a: &ServiceKey, b: &ServiceKey) -> Ordering {
 
 /// ` (mh-port)`-style scheduler flags, as ipvsadm prints them.
 fn scheduler_flags(vs: &VirtualServer) -> String {
-    let names: [(ServiceFlags, String); 3] = match vs.scheduler.as_str() {
+    let names: [(ServiceFlags, String); 3] = match vs.scheduler.name() {
         s @ ("sh" | "mh") => [
             (ServiceFlags::SCHED1, format!("{s}-fallback")),
             (ServiceFlags::SCHED2, format!("{s}-port")),

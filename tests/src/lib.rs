@@ -128,7 +128,7 @@ pub fn sample(count: usize, per_service: usize, with_fwmark: bool) -> IpvsState 
             }
         };
         let mut service = VirtualServer::new(key);
-        service.scheduler = ["rr", "wrr", "lc"][i % 3].to_owned();
+        service.scheduler = ["rr", "wrr", "lc"][i % 3].into();
         if i % 10 == 3 {
             service.flags = ServiceFlags::PERSISTENT;
             service.timeout = 10800;

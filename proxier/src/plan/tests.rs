@@ -418,7 +418,7 @@ fn client_ip_affinity_and_scheduler_flags() {
     let plain = plan(cluster(vec![web(|_| {})], vec![]));
     let vs = &plain.virtual_servers[&tcp("10.96.0.20", 80)].service;
     assert_eq!(
-        (vs.scheduler.as_str(), vs.flags, vs.timeout),
+        (vs.scheduler.name(), vs.flags, vs.timeout),
         ("rr", ServiceFlags(0), 0)
     );
 }

@@ -9,15 +9,32 @@ use crate::model::ClusterState;
 use crate::plan::{DesiredState, Planner, RealServerCounts};
 use crate::reconcile::{reconcile, reconcile_changes, Observed, Op, Terminations};
 
+/// What failed in a sync (retried by the next full resync).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncFailure {
+    /// The packet rules could not be written.
+    #[error("packet rules: {0}")]
+    PacketRules(#[source] Error),
+    /// An operation failed.
+    #[error("{op}: {error}")]
+    Operation {
+        /// The operation.
+        op: Op,
+        /// Why it failed.
+        #[source]
+        error: Error,
+    },
+}
+
 /// What one sync did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct SyncOutcome {
     /// Operations sent to the kernel.
     pub operations: usize,
     /// Of which failed (retried by the next full resync).
     pub failed: usize,
-    /// The failed operations with their errors (`op: error`).
-    pub failures: Vec<String>,
+    /// What failed, with the errors.
+    pub failures: Vec<SyncFailure>,
     /// Wall time from plan to the last answer.
     pub elapsed: Duration,
     /// The planned real servers, when this sync brought the packet rules in line with the
@@ -103,8 +120,8 @@ impl<D: Dataplane> Proxier<D> {
             real_servers = Some(self.planner.desired().real_server_counts());
             let rules = self.planner.packet_rules();
             if let Err(error) = self.dataplane.program_packet_rules(&rules) {
-                failures.push(format!("packet rules: {error}"));
                 tracing::warn!(%error, "packet rules not written; retried at the next resync");
+                failures.push(SyncFailure::PacketRules(error));
             }
         }
         if ops.is_empty() {
@@ -117,7 +134,8 @@ impl<D: Dataplane> Proxier<D> {
             };
         }
         let report = self.dataplane.apply(ops);
-        for (op, result) in ops.iter().zip(&report.results) {
+        self.terminations.record(ops, &report.results);
+        for (op, result) in ops.iter().zip(report.results) {
             match result {
                 Ok(()) => {
                     // The kernel accepted it, so the mirror follows; a disagreement here
@@ -126,12 +144,14 @@ impl<D: Dataplane> Proxier<D> {
                     tracing::debug!(%op, "applied");
                 }
                 Err(error) => {
-                    failures.push(format!("{op}: {error}"));
                     tracing::warn!(%op, %error, "operation failed; retried at the next resync");
+                    failures.push(SyncFailure::Operation {
+                        op: op.clone(),
+                        error,
+                    });
                 }
             }
         }
-        self.terminations.record(ops, &report.results);
         SyncOutcome {
             operations: ops.len(),
             failed: failures.len(),

@@ -10,7 +10,7 @@ mod engine;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{Proxier, SyncOutcome};
+pub use engine::{Proxier, SyncFailure, SyncOutcome};
 
 use std::future::Future;
 use std::time::{Duration, Instant};
