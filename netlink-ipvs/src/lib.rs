@@ -11,6 +11,7 @@ mod convert;
 mod error;
 #[cfg(feature = "netlink")]
 mod handle;
+pub mod ipvsadm;
 #[cfg(feature = "netlink")]
 mod message;
 #[cfg(feature = "netlink")]

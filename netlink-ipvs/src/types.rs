@@ -101,35 +101,6 @@ impl ServiceKey {
     }
 }
 
-impl ServiceKey {
-    /// The service as `ipvsadm` arguments: `-t 10.0.0.1:80`, `-u [fd00::1]:53`,
-    /// `--sctp-service 10.0.0.1:9`, `-f 7`, `-f 7 -6` (as `ipvsadm -S` prints them).
-    pub fn ipvsadm_args(&self) -> String {
-        match *self {
-            ServiceKey::Address {
-                protocol,
-                address,
-                port,
-            } => {
-                let flag = match protocol {
-                    Protocol::Tcp => "-t",
-                    Protocol::Udp => "-u",
-                    Protocol::Sctp => "--sctp-service",
-                };
-                format!("{flag} {}", SocketFmt(address, port))
-            }
-            ServiceKey::FwMark {
-                mark,
-                family: Family::V4,
-            } => format!("-f {mark}"),
-            ServiceKey::FwMark {
-                mark,
-                family: Family::V6,
-            } => format!("-f {mark} -6"),
-        }
-    }
-}
-
 impl fmt::Display for ServiceKey {
     /// `ipvsadm -Ln` style: `TCP  10.0.0.1:80`, `TCP  [fd00::1]:80`, `FWM  7`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

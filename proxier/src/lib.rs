@@ -9,7 +9,6 @@ pub mod dataplane;
 mod error;
 #[cfg(test)]
 mod fixtures;
-pub mod ipvsadm;
 pub mod model;
 #[cfg(feature = "kernel")]
 pub mod observability;

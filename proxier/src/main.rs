@@ -432,7 +432,10 @@ fn plan(
         );
     }
     let desired = planner.desired();
-    print!("{}", proxier::ipvsadm::listing(&desired.to_ipvs_state()));
+    print!(
+        "{}",
+        netlink_ipvs::ipvsadm::listing(&desired.to_ipvs_state())
+    );
     if addresses {
         println!();
         println!("Addresses to bind:");

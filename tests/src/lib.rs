@@ -16,8 +16,8 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 
 use netlink_ipvs::{
-    Family, ForwardMethod, IpvsOperation, IpvsState, Protocol, RealServer, ServiceFlags,
-    ServiceKey, ServiceState, VirtualServer,
+    Family, IpvsOperation, IpvsState, Protocol, RealServer, ServiceFlags, ServiceKey, ServiceState,
+    VirtualServer,
 };
 
 /// While alive, the current thread is in a new, empty network namespace with `lo` up.
@@ -79,27 +79,7 @@ pub fn witness(tool: &str, args: &[&str]) -> String {
 
 /// The lines `ipvsadm -Sn` prints for `state` (as a set: ipvsadm's order is the kernel's hash order).
 pub fn ipvsadm_save(state: &IpvsState) -> BTreeSet<String> {
-    let mut lines = BTreeSet::new();
-    for s in state.services.values() {
-        let service = s.service.key.ipvsadm_args();
-        let mut line = format!("-A {service} -s {}", s.service.scheduler);
-        if s.service.flags.contains(ServiceFlags::PERSISTENT) {
-            line.push_str(&format!(" -p {}", s.service.timeout));
-        }
-        lines.insert(line);
-        for rs in s.real_servers.values() {
-            let method = match rs.forward {
-                ForwardMethod::Masq => "-m",
-                ForwardMethod::Route | ForwardMethod::Local => "-g",
-                _ => "-i",
-            };
-            lines.insert(format!(
-                "-a {service} -r {} {method} -w {}",
-                rs.key, rs.weight
-            ));
-        }
-    }
-    lines
+    netlink_ipvs::ipvsadm::save(state)
 }
 
 /// `count` virtual servers with `per_service` real servers each: TCP/UDP/SCTP, IPv4 and IPv6,

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use netlink_ipvs::ipvsadm::Command;
 use netlink_ipvs::{Protocol, RealServer, RealServerKey, ServiceKey, VirtualServer};
 
 /// Which conntrack entries to delete (the shapes kube-proxy uses).
@@ -68,42 +69,27 @@ pub enum Op {
 }
 
 impl fmt::Display for Op {
-    /// `ipvsadm`/`ip`/`conntrack`-like text, for logs and test failures.
+    /// `ipvsadm`/`ip`/`conntrack`-like text, for logs and test failures (IPVS changes through
+    /// the one ipvsadm renderer, [`netlink_ipvs::ipvsadm::Command`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::BindAddress(ip) => write!(f, "addr add {ip}"),
             Op::UnbindAddress(ip) => write!(f, "addr del {ip}"),
-            Op::AddVirtualServer(vs) => {
-                write!(f, "-A {} -s {}", vs.key.ipvsadm_args(), vs.scheduler)
-            }
-            Op::UpdateVirtualServer(vs) => {
-                write!(f, "-E {} -s {}", vs.key.ipvsadm_args(), vs.scheduler)
-            }
-            Op::DeleteVirtualServer(key) => write!(f, "-D {}", key.ipvsadm_args()),
+            Op::AddVirtualServer(vs) => Command::AddService(vs).fmt(f),
+            Op::UpdateVirtualServer(vs) => Command::EditService(vs).fmt(f),
+            Op::DeleteVirtualServer(key) => Command::DeleteService(key).fmt(f),
             Op::AddRealServer {
                 service,
                 real_server,
-            } => write!(
-                f,
-                "-a {} -r {} -w {}",
-                service.ipvsadm_args(),
-                real_server.key,
-                real_server.weight
-            ),
+            } => Command::AddServer(service, real_server).fmt(f),
             Op::UpdateRealServer {
                 service,
                 real_server,
-            } => write!(
-                f,
-                "-e {} -r {} -w {}",
-                service.ipvsadm_args(),
-                real_server.key,
-                real_server.weight
-            ),
+            } => Command::EditServer(service, real_server).fmt(f),
             Op::DeleteRealServer {
                 service,
                 real_server,
-            } => write!(f, "-d {} -r {real_server}", service.ipvsadm_args()),
+            } => Command::DeleteServer(service, real_server).fmt(f),
             Op::FlushConntrack(ConntrackFilter::ReplySource {
                 protocol,
                 address,
