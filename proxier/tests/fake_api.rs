@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use netlink_ipvs::{Protocol, ServiceState};
+use netlink_ipvs::ServiceState;
 use proxier::config::Config;
 use proxier::dataplane::{ApplyReport, Dataplane, FakeDataplane};
 use proxier::observability::{EventPublisher, Metrics, Observer};
@@ -202,11 +202,11 @@ async fn kube_source_over_http_drives_the_dataplane() {
         let one_left = |t: &Table| t[DNS] == ["10.244.1.5:53"];
         wait_for(&fake, "endpoint removed", since, one_left).await;
         let flushed = fake.0.lock().unwrap().flushed.clone();
-        let gone = ConntrackFilter::ReplySource {
-            protocol: Protocol::Udp,
-            address: "10.244.2.6".parse().unwrap(),
-            port: 53,
-        };
+        let gone = ConntrackFilter::endpoint(
+            conntrack_gc::Protocol::Udp,
+            "10.244.2.6".parse().unwrap(),
+            53,
+        );
         assert!(flushed.contains(&gone), "no flush of {gone:?}: {flushed:?}");
 
         // DELETED Service: its virtual server goes.

@@ -3,31 +3,9 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use conntrack_gc::{ConntrackFilter, Protocol, Selector};
 use netlink_ipvs::ipvsadm::Command;
-use netlink_ipvs::{Protocol, RealServer, RealServerKey, ServiceKey, VirtualServer};
-
-/// Which conntrack entries to delete (the shapes kube-proxy uses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ConntrackFilter {
-    /// Flows whose reply comes from an endpoint that is gone (reply source = endpoint).
-    ReplySource {
-        /// Protocol (UDP or SCTP).
-        protocol: Protocol,
-        /// Endpoint IP.
-        address: IpAddr,
-        /// Endpoint port.
-        port: u16,
-    },
-    /// Flows to a service address:port that is gone or just got its first endpoint.
-    OriginalDestination {
-        /// Protocol (UDP or SCTP).
-        protocol: Protocol,
-        /// Virtual IP.
-        address: IpAddr,
-        /// Virtual port.
-        port: u16,
-    },
-}
+use netlink_ipvs::{RealServer, RealServerKey, ServiceKey, VirtualServer};
 
 /// One change to the node, in the order reconcile emits them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +38,8 @@ pub enum Op {
         /// The real server.
         real_server: RealServerKey,
     },
-    /// Delete conntrack entries (over ctnetlink, never by running `conntrack`).
+    /// Delete conntrack entries (over ctnetlink, never by running `conntrack`): an endpoint's
+    /// flows by reply source, or a service address:port's by original destination.
     FlushConntrack(ConntrackFilter),
     /// Delete one of our virtual servers (the kernel drops its real servers with it).
     DeleteVirtualServer(ServiceKey),
@@ -90,22 +69,28 @@ impl fmt::Display for Op {
                 service,
                 real_server,
             } => Command::DeleteServer(service, real_server).fmt(f),
-            Op::FlushConntrack(ConntrackFilter::ReplySource {
-                protocol,
-                address,
-                port,
-            }) => write!(
-                f,
-                "conntrack -D -p {protocol} --reply-src {address} --reply-port-src {port}"
-            ),
-            Op::FlushConntrack(ConntrackFilter::OriginalDestination {
-                protocol,
-                address,
-                port,
-            }) => write!(
-                f,
-                "conntrack -D -p {protocol} --orig-dst {address} --dport {port}"
-            ),
+            Op::FlushConntrack(filter) => {
+                let protocol = match filter.protocol {
+                    Protocol::Tcp => "TCP",
+                    Protocol::Udp => "UDP",
+                    Protocol::Sctp => "SCTP",
+                };
+                match filter.selector {
+                    Selector::Endpoint { ip, port } => write!(
+                        f,
+                        "conntrack -D -p {protocol} --reply-src {ip} --reply-port-src {port}"
+                    ),
+                    Selector::ServiceIp { ip, port } => {
+                        write!(
+                            f,
+                            "conntrack -D -p {protocol} --orig-dst {ip} --dport {port}"
+                        )
+                    }
+                    Selector::NodePort { port, .. } => {
+                        write!(f, "conntrack -D -p {protocol} --dport {port}")
+                    }
+                }
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ use super::nftables::NftablesHandle;
 use super::{ApplyReport, Dataplane};
 use crate::error::{Errno, Error};
 use crate::plan::PacketRules;
-use crate::reconcile::{ConntrackFilter, Observed, Op};
+use crate::reconcile::{Observed, Op};
 
 /// kube-proxy's name for the dummy interface, kept so that operators' tooling still works.
 pub const DEFAULT_INTERFACE: &str = "kube-ipvs0";
@@ -116,7 +116,7 @@ impl KernelDataplane {
         let filters: Vec<conntrack_gc::ConntrackFilter> = ops
             .iter()
             .filter_map(|op| match op {
-                Op::FlushConntrack(filter) => Some(conntrack_filter(filter)),
+                Op::FlushConntrack(filter) => Some(*filter),
                 _ => None,
             })
             .collect();
@@ -268,26 +268,6 @@ pub fn ipvs_operation(op: &Op) -> Option<IpvsOperation> {
         },
         Op::BindAddress(_) | Op::UnbindAddress(_) | Op::FlushConntrack(_) => return None,
     })
-}
-
-fn conntrack_filter(filter: &ConntrackFilter) -> conntrack_gc::ConntrackFilter {
-    let protocol = |p: netlink_ipvs::Protocol| match p {
-        netlink_ipvs::Protocol::Tcp => conntrack_gc::Protocol::Tcp,
-        netlink_ipvs::Protocol::Udp => conntrack_gc::Protocol::Udp,
-        netlink_ipvs::Protocol::Sctp => conntrack_gc::Protocol::Sctp,
-    };
-    match *filter {
-        ConntrackFilter::ReplySource {
-            protocol: p,
-            address,
-            port,
-        } => conntrack_gc::ConntrackFilter::endpoint(protocol(p), address, port),
-        ConntrackFilter::OriginalDestination {
-            protocol: p,
-            address,
-            port,
-        } => conntrack_gc::ConntrackFilter::service_ip(protocol(p), address, port),
-    }
 }
 
 fn ipvs_error(operation: &str, error: IpvsError) -> Error {
