@@ -160,6 +160,26 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An IPVS exchange failed without an errno the engine tells apart (socket, decoding).
+    #[cfg(feature = "kernel")]
+    #[error("{operation}: {source}")]
+    Ipvs {
+        /// What was being done.
+        operation: String,
+        /// The client's error.
+        #[source]
+        source: netlink_ipvs::IpvsError,
+    },
+    /// A conntrack exchange failed (one flush pass fails every flush of its run, so the
+    /// error is shared).
+    #[error("{operation}: {source}")]
+    Conntrack {
+        /// What was being done.
+        operation: String,
+        /// The client's error.
+        #[source]
+        source: std::sync::Arc<conntrack_gc::Error>,
+    },
     /// The kernel (or the fake) refused an operation.
     #[error("{op}: {errno}")]
     Kernel {

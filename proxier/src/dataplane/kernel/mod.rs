@@ -10,8 +10,6 @@ pub use cleanup::{cleanup, CleanupReport};
 pub use interface::InterfaceHandle;
 pub use sysctl::{apply_sysctls, kernel_version, wanted_sysctls, Sysctl, SysctlChange};
 
-use std::io;
-
 use netlink_ipvs::{IpvsError, IpvsHandle, IpvsOperation};
 
 use super::nftables::NftablesHandle;
@@ -41,9 +39,9 @@ impl KernelDataplane {
         let ipvs = IpvsHandle::connect().map_err(|e| ipvs_error("connect to IPVS", e))?;
         let mut links = InterfaceHandle::connect()?;
         let interface_index = links.ensure_dummy(interface)?;
-        let conntrack = conntrack_gc::Conntrack::open().map_err(|e| Error::Netlink {
+        let conntrack = conntrack_gc::Conntrack::open().map_err(|e| Error::Conntrack {
             operation: "connect to ctnetlink".into(),
-            source: io::Error::other(e.to_string()),
+            source: std::sync::Arc::new(e),
         })?;
         Ok(Self {
             ipvs,
@@ -133,11 +131,11 @@ impl KernelDataplane {
                 results.extend(ops.iter().map(|_| Ok(())));
             }
             Err(e) => {
-                let reason = e.to_string();
+                let shared = std::sync::Arc::new(e);
                 results.extend(ops.iter().map(|op| {
-                    Err(Error::Netlink {
+                    Err(Error::Conntrack {
                         operation: op.to_string(),
-                        source: io::Error::other(reason.clone()),
+                        source: shared.clone(),
                     })
                 }));
             }
@@ -276,9 +274,9 @@ fn ipvs_error(operation: &str, error: IpvsError) -> Error {
             op: operation.to_owned(),
             errno: Errno(errno),
         },
-        None => Error::Netlink {
+        None => Error::Ipvs {
             operation: operation.to_owned(),
-            source: io::Error::other(error.to_string()),
+            source: error,
         },
     }
 }
