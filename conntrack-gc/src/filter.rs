@@ -37,7 +37,8 @@ pub enum Selector {
     },
 }
 
-/// One set of conntrack entries to delete.
+/// One set of conntrack entries to delete: the stale-flow selector, both as a service proxy
+/// decides it (proxier's reconcile emits these) and as the kernel matches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConntrackFilter {
     /// The protocol of the entries.
@@ -121,6 +122,41 @@ impl ConntrackFilter {
             }
         }
         (orig, reply)
+    }
+}
+
+impl ConntrackFilter {
+    /// The order flushes are issued in: endpoint (reply-source) filters first, then service
+    /// IPs, then NodePorts; within a shape by protocol, address and port.
+    fn order_key(
+        &self,
+    ) -> (
+        u8,
+        Protocol,
+        Option<IpAddr>,
+        u16,
+        Option<Family>,
+        Option<u16>,
+    ) {
+        match self.selector {
+            Selector::Endpoint { ip, port } => (0, self.protocol, Some(ip), port, None, self.zone),
+            Selector::ServiceIp { ip, port } => (1, self.protocol, Some(ip), port, None, self.zone),
+            Selector::NodePort { port, family } => {
+                (2, self.protocol, None, port, family, self.zone)
+            }
+        }
+    }
+}
+
+impl PartialOrd for ConntrackFilter {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ConntrackFilter {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order_key().cmp(&other.order_key())
     }
 }
 

@@ -3,6 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::attr::{DestinationAttribute, ServiceAttribute, Stats};
+use crate::error::EntryError;
+use crate::scheduler::Scheduler;
 use crate::types::{
     Family, ForwardMethod, Protocol, RealServer, RealServerKey, ServiceFlags, ServiceKey,
     TunnelKind, VirtualServer,
@@ -40,8 +42,8 @@ pub(crate) fn family_number(family: Family) -> u16 {
     u16::from(family.number())
 }
 
-fn family_from_number(number: u16) -> Result<Family, String> {
-    Family::from_number(number).ok_or_else(|| format!("unknown address family {number}"))
+fn family_from_number(number: u16) -> Result<Family, EntryError> {
+    Family::from_number(number).ok_or(EntryError::UnknownFamily(number))
 }
 
 /// The 16-byte union for an address (IPv4 in the first four bytes).
@@ -84,7 +86,7 @@ pub fn service_key_attributes(key: &ServiceKey) -> Vec<ServiceAttribute> {
 pub fn service_attributes(service: &VirtualServer) -> Vec<ServiceAttribute> {
     let mut attributes = service_key_attributes(&service.key);
     attributes.extend([
-        ServiceAttribute::Scheduler(service.scheduler.clone()),
+        ServiceAttribute::Scheduler(service.scheduler.name().to_owned()),
         ServiceAttribute::Flags {
             flags: service.flags.0,
             mask: u32::MAX,
@@ -96,7 +98,7 @@ pub fn service_attributes(service: &VirtualServer) -> Vec<ServiceAttribute> {
 }
 
 /// A virtual server from the attributes of a dump reply.
-pub fn service_entry(attributes: &[ServiceAttribute]) -> Result<ServiceEntry, String> {
+pub fn service_entry(attributes: &[ServiceAttribute]) -> Result<ServiceEntry, EntryError> {
     let mut family = None;
     let (mut protocol, mut address, mut port, mut mark) = (None, None, None, None);
     let mut scheduler = None;
@@ -120,21 +122,22 @@ pub fn service_entry(attributes: &[ServiceAttribute]) -> Result<ServiceEntry, St
             ServiceAttribute::Other(_) => {}
         }
     }
-    let family = family.ok_or("service without address family")?;
+    let family = family.ok_or(EntryError::Missing("service address family"))?;
     let key = match (mark, protocol, address, port) {
         (Some(mark), ..) if mark != 0 => ServiceKey::FwMark { mark, family },
         (_, Some(protocol), Some(address), Some(port)) => ServiceKey::Address {
             protocol: u8::try_from(protocol)
                 .ok()
                 .and_then(Protocol::from_number)
-                .ok_or_else(|| format!("unknown protocol {protocol}"))?,
+                .ok_or(EntryError::UnknownProtocol(protocol))?,
             address: address_from_union(&address, family),
             port,
         },
-        _ => return Err("service without fwmark or protocol/address/port".into()),
+        _ => return Err(EntryError::NoServiceKey),
     };
     let mut service = VirtualServer::new(key);
-    service.scheduler = scheduler.ok_or("service without scheduler")?;
+    service.scheduler =
+        Scheduler::from_name(&scheduler.ok_or(EntryError::Missing("service scheduler"))?);
     service.flags = ServiceFlags(flags);
     service.timeout = timeout;
     if let Some(netmask) = netmask {
@@ -179,7 +182,7 @@ pub fn destination_attributes(real_server: &RealServer) -> Vec<DestinationAttrib
 pub fn destination_entry(
     attributes: &[DestinationAttribute],
     service_family: Family,
-) -> Result<DestinationEntry, String> {
+) -> Result<DestinationEntry, EntryError> {
     use DestinationAttribute as D;
     let mut family = service_family;
     let (mut address, mut port, mut forward) = (None, None, None);
@@ -193,8 +196,7 @@ pub fn destination_entry(
             D::Port(p) => port = Some(*p),
             D::ForwardMethod(f) => {
                 forward = Some(
-                    ForwardMethod::from_number(*f)
-                        .ok_or_else(|| format!("unknown forwarding method {f}"))?,
+                    ForwardMethod::from_number(*f).ok_or(EntryError::UnknownForwardMethod(*f))?,
                 )
             }
             D::Weight(w) => weight = *w,
@@ -206,7 +208,7 @@ pub fn destination_entry(
             D::AddressFamily(n) => family = family_from_number(*n)?,
             D::TunnelType(t) => {
                 tunnel_kind =
-                    TunnelKind::from_number(*t).ok_or_else(|| format!("unknown tunnel type {t}"))?
+                    TunnelKind::from_number(*t).ok_or(EntryError::UnknownTunnelKind(*t))?
             }
             D::TunnelPort(p) => tunnel_port = *p,
             D::TunnelFlags(f) => tunnel_flags = *f,
@@ -215,8 +217,8 @@ pub fn destination_entry(
             D::Other(_) => {}
         }
     }
-    let address = address.ok_or("destination without address")?;
-    let mut forward = forward.ok_or("destination without forwarding method")?;
+    let address = address.ok_or(EntryError::Missing("destination address"))?;
+    let mut forward = forward.ok_or(EntryError::Missing("destination forwarding method"))?;
     if let ForwardMethod::Tunnel { .. } = forward {
         forward = ForwardMethod::Tunnel {
             kind: tunnel_kind,
@@ -228,7 +230,7 @@ pub fn destination_entry(
         real_server: RealServer {
             key: RealServerKey {
                 address: address_from_union(&address, family),
-                port: port.ok_or("destination without port")?,
+                port: port.ok_or(EntryError::Missing("destination port"))?,
             },
             forward,
             weight,

@@ -64,6 +64,30 @@ pub enum IpvsError {
     },
 }
 
+/// Why the attributes of a dumped service or destination do not make an entry (a kernel
+/// reply this crate cannot read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// A required attribute is missing (its name says which: "service scheduler", ...).
+    #[error("{0} missing")]
+    Missing(&'static str),
+    /// A service has neither a fwmark nor protocol, address and port.
+    #[error("service without fwmark or protocol/address/port")]
+    NoServiceKey,
+    /// An address family other than AF_INET/AF_INET6.
+    #[error("unknown address family {0}")]
+    UnknownFamily(u16),
+    /// A protocol number other than TCP/UDP/SCTP.
+    #[error("unknown protocol {0}")]
+    UnknownProtocol(u16),
+    /// A forwarding method this crate does not know.
+    #[error("unknown forwarding method {0}")]
+    UnknownForwardMethod(u32),
+    /// A tunnel type this crate does not know.
+    #[error("unknown tunnel type {0}")]
+    UnknownTunnelKind(u8),
+}
+
 impl IpvsError {
     /// Maps a kernel errno (positive) for `operation` to the matching variant.
     pub(crate) fn from_errno(errno: i32, operation: String, on_destination: bool) -> Self {

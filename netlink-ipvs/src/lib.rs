@@ -11,10 +11,12 @@ mod convert;
 mod error;
 #[cfg(feature = "netlink")]
 mod handle;
+pub mod ipvsadm;
 #[cfg(feature = "netlink")]
 mod message;
 #[cfg(feature = "netlink")]
 mod operation;
+mod scheduler;
 mod types;
 
 #[cfg(feature = "netlink")]
@@ -29,13 +31,14 @@ pub use convert::{
     service_entry, service_key_attributes, DestinationEntry, ServiceEntry,
 };
 #[cfg(feature = "netlink")]
-pub use error::IpvsError;
+pub use error::{EntryError, IpvsError};
 #[cfg(feature = "netlink")]
 pub use handle::{IpvsHandle, IpvsInfo};
 #[cfg(feature = "netlink")]
 pub use message::{decode_message, IpvsCommand, IpvsMessage, IPVS_FAMILY_NAME, IPVS_GENL_VERSION};
 #[cfg(feature = "netlink")]
 pub use operation::IpvsOperation;
+pub use scheduler::Scheduler;
 pub use types::{
     Family, ForwardMethod, IpvsState, Protocol, RealServer, RealServerKey, ServiceFlags,
     ServiceKey, ServiceState, Timeouts, TunnelKind, VirtualServer,

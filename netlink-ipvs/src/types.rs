@@ -9,6 +9,8 @@ use std::net::IpAddr;
 
 pub use netlink_base::{Family, Protocol};
 
+use crate::scheduler::Scheduler;
+
 /// What identifies a virtual server in the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ServiceKey {
@@ -36,35 +38,6 @@ impl ServiceKey {
         match self {
             ServiceKey::Address { address, .. } => Family::of(address),
             ServiceKey::FwMark { family, .. } => *family,
-        }
-    }
-}
-
-impl ServiceKey {
-    /// The service as `ipvsadm` arguments: `-t 10.0.0.1:80`, `-u [fd00::1]:53`,
-    /// `--sctp-service 10.0.0.1:9`, `-f 7`, `-f 7 -6` (as `ipvsadm -S` prints them).
-    pub fn ipvsadm_args(&self) -> String {
-        match *self {
-            ServiceKey::Address {
-                protocol,
-                address,
-                port,
-            } => {
-                let flag = match protocol {
-                    Protocol::Tcp => "-t",
-                    Protocol::Udp => "-u",
-                    Protocol::Sctp => "--sctp-service",
-                };
-                format!("{flag} {}", SocketFmt(address, port))
-            }
-            ServiceKey::FwMark {
-                mark,
-                family: Family::V4,
-            } => format!("-f {mark}"),
-            ServiceKey::FwMark {
-                mark,
-                family: Family::V6,
-            } => format!("-f {mark} -6"),
         }
     }
 }
@@ -139,8 +112,8 @@ impl std::ops::BitOr for ServiceFlags {
 pub struct VirtualServer {
     /// What identifies it.
     pub key: ServiceKey,
-    /// Scheduler name (`rr`, `wrr`, `lc`, `sh`, `mh`, ...).
-    pub scheduler: String,
+    /// The scheduler.
+    pub scheduler: Scheduler,
     /// Flags; the kernel-set `HASHED` bit is masked by [`VirtualServer::normalized`].
     pub flags: ServiceFlags,
     /// Persistence timeout in seconds (used with `PERSISTENT`).
@@ -158,7 +131,7 @@ impl VirtualServer {
         };
         Self {
             key,
-            scheduler: "rr".to_owned(),
+            scheduler: Scheduler::Rr,
             flags: ServiceFlags::default(),
             timeout: 0,
             netmask,

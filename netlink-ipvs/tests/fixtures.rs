@@ -345,8 +345,19 @@ fn truncated_and_garbage_input_is_an_error_not_a_panic() {
     let mut overrun = message(1, 0, 1, &[nla(1, &nla(1, &u16v(2)))]);
     overrun[20] = 0xff;
     assert!(decode_message(&overrun).is_err());
-    // A service missing its scheduler does not convert.
-    assert!(netlink_ipvs::service_entry(&[ServiceAttribute::AddressFamily(2)]).is_err());
+    // A service missing its key, or its scheduler, does not convert, and says why.
+    assert_eq!(
+        netlink_ipvs::service_entry(&[ServiceAttribute::AddressFamily(2)]).unwrap_err(),
+        netlink_ipvs::EntryError::NoServiceKey
+    );
+    let no_scheduler = [
+        ServiceAttribute::AddressFamily(2),
+        ServiceAttribute::FwMark(7),
+    ];
+    assert_eq!(
+        netlink_ipvs::service_entry(&no_scheduler).unwrap_err(),
+        netlink_ipvs::EntryError::Missing("service scheduler")
+    );
 }
 
 #[test]

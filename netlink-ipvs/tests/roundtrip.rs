@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_ipvs::{
     decode_message, destination_entry, encode_request, service_entry, Family, ForwardMethod,
-    IpvsAttribute, IpvsOperation, Protocol, RealServer, RealServerKey, ServiceFlags, ServiceKey,
-    TunnelKind, VirtualServer,
+    IpvsAttribute, IpvsOperation, Protocol, RealServer, RealServerKey, Scheduler, ServiceFlags,
+    ServiceKey, TunnelKind, VirtualServer,
 };
 use netlink_packet_core::NetlinkPayload;
 use proptest::prelude::*;
@@ -56,7 +56,7 @@ fn virtual_server() -> impl Strategy<Value = VirtualServer> {
             ("[a-z]{1,15}", any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
                 move |(scheduler, flags, timeout, netmask)| VirtualServer {
                     key,
-                    scheduler,
+                    scheduler: Scheduler::from_name(&scheduler),
                     flags: ServiceFlags(flags),
                     timeout,
                     netmask,

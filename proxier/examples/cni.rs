@@ -7,8 +7,8 @@ use proxier::config::Config;
 use proxier::dataplane::kernel::KernelDataplane;
 use proxier::model::ClusterState;
 use proxier::plan::{NodeContext, Planner};
-use proxier::runtime::{run, Proxier, Source, SourcePoll, SyncTiming};
-use proxier::source::{parse_documents, SnapshotSync};
+use proxier::runtime::{run, Proxier, SyncTiming};
+use proxier::source::{parse_documents, SnapshotSync, Source, SourcePoll};
 
 /// The CNI's own view of services: here a fixed YAML snapshot, in real life its IPAM/state.
 struct MyEndpoints {
@@ -21,12 +21,8 @@ impl Source for MyEndpoints {
         let Some(yaml) = self.pending.take() else {
             return Ok(SourcePoll::default());
         };
-        let (objects, skipped) = parse_documents("cni", yaml);
-        let report = self.snapshot.apply(&objects, cluster);
-        Ok(SourcePoll {
-            changed: report.upserted + report.removed > 0,
-            skipped,
-        })
+        let (objects, problems) = parse_documents("cni", yaml);
+        Ok(self.snapshot.poll(&objects, problems, cluster))
     }
 }
 

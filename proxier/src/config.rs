@@ -18,6 +18,7 @@ pub use settings::{ConfigWarning, ProxySettings, DEFAULT_HEALTHZ_PORT, DEFAULT_M
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use netlink_ipvs::Scheduler;
 use serde::Deserialize;
 
 use crate::error::Error;
@@ -266,7 +267,7 @@ pub const FWMARK_COUNT: u32 = 0x0001_0000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// IPVS scheduler for every virtual server.
-    pub scheduler: String,
+    pub scheduler: Scheduler,
     /// Which node IPs NodePorts open on (empty = all given node IPs).
     pub node_port_addresses: Vec<NodePortAddress>,
     /// The API server's NodePort range; node IP virtual servers with such a port are ours.
@@ -278,7 +279,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            scheduler: "rr".to_owned(),
+            scheduler: Scheduler::Rr,
             node_port_addresses: Vec::new(),
             node_port_range: (30000, 32767),
             fwmark_base: DEFAULT_FWMARK_BASE,
@@ -290,8 +291,18 @@ impl Config {
     /// The engine configuration a `KubeProxyConfiguration` asks for.
     pub fn from_kube_proxy(config: &KubeProxyConfiguration) -> Result<Self, Error> {
         let mut out = Config::default();
-        if !config.ipvs.scheduler.is_empty() {
-            out.scheduler = config.ipvs.scheduler.clone();
+        let name = config.ipvs.scheduler.trim();
+        if !name.is_empty() {
+            out.scheduler = Scheduler::known(name).ok_or_else(|| {
+                let valid: Vec<&str> = Scheduler::KNOWN.iter().map(Scheduler::name).collect();
+                Error::Config {
+                    field: "ipvs.scheduler",
+                    reason: format!(
+                        "{name:?} is not an IPVS scheduler; valid: {}",
+                        valid.join(", ")
+                    ),
+                }
+            })?;
         }
         out.node_port_addresses = config
             .node_port_addresses

@@ -13,7 +13,7 @@ use netlink_ipvs::{Family, Protocol, ServiceKey};
 use crate::config::Config;
 use crate::model::{
     ClusterState, Endpoint, EndpointPort, EndpointSlice, Service, ServiceName, ServicePort,
-    ServicePortName, SessionAffinity, TrafficDistribution, TrafficPolicy,
+    ServicePortName, SessionAffinity, TrafficPolicy,
 };
 use crate::plan::{DesiredState, NodeContext, Planner, RealServerIntent};
 
@@ -51,7 +51,6 @@ pub fn service(svc: &str, cluster_ips: &[&str], ports: &[(&str, Protocol, u16)])
                 affinity: SessionAffinity::None,
                 internal_policy: TrafficPolicy::Cluster,
                 external_policy: TrafficPolicy::Cluster,
-                distribution: TrafficDistribution::Any,
             })
             .collect(),
     }

@@ -11,7 +11,6 @@ mod error;
 /// and the benches (feature `fixtures`; never part of a normal build).
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
-pub mod ipvsadm;
 pub mod model;
 #[cfg(feature = "kernel")]
 pub mod observability;

@@ -235,22 +235,19 @@ async fn run(
     interface: String,
     origin: Origin,
 ) -> anyhow::Result<()> {
-    use proxier::dataplane::kernel::{KernelDataplane, PacketSettings};
-    use proxier::observability::{EventPublisher, MeteredDataplane, Metrics, Observer};
-    use proxier::runtime::{DirectoryWatch, Proxier, SyncTiming};
+    use proxier::dataplane::kernel::KernelDataplane;
+    use proxier::observability::{EventPublisher, Metrics, Observer};
+    use proxier::plan::PacketSettings;
+    use proxier::runtime::{Proxier, SyncTiming};
+    use proxier::source::DirectoryWatch;
 
     let timing = SyncTiming {
         min_sync_period: settings.min_sync_period,
         sync_period: settings.sync_period,
         ..SyncTiming::default()
     };
-    let dataplane = KernelDataplane::connect(&interface)
-        .context("opening the kernel dataplane")?
-        .with_packet_settings(PacketSettings {
-            cluster_cidrs: settings.cluster_cidrs.clone(),
-            masquerade_all: settings.masquerade_all,
-            ..PacketSettings::default()
-        });
+    let mut dataplane =
+        KernelDataplane::connect(&interface).context("opening the kernel dataplane")?;
     let metrics = Metrics::new().with_conntrack_flushed(dataplane.conntrack_flushed_counter());
     let client = match &origin {
         Origin::Api { kubeconfig, master } => {
@@ -277,12 +274,10 @@ async fn run(
             (probed.node(&node).cloned(), None)
         }
         (Origin::Api { .. }, Some(client)) => {
-            let mut source = proxier::source::kube::KubeSource::start(client, &node)
-                .with_observer(observer.clone());
+            let mut source = proxier::source::kube::KubeSource::start(client, &node);
             tokio::select! {
                 synced = source.wait_until_synced(&mut cluster, Duration::from_secs(10)) => {
-                    let synced = synced?;
-                    observer.record_skipped(&synced.skipped);
+                    observer.record_poll(&synced?);
                 }
                 () = shutdown_signal() => return Ok(()),
             }
@@ -294,20 +289,12 @@ async fn run(
     if node_object.is_none() {
         tracing::warn!(%node, "no Node object: no zone, NodePorts only on --node-ip/bindAddress");
     }
-    let mut ips = node_ips;
-    if ips.is_empty() {
-        ips.extend(settings.bind_address);
-        for ip in node_object.iter().flat_map(|n| n.internal_ips.iter()) {
-            if !ips.contains(ip) {
-                ips.push(*ip);
-            }
-        }
-    }
-    let context = NodeContext {
-        name: node.clone(),
-        node_ips: ips,
-        zone: node_object.and_then(|n| n.zone),
-    };
+    let context = NodeContext::resolve(
+        node.clone(),
+        node_ips,
+        settings.bind_address,
+        node_object.as_ref(),
+    );
     tracing::info!(?context, ?timing, "planning for this node");
 
     // Unprivileged containers see /proc/sys and /sys read-only: the DaemonSet mounts the
@@ -325,13 +312,16 @@ async fn run(
         Ok(report) => observer.record_sizing(&node, &report),
         Err(error) => tracing::warn!(%error, "conntrack sizing skipped"),
     }
-    let mut dataplane = MeteredDataplane::new(dataplane, observer.metrics.clone());
-    dataplane
-        .inner_mut()
-        .prepare_host(&root, settings.strict_arp, settings.ipvs_timeouts)?;
+    dataplane.prepare_host(&root, settings.strict_arp, settings.ipvs_timeouts)?;
     observer.spawn_conntrack_watch(root, Duration::from_secs(60));
 
-    let mut proxier = Proxier::new(Planner::new(context, settings.engine.clone()), dataplane);
+    let planner =
+        Planner::new(context, settings.engine.clone()).with_packet_settings(PacketSettings {
+            cluster_cidrs: settings.cluster_cidrs.clone(),
+            masquerade_all: settings.masquerade_all,
+            ..PacketSettings::default()
+        });
+    let mut proxier = Proxier::new(planner, dataplane);
     *proxier.cluster_mut() = cluster;
     let hook = |kind, outcome: &proxier::runtime::SyncOutcome| {
         tracing::info!(
@@ -377,8 +367,8 @@ fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
         node_port_range: config.node_port_range,
         fwmarks: (config.fwmark_base, proxier::config::FWMARK_COUNT),
     };
-    let table = proxier::dataplane::nftables::PacketRules::default().table;
-    let report = proxier::dataplane::kernel::cleanup(&args.interface, &table, &ownership)?;
+    let table = proxier::plan::DEFAULT_TABLE;
+    let report = proxier::dataplane::kernel::cleanup(&args.interface, table, &ownership)?;
     for key in &report.deleted_services {
         println!("deleted {key}");
     }
@@ -431,17 +421,8 @@ fn plan(
     if node_object.is_none() {
         eprintln!("no Node {node} in the input: no zone, and NodePorts only on --node-ip");
     }
-    let context = NodeContext {
-        node_ips: if node_ips.is_empty() {
-            node_object
-                .map(|n| n.internal_ips.clone())
-                .unwrap_or_default()
-        } else {
-            node_ips
-        },
-        zone: node_object.and_then(|n| n.zone.clone()),
-        name: node,
-    };
+    // `plan` reads no bindAddress: the node's IPs are the given ones or the Node's.
+    let context = NodeContext::resolve(node, node_ips, None, node_object);
     let mut planner = Planner::new(context, config);
     planner.plan_all(&mut cluster);
     for conflict in planner.conflicts() {
@@ -451,7 +432,10 @@ fn plan(
         );
     }
     let desired = planner.desired();
-    print!("{}", proxier::ipvsadm::listing(&desired.to_ipvs_state()));
+    print!(
+        "{}",
+        netlink_ipvs::ipvsadm::listing(&desired.to_ipvs_state())
+    );
     if addresses {
         println!();
         println!("Addresses to bind:");

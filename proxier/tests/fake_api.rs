@@ -13,11 +13,11 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use netlink_ipvs::{Protocol, ServiceState};
+use netlink_ipvs::ServiceState;
 use proxier::config::Config;
 use proxier::dataplane::{ApplyReport, Dataplane, FakeDataplane};
 use proxier::observability::{EventPublisher, Metrics, Observer};
-use proxier::plan::{NodeContext, Planner};
+use proxier::plan::{NodeContext, PacketRules, Planner};
 use proxier::reconcile::{ConntrackFilter, Observed, Op};
 use proxier::runtime::{run, Proxier, SyncKind, SyncOutcome, SyncTiming};
 use proxier::source::kube::{KubeSource, PROXY_LABEL_SELECTOR};
@@ -34,6 +34,9 @@ impl Dataplane for Shared {
     }
     fn apply(&mut self, ops: &[Op]) -> ApplyReport {
         self.0.lock().unwrap().apply(ops)
+    }
+    fn program_packet_rules(&mut self, rules: &PacketRules) -> Result<bool, proxier::Error> {
+        self.0.lock().unwrap().program_packet_rules(rules)
     }
 }
 
@@ -130,13 +133,13 @@ async fn kube_source_over_http_drives_the_dataplane() {
         Duration::from_secs(30),
         EventPublisher::start(client.clone(), "node-a"),
     );
-    let mut source = KubeSource::start(client, "node-a").with_observer(observer.clone());
+    let mut source = KubeSource::start(client, "node-a");
     let mut cluster = proxier::model::ClusterState::new();
     let synced = tokio::time::timeout(
         Duration::from_secs(10),
         source.wait_until_synced(&mut cluster, Duration::from_secs(1)),
     );
-    synced.await.expect("initial lists timed out").unwrap();
+    observer.record_poll(&synced.await.expect("initial lists timed out").unwrap());
     let local = source.local_node().cloned().expect("node-a listed");
     let node_ip: IpAddr = "192.168.1.10".parse().unwrap();
     assert_eq!(local.internal_ips, [node_ip]);
@@ -196,11 +199,11 @@ async fn kube_source_over_http_drives_the_dataplane() {
         let one_left = |t: &Table| t[DNS] == ["10.244.1.5:53"];
         wait_for(&fake, "endpoint removed", since, one_left).await;
         let flushed = fake.0.lock().unwrap().flushed.clone();
-        let gone = ConntrackFilter::ReplySource {
-            protocol: Protocol::Udp,
-            address: "10.244.2.6".parse().unwrap(),
-            port: 53,
-        };
+        let gone = ConntrackFilter::endpoint(
+            conntrack_gc::Protocol::Udp,
+            "10.244.2.6".parse().unwrap(),
+            53,
+        );
         assert!(flushed.contains(&gone), "no flush of {gone:?}: {flushed:?}");
 
         // DELETED Service: its virtual server goes.

@@ -15,34 +15,14 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use netlink_ipvs::{
-    Family, ForwardMethod, IpvsHandle, IpvsOperation, IpvsState, Protocol, RealServer,
-    RealServerKey, ServiceFlags, ServiceKey, ServiceState, VirtualServer,
+    Family, IpvsHandle, IpvsOperation, IpvsState, Protocol, RealServer, RealServerKey,
+    ServiceFlags, ServiceKey, ServiceState, VirtualServer,
 };
 pub use proxier_test_support::*;
 
 /// The lines `ipvsadm -Sn` prints for `state` (as a set: ipvsadm's order is the kernel's hash order).
 pub fn ipvsadm_save(state: &IpvsState) -> BTreeSet<String> {
-    let mut lines = BTreeSet::new();
-    for s in state.services.values() {
-        let service = s.service.key.ipvsadm_args();
-        let mut line = format!("-A {service} -s {}", s.service.scheduler);
-        if s.service.flags.contains(ServiceFlags::PERSISTENT) {
-            line.push_str(&format!(" -p {}", s.service.timeout));
-        }
-        lines.insert(line);
-        for rs in s.real_servers.values() {
-            let method = match rs.forward {
-                ForwardMethod::Masq => "-m",
-                ForwardMethod::Route | ForwardMethod::Local => "-g",
-                _ => "-i",
-            };
-            lines.insert(format!(
-                "-a {service} -r {} {method} -w {}",
-                rs.key, rs.weight
-            ));
-        }
-    }
-    lines
+    netlink_ipvs::ipvsadm::save(state)
 }
 
 /// `count` virtual servers with `per_service` real servers each: TCP/UDP/SCTP, IPv4 and IPv6,
@@ -71,7 +51,7 @@ pub fn sample(count: usize, per_service: usize, with_fwmark: bool) -> IpvsState 
             }
         };
         let mut service = VirtualServer::new(key);
-        service.scheduler = ["rr", "wrr", "lc"][i % 3].to_owned();
+        service.scheduler = ["rr", "wrr", "lc"][i % 3].into();
         if i % 10 == 3 {
             service.flags = ServiceFlags::PERSISTENT;
             service.timeout = 10800;

@@ -15,8 +15,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use proxier::config::Config;
-use proxier::dataplane::kernel::{KernelDataplane, PacketSettings};
-use proxier::plan::{NodeContext, Planner};
+use proxier::dataplane::kernel::KernelDataplane;
+use proxier::plan::{NodeContext, PacketSettings, Planner};
 use proxier::runtime::Proxier;
 use proxier::source::{parse_documents, SnapshotSync};
 use proxier_kernel_tests::sysctl::{enable_forwarding, enable_ipv6_forwarding};
@@ -101,9 +101,7 @@ impl Node {
             ],
             ..PacketSettings::default()
         };
-        let mut dataplane = KernelDataplane::connect("kube-ipvs0")
-            .unwrap()
-            .with_packet_settings(settings);
+        let mut dataplane = KernelDataplane::connect("kube-ipvs0").unwrap();
         dataplane
             .prepare_host(
                 &conntrack_gc::FsRoot::system(),
@@ -116,7 +114,8 @@ impl Node {
             node_ips: vec!["10.0.1.1".parse().unwrap()],
             zone: None,
         };
-        let mut proxier = Proxier::new(Planner::new(node, Config::default()), dataplane);
+        let planner = Planner::new(node, Config::default()).with_packet_settings(settings);
+        let mut proxier = Proxier::new(planner, dataplane);
         let (objects, problems) = parse_documents("test", yaml);
         assert!(problems.is_empty(), "{problems:?}");
         SnapshotSync::new().apply(&objects, proxier.cluster_mut());

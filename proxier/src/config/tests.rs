@@ -14,6 +14,18 @@ fn reads_kube_proxy_configuration_and_lists_unimplemented_fields() {
 }
 
 #[test]
+fn an_unknown_scheduler_is_rejected_naming_the_valid_ones() {
+    let yaml = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
+                ipvs:\n  scheduler: wrrr\n";
+    let kpc = KubeProxyConfiguration::from_yaml(yaml).unwrap();
+    let error = Config::from_kube_proxy(&kpc).unwrap_err().to_string();
+    assert!(error.contains("ipvs.scheduler"), "{error}");
+    assert!(error.contains("\"wrrr\""), "{error}");
+    assert!(error.contains("rr, wrr, lc, wlc"), "{error}");
+    assert!(error.contains("mh, twos"), "{error}");
+}
+
+#[test]
 fn cidr_matching_and_parse_errors() {
     let v6 = NodePortAddress::parse("fd00::/64").unwrap();
     assert!(v6.contains("fd00::5".parse().unwrap()));

@@ -3,6 +3,7 @@
 
 use super::{ApplyReport, Dataplane};
 use crate::error::{Errno, Error};
+use crate::plan::PacketRules;
 use crate::reconcile::{ConntrackFilter, Observed, Op};
 
 /// Strict recording fake.
@@ -16,6 +17,10 @@ pub struct FakeDataplane {
     pub flushed: Vec<ConntrackFilter>,
     /// Operations that fail with the given errno (for failure tests).
     pub fail: Vec<(Op, Errno)>,
+    /// The packet rules last programmed (the "table"), as the kernel dataplane would write them.
+    pub packet_rules: Option<PacketRules>,
+    /// How many times packet rules were written (unchanged rules are not rewritten).
+    pub packet_rule_writes: usize,
 }
 
 impl FakeDataplane {
@@ -53,5 +58,14 @@ impl Dataplane for FakeDataplane {
             })
             .collect();
         ApplyReport { results }
+    }
+
+    fn program_packet_rules(&mut self, rules: &PacketRules) -> Result<bool, Error> {
+        if self.packet_rules.as_ref() == Some(rules) {
+            return Ok(false);
+        }
+        self.packet_rules = Some(rules.clone());
+        self.packet_rule_writes += 1;
+        Ok(true)
     }
 }

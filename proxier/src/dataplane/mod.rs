@@ -11,6 +11,7 @@ pub mod nftables;
 pub use fake::FakeDataplane;
 
 use crate::error::Error;
+use crate::plan::PacketRules;
 use crate::reconcile::{Observed, Op};
 
 /// What applying a batch did: one result per operation, in order. One failed operation never
@@ -41,12 +42,9 @@ pub trait Dataplane {
     fn observe(&mut self) -> Result<Observed, Error>;
     /// Applies `ops` in order.
     fn apply(&mut self, ops: &[Op]) -> ApplyReport;
-    /// Brings packet rules (masquerade, NodePorts, ETP=Local marks) in line with `desired`;
-    /// returns whether anything was written. Dataplanes without packet rules do nothing.
-    fn program_packet_rules(&mut self, desired: &crate::plan::DesiredState) -> Result<bool, Error> {
-        let _ = desired;
-        Ok(false)
-    }
+    /// Brings packet rules (masquerade, NodePorts, ETP=Local marks) in line with the plan's
+    /// packet-rule intent; returns whether anything was written.
+    fn program_packet_rules(&mut self, rules: &PacketRules) -> Result<bool, Error>;
 }
 
 #[cfg(test)]

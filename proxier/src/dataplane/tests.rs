@@ -115,11 +115,7 @@ fn rollout_of_a_250_endpoint_service() {
         // Old pod gone from the slice: delete now, flush its UDP flows.
         pods.remove(0);
         let ops = set_pods(&mut node, &pods);
-        let gone = ConntrackFilter::ReplySource {
-            protocol: Udp,
-            address: ip(&old_pod(i)),
-            port: 53,
-        };
+        let gone = ConntrackFilter::endpoint(conntrack_gc::Protocol::Udp, ip(&old_pod(i)), 53);
         assert!(
             matches!(ops.as_slice(), [Op::DeleteRealServer { .. }, Op::FlushConntrack(f)] if *f == gone),
             "step {i}: {ops:?}"
@@ -251,13 +247,11 @@ fn restart_adopts_kernel_state_without_flaps() {
     ]
     .into();
     assert_eq!(deleted, expected);
-    assert!(
-        ops.contains(&Op::FlushConntrack(ConntrackFilter::ReplySource {
-            protocol: Udp,
-            address: ip("10.244.2.6"),
-            port: 53
-        }))
-    );
+    assert!(ops.contains(&Op::FlushConntrack(ConntrackFilter::endpoint(
+        conntrack_gc::Protocol::Udp,
+        ip("10.244.2.6"),
+        53
+    ))));
     assert!(ops.contains(&Op::UnbindAddress(ip("10.96.0.50"))));
     assert_eq!(fake.state.ipvs.services[&keepalived], foreign);
     assert_eq!(

@@ -13,7 +13,7 @@ use netlink_ipvs::{Family, Protocol};
 
 use super::{
     Endpoint, EndpointPort, EndpointSlice, Node, ObjectRef, Service, ServiceName, ServicePort,
-    ServicePortName, SessionAffinity, TrafficDistribution, TrafficPolicy,
+    ServicePortName, SessionAffinity, TrafficPolicy,
 };
 use crate::error::{Error, RejectReason};
 
@@ -179,11 +179,9 @@ fn convert_service(service: &core::Service, object: &ObjectRef) -> Result<Servic
     };
     let internal_policy = policy(spec.internal_traffic_policy.as_deref());
     let external_policy = policy(spec.external_traffic_policy.as_deref());
-    let distribution = match spec.traffic_distribution.as_deref() {
-        Some("PreferClose" | "PreferSameZone") => TrafficDistribution::PreferSameZone,
-        Some("PreferSameNode") => TrafficDistribution::PreferSameNode,
-        _ => TrafficDistribution::Any,
-    };
+    // `spec.trafficDistribution` is not read: as in kube-proxy (pkg/proxy/topology.go,
+    // `topologyModeFromHints`), topology follows the EndpointSlice hints alone, which the
+    // EndpointSlice controller derives from it.
     let has_node_ports = matches!(service_type, "NodePort" | "LoadBalancer");
     let name = ServiceName {
         namespace: object.namespace.clone(),
@@ -211,7 +209,6 @@ fn convert_service(service: &core::Service, object: &ObjectRef) -> Result<Servic
             affinity,
             internal_policy,
             external_policy,
-            distribution,
         });
     }
     Ok(Service { name, ports })

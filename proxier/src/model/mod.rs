@@ -90,18 +90,6 @@ pub enum SessionAffinity {
     },
 }
 
-/// `trafficDistribution`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TrafficDistribution {
-    /// Not set (or a value this proxy does not know: ignored, as kube-proxy does).
-    #[default]
-    Any,
-    /// `PreferClose` / `PreferSameZone`: topology hints by zone.
-    PreferSameZone,
-    /// `PreferSameNode`: topology hints by node, falling back to zone.
-    PreferSameNode,
-}
-
 /// A Service port with everything that decides its virtual servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServicePort {
@@ -125,8 +113,6 @@ pub struct ServicePort {
     pub internal_policy: TrafficPolicy,
     /// `externalTrafficPolicy`.
     pub external_policy: TrafficPolicy,
-    /// `trafficDistribution`.
-    pub distribution: TrafficDistribution,
 }
 
 impl ServicePort {

@@ -2,21 +2,20 @@
 //! kube-proxy (liveness probes, load balancer health checks on :10256, Prometheus on :10249)
 //! keeps working.
 //!
-//! [`Observer`] is the one object the binary wires in: it wraps the [`Source`] (to learn when
-//! updates are queued and which objects are skipped), takes the sync hook of
-//! [`crate::runtime::run`], and serves `/healthz`, `/livez` and `/metrics`.
+//! [`Observer`] is the one place that meters: it wraps the [`Source`] (to learn when updates
+//! are queued, which objects are skipped, EndpointSlice trigger times and the Node's
+//! eligibility), takes the sync hook of [`crate::runtime::run`] (sync latency, planned real
+//! servers), and serves `/healthz`, `/livez` and `/metrics`.
 
 mod events;
 mod health;
 pub mod http;
-mod metered;
 mod metrics;
 #[cfg(test)]
 mod tests;
 
 pub use events::EventPublisher;
 pub use health::{Health, HealthStatus};
-pub use metered::{real_server_counts, MeteredDataplane};
 pub use metrics::{Histogram, Metrics};
 
 use std::net::SocketAddr;
@@ -25,7 +24,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, RejectReason};
 use crate::model::ClusterState;
-use crate::runtime::{Source, SourcePoll, SyncKind, SyncOutcome};
+use crate::runtime::{SyncKind, SyncOutcome};
+use crate::source::{Source, SourcePoll};
 
 /// A stable metric label for why an object was skipped.
 pub fn skip_reason(error: &Error) -> &'static str {
@@ -72,12 +72,17 @@ impl Observer {
         }
     }
 
-    /// The hook for [`crate::runtime::run`]: records the sync in the metrics, and in the
-    /// health state as done unless operations failed (then something is still pending).
+    /// The hook for [`crate::runtime::run`]: records the sync (and the planned real servers)
+    /// in the metrics, and in the health state as done unless operations failed (then
+    /// something is still pending).
     pub fn on_sync(&self, kind: SyncKind, outcome: &SyncOutcome) {
         let now = SystemTime::now();
         self.metrics
             .record_sync(kind != SyncKind::Incremental, outcome.elapsed, now);
+        if let Some(counts) = outcome.real_servers {
+            self.metrics
+                .set_real_servers(&[("serving", counts.serving), ("draining", counts.draining)]);
+        }
         if outcome.failed == 0 {
             self.health.updated(now);
         } else {
@@ -85,7 +90,23 @@ impl Observer {
         }
     }
 
-    /// Counts and reports skipped objects: a metric for each, an Event for invalid ones.
+    /// Records what one poll of a source found: an update queued when something changed,
+    /// skipped objects, EndpointSlice trigger times and the Node's eligibility.
+    pub fn record_poll(&self, poll: &SourcePoll) {
+        if poll.changed {
+            self.health.queued(Instant::now());
+        }
+        self.record_skipped(&poll.skipped);
+        for trigger in &poll.triggers {
+            self.metrics.record_change_trigger(*trigger);
+        }
+        if let Some(eligible) = poll.node_eligible {
+            self.health.set_node_eligible(eligible);
+        }
+    }
+
+    /// Counts and reports skipped objects: a metric for each (labelled by [`skip_reason`]),
+    /// an Event for invalid ones.
     pub fn record_skipped(&self, skipped: &[Error]) {
         for error in skipped {
             let reason = skip_reason(error);
@@ -102,8 +123,7 @@ impl Observer {
         }
     }
 
-    /// Wraps a source so that its changes mark an update as queued and its skipped objects
-    /// are counted.
+    /// Wraps a source so that every poll is recorded ([`Observer::record_poll`]).
     pub fn watch_source<S: Source>(&self, source: S) -> ObservedSource<S> {
         ObservedSource {
             inner: source,
@@ -234,10 +254,7 @@ impl<S> ObservedSource<S> {
 impl<S: Source> Source for ObservedSource<S> {
     fn poll_changes(&mut self, cluster: &mut ClusterState) -> Result<SourcePoll, Error> {
         let poll = self.inner.poll_changes(cluster)?;
-        if poll.changed {
-            self.observer.health.queued(Instant::now());
-        }
-        self.observer.record_skipped(&poll.skipped);
+        self.observer.record_poll(&poll);
         Ok(poll)
     }
 }

@@ -6,6 +6,7 @@
 //! [`crate::reconcile::reconcile_changes`].
 
 mod endpoints;
+mod packet_rules;
 mod service;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,10 +17,14 @@ use netlink_ipvs::{
 };
 
 pub use endpoints::{categorize, port_endpoints, Categorized, Locality, PortEndpoint};
+pub use packet_rules::{
+    packet_rules, ExternalLocalMark, LoadBalancerSourceRange, PacketRules, PacketSettings,
+    DEFAULT_MASQUERADE_MARK, DEFAULT_TABLE,
+};
 use service::{plan_service, PlanContext, ServicePlan};
 
 use crate::config::{Config, FWMARK_COUNT};
-use crate::model::{ClusterState, ServiceName, ServicePort, ServicePortName};
+use crate::model::{ClusterState, Node, ServiceName, ServicePort, ServicePortName};
 
 /// The node the plan is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +35,34 @@ pub struct NodeContext {
     pub node_ips: Vec<IpAddr>,
     /// Zone (`topology.kubernetes.io/zone`), for topology hints.
     pub zone: Option<String>,
+}
+
+impl NodeContext {
+    /// The node-address resolution of every command: the IPs given on the command line
+    /// (`--node-ip`) when there are any; otherwise the node's primary IP (`bindAddress`, when
+    /// it names one) followed by the Node object's InternalIPs, without duplicates. The zone
+    /// comes from the Node object.
+    pub fn resolve(
+        name: String,
+        given_ips: Vec<IpAddr>,
+        primary_ip: Option<IpAddr>,
+        node: Option<&Node>,
+    ) -> Self {
+        let mut node_ips = given_ips;
+        if node_ips.is_empty() {
+            node_ips.extend(primary_ip);
+            for ip in node.iter().flat_map(|n| n.internal_ips.iter()) {
+                if !node_ips.contains(ip) {
+                    node_ips.push(*ip);
+                }
+            }
+        }
+        Self {
+            name,
+            node_ips,
+            zone: node.and_then(|n| n.zone.clone()),
+        }
+    }
 }
 
 /// What the plan wants of a real server.
@@ -144,7 +177,30 @@ pub struct DesiredState {
     pub ownership: Ownership,
 }
 
+/// Planned real servers by intent (the metric `proxier_real_servers`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RealServerCounts {
+    /// Taking new connections.
+    pub serving: u64,
+    /// Weight 0, kept for established connections.
+    pub draining: u64,
+}
+
 impl DesiredState {
+    /// Counts the planned real servers by intent.
+    pub fn real_server_counts(&self) -> RealServerCounts {
+        let mut counts = RealServerCounts::default();
+        for vs in self.virtual_servers.values() {
+            for rs in vs.real_servers.values() {
+                match rs.intent {
+                    RealServerIntent::Serve => counts.serving += 1,
+                    RealServerIntent::Drain => counts.draining += 1,
+                }
+            }
+        }
+        counts
+    }
+
     /// The IPVS table this plan programs on a node that has none: serving real servers only
     /// (a draining one is never created).
     pub fn to_ipvs_state(&self) -> IpvsState {
@@ -203,6 +259,7 @@ struct Contribution {
 pub struct Planner {
     node: NodeContext,
     config: Config,
+    packet_settings: PacketSettings,
     node_port_ips: Vec<IpAddr>,
     desired: DesiredState,
     contributions: BTreeMap<ServiceName, Contribution>,
@@ -233,6 +290,7 @@ impl Planner {
         Self {
             node,
             config,
+            packet_settings: PacketSettings::default(),
             node_port_ips,
             desired,
             contributions: BTreeMap::new(),
@@ -242,9 +300,20 @@ impl Planner {
         }
     }
 
+    /// Plans packet rules with `settings` (cluster CIDRs, masqueradeAll, table).
+    pub fn with_packet_settings(mut self, settings: PacketSettings) -> Self {
+        self.packet_settings = settings;
+        self
+    }
+
     /// The current desired state.
     pub fn desired(&self) -> &DesiredState {
         &self.desired
+    }
+
+    /// The packet-rule intent of the current desired state.
+    pub fn packet_rules(&self) -> PacketRules {
+        packet_rules(&self.desired, &self.packet_settings)
     }
 
     /// Virtual servers refused because another Service holds them.

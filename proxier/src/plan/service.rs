@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use netlink_ipvs::{Family, RealServer, ServiceFlags, ServiceKey, VirtualServer};
+use netlink_ipvs::{Family, RealServer, Scheduler, ServiceFlags, ServiceKey, VirtualServer};
 
 use super::endpoints::{categorize, port_endpoints, Categorized, Locality, PortEndpoint};
 use super::{
@@ -45,7 +45,7 @@ fn virtual_server(key: ServiceKey, port: &ServicePort, config: &Config) -> Virtu
     }
     // kube-proxy (pkg/proxy/ipvs/proxier.go): "Set the source hash flag needed for the
     // distribution method mh" = IP_VS_SVC_F_SCHED2 (mh-port).
-    if config.scheduler == "mh" {
+    if config.scheduler == Scheduler::Mh {
         vs.flags = vs.flags | ServiceFlags::SCHED2;
     }
     vs

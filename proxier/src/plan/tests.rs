@@ -334,6 +334,9 @@ fn hinted(address: &str, node: &str, zones: &[&str]) -> crate::model::Endpoint {
 
 #[test]
 fn topology_hints_with_kube_proxy_fallbacks() {
+    // kube-proxy reads the hints only, never spec.trafficDistribution (topologyModeFromHints:
+    // the EndpointSlice controller turns trafficDistribution into hints), so the model has no
+    // such field.
     // kube-proxy canUseTopology: use zone hints only if every ready endpoint has hints and
     // one is for our zone; otherwise all endpoints.
     let cases: Vec<(&str, Vec<crate::model::Endpoint>, usize)> = vec![
@@ -415,7 +418,7 @@ fn client_ip_affinity_and_scheduler_flags() {
     let plain = plan(cluster(vec![web(|_| {})], vec![]));
     let vs = &plain.virtual_servers[&tcp("10.96.0.20", 80)].service;
     assert_eq!(
-        (vs.scheduler.as_str(), vs.flags, vs.timeout),
+        (vs.scheduler.name(), vs.flags, vs.timeout),
         ("rr", ServiceFlags(0), 0)
     );
 }
@@ -498,4 +501,53 @@ fn fwmarks_are_stable_across_planners() {
     assert!((crate::config::DEFAULT_FWMARK_BASE
         ..crate::config::DEFAULT_FWMARK_BASE + crate::config::FWMARK_COUNT)
         .contains(&mark));
+}
+
+/// (case, given IPs, primary IP, Node object, wanted node IPs).
+type NodeAddressCase<'a> = (
+    &'a str,
+    Vec<IpAddr>,
+    Option<IpAddr>,
+    Option<&'a crate::model::Node>,
+    Vec<IpAddr>,
+);
+
+#[test]
+fn node_addresses_resolve_the_same_way_for_every_command() {
+    // kube-proxy: --node-ip wins; otherwise the primary IP (bindAddress) then the Node's IPs.
+    let node = crate::model::Node {
+        name: "node-a".into(),
+        internal_ips: vec![ip("10.0.1.1"), ip("10.0.1.2")],
+        zone: Some("zone-a".into()),
+    };
+    let cases: [NodeAddressCase<'_>; 4] = [
+        (
+            "given IPs win",
+            vec![ip("192.0.2.1")],
+            Some(ip("10.0.1.9")),
+            Some(&node),
+            vec![ip("192.0.2.1")],
+        ),
+        (
+            "primary first, no duplicate",
+            vec![],
+            Some(ip("10.0.1.2")),
+            Some(&node),
+            vec![ip("10.0.1.2"), ip("10.0.1.1")],
+        ),
+        (
+            "the Node's IPs",
+            vec![],
+            None,
+            Some(&node),
+            vec![ip("10.0.1.1"), ip("10.0.1.2")],
+        ),
+        ("no Node", vec![], None, None, vec![]),
+    ];
+    for (case, given, primary, node_object, want) in cases {
+        let context = NodeContext::resolve("node-a".into(), given, primary, node_object);
+        assert_eq!(context.node_ips, want, "{case}");
+        let zone = node_object.and_then(|n| n.zone.clone());
+        assert_eq!(context.zone, zone, "{case}");
+    }
 }

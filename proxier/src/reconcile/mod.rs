@@ -17,8 +17,9 @@ use std::net::IpAddr;
 
 use netlink_ipvs::{Protocol, RealServer, ServiceKey, ServiceState};
 
+pub use conntrack_gc::ConntrackFilter;
 pub use observed::Observed;
-pub use op::{ConntrackFilter, Op};
+pub use op::Op;
 pub use terminations::Terminations;
 
 use crate::plan::{Changes, DesiredState, DesiredVirtualServer, RealServerIntent};
@@ -60,13 +61,18 @@ pub fn reconcile_changes(
 
 /// The conntrack protocol of an address virtual server whose flows need flushing (UDP and
 /// SCTP: TCP flows end by themselves with RST).
-fn flushable(key: &ServiceKey) -> Option<(Protocol, IpAddr, u16)> {
+fn flushable(key: &ServiceKey) -> Option<(conntrack_gc::Protocol, IpAddr, u16)> {
     match *key {
         ServiceKey::Address {
-            protocol: protocol @ (Protocol::Udp | Protocol::Sctp),
+            protocol: Protocol::Udp,
             address,
             port,
-        } => Some((protocol, address, port)),
+        } => Some((conntrack_gc::Protocol::Udp, address, port)),
+        ServiceKey::Address {
+            protocol: Protocol::Sctp,
+            address,
+            port,
+        } => Some((conntrack_gc::Protocol::Sctp, address, port)),
         _ => None,
     }
 }
@@ -123,11 +129,7 @@ fn reconcile_scope(
             (None, Some(_)) if owned(desired, observed, key) => {
                 deletions.push(Op::DeleteVirtualServer(*key));
                 if let Some((protocol, address, port)) = flushable(key) {
-                    flushes.insert(ConntrackFilter::OriginalDestination {
-                        protocol,
-                        address,
-                        port,
-                    });
+                    flushes.insert(ConntrackFilter::service_ip(protocol, address, port));
                 }
             }
             _ => {}
@@ -185,22 +187,18 @@ fn reconcile_virtual_server(
             real_server: *rs_key,
         });
         if let Some((protocol, ..)) = flushable(key) {
-            flushes.insert(ConntrackFilter::ReplySource {
+            flushes.insert(ConntrackFilter::endpoint(
                 protocol,
-                address: rs_key.address,
-                port: rs_key.port,
-            });
+                rs_key.address,
+                rs_key.port,
+            ));
         }
     }
     // kube-proxy flushes a UDP service's flows when it goes from no endpoint to some: flows
     // created while it had none would otherwise stick to nothing.
     if !had_serving && wants_serving {
         if let Some((protocol, address, port)) = flushable(key) {
-            flushes.insert(ConntrackFilter::OriginalDestination {
-                protocol,
-                address,
-                port,
-            });
+            flushes.insert(ConntrackFilter::service_ip(protocol, address, port));
         }
     }
 }

@@ -3,30 +3,9 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use netlink_ipvs::{Protocol, RealServer, RealServerKey, ServiceKey, VirtualServer};
-
-/// Which conntrack entries to delete (the shapes kube-proxy uses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ConntrackFilter {
-    /// Flows whose reply comes from an endpoint that is gone (reply source = endpoint).
-    ReplySource {
-        /// Protocol (UDP or SCTP).
-        protocol: Protocol,
-        /// Endpoint IP.
-        address: IpAddr,
-        /// Endpoint port.
-        port: u16,
-    },
-    /// Flows to a service address:port that is gone or just got its first endpoint.
-    OriginalDestination {
-        /// Protocol (UDP or SCTP).
-        protocol: Protocol,
-        /// Virtual IP.
-        address: IpAddr,
-        /// Virtual port.
-        port: u16,
-    },
-}
+use conntrack_gc::{ConntrackFilter, Protocol, Selector};
+use netlink_ipvs::ipvsadm::Command;
+use netlink_ipvs::{RealServer, RealServerKey, ServiceKey, VirtualServer};
 
 /// One change to the node, in the order reconcile emits them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +38,8 @@ pub enum Op {
         /// The real server.
         real_server: RealServerKey,
     },
-    /// Delete conntrack entries (over ctnetlink, never by running `conntrack`).
+    /// Delete conntrack entries (over ctnetlink, never by running `conntrack`): an endpoint's
+    /// flows by reply source, or a service address:port's by original destination.
     FlushConntrack(ConntrackFilter),
     /// Delete one of our virtual servers (the kernel drops its real servers with it).
     DeleteVirtualServer(ServiceKey),
@@ -68,58 +48,49 @@ pub enum Op {
 }
 
 impl fmt::Display for Op {
-    /// `ipvsadm`/`ip`/`conntrack`-like text, for logs and test failures.
+    /// `ipvsadm`/`ip`/`conntrack`-like text, for logs and test failures (IPVS changes through
+    /// the one ipvsadm renderer, [`netlink_ipvs::ipvsadm::Command`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::BindAddress(ip) => write!(f, "addr add {ip}"),
             Op::UnbindAddress(ip) => write!(f, "addr del {ip}"),
-            Op::AddVirtualServer(vs) => {
-                write!(f, "-A {} -s {}", vs.key.ipvsadm_args(), vs.scheduler)
-            }
-            Op::UpdateVirtualServer(vs) => {
-                write!(f, "-E {} -s {}", vs.key.ipvsadm_args(), vs.scheduler)
-            }
-            Op::DeleteVirtualServer(key) => write!(f, "-D {}", key.ipvsadm_args()),
+            Op::AddVirtualServer(vs) => Command::AddService(vs).fmt(f),
+            Op::UpdateVirtualServer(vs) => Command::EditService(vs).fmt(f),
+            Op::DeleteVirtualServer(key) => Command::DeleteService(key).fmt(f),
             Op::AddRealServer {
                 service,
                 real_server,
-            } => write!(
-                f,
-                "-a {} -r {} -w {}",
-                service.ipvsadm_args(),
-                real_server.key,
-                real_server.weight
-            ),
+            } => Command::AddServer(service, real_server).fmt(f),
             Op::UpdateRealServer {
                 service,
                 real_server,
-            } => write!(
-                f,
-                "-e {} -r {} -w {}",
-                service.ipvsadm_args(),
-                real_server.key,
-                real_server.weight
-            ),
+            } => Command::EditServer(service, real_server).fmt(f),
             Op::DeleteRealServer {
                 service,
                 real_server,
-            } => write!(f, "-d {} -r {real_server}", service.ipvsadm_args()),
-            Op::FlushConntrack(ConntrackFilter::ReplySource {
-                protocol,
-                address,
-                port,
-            }) => write!(
-                f,
-                "conntrack -D -p {protocol} --reply-src {address} --reply-port-src {port}"
-            ),
-            Op::FlushConntrack(ConntrackFilter::OriginalDestination {
-                protocol,
-                address,
-                port,
-            }) => write!(
-                f,
-                "conntrack -D -p {protocol} --orig-dst {address} --dport {port}"
-            ),
+            } => Command::DeleteServer(service, real_server).fmt(f),
+            Op::FlushConntrack(filter) => {
+                let protocol = match filter.protocol {
+                    Protocol::Tcp => "TCP",
+                    Protocol::Udp => "UDP",
+                    Protocol::Sctp => "SCTP",
+                };
+                match filter.selector {
+                    Selector::Endpoint { ip, port } => write!(
+                        f,
+                        "conntrack -D -p {protocol} --reply-src {ip} --reply-port-src {port}"
+                    ),
+                    Selector::ServiceIp { ip, port } => {
+                        write!(
+                            f,
+                            "conntrack -D -p {protocol} --orig-dst {ip} --dport {port}"
+                        )
+                    }
+                    Selector::NodePort { port, .. } => {
+                        write!(f, "conntrack -D -p {protocol} --dport {port}")
+                    }
+                }
+            }
         }
     }
 }

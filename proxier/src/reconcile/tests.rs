@@ -122,11 +122,11 @@ fn endpoint_lifecycle_terminating_back_and_gone() {
                     port: 53
                 }
             },
-            Op::FlushConntrack(ConntrackFilter::ReplySource {
-                protocol: Udp,
-                address: ip("10.244.2.5"),
-                port: 53
-            }),
+            Op::FlushConntrack(ConntrackFilter::endpoint(
+                conntrack_gc::Protocol::Udp,
+                ip("10.244.2.5"),
+                53
+            )),
         ]
     );
 }
@@ -164,11 +164,11 @@ fn first_endpoint_of_a_udp_service_flushes_its_stale_flows() {
     assert_eq!(ops.len(), 2);
     assert_eq!(
         ops[1],
-        Op::FlushConntrack(ConntrackFilter::OriginalDestination {
-            protocol: Udp,
-            address: ip("10.96.0.10"),
-            port: 53
-        })
+        Op::FlushConntrack(ConntrackFilter::service_ip(
+            conntrack_gc::Protocol::Udp,
+            ip("10.96.0.10"),
+            53
+        ))
     );
 }
 
@@ -227,11 +227,11 @@ fn removed_service_deletes_virtual_server_flushes_and_then_unbinds() {
     assert_eq!(
         ops,
         vec![
-            Op::FlushConntrack(ConntrackFilter::OriginalDestination {
-                protocol: Udp,
-                address: ip("10.96.0.10"),
-                port: 53
-            }),
+            Op::FlushConntrack(ConntrackFilter::service_ip(
+                conntrack_gc::Protocol::Udp,
+                ip("10.96.0.10"),
+                53
+            )),
             Op::DeleteVirtualServer(udp("10.96.0.10", 53)),
             Op::UnbindAddress(ip("10.96.0.10")),
         ]
@@ -261,11 +261,7 @@ fn kernel_set_hashed_flag_is_not_a_difference_and_scheduler_change_is_an_update(
 
 #[test]
 fn a_failed_flush_is_owed_until_it_succeeds() {
-    let filter = ConntrackFilter::ReplySource {
-        protocol: Udp,
-        address: ip("10.244.2.5"),
-        port: 53,
-    };
+    let filter = ConntrackFilter::endpoint(conntrack_gc::Protocol::Udp, ip("10.244.2.5"), 53);
     let desired = dns_plan(vec![]);
     let observed = converge(&desired, &Observed::default());
     let mut terminations = Terminations::new();

@@ -1,26 +1,46 @@
 //! [`Proxier`]: plan → reconcile → apply against a [`Dataplane`], keeping a mirror of the
 //! kernel so that an incremental sync costs what changed, not what exists.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::dataplane::Dataplane;
 use crate::error::Error;
 use crate::model::ClusterState;
-use crate::plan::{DesiredState, Planner};
+use crate::plan::{DesiredState, Planner, RealServerCounts};
 use crate::reconcile::{reconcile, reconcile_changes, Observed, Op, Terminations};
 
+/// What failed in a sync (retried by the next full resync).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncFailure {
+    /// The packet rules could not be written.
+    #[error("packet rules: {0}")]
+    PacketRules(#[source] Error),
+    /// An operation failed.
+    #[error("{op}: {error}")]
+    Operation {
+        /// The operation.
+        op: Op,
+        /// Why it failed.
+        #[source]
+        error: Error,
+    },
+}
+
 /// What one sync did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct SyncOutcome {
     /// Operations sent to the kernel.
     pub operations: usize,
     /// Of which failed (retried by the next full resync).
     pub failed: usize,
-    /// The failed operations with their errors (`op: error`).
-    pub failures: Vec<String>,
+    /// What failed, with the errors.
+    pub failures: Vec<SyncFailure>,
     /// Wall time from plan to the last answer.
     pub elapsed: Duration,
+    /// The planned real servers, when this sync brought the packet rules in line with the
+    /// plan (every full sync, and incremental syncs that changed virtual servers or
+    /// addresses).
+    pub real_servers: Option<RealServerCounts>,
 }
 
 /// The node's proxy: cluster state, plan, kernel mirror and dataplane.
@@ -30,7 +50,6 @@ pub struct Proxier<D> {
     dataplane: D,
     mirror: Observed,
     terminations: Terminations,
-    skipped: BTreeMap<String, u64>,
 }
 
 impl<D: Dataplane> Proxier<D> {
@@ -42,7 +61,6 @@ impl<D: Dataplane> Proxier<D> {
             dataplane,
             mirror: Observed::default(),
             terminations: Terminations::new(),
-            skipped: BTreeMap::new(),
         }
     }
 
@@ -64,22 +82,6 @@ impl<D: Dataplane> Proxier<D> {
     /// The dataplane (for tests and start-up work outside the engine's operations).
     pub fn dataplane_mut(&mut self) -> &mut D {
         &mut self.dataplane
-    }
-
-    /// Skipped objects counted by reason, since start.
-    pub fn skipped(&self) -> &BTreeMap<String, u64> {
-        &self.skipped
-    }
-
-    /// Counts skipped objects by reason (the metric `proxier_skipped_objects_total`).
-    pub fn count_skipped(&mut self, errors: &[Error]) {
-        for error in errors {
-            let reason = match error {
-                Error::Rejected { reason, .. } => reason_label(&reason.to_string()),
-                other => reason_label(&other.to_string()),
-            };
-            *self.skipped.entry(reason).or_default() += 1;
-        }
     }
 
     /// Start-up and periodic resync: re-reads the kernel (repairing drift someone else caused
@@ -112,11 +114,14 @@ impl<D: Dataplane> Proxier<D> {
 
     fn apply(&mut self, ops: &[Op], packet_rules: bool, started: Instant) -> SyncOutcome {
         let mut failures = Vec::new();
+        let mut real_servers = None;
         // Packet rules first: a new VIP is masqueraded from its first packet.
         if packet_rules {
-            if let Err(error) = self.dataplane.program_packet_rules(self.planner.desired()) {
-                failures.push(format!("packet rules: {error}"));
+            real_servers = Some(self.planner.desired().real_server_counts());
+            let rules = self.planner.packet_rules();
+            if let Err(error) = self.dataplane.program_packet_rules(&rules) {
                 tracing::warn!(%error, "packet rules not written; retried at the next resync");
+                failures.push(SyncFailure::PacketRules(error));
             }
         }
         if ops.is_empty() {
@@ -124,11 +129,13 @@ impl<D: Dataplane> Proxier<D> {
                 failed: failures.len(),
                 failures,
                 elapsed: started.elapsed(),
+                real_servers,
                 ..SyncOutcome::default()
             };
         }
         let report = self.dataplane.apply(ops);
-        for (op, result) in ops.iter().zip(&report.results) {
+        self.terminations.record(ops, &report.results);
+        for (op, result) in ops.iter().zip(report.results) {
             match result {
                 Ok(()) => {
                     // The kernel accepted it, so the mirror follows; a disagreement here
@@ -137,26 +144,20 @@ impl<D: Dataplane> Proxier<D> {
                     tracing::debug!(%op, "applied");
                 }
                 Err(error) => {
-                    failures.push(format!("{op}: {error}"));
                     tracing::warn!(%op, %error, "operation failed; retried at the next resync");
+                    failures.push(SyncFailure::Operation {
+                        op: op.clone(),
+                        error,
+                    });
                 }
             }
         }
-        self.terminations.record(ops, &report.results);
         SyncOutcome {
             operations: ops.len(),
             failed: failures.len(),
             failures,
             elapsed: started.elapsed(),
+            real_servers,
         }
     }
-}
-
-/// A metric label from a reason text: its words up to the first detail.
-fn reason_label(text: &str) -> String {
-    text.split([':', '(', '"'])
-        .next()
-        .unwrap_or(text)
-        .trim()
-        .to_owned()
 }

@@ -3,22 +3,21 @@
 //! rest.
 //!
 //! [`Proxier`] is the synchronous core (plan → reconcile → apply, with the kernel mirror);
-//! [`run`] drives it from a [`Source`] (a [`DirectoryWatch`], the Kubernetes API) on a tokio
+//! [`run`] drives it from a [`Source`] (a directory of YAML, the Kubernetes API) on a tokio
 //! timer.
 
 mod engine;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{Proxier, SyncOutcome};
+pub use engine::{Proxier, SyncFailure, SyncOutcome};
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::dataplane::Dataplane;
 use crate::error::Error;
-use crate::model::ClusterState;
-use crate::source::{DirectorySource, SnapshotSync};
+use crate::source::Source;
 
 /// How often things happen.
 #[derive(Debug, Clone, Copy)]
@@ -66,58 +65,6 @@ impl Backoff {
     }
 }
 
-/// Where cluster changes come from, polled by [`run`] without blocking.
-pub trait Source {
-    /// Applies whatever changed since the last call to `cluster` (marking those Services
-    /// dirty) and reports it.
-    fn poll_changes(&mut self, cluster: &mut ClusterState) -> Result<SourcePoll, Error>;
-}
-
-/// What one poll of a [`Source`] found.
-#[derive(Debug, Default)]
-pub struct SourcePoll {
-    /// Whether any Service or EndpointSlice changed.
-    pub changed: bool,
-    /// Objects skipped (invalid ones keep their last good version), for logs and metrics.
-    pub skipped: Vec<Error>,
-}
-
-/// A directory of YAML followed as a [`Source`].
-#[derive(Debug)]
-pub struct DirectoryWatch {
-    directory: DirectorySource,
-    snapshot: SnapshotSync,
-}
-
-impl DirectoryWatch {
-    /// Follows `directory`.
-    pub fn new(directory: DirectorySource) -> Self {
-        Self {
-            directory,
-            snapshot: SnapshotSync::new(),
-        }
-    }
-}
-
-impl Source for DirectoryWatch {
-    fn poll_changes(&mut self, cluster: &mut ClusterState) -> Result<SourcePoll, Error> {
-        let poll = self.directory.poll()?;
-        let mut skipped = poll.problems;
-        if !poll.changed {
-            return Ok(SourcePoll {
-                changed: false,
-                skipped,
-            });
-        }
-        let report = self.snapshot.apply(&self.directory.objects(), cluster);
-        skipped.extend(report.skipped);
-        Ok(SourcePoll {
-            changed: report.upserted + report.removed > 0,
-            skipped,
-        })
-    }
-}
-
 /// Which kind of sync ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncKind {
@@ -145,7 +92,6 @@ pub async fn run<D: Dataplane, S: Source>(
                 for skipped in &found.skipped {
                     tracing::warn!(%skipped, "object skipped");
                 }
-                proxier.count_skipped(&found.skipped);
                 found.changed
             }
             Err(error) => {

@@ -3,13 +3,13 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::{run, Proxier, Source, SourcePoll, SyncKind, SyncTiming};
+use super::{run, Proxier, SyncKind, SyncTiming};
 use crate::config::Config;
 use crate::dataplane::FakeDataplane;
 use crate::error::Error;
 use crate::model::ClusterState;
 use crate::plan::{NodeContext, Planner};
-use crate::source::{parse_documents, SnapshotSync};
+use crate::source::{parse_documents, SnapshotSync, Source, SourcePoll};
 
 const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  clusterIP: CLUSTER_IP\n  ports:\n  - {name: http, port: 80, protocol: TCP, targetPort: 8080}\n";
 const SLICE: &str = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: default\n  labels: {kubernetes.io/service-name: web}\naddressType: IPv4\nports:\n- {name: http, port: 8080, protocol: TCP}\nendpoints:\n- addresses: [10.244.1.5]\n  conditions: {ready: true}\n";
@@ -18,6 +18,8 @@ const SLICE: &str = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetad
 struct ScriptedSource {
     steps: VecDeque<Result<String, String>>,
     snapshot: SnapshotSync,
+    /// Objects the source reported as skipped, over all polls.
+    skipped: usize,
 }
 
 impl Source for ScriptedSource {
@@ -31,11 +33,9 @@ impl Source for ScriptedSource {
             Some(Ok(yaml)) => {
                 let (objects, problems) = parse_documents("script", &yaml);
                 assert!(problems.is_empty(), "{problems:?}");
-                let report = self.snapshot.apply(&objects, cluster);
-                Ok(SourcePoll {
-                    changed: report.upserted + report.removed > 0,
-                    skipped: report.skipped,
-                })
+                let poll = self.snapshot.poll(&objects, problems, cluster);
+                self.skipped += poll.skipped.len();
+                Ok(poll)
             }
         }
     }
@@ -45,9 +45,10 @@ fn cluster(ip: &str) -> String {
     format!("{}---\n{SLICE}", SERVICE.replace("CLUSTER_IP", ip))
 }
 
-fn run_script(
-    steps: Vec<Result<String, String>>,
-) -> (Proxier<FakeDataplane>, Vec<(SyncKind, usize)>) {
+/// What a scripted run left: the proxy, the syncs (kind, operations) and the objects skipped.
+type ScriptRun = (Proxier<FakeDataplane>, Vec<(SyncKind, usize)>, usize);
+
+fn run_script(steps: Vec<Result<String, String>>) -> ScriptRun {
     let node = NodeContext {
         name: "node-a".into(),
         node_ips: vec![],
@@ -60,6 +61,7 @@ fn run_script(
     let mut source = ScriptedSource {
         steps: steps.into(),
         snapshot: SnapshotSync::new(),
+        skipped: 0,
     };
     let timing = SyncTiming {
         min_sync_period: Duration::ZERO,
@@ -80,12 +82,12 @@ fn run_script(
             async { tokio::time::sleep(Duration::from_millis(100)).await },
         ))
         .unwrap();
-    (proxier, syncs)
+    (proxier, syncs, source.skipped)
 }
 
 #[test]
 fn initial_sync_programs_the_cluster_and_later_changes_are_incremental() {
-    let (proxier, syncs) = run_script(vec![Ok(cluster("10.96.0.1")), Ok(cluster("10.96.0.2"))]);
+    let (proxier, syncs, _) = run_script(vec![Ok(cluster("10.96.0.1")), Ok(cluster("10.96.0.2"))]);
     // bind + virtual server + real server, then the move to a new cluster IP.
     assert_eq!(syncs[0], (SyncKind::Initial, 3));
     assert_eq!(syncs[1].0, SyncKind::Incremental);
@@ -101,7 +103,7 @@ fn initial_sync_programs_the_cluster_and_later_changes_are_incremental() {
 
 #[test]
 fn a_failing_source_leaves_the_kernel_as_it_is() {
-    let (proxier, syncs) = run_script(vec![
+    let (proxier, syncs, _) = run_script(vec![
         Ok(cluster("10.96.0.1")),
         Err("API server unreachable".into()),
         Err("API server unreachable".into()),
@@ -116,7 +118,8 @@ fn a_failing_source_leaves_the_kernel_as_it_is() {
 
 #[test]
 fn an_object_turning_invalid_keeps_its_last_good_version() {
-    let (proxier, syncs) = run_script(vec![Ok(cluster("10.96.0.1")), Ok(cluster("10.96.0.999"))]);
+    let (proxier, syncs, skipped) =
+        run_script(vec![Ok(cluster("10.96.0.1")), Ok(cluster("10.96.0.999"))]);
     assert_eq!(
         syncs,
         [(SyncKind::Initial, 3)],
@@ -124,9 +127,24 @@ fn an_object_turning_invalid_keeps_its_last_good_version() {
     );
     assert_eq!(proxier.observed().ipvs.services.len(), 1);
     assert_eq!(
-        proxier.skipped().values().sum::<u64>(),
-        1,
-        "{:?}",
-        proxier.skipped()
+        skipped, 1,
+        "the invalid Service is reported as skipped once"
     );
+}
+
+#[test]
+fn the_fake_dataplane_sees_the_plans_packet_rules() {
+    let (mut proxier, _, _) = run_script(vec![Ok(cluster("10.96.0.1")), Ok(cluster("10.96.0.2"))]);
+    let planned = crate::plan::packet_rules(proxier.desired(), &Default::default());
+    let fake = proxier.dataplane_mut();
+    let rules = fake.packet_rules.as_ref().expect("packet rules programmed");
+    assert_eq!(*rules, planned);
+    let service_ips: Vec<String> = rules.service_ips.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        service_ips,
+        ["10.96.0.2"],
+        "the rules follow the new cluster IP"
+    );
+    // Written at the initial sync and again when the cluster IP moved.
+    assert_eq!(fake.packet_rule_writes, 2);
 }

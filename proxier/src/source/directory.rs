@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::error::Error;
-use crate::source::{parse_documents, KubeObject};
+use crate::model::ClusterState;
+use crate::source::{parse_documents, KubeObject, SnapshotSync, Source, SourcePoll};
 
 /// One file as last read.
 #[derive(Debug)]
@@ -123,5 +124,36 @@ impl DirectorySource {
             .values()
             .flat_map(|f| f.objects.iter().cloned())
             .collect()
+    }
+}
+
+/// A directory of YAML followed as a [`Source`].
+#[derive(Debug)]
+pub struct DirectoryWatch {
+    directory: DirectorySource,
+    snapshot: SnapshotSync,
+}
+
+impl DirectoryWatch {
+    /// Follows `directory`.
+    pub fn new(directory: DirectorySource) -> Self {
+        Self {
+            directory,
+            snapshot: SnapshotSync::new(),
+        }
+    }
+}
+
+impl Source for DirectoryWatch {
+    fn poll_changes(&mut self, cluster: &mut ClusterState) -> Result<SourcePoll, Error> {
+        let poll = self.directory.poll()?;
+        if !poll.changed {
+            return Ok(SourcePoll {
+                skipped: poll.problems,
+                ..SourcePoll::default()
+            });
+        }
+        let objects = self.directory.objects();
+        Ok(self.snapshot.poll(&objects, poll.problems, cluster))
     }
 }

@@ -8,7 +8,7 @@ use crate::model::{
     endpoint_slice_from_k8s, node_from_k8s, service_from_k8s, ClusterState, EndpointSlice,
     ObjectRef, Service, ServiceName,
 };
-use crate::source::KubeObject;
+use crate::source::{keeps_last_good, KubeObject, SourcePoll};
 
 /// What the last snapshot contributed, by object identity.
 #[derive(Debug, Default)]
@@ -101,9 +101,27 @@ impl SnapshotSync {
         report
     }
 
+    /// The snapshot → [`SourcePoll`] adapter of every snapshot-shaped source: applies
+    /// `objects` (see [`SnapshotSync::apply`]) and reports them with the `problems` met while
+    /// reading them (unparseable documents).
+    pub fn poll(
+        &mut self,
+        objects: &[KubeObject],
+        mut problems: Vec<Error>,
+        cluster: &mut ClusterState,
+    ) -> SourcePoll {
+        let report = self.apply(objects, cluster);
+        problems.extend(report.skipped);
+        SourcePoll {
+            changed: report.upserted + report.removed > 0,
+            skipped: problems,
+            ..SourcePoll::default()
+        }
+    }
+
     fn rejected_ref(error: &Error) -> Option<&ObjectRef> {
         match error {
-            Error::Rejected { object, reason } if reason.is_invalid() => Some(object),
+            Error::Rejected { object, .. } if keeps_last_good(error) => Some(object),
             _ => None,
         }
     }

@@ -10,97 +10,19 @@ pub use cleanup::{cleanup, CleanupReport};
 pub use interface::InterfaceHandle;
 pub use sysctl::{apply_sysctls, kernel_version, wanted_sysctls, Sysctl, SysctlChange};
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use netlink_ipvs::{IpvsError, IpvsHandle, IpvsOperation};
 use netlink_nftables::NftablesHandle;
 
-use super::nftables::{
-    replace_table, update_table, ExternalLocalMark, LoadBalancerSourceRange, PacketRules,
-};
+use super::nftables::{replace_table, update_table};
 use super::{ApplyReport, Dataplane};
 use crate::error::{Errno, Error};
-use crate::plan::{DesiredState, VirtualServerRole};
-use crate::reconcile::{ConntrackFilter, Observed, Op};
+use crate::plan::PacketRules;
+use crate::reconcile::{Observed, Op};
 
 /// kube-proxy's name for the dummy interface, kept so that operators' tooling still works.
 pub const DEFAULT_INTERFACE: &str = "kube-ipvs0";
-
-/// Settings of the packet rules that do not come from the cluster objects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PacketSettings {
-    /// Our nftables table (family inet).
-    pub table: String,
-    /// `clusterCIDR` (IPv4 and/or IPv6): traffic from outside it to a service is masqueraded.
-    pub cluster_cidrs: Vec<(IpAddr, u8)>,
-    /// `masqueradeAll`.
-    pub masquerade_all: bool,
-}
-
-impl Default for PacketSettings {
-    fn default() -> Self {
-        Self {
-            table: PacketRules::default().table,
-            cluster_cidrs: Vec::new(),
-            masquerade_all: false,
-        }
-    }
-}
-
-/// The packet rules a plan needs under `settings`.
-pub fn packet_rules(desired: &DesiredState, settings: &PacketSettings) -> PacketRules {
-    let mut rules = PacketRules {
-        table: settings.table.clone(),
-        cluster_cidrs: settings.cluster_cidrs.clone(),
-        masquerade_all: settings.masquerade_all,
-        service_ips: desired.addresses.keys().copied().collect(),
-        node_ips: desired.ownership.node_ips.clone(),
-        hairpin_endpoints: desired.local_endpoints.keys().copied().collect(),
-        ..PacketRules::default()
-    };
-    for (key, vs) in &desired.virtual_servers {
-        let netlink_ipvs::ServiceKey::Address {
-            protocol,
-            address,
-            port,
-        } = *key
-        else {
-            continue;
-        };
-        match vs.role {
-            VirtualServerRole::NodePort => {
-                rules.node_ports.insert((protocol, port));
-            }
-            VirtualServerRole::LoadBalancer if !vs.allowed_sources.is_empty() => {
-                rules
-                    .load_balancer_source_ranges
-                    .push(LoadBalancerSourceRange {
-                        address,
-                        protocol,
-                        port,
-                        allowed: vs.allowed_sources.clone(),
-                    });
-            }
-            _ => {}
-        }
-    }
-    for rule in desired.external_local.values() {
-        rules
-            .external_local
-            .extend(
-                rule.destinations
-                    .iter()
-                    .map(|(address, port)| ExternalLocalMark {
-                        address: *address,
-                        protocol: rule.protocol,
-                        port: *port,
-                        mark: rule.mark,
-                    }),
-            );
-    }
-    rules
-}
 
 /// The kernel of the network namespace the dataplane was opened in.
 pub struct KernelDataplane {
@@ -108,7 +30,6 @@ pub struct KernelDataplane {
     links: InterfaceHandle,
     conntrack: conntrack_gc::Conntrack,
     nftables: NftablesHandle,
-    packet_settings: PacketSettings,
     written_rules: Option<PacketRules>,
     interface: String,
     interface_index: u32,
@@ -130,7 +51,6 @@ impl KernelDataplane {
             links,
             conntrack,
             nftables: NftablesHandle::connect()?,
-            packet_settings: PacketSettings::default(),
             written_rules: None,
             interface: interface.to_owned(),
             interface_index,
@@ -141,13 +61,6 @@ impl KernelDataplane {
     /// The number of conntrack entries deleted so far (shared, for metrics).
     pub fn conntrack_flushed_counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
         self.flushed.clone()
-    }
-
-    /// Sets what the packet rules need beyond the plan (cluster CIDRs, masqueradeAll, table).
-    pub fn with_packet_settings(mut self, settings: PacketSettings) -> Self {
-        self.packet_settings = settings;
-        self.written_rules = None;
-        self
     }
 
     /// Writes the sysctls IPVS mode needs (see [`wanted_sysctls`]) under `root` (`/` on a node)
@@ -204,7 +117,7 @@ impl KernelDataplane {
         let filters: Vec<conntrack_gc::ConntrackFilter> = ops
             .iter()
             .filter_map(|op| match op {
-                Op::FlushConntrack(filter) => Some(conntrack_filter(filter)),
+                Op::FlushConntrack(filter) => Some(*filter),
                 _ => None,
             })
             .collect();
@@ -258,21 +171,22 @@ impl Dataplane for KernelDataplane {
         }
         let addresses = self.links.addresses(self.interface_index)?;
         // A full resync rewrites the table: drift in our own table is repaired like IPVS drift.
-        if !self.nftables.table_exists(&self.packet_settings.table)? {
-            self.written_rules = None;
+        if let Some(written) = &self.written_rules {
+            if !self.nftables.table_exists(&written.table)? {
+                self.written_rules = None;
+            }
         }
         Ok(Observed { ipvs, addresses })
     }
 
     /// Replaces our nftables table (atomically, one transaction) when the rules changed.
-    fn program_packet_rules(&mut self, desired: &DesiredState) -> Result<bool, Error> {
-        let rules = packet_rules(desired, &self.packet_settings);
-        if self.written_rules.as_ref() == Some(&rules) {
+    fn program_packet_rules(&mut self, rules: &PacketRules) -> Result<bool, Error> {
+        if self.written_rules.as_ref() == Some(rules) {
             return Ok(false);
         }
         match &self.written_rules {
-            Some(old) => update_table(&mut self.nftables, old, &rules)?,
-            None => replace_table(&mut self.nftables, &rules)?,
+            Some(old) => update_table(&mut self.nftables, old, rules)?,
+            None => replace_table(&mut self.nftables, rules)?,
         }
         tracing::info!(
             table = %rules.table,
@@ -281,7 +195,7 @@ impl Dataplane for KernelDataplane {
             external_local = rules.external_local.len(),
             "packet rules written"
         );
-        self.written_rules = Some(rules);
+        self.written_rules = Some(rules.clone());
         Ok(true)
     }
 
@@ -362,21 +276,6 @@ pub fn ipvs_operation(op: &Op) -> Option<IpvsOperation> {
     })
 }
 
-fn conntrack_filter(filter: &ConntrackFilter) -> conntrack_gc::ConntrackFilter {
-    match *filter {
-        ConntrackFilter::ReplySource {
-            protocol,
-            address,
-            port,
-        } => conntrack_gc::ConntrackFilter::endpoint(protocol, address, port),
-        ConntrackFilter::OriginalDestination {
-            protocol,
-            address,
-            port,
-        } => conntrack_gc::ConntrackFilter::service_ip(protocol, address, port),
-    }
-}
-
 /// A kernel refusal becomes [`Error::Kernel`] (the engine reads its errno); anything else
 /// (socket, timeout, malformed reply) keeps netlink-ipvs' error as its source.
 fn ipvs_error(operation: &str, error: IpvsError) -> Error {
@@ -389,58 +288,5 @@ fn ipvs_error(operation: &str, error: IpvsError) -> Error {
             operation: operation.to_owned(),
             source: error,
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use netlink_ipvs::Protocol;
-
-    use super::{packet_rules, PacketSettings};
-    use crate::fixtures::{cluster, ep, ip, plan, service, slice, with_ports};
-
-    #[test]
-    fn packet_rules_follow_the_plan() {
-        let web = with_ports(
-            service("web", &["10.96.0.80"], &[("http", Protocol::Tcp, 80)]),
-            |p| {
-                p.node_port = Some(30080);
-                p.load_balancer_ips = vec![ip("203.0.113.7")];
-                p.load_balancer_source_ranges = vec![(ip("198.51.100.0"), 24)];
-            },
-        );
-        let open = with_ports(
-            service("open", &["10.96.0.81"], &[("http", Protocol::Tcp, 80)]),
-            |p| p.load_balancer_ips = vec![ip("203.0.113.8")],
-        );
-        let slices = vec![
-            slice(
-                "web",
-                "web-1",
-                &[("http", Protocol::Tcp, 8080)],
-                vec![ep("10.244.1.5", "node-a")],
-            ),
-            slice(
-                "open",
-                "open-1",
-                &[("http", Protocol::Tcp, 8080)],
-                vec![ep("10.244.1.6", "node-a")],
-            ),
-        ];
-        let desired = plan(cluster(vec![web, open], slices));
-        let settings = PacketSettings {
-            cluster_cidrs: vec![(ip("10.244.0.0"), 16)],
-            ..PacketSettings::default()
-        };
-        let rules = packet_rules(&desired, &settings);
-        assert!(rules.service_ips.contains(&ip("10.96.0.80")));
-        assert!(rules.service_ips.contains(&ip("203.0.113.7")));
-        assert!(rules.node_ports.contains(&(Protocol::Tcp, 30080)));
-        assert_eq!(rules.cluster_cidrs, settings.cluster_cidrs);
-        // Only the LoadBalancer with ranges is filtered; the other LB and the ClusterIP are not.
-        assert_eq!(rules.load_balancer_source_ranges.len(), 1);
-        let range = &rules.load_balancer_source_ranges[0];
-        assert_eq!((range.address, range.port), (ip("203.0.113.7"), 80));
-        assert_eq!(range.allowed, vec![(ip("198.51.100.0"), 24)]);
     }
 }

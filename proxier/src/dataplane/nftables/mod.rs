@@ -44,60 +44,14 @@ mod ruleset;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use netlink_ipvs::Family;
 use netlink_nftables::{encode_batch, NftMessage, NftablesError, NftablesHandle};
 
-/// The default table name.
-pub const DEFAULT_TABLE: &str = "proxier";
-/// kube-proxy's default masquerade bit (`--iptables-masquerade-bit=14`).
-pub const DEFAULT_MASQUERADE_MARK: u32 = 0x4000;
-
-/// What our table must contain: plain data derived from the engine's desired state and config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PacketRules {
-    /// Table name (family `inet`: one table for IPv4 and IPv6).
-    pub table: String,
-    /// The cluster CIDR(s), IPv4 and/or IPv6; empty = unknown.
-    pub cluster_cidrs: Vec<(IpAddr, u8)>,
-    /// Masquerade all traffic to service IPs, whatever its source.
-    pub masquerade_all: bool,
-    /// The mark bit(s) that request masquerade.
-    pub masquerade_mark: u32,
-    /// ClusterIPs, ExternalIPs and LoadBalancer ingress IPs.
-    pub service_ips: BTreeSet<IpAddr>,
-    /// The addresses where NodePorts open.
-    pub node_ips: BTreeSet<IpAddr>,
-    /// The NodePorts.
-    pub node_ports: BTreeSet<(netlink_ipvs::Protocol, u16)>,
-    /// `externalTrafficPolicy: Local` destinations and the fwmark of their local-only virtual
-    /// server.
-    pub external_local: Vec<ExternalLocalMark>,
-    /// LoadBalancer destinations that accept only some sources.
-    pub load_balancer_source_ranges: Vec<LoadBalancerSourceRange>,
-    /// Endpoints on this node: a packet from one of them to itself (a pod reaching itself
-    /// through a Service, after IPVS) is masqueraded so the reply comes back through IPVS.
-    pub hairpin_endpoints: BTreeSet<IpAddr>,
-}
-
-impl Default for PacketRules {
-    fn default() -> Self {
-        Self {
-            table: DEFAULT_TABLE.to_owned(),
-            cluster_cidrs: Vec::new(),
-            masquerade_all: false,
-            masquerade_mark: DEFAULT_MASQUERADE_MARK,
-            service_ips: BTreeSet::new(),
-            node_ips: BTreeSet::new(),
-            node_ports: BTreeSet::new(),
-            external_local: Vec::new(),
-            load_balancer_source_ranges: Vec::new(),
-            hairpin_endpoints: BTreeSet::new(),
-        }
-    }
-}
+pub use crate::plan::{
+    ExternalLocalMark, LoadBalancerSourceRange, PacketRules, DEFAULT_MASQUERADE_MARK, DEFAULT_TABLE,
+};
 
 impl PacketRules {
     fn cluster_cidrs_of(&self, family: Family) -> Vec<(IpAddr, u8)> {
@@ -107,34 +61,6 @@ impl PacketRules {
             .filter(|(net, _)| Family::of(net) == family)
             .collect()
     }
-}
-
-/// External traffic to `address:port` (`externalTrafficPolicy: Local`) gets `mark`, the fwmark
-/// of the virtual server whose real servers are the node's local endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExternalLocalMark {
-    /// Destination address (LoadBalancer IP, ExternalIP or node IP).
-    pub address: IpAddr,
-    /// Transport protocol.
-    pub protocol: netlink_ipvs::Protocol,
-    /// Destination port.
-    pub port: u16,
-    /// The fwmark to set.
-    pub mark: u32,
-}
-
-/// Traffic to the LoadBalancer `address:port` from outside `allowed` is dropped. An entry whose
-/// `allowed` has no range of the address's family filters nothing (Kubernetes: empty = all).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadBalancerSourceRange {
-    /// The LoadBalancer ingress IP.
-    pub address: IpAddr,
-    /// Transport protocol.
-    pub protocol: netlink_ipvs::Protocol,
-    /// Service port.
-    pub port: u16,
-    /// `loadBalancerSourceRanges` as (network, prefix length).
-    pub allowed: Vec<(IpAddr, u8)>,
 }
 
 /// The messages of the transaction that replaces our table with `rules` (without the batch

@@ -51,7 +51,6 @@ fn full_service() {
     );
     assert_eq!(http.external_policy, TrafficPolicy::Local);
     assert_eq!(http.internal_policy, TrafficPolicy::Cluster);
-    assert_eq!(http.distribution, TrafficDistribution::PreferSameZone);
     assert_eq!(service.ports[1].name.protocol, Protocol::Udp);
 }
 

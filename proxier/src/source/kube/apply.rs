@@ -16,6 +16,7 @@ use crate::model::{
     endpoint_slice_from_k8s, node_from_k8s, service_from_k8s, ClusterState, EndpointSlice, Node,
     Service,
 };
+use crate::source::keeps_last_good;
 
 /// The annotation the EndpointSlice controller sets to when the change behind a slice update
 /// happened (the start of kube-proxy's network programming latency).
@@ -258,7 +259,7 @@ fn apply_event<T: Proxied>(
                     }
                 }
                 Err(error) => {
-                    if !is_invalid(&error) {
+                    if !keeps_last_good(&error) {
                         remove(tracked, &key, cluster);
                     }
                     out.skipped.push(error);
@@ -279,12 +280,5 @@ fn apply_event<T: Proxied>(
             }
             tracked.synced = true;
         }
-    }
-}
-
-fn is_invalid(error: &Error) -> bool {
-    match error {
-        Error::Rejected { reason, .. } => reason.is_invalid(),
-        _ => true,
     }
 }

@@ -25,8 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::error::Error;
 use crate::model::{ClusterState, Node};
-use crate::observability::Observer;
-use crate::runtime::{Source, SourcePoll};
+use crate::source::{Source, SourcePoll};
 
 /// kube-proxy's selector for Services and EndpointSlices: not headless, not another proxy's.
 pub const PROXY_LABEL_SELECTOR: &str =
@@ -37,7 +36,6 @@ pub const PROXY_LABEL_SELECTOR: &str =
 pub struct KubeSource {
     receiver: mpsc::UnboundedReceiver<WatchEvent>,
     applier: KubeApplier,
-    observer: Option<Observer>,
 }
 
 fn forward<K, F>(
@@ -101,14 +99,7 @@ impl KubeSource {
         Self {
             receiver,
             applier: KubeApplier::new(),
-            observer: None,
         }
-    }
-
-    /// Reports change trigger times and the node's deletion to `observer`.
-    pub fn with_observer(mut self, observer: Observer) -> Self {
-        self.observer = Some(observer);
-        self
     }
 
     /// Applies events to `cluster` until every watch has completed its first list; logs
@@ -137,17 +128,11 @@ impl KubeSource {
     }
 
     fn finish(&mut self, applied: Applied) -> SourcePoll {
-        if let Some(observer) = &self.observer {
-            for trigger in &applied.triggers {
-                observer.metrics.record_change_trigger(*trigger);
-            }
-            observer
-                .health
-                .set_node_eligible(!self.applier.node_deleting());
-        }
         SourcePoll {
             changed: applied.changed,
             skipped: applied.skipped,
+            triggers: applied.triggers,
+            node_eligible: Some(!self.applier.node_deleting()),
         }
     }
 }

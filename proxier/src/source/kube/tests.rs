@@ -217,10 +217,10 @@ async fn trigger_times_and_node_deletion_reach_the_observer() {
         Duration::from_secs(30),
         EventPublisher::disabled(),
     );
-    let mut feed = Feed::new(|s| s.with_observer(observer.clone()));
-    feed.sync().await;
+    let mut feed = Feed::new(|s| s);
+    observer.record_poll(&feed.sync().await);
     let triggered = slice("web-1", "web", "10.244.1.9", Some("2024-05-01T10:00:00Z"));
-    feed.deliver(WatchEvent::EndpointSlice(Event::Apply(triggered)));
+    observer.record_poll(&feed.deliver(WatchEvent::EndpointSlice(Event::Apply(triggered))));
     let synced_at = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_714_557_603);
     observer
         .metrics
@@ -234,7 +234,7 @@ async fn trigger_times_and_node_deletion_reach_the_observer() {
     deleting.metadata.deletion_timestamp = Some(
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
     );
-    feed.deliver(WatchEvent::Node(Event::Apply(deleting)));
+    observer.record_poll(&feed.deliver(WatchEvent::Node(Event::Apply(deleting))));
     let status = observer
         .health
         .status(std::time::Instant::now(), std::time::SystemTime::now());
