@@ -24,10 +24,10 @@ fn operations() -> Vec<IpvsOperation> {
                 port: 80,
             };
             if i % 11 == 0 {
-                IpvsOperation::AddService(VirtualServer::new(service))
+                IpvsOperation::AddVirtualServer(VirtualServer::new(service))
             } else {
                 let rs = RealServer::masq(IpAddr::V4(Ipv4Addr::from(0x0af4_0000 + i as u32)), 8080);
-                IpvsOperation::AddDestination {
+                IpvsOperation::AddRealServer {
                     service,
                     real_server: rs,
                 }

@@ -119,7 +119,7 @@ mod tests {
     use crate::Protocol;
 
     fn add(port: u16) -> IpvsOperation {
-        IpvsOperation::AddService(VirtualServer::new(ServiceKey::Address {
+        IpvsOperation::AddVirtualServer(VirtualServer::new(ServiceKey::Address {
             protocol: Protocol::Tcp,
             address: "10.0.0.1".parse().unwrap(),
             port,

@@ -127,7 +127,7 @@ impl IpvsHandle {
                 Ok(errno) => Err(IpvsError::from_errno(
                     errno,
                     op.to_string(),
-                    op.targets_destination(),
+                    op.targets_real_server(),
                 )),
                 Err(failure) => Err(IpvsError::Unanswered {
                     operation: op.to_string(),
@@ -180,34 +180,34 @@ impl IpvsHandle {
     }
 
     /// Creates a virtual server.
-    pub fn add_service(&mut self, service: &VirtualServer) -> Result<(), IpvsError> {
-        self.apply_one(IpvsOperation::AddService(service.clone()))
+    pub fn add_virtual_server(&mut self, service: &VirtualServer) -> Result<(), IpvsError> {
+        self.apply_one(IpvsOperation::AddVirtualServer(service.clone()))
     }
 
     /// Deletes a virtual server with its real servers.
-    pub fn delete_service(&mut self, key: &ServiceKey) -> Result<(), IpvsError> {
-        self.apply_one(IpvsOperation::DeleteService(*key))
+    pub fn delete_virtual_server(&mut self, key: &ServiceKey) -> Result<(), IpvsError> {
+        self.apply_one(IpvsOperation::DeleteVirtualServer(*key))
     }
 
     /// Adds a real server.
-    pub fn add_destination(
+    pub fn add_real_server(
         &mut self,
         service: &ServiceKey,
         real_server: &RealServer,
     ) -> Result<(), IpvsError> {
-        self.apply_one(IpvsOperation::AddDestination {
+        self.apply_one(IpvsOperation::AddRealServer {
             service: *service,
             real_server: *real_server,
         })
     }
 
     /// Deletes a real server.
-    pub fn delete_destination(
+    pub fn delete_real_server(
         &mut self,
         service: &ServiceKey,
         real_server: &RealServerKey,
     ) -> Result<(), IpvsError> {
-        self.apply_one(IpvsOperation::DeleteDestination {
+        self.apply_one(IpvsOperation::DeleteRealServer {
             service: *service,
             real_server: *real_server,
         })

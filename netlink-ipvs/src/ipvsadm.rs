@@ -54,11 +54,11 @@ impl fmt::Display for ServiceArgs<'_> {
 #[derive(Debug, Clone, Copy)]
 pub enum Command<'a> {
     /// `-A SERVICE -s SCHEDULER`.
-    AddService(&'a VirtualServer),
+    AddVirtualServer(&'a VirtualServer),
     /// `-E SERVICE -s SCHEDULER`.
     EditService(&'a VirtualServer),
     /// `-D SERVICE`.
-    DeleteService(&'a ServiceKey),
+    DeleteVirtualServer(&'a ServiceKey),
     /// `-a SERVICE -r SERVER -w WEIGHT`.
     AddServer(&'a ServiceKey, &'a RealServer),
     /// `-e SERVICE -r SERVER -w WEIGHT`.
@@ -70,11 +70,13 @@ pub enum Command<'a> {
 impl fmt::Display for Command<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Command::AddService(vs) => write!(f, "-A {} -s {}", ServiceArgs(&vs.key), vs.scheduler),
+            Command::AddVirtualServer(vs) => {
+                write!(f, "-A {} -s {}", ServiceArgs(&vs.key), vs.scheduler)
+            }
             Command::EditService(vs) => {
                 write!(f, "-E {} -s {}", ServiceArgs(&vs.key), vs.scheduler)
             }
-            Command::DeleteService(key) => write!(f, "-D {}", ServiceArgs(key)),
+            Command::DeleteVirtualServer(key) => write!(f, "-D {}", ServiceArgs(key)),
             Command::AddServer(service, rs) => write!(
                 f,
                 "-a {} -r {} -w {}",
@@ -305,9 +307,9 @@ FWM  7 mh (mh-port)\n";
         vs.timeout = 600;
         let rs = RealServer::masq("fd00:1::5".parse().unwrap(), 5353);
         let texts = [
-            Command::AddService(&vs).to_string(),
+            Command::AddVirtualServer(&vs).to_string(),
             Command::EditService(&VirtualServer::new(mark)).to_string(),
-            Command::DeleteService(&mark).to_string(),
+            Command::DeleteVirtualServer(&mark).to_string(),
             Command::AddServer(&udp, &rs).to_string(),
             Command::EditServer(&udp, &rs).to_string(),
             Command::DeleteServer(&udp, &rs.key).to_string(),

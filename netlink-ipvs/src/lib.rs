@@ -14,7 +14,6 @@ mod handle;
 pub mod ipvsadm;
 #[cfg(feature = "netlink")]
 mod message;
-#[cfg(feature = "netlink")]
 mod operation;
 mod scheduler;
 mod types;
@@ -36,7 +35,6 @@ pub use error::{EntryError, IpvsError};
 pub use handle::{IpvsHandle, IpvsInfo};
 #[cfg(feature = "netlink")]
 pub use message::{decode_message, IpvsCommand, IpvsMessage, IPVS_FAMILY_NAME, IPVS_GENL_VERSION};
-#[cfg(feature = "netlink")]
 pub use operation::IpvsOperation;
 pub use scheduler::Scheduler;
 pub use types::{

@@ -2,10 +2,13 @@
 
 use std::fmt;
 
+#[cfg(feature = "netlink")]
 use crate::attr::IpvsAttribute;
+#[cfg(feature = "netlink")]
 use crate::convert::{
     destination_attributes, destination_key_attributes, service_attributes, service_key_attributes,
 };
+#[cfg(feature = "netlink")]
 use crate::message::{IpvsCommand, IpvsMessage};
 use crate::types::{RealServer, RealServerKey, ServiceKey, Timeouts, VirtualServer};
 
@@ -13,27 +16,27 @@ use crate::types::{RealServer, RealServerKey, ServiceKey, Timeouts, VirtualServe
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IpvsOperation {
     /// Create a virtual server (EEXIST if it exists).
-    AddService(VirtualServer),
+    AddVirtualServer(VirtualServer),
     /// Change a virtual server's scheduler, flags, timeout or netmask (ESRCH if missing).
-    UpdateService(VirtualServer),
+    UpdateVirtualServer(VirtualServer),
     /// Delete a virtual server and its real servers (ESRCH if missing).
-    DeleteService(ServiceKey),
+    DeleteVirtualServer(ServiceKey),
     /// Add a real server to a virtual server.
-    AddDestination {
+    AddRealServer {
         /// The virtual server.
         service: ServiceKey,
         /// The real server.
         real_server: RealServer,
     },
     /// Change a real server's weight, thresholds or forwarding method.
-    UpdateDestination {
+    UpdateRealServer {
         /// The virtual server.
         service: ServiceKey,
         /// The real server with its new settings.
         real_server: RealServer,
     },
     /// Delete a real server.
-    DeleteDestination {
+    DeleteRealServer {
         /// The virtual server.
         service: ServiceKey,
         /// The real server to delete.
@@ -45,24 +48,25 @@ pub enum IpvsOperation {
     Flush,
 }
 
+#[cfg(feature = "netlink")]
 impl IpvsOperation {
     /// The request message for this operation.
     pub fn to_message(&self) -> IpvsMessage {
         use IpvsAttribute::{Destination, Service};
         let (command, attributes) = match self {
-            IpvsOperation::AddService(s) => (
+            IpvsOperation::AddVirtualServer(s) => (
                 IpvsCommand::NewService,
                 vec![Service(service_attributes(s))],
             ),
-            IpvsOperation::UpdateService(s) => (
+            IpvsOperation::UpdateVirtualServer(s) => (
                 IpvsCommand::SetService,
                 vec![Service(service_attributes(s))],
             ),
-            IpvsOperation::DeleteService(key) => (
+            IpvsOperation::DeleteVirtualServer(key) => (
                 IpvsCommand::DelService,
                 vec![Service(service_key_attributes(key))],
             ),
-            IpvsOperation::AddDestination {
+            IpvsOperation::AddRealServer {
                 service,
                 real_server,
             } => (
@@ -72,7 +76,7 @@ impl IpvsOperation {
                     Destination(destination_attributes(real_server)),
                 ],
             ),
-            IpvsOperation::UpdateDestination {
+            IpvsOperation::UpdateRealServer {
                 service,
                 real_server,
             } => (
@@ -82,7 +86,7 @@ impl IpvsOperation {
                     Destination(destination_attributes(real_server)),
                 ],
             ),
-            IpvsOperation::DeleteDestination {
+            IpvsOperation::DeleteRealServer {
                 service,
                 real_server,
             } => (
@@ -106,10 +110,10 @@ impl IpvsOperation {
     }
 
     /// Whether this operation addresses a real server (so ENOENT means "no such destination").
-    pub(crate) fn targets_destination(&self) -> bool {
+    pub(crate) fn targets_real_server(&self) -> bool {
         matches!(
             self,
-            IpvsOperation::UpdateDestination { .. } | IpvsOperation::DeleteDestination { .. }
+            IpvsOperation::UpdateRealServer { .. } | IpvsOperation::DeleteRealServer { .. }
         )
     }
 }
@@ -117,21 +121,21 @@ impl IpvsOperation {
 impl fmt::Display for IpvsOperation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            IpvsOperation::AddService(s) => write!(f, "add service {}", s.key),
-            IpvsOperation::UpdateService(s) => write!(f, "update service {}", s.key),
-            IpvsOperation::DeleteService(key) => write!(f, "delete service {key}"),
-            IpvsOperation::AddDestination {
+            IpvsOperation::AddVirtualServer(s) => write!(f, "add virtual server {}", s.key),
+            IpvsOperation::UpdateVirtualServer(s) => write!(f, "update virtual server {}", s.key),
+            IpvsOperation::DeleteVirtualServer(key) => write!(f, "delete virtual server {key}"),
+            IpvsOperation::AddRealServer {
                 service,
                 real_server,
-            } => write!(f, "add destination {} to {service}", real_server.key),
-            IpvsOperation::UpdateDestination {
+            } => write!(f, "add real server {} to {service}", real_server.key),
+            IpvsOperation::UpdateRealServer {
                 service,
                 real_server,
-            } => write!(f, "update destination {} of {service}", real_server.key),
-            IpvsOperation::DeleteDestination {
+            } => write!(f, "update real server {} of {service}", real_server.key),
+            IpvsOperation::DeleteRealServer {
                 service,
                 real_server,
-            } => write!(f, "delete destination {real_server} of {service}"),
+            } => write!(f, "delete real server {real_server} of {service}"),
             IpvsOperation::SetTimeouts(t) => {
                 write!(
                     f,

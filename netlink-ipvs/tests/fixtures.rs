@@ -97,7 +97,7 @@ fn new_service_tcp_ipv4() {
     let bytes = message(1, NLM_F_REQUEST | NLM_F_ACK, 1, &[nla(1, &inner.concat())]);
     assert_eq!(bytes.len(), 104);
     check(
-        IpvsOperation::AddService(service),
+        IpvsOperation::AddVirtualServer(service),
         NLM_F_REQUEST | NLM_F_ACK,
         bytes,
     );
@@ -121,13 +121,13 @@ fn set_service_and_delete_fwmark_ipv6_service() {
         nla(9, &u32v(128)),
     ];
     check(
-        IpvsOperation::UpdateService(service),
+        IpvsOperation::UpdateVirtualServer(service),
         NLM_F_REQUEST | NLM_F_ACK,
         message(2, NLM_F_REQUEST | NLM_F_ACK, 1, &[nla(1, &inner.concat())]),
     );
     let inner = [nla(1, &u16v(10)), nla(5, &u32v(7))];
     check(
-        IpvsOperation::DeleteService(key),
+        IpvsOperation::DeleteVirtualServer(key),
         NLM_F_REQUEST | NLM_F_ACK,
         message(3, NLM_F_REQUEST | NLM_F_ACK, 1, &[nla(1, &inner.concat())]),
     );
@@ -151,7 +151,7 @@ fn new_set_and_delete_destination() {
     ]);
     let service = nla(1, &tcp_key_nlas().concat());
     let flags = NLM_F_REQUEST | NLM_F_ACK;
-    let add = IpvsOperation::AddDestination {
+    let add = IpvsOperation::AddRealServer {
         service: tcp_10_0_0_1_80(),
         real_server: rs,
     };
@@ -160,7 +160,7 @@ fn new_set_and_delete_destination() {
         flags,
         message(5, flags, 1, &[service.clone(), nla(2, &full.concat())]),
     );
-    let set = IpvsOperation::UpdateDestination {
+    let set = IpvsOperation::UpdateRealServer {
         service: tcp_10_0_0_1_80(),
         real_server: rs,
     };
@@ -169,7 +169,7 @@ fn new_set_and_delete_destination() {
         flags,
         message(6, flags, 1, &[service.clone(), nla(2, &full.concat())]),
     );
-    let del = IpvsOperation::DeleteDestination {
+    let del = IpvsOperation::DeleteRealServer {
         service: tcp_10_0_0_1_80(),
         real_server: rs.key,
     };

@@ -113,14 +113,14 @@ fn round_trip(op: &IpvsOperation) -> IpvsAttribute {
 proptest! {
     #[test]
     fn virtual_servers_round_trip(service in virtual_server()) {
-        let IpvsAttribute::Service(attrs) = round_trip(&IpvsOperation::AddService(service.clone())) else { panic!() };
+        let IpvsAttribute::Service(attrs) = round_trip(&IpvsOperation::AddVirtualServer(service.clone())) else { panic!() };
         prop_assert_eq!(service_entry(&attrs).unwrap().service, service);
     }
 
     #[test]
     fn real_servers_round_trip(rs in any::<bool>().prop_flat_map(real_server)) {
         let service = ServiceKey::FwMark { mark: 1, family: Family::of(&rs.key.address) };
-        let op = IpvsOperation::AddDestination { service, real_server: rs };
+        let op = IpvsOperation::AddRealServer { service, real_server: rs };
         let IpvsAttribute::Destination(attrs) = round_trip(&op) else { panic!() };
         prop_assert_eq!(destination_entry(&attrs, service.family()).unwrap().real_server, rs);
     }

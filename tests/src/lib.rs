@@ -87,11 +87,11 @@ pub fn sample(count: usize, per_service: usize, with_fwmark: bool) -> IpvsState 
 pub fn create_ops(state: &IpvsState) -> Vec<IpvsOperation> {
     let mut ops = Vec::new();
     for s in state.services.values() {
-        ops.push(IpvsOperation::AddService(s.service.clone()));
+        ops.push(IpvsOperation::AddVirtualServer(s.service.clone()));
         ops.extend(
             s.real_servers
                 .values()
-                .map(|rs| IpvsOperation::AddDestination {
+                .map(|rs| IpvsOperation::AddRealServer {
                     service: s.service.key,
                     real_server: *rs,
                 }),
@@ -126,7 +126,7 @@ impl KubeProxyIpvs {
             address: vip.parse().unwrap(),
             port,
         };
-        ipvs.add_service(&VirtualServer::new(key)).unwrap();
+        ipvs.add_virtual_server(&VirtualServer::new(key)).unwrap();
         let mut this = Self { ipvs, key };
         for rs in real_servers {
             this.add(rs);
@@ -136,7 +136,7 @@ impl KubeProxyIpvs {
 
     /// Adds a real server.
     pub fn add(&mut self, real_server: &RealServer) {
-        self.ipvs.add_destination(&self.key, real_server).unwrap();
+        self.ipvs.add_real_server(&self.key, real_server).unwrap();
     }
 
     /// A terminating pod: its real server at weight 0.
@@ -144,7 +144,7 @@ impl KubeProxyIpvs {
         let mut weight0 = *real_server;
         weight0.weight = 0;
         self.ipvs
-            .apply_one(IpvsOperation::UpdateDestination {
+            .apply_one(IpvsOperation::UpdateRealServer {
                 service: self.key,
                 real_server: weight0,
             })
@@ -163,7 +163,7 @@ impl KubeProxyIpvs {
             .map(|d| d.active_connections + d.inactive_connections);
         match counts {
             Some(0) => {
-                self.ipvs.delete_destination(&self.key, rs).unwrap();
+                self.ipvs.delete_real_server(&self.key, rs).unwrap();
                 true
             }
             Some(_) => false,

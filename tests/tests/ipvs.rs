@@ -66,7 +66,7 @@ fn thousand_services_times_ten_destinations_match_the_witness() {
     for s in state.services.values_mut().take(100) {
         for rs in s.real_servers.values_mut() {
             rs.weight = 0;
-            edits.push(IpvsOperation::UpdateDestination {
+            edits.push(IpvsOperation::UpdateRealServer {
                 service: s.service.key,
                 real_server: *rs,
             });
@@ -77,7 +77,7 @@ fn thousand_services_times_ten_destinations_match_the_witness() {
     let doomed: Vec<ServiceKey> = state.services.keys().step_by(2).copied().collect();
     let deletes: Vec<_> = doomed
         .iter()
-        .map(|k| IpvsOperation::DeleteService(*k))
+        .map(|k| IpvsOperation::DeleteVirtualServer(*k))
         .collect();
     assert_all_ok(&handle.apply(&deletes));
     for key in &doomed {
@@ -131,14 +131,14 @@ fn errors_inside_a_batch_are_typed_and_do_not_stop_the_rest() {
         match i {
             7 | 500 | 1999 => {
                 bad.push((i, "exists"));
-                ops.push(IpvsOperation::AddService(
+                ops.push(IpvsOperation::AddVirtualServer(
                     state.services[&key].service.clone(),
                 ));
             }
             100 | 1500 => {
                 bad.push((i, "no destination"));
                 let rs = RealServer::masq("198.51.100.1".parse().unwrap(), 9);
-                ops.push(IpvsOperation::DeleteDestination {
+                ops.push(IpvsOperation::DeleteRealServer {
                     service: key,
                     real_server: rs.key,
                 });
@@ -146,7 +146,7 @@ fn errors_inside_a_batch_are_typed_and_do_not_stop_the_rest() {
             250 | 1000 => {
                 bad.push((i, "no service"));
                 let rs = RealServer::masq("198.51.100.2".parse().unwrap(), 9);
-                ops.push(IpvsOperation::AddDestination {
+                ops.push(IpvsOperation::AddRealServer {
                     service: missing_service,
                     real_server: rs,
                 });
@@ -165,7 +165,7 @@ fn errors_inside_a_batch_are_typed_and_do_not_stop_the_rest() {
                     .unwrap()
                     .real_servers
                     .insert(rs.key, rs);
-                ops.push(IpvsOperation::AddDestination {
+                ops.push(IpvsOperation::AddRealServer {
                     service: key,
                     real_server: rs,
                 });

@@ -376,15 +376,16 @@ fn real_tcp_through_ipvs_is_masqueraded_and_etp_local_keeps_the_client_ip() {
         address: ip("10.96.0.10"),
         port: 80,
     };
-    ipvs.add_service(&VirtualServer::new(vip)).unwrap();
-    ipvs.add_destination(&vip, &RealServer::masq(ip("10.0.2.2"), 8080))
+    ipvs.add_virtual_server(&VirtualServer::new(vip)).unwrap();
+    ipvs.add_real_server(&vip, &RealServer::masq(ip("10.0.2.2"), 8080))
         .unwrap();
     let local_only = ServiceKey::FwMark {
         mark: 7,
         family: Family::V4,
     };
-    ipvs.add_service(&VirtualServer::new(local_only)).unwrap();
-    ipvs.add_destination(&local_only, &RealServer::masq(ip("10.0.2.3"), 8080))
+    ipvs.add_virtual_server(&VirtualServer::new(local_only))
+        .unwrap();
+    ipvs.add_real_server(&local_only, &RealServer::masq(ip("10.0.2.3"), 8080))
         .unwrap();
 
     let server = backend.spawn(|| {

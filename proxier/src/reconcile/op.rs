@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use conntrack_gc::{ConntrackFilter, Protocol, Selector};
 use netlink_ipvs::ipvsadm::Command;
-use netlink_ipvs::{RealServer, RealServerKey, ServiceKey, VirtualServer};
+use netlink_ipvs::{IpvsOperation, RealServer, RealServerKey, ServiceKey, VirtualServer};
 
 /// One change to the node, in the order reconcile emits them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,9 +54,9 @@ impl fmt::Display for Op {
         match self {
             Op::BindAddress(ip) => write!(f, "addr add {ip}"),
             Op::UnbindAddress(ip) => write!(f, "addr del {ip}"),
-            Op::AddVirtualServer(vs) => Command::AddService(vs).fmt(f),
+            Op::AddVirtualServer(vs) => Command::AddVirtualServer(vs).fmt(f),
             Op::UpdateVirtualServer(vs) => Command::EditService(vs).fmt(f),
-            Op::DeleteVirtualServer(key) => Command::DeleteService(key).fmt(f),
+            Op::DeleteVirtualServer(key) => Command::DeleteVirtualServer(key).fmt(f),
             Op::AddRealServer {
                 service,
                 real_server,
@@ -92,5 +92,39 @@ impl fmt::Display for Op {
                 }
             }
         }
+    }
+}
+
+impl Op {
+    /// The IPVS request this operation is (same variant name, same fields); `None` for the
+    /// address and conntrack operations, which go to rtnetlink and ctnetlink.
+    pub fn ipvs_operation(&self) -> Option<IpvsOperation> {
+        Some(match self {
+            Op::AddVirtualServer(vs) => IpvsOperation::AddVirtualServer(vs.clone()),
+            Op::UpdateVirtualServer(vs) => IpvsOperation::UpdateVirtualServer(vs.clone()),
+            Op::DeleteVirtualServer(key) => IpvsOperation::DeleteVirtualServer(*key),
+            Op::AddRealServer {
+                service,
+                real_server,
+            } => IpvsOperation::AddRealServer {
+                service: *service,
+                real_server: *real_server,
+            },
+            Op::UpdateRealServer {
+                service,
+                real_server,
+            } => IpvsOperation::UpdateRealServer {
+                service: *service,
+                real_server: *real_server,
+            },
+            Op::DeleteRealServer {
+                service,
+                real_server,
+            } => IpvsOperation::DeleteRealServer {
+                service: *service,
+                real_server: *real_server,
+            },
+            Op::BindAddress(_) | Op::UnbindAddress(_) | Op::FlushConntrack(_) => return None,
+        })
     }
 }

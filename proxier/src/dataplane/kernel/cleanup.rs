@@ -41,7 +41,7 @@ pub fn cleanup(
     for entry in services {
         let key = entry.service.key;
         if ownership.owns(&key, |ip| bound.contains(ip)) {
-            ipvs.delete_service(&key)
+            ipvs.delete_virtual_server(&key)
                 .map_err(|e| ipvs_error(&format!("delete {key}"), e))?;
             report.deleted_services.push(key);
         } else {

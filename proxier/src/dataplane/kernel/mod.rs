@@ -104,7 +104,7 @@ impl KernelDataplane {
     }
 
     fn apply_ipvs(&mut self, ops: &[Op], results: &mut Vec<Result<(), Error>>) {
-        let operations: Vec<IpvsOperation> = ops.iter().filter_map(ipvs_operation).collect();
+        let operations: Vec<IpvsOperation> = ops.iter().filter_map(Op::ipvs_operation).collect();
         let outcomes = self.ipvs.apply(&operations);
         results.extend(
             ops.iter()
@@ -243,37 +243,6 @@ impl OpKind {
             _ => OpKind::Ipvs,
         }
     }
-}
-
-/// The netlink-ipvs operation an engine operation is (None for non-IPVS operations).
-pub fn ipvs_operation(op: &Op) -> Option<IpvsOperation> {
-    Some(match op {
-        Op::AddVirtualServer(vs) => IpvsOperation::AddService(vs.clone()),
-        Op::UpdateVirtualServer(vs) => IpvsOperation::UpdateService(vs.clone()),
-        Op::DeleteVirtualServer(key) => IpvsOperation::DeleteService(*key),
-        Op::AddRealServer {
-            service,
-            real_server,
-        } => IpvsOperation::AddDestination {
-            service: *service,
-            real_server: *real_server,
-        },
-        Op::UpdateRealServer {
-            service,
-            real_server,
-        } => IpvsOperation::UpdateDestination {
-            service: *service,
-            real_server: *real_server,
-        },
-        Op::DeleteRealServer {
-            service,
-            real_server,
-        } => IpvsOperation::DeleteDestination {
-            service: *service,
-            real_server: *real_server,
-        },
-        Op::BindAddress(_) | Op::UnbindAddress(_) | Op::FlushConntrack(_) => return None,
-    })
 }
 
 /// A kernel refusal becomes [`Error::Kernel`] (the engine reads its errno); anything else
