@@ -2,7 +2,26 @@
 
 use std::fmt;
 
-use crate::model::ObjectRef;
+/// Identifies a Kubernetes object in messages: `Service default/web`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    /// `Service`, `EndpointSlice`, `Node`, ...
+    pub kind: String,
+    /// Namespace (empty for cluster-scoped objects).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
 
 /// Why a Kubernetes object is not turned into proxy state.
 ///

@@ -14,26 +14,9 @@ pub use convert::{endpoint_slice_from_k8s, node_from_k8s, service_from_k8s};
 use netlink_ipvs::{Family, Protocol};
 pub use state::ClusterState;
 
-/// Identifies a Kubernetes object in messages: `Service default/web`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ObjectRef {
-    /// `Service`, `EndpointSlice`, `Node`, ...
-    pub kind: String,
-    /// Namespace (empty for cluster-scoped objects).
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl fmt::Display for ObjectRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.namespace.is_empty() {
-            write!(f, "{} {}", self.kind, self.name)
-        } else {
-            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
-        }
-    }
-}
+/// Defined with the errors (it names objects in messages and Events); part of the model's
+/// vocabulary too.
+pub use crate::error::ObjectRef;
 
 /// A Service's namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
