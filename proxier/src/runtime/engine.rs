@@ -120,7 +120,7 @@ impl<D: Dataplane> Proxier<D> {
             real_servers = Some(self.planner.desired().real_server_counts());
             let rules = self.planner.packet_rules();
             if let Err(error) = self.dataplane.program_packet_rules(&rules) {
-                tracing::warn!(%error, "packet rules not written; retried at the next resync");
+                tracing::warn!(error = %error.report(), "packet rules not written; retried at the next resync");
                 failures.push(SyncFailure::PacketRules(error));
             }
         }
@@ -144,7 +144,7 @@ impl<D: Dataplane> Proxier<D> {
                     tracing::debug!(%op, "applied");
                 }
                 Err(error) => {
-                    tracing::warn!(%op, %error, "operation failed; retried at the next resync");
+                    tracing::warn!(%op, error = %error.report(), "operation failed; retried at the next resync");
                     failures.push(SyncFailure::Operation {
                         op: op.clone(),
                         error,

@@ -95,7 +95,7 @@ pub async fn run<D: Dataplane, S: Source>(
                 found.changed
             }
             Err(error) => {
-                tracing::error!(%error, "source unavailable; kernel state kept as it is");
+                tracing::error!(error = %error.report(), "source unavailable; kernel state kept as it is");
                 false
             }
         }
@@ -131,7 +131,7 @@ pub async fn run<D: Dataplane, S: Source>(
                     on_sync(SyncKind::Full, &outcome);
                 }
                 Err(error) => {
-                    tracing::error!(%error, "resync could not read the kernel; nothing changed");
+                    tracing::error!(error = %error.report(), "resync could not read the kernel; nothing changed");
                     backoff.failed(now);
                 }
             }
