@@ -1,6 +1,6 @@
 //! proxier: a kube-proxy IPVS-mode replacement.
 //!
-//! Sources → model → plan → reconcile → dataplane; see DESIGN.md. Everything up to
+//! Sources → model → plan → reconcile → dataplane; see ARCHITECTURE.md in the repository. Everything up to
 //! [`reconcile`] is pure: plain functions over plain data.
 #![forbid(unsafe_code)]
 

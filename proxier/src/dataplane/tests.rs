@@ -63,7 +63,7 @@ fn new_pod(i: usize) -> String {
 
 #[test]
 fn rollout_of_a_250_endpoint_service() {
-    // INCIDENTS.md I3/I4 at scale: during a rolling update (maxSurge 1, maxUnavailable 0)
+    // incident I3/I4 at scale: during a rolling update (maxSurge 1, maxUnavailable 0)
     // every step is the minimal operation, a terminating pod is drained (weight 0) and its
     // real server deleted with a conntrack flush the moment it leaves the slice.
     let key = udp("10.96.0.10", 53);

@@ -2,7 +2,7 @@
 //! real servers and weights, addresses to bind and packet-rule intents of this node. Pure.
 //!
 //! [`Planner`] keeps what each Service contributed so that a change re-plans only the Services
-//! it touched (DESIGN.md invariant 4) and reports which keys changed, for
+//! it touched (ARCHITECTURE.md rule 4) and reports which keys changed, for
 //! [`crate::reconcile::reconcile_changes`].
 
 mod endpoints;
@@ -133,7 +133,7 @@ pub struct ExternalLocalRule {
     pub owner: ServicePortName,
 }
 
-/// Which kernel objects are proxier's (DESIGN.md invariant 2).
+/// Which kernel objects are proxier's (ARCHITECTURE.md rule 2).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Ownership {
     /// Node IPs NodePorts open on: `node IP:port` with `port` in `node_port_range` is ours.

@@ -6,7 +6,7 @@
 //! (additions and updates before deletions, so it never runs empty during a rollout), then
 //! conntrack flushes (after the real servers are gone, so no new flow lands on them), then
 //! deletions of our stale virtual servers (the kernel drops their real servers with them),
-//! then unbinding. Only owned virtual servers are deleted (DESIGN.md invariant 2).
+//! then unbinding. Only owned virtual servers are deleted (ARCHITECTURE.md rule 2).
 
 mod observed;
 mod op;
@@ -77,7 +77,7 @@ fn flushable(key: &ServiceKey) -> Option<(conntrack_gc::Protocol, IpAddr, u16)> 
     }
 }
 
-/// Ownership (DESIGN.md invariant 2) of an observed virtual server: its VIP is bound on our
+/// Ownership (ARCHITECTURE.md rule 2) of an observed virtual server: its VIP is bound on our
 /// dummy interface (or is about to be: a desired address is ours), or it is a node IP + NodePort
 /// or one of our firewall marks.
 pub fn owned(desired: &DesiredState, observed: &Observed, key: &ServiceKey) -> bool {

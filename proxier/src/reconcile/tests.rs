@@ -79,7 +79,7 @@ fn creation_binds_first_then_service_then_real_servers() {
 
 #[test]
 fn endpoint_lifecycle_terminating_back_and_gone() {
-    // INCIDENTS.md I3/I4: weight 0 only while terminating; deleted (with a conntrack flush
+    // incident I3/I4: weight 0 only while terminating; deleted (with a conntrack flush
     // of its UDP flows) as soon as it leaves the slice, never "when connections reach 0".
     let key = udp("10.96.0.10", 53);
     let a = || ep("10.244.1.5", "node-a");
@@ -174,7 +174,7 @@ fn first_endpoint_of_a_udp_service_flushes_its_stale_flows() {
 
 #[test]
 fn only_owned_virtual_servers_are_deleted() {
-    // DESIGN.md invariant 2 (and INCIDENTS.md I2): a keepalived service on another address,
+    // ARCHITECTURE.md rule 2 (and incident I2): a keepalived service on another address,
     // or on a node IP outside the NodePort range, is never touched.
     let desired = dns_plan(vec![]);
     let mut observed = converge(&desired, &Observed::default());

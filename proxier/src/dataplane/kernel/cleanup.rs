@@ -22,7 +22,7 @@ pub struct CleanupReport {
 }
 
 /// Removes proxier's objects from the network namespace of the calling thread. A virtual
-/// server is ours by the same rule the engine uses (DESIGN.md invariant 2): its address is on
+/// server is ours by the same rule the engine uses (ARCHITECTURE.md rule 2): its address is on
 /// our dummy interface, or it is one of `ownership`'s node IPs with a NodePort-range port, or
 /// its firewall mark is in our range.
 pub fn cleanup(

@@ -164,7 +164,9 @@ impl KubeApplier {
                         cluster.upsert_node(node.clone());
                         tracked.objects.insert(key, node);
                     }
-                    Err(error) => tracing::warn!(error = %error.report(), "local Node unreadable; kept as it was"),
+                    Err(error) => {
+                        tracing::warn!(error = %error.report(), "local Node unreadable; kept as it was")
+                    }
                 }
             }
             Event::Delete(_) => self.node_deleting = true,
