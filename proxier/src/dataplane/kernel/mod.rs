@@ -7,7 +7,7 @@ mod interface;
 mod sysctl;
 
 pub use cleanup::{cleanup, CleanupReport};
-pub use interface::InterfaceHandle;
+pub use interface::{InterfaceHandle, RouteAnswer, RouteReply};
 pub use sysctl::{apply_sysctls, kernel_version, wanted_sysctls, Sysctl, SysctlChange};
 
 use std::net::IpAddr;
