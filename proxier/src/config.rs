@@ -134,8 +134,10 @@ pub struct KubeProxyConfiguration {
 }
 
 impl KubeProxyConfiguration {
-    /// Parses the YAML (or JSON) text of a configuration file.
+    /// Parses the YAML (or JSON) text of a configuration file (under the limits of
+    /// [`crate::yaml::check_limits`]).
     pub fn from_yaml(text: &str) -> Result<Self, Error> {
+        crate::yaml::check_limits("KubeProxyConfiguration", text)?;
         let config: Self = serde_yaml::from_str(text).map_err(|source| Error::Yaml {
             context: "KubeProxyConfiguration".to_owned(),
             source,

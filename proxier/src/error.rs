@@ -162,6 +162,16 @@ pub enum Error {
         #[source]
         source: serde_yaml::Error,
     },
+    /// An input file (cluster YAML, configuration) refused before parsing: not a regular file,
+    /// too large, or over the YAML limits (see [`crate::yaml`]).
+    #[error("{context}")]
+    InputRefused {
+        /// The file (or what the text is).
+        context: String,
+        /// Why.
+        #[source]
+        reason: crate::yaml::InputRefusal,
+    },
     /// A configuration value is unusable.
     #[error("config {field}: {reason}")]
     Config {

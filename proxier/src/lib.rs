@@ -18,5 +18,6 @@ pub mod plan;
 pub mod reconcile;
 pub mod runtime;
 pub mod source;
+pub mod yaml;
 
 pub use error::{Errno, Error, RejectReason, Report};

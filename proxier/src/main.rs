@@ -139,8 +139,7 @@ fn load_settings(file: Option<&Path>) -> anyhow::Result<(ProxySettings, Vec<Conf
     let Some(file) = file else {
         return Ok((ProxySettings::default(), Vec::new()));
     };
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text = proxier::yaml::read_file(file)?;
     let kpc = KubeProxyConfiguration::from_yaml(&text)
         .with_context(|| format!("reading {}", file.display()))?;
     ProxySettings::resolve(&kpc).with_context(|| format!("in {}", file.display()))
@@ -393,8 +392,7 @@ fn plan(
 ) -> anyhow::Result<()> {
     let config = match config {
         Some(file) => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
+            let text = proxier::yaml::read_file(&file)?;
             let kpc = KubeProxyConfiguration::from_yaml(&text)?;
             for field in kpc.unimplemented_fields() {
                 eprintln!("config: {field} is not implemented by proxier plan; ignored");
@@ -405,8 +403,7 @@ fn plan(
     };
     let mut objects = Vec::new();
     for file in DirectorySource::input_files(path)? {
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("reading {}", file.display()))?;
+        let text = proxier::yaml::read_file(&file)?;
         let (mut found, problems) = parse_documents(&file.display().to_string(), &text);
         if let Some(problem) = problems.into_iter().next() {
             return Err(problem.into());

@@ -80,7 +80,7 @@ pub async fn serve(listener: TcpListener, handler: Handler) {
     }
 }
 
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -93,17 +93,36 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
         }
         head.extend_from_slice(&buf[..n]);
     }
-    Ok(Some(String::from_utf8_lossy(&head).into_owned()))
+    Ok(Some(head))
 }
 
-async fn answer(mut stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
-    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Ok(head) => head?,
-        Err(_) => return Ok(()),
-    };
-    let mut words = head.as_deref().unwrap_or("").split_whitespace();
+/// The request line of a request head: method and path (the query cut off), each empty when
+/// absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method (`GET`, `HEAD`, ...).
+    pub method: String,
+    /// The path of the target, without its query.
+    pub path: String,
+}
+
+/// Reads the request line of a request head (bytes that are not UTF-8 are replaced).
+pub fn parse_request(head: &[u8]) -> Request {
+    let head = String::from_utf8_lossy(head);
+    let mut words = head.split_whitespace();
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
+    Request {
+        method: method.to_owned(),
+        path: path.to_owned(),
+    }
+}
+
+/// The whole answer to a request head as written to the connection; `None` is a head that was
+/// too long or cut short.
+pub fn respond(head: Option<&[u8]>, handler: &Handler) -> String {
+    let request = parse_request(head.unwrap_or_default());
+    let (method, path) = (request.method.as_str(), request.path.as_str());
     let response = match method {
         _ if head.is_none() || path.is_empty() => {
             Response::new(400, "text/plain; charset=utf-8", "bad request\n")
@@ -122,6 +141,37 @@ async fn answer(mut stream: TcpStream, handler: &Handler) -> std::io::Result<()>
     if method != "HEAD" {
         out.push_str(&response.body);
     }
+    out
+}
+
+async fn answer(mut stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
+    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+        Ok(head) => head?,
+        Err(_) => return Ok(()),
+    };
+    let out = respond(head.as_deref(), handler);
     stream.write_all(out.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn the_request_line_gives_method_and_path_without_query() {
+        let request = parse_request(b"HEAD /metrics?name=x HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("HEAD", "/metrics")
+        );
+        assert_eq!(parse_request(b"").path, "");
+        let handler: Handler =
+            Arc::new(|path| (path == "/healthz").then(|| Response::new(200, "text/plain", "ok")));
+        let head = respond(Some(b"HEAD /healthz HTTP/1.1\r\n\r\n"), &handler);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"));
+        assert!(respond(None, &handler).starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        let post = respond(Some(b"POST /healthz HTTP/1.1\r\n\r\n"), &handler);
+        assert!(post.ends_with("method not allowed\n"));
+    }
 }

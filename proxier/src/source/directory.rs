@@ -83,13 +83,10 @@ impl DirectorySource {
                     continue;
                 }
             }
-            let text = match fs::read_to_string(&path) {
+            let text = match crate::yaml::read_file(&path) {
                 Ok(text) => text,
                 Err(e) => {
-                    poll.problems.push(Error::Config {
-                        field: "source",
-                        reason: format!("{}: {e}", path.display()),
-                    });
+                    poll.problems.push(e);
                     continue;
                 }
             };

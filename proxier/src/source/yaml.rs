@@ -64,10 +64,14 @@ fn collect(
 }
 
 /// Parses every document of `text` (`name` is used in messages). Unreadable documents are
-/// returned as errors beside the objects that could be read.
+/// returned as errors beside the objects that could be read; text over the YAML limits of
+/// [`crate::yaml::check_limits`] is not parsed at all.
 pub fn parse_documents(name: &str, text: &str) -> (Vec<KubeObject>, Vec<Error>) {
     let mut objects = Vec::new();
     let mut problems = Vec::new();
+    if let Err(refused) = crate::yaml::check_limits(name, text) {
+        return (objects, vec![refused]);
+    }
     for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let context = format!("{name} document {}", i + 1);
         match serde_yaml::Value::deserialize(document) {

@@ -27,12 +27,102 @@ pub struct InterfaceHandle {
     sequence: Sequence,
 }
 
-/// What a request came back with.
-enum Reply {
+/// What an rtnetlink request came back with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteReply {
     /// The request succeeded; dumps carry their messages.
     Done(Vec<RouteNetlinkMessage>),
     /// The kernel answered with this errno.
     Errno(i32),
+}
+
+impl RouteReply {
+    /// The index of the (first) link in the answer to a link request.
+    pub fn link_index(&self) -> Option<u32> {
+        let RouteReply::Done(messages) = self else {
+            return None;
+        };
+        messages.iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(link) => Some(link.header.index),
+            _ => None,
+        })
+    }
+
+    /// The addresses on the interface with `index` in the answer to an address dump (IPv6
+    /// link-local ones are the kernel's, not virtual IPs, and are left out).
+    pub fn addresses_on(&self, index: u32) -> BTreeSet<IpAddr> {
+        let RouteReply::Done(messages) = self else {
+            return BTreeSet::new();
+        };
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                    a.attributes.iter().find_map(|attr| match attr {
+                        AddressAttribute::Local(ip) => Some(*ip),
+                        AddressAttribute::Address(ip)
+                            if a.header.family == AddressFamily::Inet6 =>
+                        {
+                            Some(*ip)
+                        }
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .filter(|ip| !is_link_local(ip))
+            .collect()
+    }
+}
+
+/// The answer to one rtnetlink request, read datagram by datagram (sans-io: the socket loop of
+/// [`InterfaceHandle`] feeds it what it receives).
+#[derive(Debug)]
+pub struct RouteAnswer {
+    sequence: u32,
+    messages: Vec<RouteNetlinkMessage>,
+}
+
+impl RouteAnswer {
+    /// Waits for the answer to the request with `sequence`.
+    pub fn new(sequence: u32) -> Self {
+        Self {
+            sequence,
+            messages: Vec::new(),
+        }
+    }
+
+    /// Reads one datagram; `Some` once the answer is complete (`NLMSG_DONE`, an ACK or an
+    /// error). Messages answering other requests are skipped; `what` names the request in a
+    /// [`Error::MalformedReply`].
+    pub fn feed(&mut self, datagram: &[u8], what: &str) -> Result<Option<RouteReply>, Error> {
+        for reply in split_messages(datagram) {
+            let reply =
+                NetlinkMessage::<RouteNetlinkMessage>::deserialize(reply).map_err(|source| {
+                    Error::MalformedReply {
+                        operation: what.to_owned(),
+                        source,
+                    }
+                })?;
+            if reply.header.sequence_number != self.sequence {
+                continue;
+            }
+            match reply.payload {
+                NetlinkPayload::InnerMessage(inner) => self.messages.push(inner),
+                NetlinkPayload::Done(_) => {
+                    return Ok(Some(RouteReply::Done(std::mem::take(&mut self.messages))))
+                }
+                NetlinkPayload::Error(err) => {
+                    return Ok(Some(match err.code {
+                        Some(code) => RouteReply::Errno(-code.get()),
+                        None => RouteReply::Done(std::mem::take(&mut self.messages)),
+                    }))
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
 }
 
 const ENODEV: i32 = 19;
@@ -60,7 +150,7 @@ impl InterfaceHandle {
         message: RouteNetlinkMessage,
         flags: u16,
         what: &str,
-    ) -> Result<Reply, Error> {
+    ) -> Result<RouteReply, Error> {
         let sequence = self.sequence.allocate();
         let mut request =
             NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(message));
@@ -70,30 +160,11 @@ impl InterfaceHandle {
         let mut bytes = vec![0; request.buffer_len()];
         request.serialize(&mut bytes);
         self.socket.send_all(&bytes).map_err(socket_error(what))?;
-        let mut messages = Vec::new();
+        let mut answer = RouteAnswer::new(sequence);
         loop {
             let received = self.socket.receive().map_err(socket_error(what))?;
-            for reply in split_messages(&received) {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(reply).map_err(
-                    |source| Error::MalformedReply {
-                        operation: what.to_owned(),
-                        source,
-                    },
-                )?;
-                if reply.header.sequence_number != sequence {
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::InnerMessage(inner) => messages.push(inner),
-                    NetlinkPayload::Done(_) => return Ok(Reply::Done(messages)),
-                    NetlinkPayload::Error(err) => {
-                        return Ok(match err.code {
-                            Some(code) => Reply::Errno(-code.get()),
-                            None => Reply::Done(messages),
-                        })
-                    }
-                    _ => {}
-                }
+            if let Some(reply) = answer.feed(&received, what)? {
+                return Ok(reply);
             }
         }
     }
@@ -106,12 +177,9 @@ impl InterfaceHandle {
             .push(LinkAttribute::IfName(name.to_owned()));
         let what = format!("get link {name}");
         match self.request(RouteNetlinkMessage::GetLink(message), NLM_F_ACK, &what)? {
-            Reply::Done(replies) => Ok(replies.iter().find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(link) => Some(link.header.index),
-                _ => None,
-            })),
-            Reply::Errno(ENODEV) => Ok(None),
-            Reply::Errno(errno) => Err(kernel_error(what, errno)),
+            reply @ RouteReply::Done(_) => Ok(reply.link_index()),
+            RouteReply::Errno(ENODEV) => Ok(None),
+            RouteReply::Errno(errno) => Err(kernel_error(what, errno)),
         }
     }
 
@@ -137,8 +205,8 @@ impl InterfaceHandle {
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
             &what,
         )? {
-            Reply::Done(_) | Reply::Errno(EEXIST) => {}
-            Reply::Errno(errno) => return Err(kernel_error(what, errno)),
+            RouteReply::Done(_) | RouteReply::Errno(EEXIST) => {}
+            RouteReply::Errno(errno) => return Err(kernel_error(what, errno)),
         }
         self.link_index(name)?
             .ok_or_else(|| kernel_error(format!("find {name} after creating it"), ENODEV))
@@ -153,9 +221,9 @@ impl InterfaceHandle {
         message.header.index = index;
         let what = format!("delete interface {name}");
         match self.request(RouteNetlinkMessage::DelLink(message), NLM_F_ACK, &what)? {
-            Reply::Done(_) => Ok(true),
-            Reply::Errno(ENODEV) => Ok(false),
-            Reply::Errno(errno) => Err(kernel_error(what, errno)),
+            RouteReply::Done(_) => Ok(true),
+            RouteReply::Errno(ENODEV) => Ok(false),
+            RouteReply::Errno(errno) => Err(kernel_error(what, errno)),
         }
     }
 
@@ -168,25 +236,8 @@ impl InterfaceHandle {
             NLM_F_DUMP,
             &what,
         )? {
-            Reply::Done(replies) => Ok(replies
-                .iter()
-                .filter_map(|m| match m {
-                    RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
-                        a.attributes.iter().find_map(|attr| match attr {
-                            AddressAttribute::Local(ip) => Some(*ip),
-                            AddressAttribute::Address(ip)
-                                if a.header.family == AddressFamily::Inet6 =>
-                            {
-                                Some(*ip)
-                            }
-                            _ => None,
-                        })
-                    }
-                    _ => None,
-                })
-                .filter(|ip| !is_link_local(ip))
-                .collect()),
-            Reply::Errno(errno) => Err(kernel_error(what, errno)),
+            reply @ RouteReply::Done(_) => Ok(reply.addresses_on(index)),
+            RouteReply::Errno(errno) => Err(kernel_error(what, errno)),
         }
     }
 
@@ -221,8 +272,8 @@ impl InterfaceHandle {
         let message = RouteNetlinkMessage::NewAddress(Self::address_message(index, ip));
         let what = format!("add address {ip}");
         match self.request(message, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &what)? {
-            Reply::Done(_) => Ok(()),
-            Reply::Errno(errno) => Err(kernel_error(what, errno)),
+            RouteReply::Done(_) => Ok(()),
+            RouteReply::Errno(errno) => Err(kernel_error(what, errno)),
         }
     }
 
@@ -231,8 +282,8 @@ impl InterfaceHandle {
         let message = RouteNetlinkMessage::DelAddress(Self::address_message(index, ip));
         let what = format!("delete address {ip}");
         match self.request(message, NLM_F_ACK, &what)? {
-            Reply::Done(_) => Ok(()),
-            Reply::Errno(errno) => Err(kernel_error(what, errno)),
+            RouteReply::Done(_) => Ok(()),
+            RouteReply::Errno(errno) => Err(kernel_error(what, errno)),
         }
     }
 }
@@ -248,5 +299,79 @@ fn is_link_local(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
         IpAddr::V4(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_core::{DoneMessage, ErrorMessage};
+
+    use super::*;
+
+    fn datagram(sequence: u32, payloads: Vec<NetlinkPayload<RouteNetlinkMessage>>) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for payload in payloads {
+            let mut message = NetlinkMessage::new(NetlinkHeader::default(), payload);
+            message.header.sequence_number = sequence;
+            message.finalize();
+            let start = bytes.len();
+            bytes.resize(start + message.buffer_len(), 0);
+            message.serialize(&mut bytes[start..]);
+        }
+        bytes
+    }
+
+    fn new_address(index: u32, ip: IpAddr) -> NetlinkPayload<RouteNetlinkMessage> {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(
+            InterfaceHandle::address_message(index, ip),
+        ))
+    }
+
+    #[test]
+    fn an_address_dump_is_read_across_datagrams_and_other_sequences_skipped() {
+        let mut answer = RouteAnswer::new(7);
+        let first = datagram(7, vec![new_address(3, "10.96.0.1".parse().unwrap())]);
+        let stray = datagram(6, vec![new_address(3, "10.96.0.9".parse().unwrap())]);
+        let last = datagram(
+            7,
+            vec![
+                new_address(3, "fe80::1".parse().unwrap()),
+                new_address(4, "10.96.0.2".parse().unwrap()),
+                new_address(3, "fd00::1".parse().unwrap()),
+                NetlinkPayload::Done(DoneMessage::default()),
+            ],
+        );
+        assert_eq!(answer.feed(&first, "dump").unwrap(), None);
+        assert_eq!(answer.feed(&stray, "dump").unwrap(), None);
+        let reply = answer
+            .feed(&last, "dump")
+            .unwrap()
+            .expect("DONE ends the dump");
+        let want: BTreeSet<IpAddr> = ["10.96.0.1", "fd00::1"]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
+        assert_eq!(reply.addresses_on(3), want);
+        assert_eq!(reply.link_index(), None);
+    }
+
+    #[test]
+    fn an_error_answer_is_its_errno_and_garbage_is_malformed() {
+        let mut error = ErrorMessage::default();
+        error.code = std::num::NonZeroI32::new(-ENODEV);
+        let mut answer = RouteAnswer::new(1);
+        let reply = answer
+            .feed(&datagram(1, vec![NetlinkPayload::Error(error)]), "get link")
+            .unwrap();
+        assert_eq!(reply, Some(RouteReply::Errno(ENODEV)));
+        let mut garbage = datagram(1, vec![new_address(1, "10.0.0.1".parse().unwrap())]);
+        // RTM_NEWADDR cut to 4 bytes of its 8-byte `struct ifaddrmsg`.
+        garbage.truncate(20);
+        garbage[..4].copy_from_slice(&20u32.to_ne_bytes());
+        let Err(Error::MalformedReply { operation, .. }) = RouteAnswer::new(1).feed(&garbage, "x")
+        else {
+            panic!("a message that does not parse is an error");
+        };
+        assert_eq!(operation, "x");
     }
 }

@@ -7,8 +7,10 @@ mod interface;
 mod sysctl;
 
 pub use cleanup::{cleanup, CleanupReport};
-pub use interface::InterfaceHandle;
-pub use sysctl::{apply_sysctls, kernel_version, wanted_sysctls, Sysctl, SysctlChange};
+pub use interface::{InterfaceHandle, RouteAnswer, RouteReply};
+pub use sysctl::{
+    apply_sysctls, kernel_release, kernel_version, wanted_sysctls, Sysctl, SysctlChange,
+};
 
 use std::sync::Arc;
 
@@ -72,14 +74,8 @@ impl KernelDataplane {
         strict_arp: bool,
         timeouts: netlink_ipvs::Timeouts,
     ) -> Result<Vec<SysctlChange>, Error> {
-        use conntrack_gc::HostFiles;
-        let release = root
-            .read("proc/sys/kernel/osrelease")
-            .map_err(|source| Error::Host {
-                operation: "read the kernel release".into(),
-                source,
-            })?;
-        let changes = apply_sysctls(root, &wanted_sysctls(release.trim(), strict_arp));
+        // The kernel is shared: its release needs no host mount (only net sysctls are written).
+        let changes = apply_sysctls(root, &wanted_sysctls(&kernel_release(), strict_arp));
         if timeouts != netlink_ipvs::Timeouts::default() {
             let before = self
                 .ipvs

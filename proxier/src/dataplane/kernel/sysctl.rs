@@ -41,6 +41,15 @@ pub struct SysctlChange {
     pub error: Option<String>,
 }
 
+/// The running kernel's release (`uname -r`, e.g. `6.1.0-56-cloud-amd64`). Every container on
+/// the node shares the kernel, so this needs no host mount.
+pub fn kernel_release() -> String {
+    rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// Parses `6.1.0-56-cloud-amd64` into (6, 1).
 pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
     let mut parts = release.split(|c: char| !c.is_ascii_digit());
@@ -148,6 +157,14 @@ mod tests {
             std::fs::write(file, value).unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn the_kernel_release_is_the_running_kernels() {
+        let release = kernel_release();
+        assert!(kernel_version(&release).is_some(), "{release:?}");
+        let procfs = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        assert_eq!(release, procfs.trim());
     }
 
     #[test]

@@ -1,0 +1,177 @@
+//! The YAML bombs of issue 12 item 10, built here, each refused with [`Error::InputRefused`].
+//! Elapsed times are printed (`--nocapture`), not asserted.
+
+use std::time::Instant;
+
+use super::*;
+use crate::config::KubeProxyConfiguration;
+use crate::source::{parse_documents, DirectorySource};
+
+/// An alias bomb of about `bytes`: `l0` is a list of ten scalars and every `lN` a list of ten
+/// aliases of `lN-1`, so the last expands to 10^levels scalars.
+fn alias_bomb(bytes: usize) -> String {
+    let mut text = String::from("l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+    let mut level = 1;
+    while text.len() < bytes {
+        let alias = format!("*l{}", level - 1);
+        let items = [alias.as_str(); 10].join(", ");
+        text.push_str(&format!("l{level}: &l{level} [{items}]\n"));
+        level += 1;
+    }
+    text
+}
+
+fn over_budget(result: Result<(), Error>) -> String {
+    match result {
+        Err(
+            e @ Error::InputRefused {
+                reason: InputRefusal::OverBudget(_),
+                ..
+            },
+        ) => e.report().to_string(),
+        other => panic!("expected a refusal over the YAML budget, got {other:?}"),
+    }
+}
+
+fn documents_refused(name: &str, text: &str) -> String {
+    let start = Instant::now();
+    let (objects, problems) = parse_documents(name, text);
+    eprintln!(
+        "{name}: {} bytes refused in {:?}",
+        text.len(),
+        start.elapsed()
+    );
+    assert!(objects.is_empty());
+    let [problem] = <[Error; 1]>::try_from(problems).expect("exactly one problem");
+    over_budget(Err(problem))
+}
+
+#[test]
+fn alias_bombs_of_10_and_100_kb_are_refused() {
+    for bytes in [10_000, 100_000] {
+        let bomb = alias_bomb(bytes);
+        let message = documents_refused(&format!("bomb-{bytes}.yaml"), &bomb);
+        eprintln!("{message}");
+        assert!(message.contains("YAML over the limits"), "{message}");
+        assert!(message.contains(&format!("bomb-{bytes}.yaml")), "{message}");
+        // The same text as a configuration file.
+        let start = Instant::now();
+        let Err(e) = KubeProxyConfiguration::from_yaml(&bomb) else {
+            panic!("a bomb is not a configuration");
+        };
+        eprintln!("as KubeProxyConfiguration: {:?}", start.elapsed());
+        over_budget(Err(e));
+    }
+}
+
+#[test]
+fn nesting_of_200_kb_is_refused() {
+    for open in ["[", "{a: "] {
+        let bomb = open.repeat(200_000 / open.len());
+        let message = documents_refused("nested.yaml", &bomb);
+        eprintln!("{message}");
+        assert!(message.contains("nested.yaml"), "{message}");
+        let Err(e) = KubeProxyConfiguration::from_yaml(&bomb) else {
+            panic!("nesting is not a configuration");
+        };
+        over_budget(Err(e));
+    }
+    // Block nesting: a mapping per line, each indented one more.
+    let block: String = (0..2_000)
+        .map(|i| format!("{}k:\n", " ".repeat(i)))
+        .collect();
+    documents_refused("block.yaml", &block);
+}
+
+#[test]
+fn aliases_within_the_budget_still_read() {
+    let text = "\
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default, labels: &labels {app: web}}
+spec:
+  clusterIP: 10.96.0.10
+  selector: *labels
+  ports: [{port: 80, protocol: TCP}]
+";
+    let (objects, problems) = parse_documents("aliases.yaml", text);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(objects.len(), 1);
+    // Ten levels of two aliases each: 1024 scalars replayed, far inside the budget.
+    let mut small = String::from("l0: &l0 [x]\n");
+    for level in 1..=10 {
+        small.push_str(&format!(
+            "l{level}: &l{level} [*l{}, *l{}]\n",
+            level - 1,
+            level - 1
+        ));
+    }
+    check_limits("small.yaml", &small).expect("a small expansion passes");
+}
+
+#[test]
+fn syntax_errors_are_left_to_the_parser() {
+    check_limits("broken.yaml", "ipvs: [unclosed").expect("not a limit");
+    let Err(Error::Yaml { .. }) = KubeProxyConfiguration::from_yaml("ipvs: [unclosed") else {
+        panic!("serde_yaml reports the syntax error");
+    };
+}
+
+#[test]
+fn a_fifo_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("cluster.yaml");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    let Err(
+        e @ Error::InputRefused {
+            reason: InputRefusal::NotRegularFile("FIFO"),
+            ..
+        },
+    ) = read_file(&fifo)
+    else {
+        panic!("a FIFO is not read");
+    };
+    eprintln!("{} ({:?})", e.report(), start.elapsed());
+    // The file source given the FIFO itself (`-f FIFO`) reports it as a problem.
+    let poll = DirectorySource::new(&fifo).poll().unwrap();
+    assert!(matches!(
+        poll.problems.as_slice(),
+        [Error::InputRefused {
+            reason: InputRefusal::NotRegularFile("FIFO"),
+            ..
+        }]
+    ));
+    let Err(Error::InputRefused {
+        reason: InputRefusal::NotRegularFile("device"),
+        ..
+    }) = read_file(Path::new("/dev/zero"))
+    else {
+        panic!("a device is not read");
+    };
+}
+
+#[test]
+fn a_file_over_the_size_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.yaml");
+    // Sparse: no disk space used.
+    File::create(&path)
+        .unwrap()
+        .set_len(MAX_FILE_BYTES + 1)
+        .unwrap();
+    let Err(Error::InputRefused {
+        reason: InputRefusal::TooLarge { size, limit },
+        ..
+    }) = read_file(&path)
+    else {
+        panic!("an oversized file is not read");
+    };
+    assert_eq!((size, limit), (MAX_FILE_BYTES + 1, MAX_FILE_BYTES));
+    std::fs::write(&path, "kind: List\nitems: []\n").unwrap();
+    assert_eq!(read_file(&path).unwrap(), "kind: List\nitems: []\n");
+}
