@@ -142,6 +142,29 @@ impl fmt::Display for Errno {
     }
 }
 
+/// Why an input file was refused before it was parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum InputRefusal {
+    /// Not a regular file (a FIFO, a device, a socket, a directory).
+    #[error("not a regular file but a {0}; only regular files are read")]
+    NotRegularFile(&'static str),
+    /// Longer than [`crate::yaml::MAX_FILE_BYTES`].
+    #[error("{size} bytes is more than the limit of {limit} bytes")]
+    TooLarge {
+        /// The file's length.
+        size: u64,
+        /// [`crate::yaml::MAX_FILE_BYTES`].
+        limit: u64,
+    },
+    /// Opening or reading failed (or the text is not UTF-8).
+    #[error("cannot be read")]
+    Unreadable(#[source] std::io::Error),
+    /// The YAML is over a limit: nesting, aliases or alias expansion.
+    /// (The message is the parser's, without its source snippet.)
+    #[error("YAML over the limits of nesting depth, aliases or events replayed by aliases (see `proxier::yaml`): {}", .0.without_snippet())]
+    OverBudget(Box<serde_saphyr::Error>),
+}
+
 /// Errors of the proxier crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -170,7 +193,7 @@ pub enum Error {
         context: String,
         /// Why.
         #[source]
-        reason: crate::yaml::InputRefusal,
+        reason: InputRefusal,
     },
     /// A configuration value is unusable.
     #[error("config {field}: {reason}")]

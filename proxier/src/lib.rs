@@ -20,4 +20,4 @@ pub mod runtime;
 pub mod source;
 pub mod yaml;
 
-pub use error::{Errno, Error, RejectReason, Report};
+pub use error::{Errno, Error, InputRefusal, RejectReason, Report};

@@ -25,7 +25,7 @@ use serde::Deserialize as _;
 use serde_saphyr::granit_parser::ErrorKind;
 use serde_saphyr::localizer::ExternalMessageSource;
 
-use crate::error::Error;
+use crate::error::{Error, InputRefusal};
 
 /// The largest YAML file read, in bytes (64 MiB: ten thousand Services with their
 /// EndpointSlices take about 40 MiB of YAML).
@@ -40,29 +40,6 @@ pub const MAX_ALIASES: usize = 10_000;
 /// The most events alias expansion may replay over a whole file (an alias of a 100-line
 /// mapping replays about 200).
 pub const MAX_REPLAYED_EVENTS: usize = 100_000;
-
-/// Why an input file was refused before it was parsed.
-#[derive(Debug, thiserror::Error)]
-pub enum InputRefusal {
-    /// Not a regular file (a FIFO, a device, a socket, a directory).
-    #[error("not a regular file but a {0}; only regular files are read")]
-    NotRegularFile(&'static str),
-    /// Longer than [`MAX_FILE_BYTES`].
-    #[error("{size} bytes is more than the limit of {limit} bytes")]
-    TooLarge {
-        /// The file's length.
-        size: u64,
-        /// [`MAX_FILE_BYTES`].
-        limit: u64,
-    },
-    /// Opening or reading failed (or the text is not UTF-8).
-    #[error("cannot be read")]
-    Unreadable(#[source] std::io::Error),
-    /// The YAML is over a limit: nesting, aliases or alias expansion.
-    /// (The message is the parser's, without its source snippet.)
-    #[error("YAML over the limits (nesting depth {MAX_DEPTH}, {MAX_ALIASES} aliases, {MAX_REPLAYED_EVENTS} events replayed by aliases): {}", .0.without_snippet())]
-    OverBudget(Box<serde_saphyr::Error>),
-}
 
 fn refused(context: &str, reason: InputRefusal) -> Error {
     Error::InputRefused {
