@@ -129,9 +129,13 @@ struct CleanupArgs {
     /// The dummy interface holding virtual IPs.
     #[arg(long, default_value = proxier::dataplane::kernel::DEFAULT_INTERFACE)]
     interface: String,
-    /// Node IPs whose NodePort-range virtual servers are proxier's (repeatable).
+    /// Node IPs whose NodePort-range virtual servers may be proxier's (repeatable; see
+    /// `proxier::plan::Ownership` for the rule).
     #[arg(long = "node-ip")]
     node_ips: Vec<IpAddr>,
+    /// `ipvs.excludeCIDRs`: virtual servers on these addresses are never touched (repeatable).
+    #[arg(long = "exclude-cidr")]
+    exclude_cidrs: Vec<String>,
 }
 
 /// Reads and resolves a configuration file (defaults without one).
@@ -362,10 +366,17 @@ fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> an
 
 fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
     let config = Config::default();
+    let exclude_cidrs = args
+        .exclude_cidrs
+        .iter()
+        .map(|c| proxier::config::parse_cidr(c, "--exclude-cidr"))
+        .collect::<Result<_, _>>()?;
     let ownership = proxier::plan::Ownership {
         node_ips: args.node_ips.into_iter().collect(),
         node_port_range: config.node_port_range,
         fwmarks: (config.fwmark_base, proxier::config::FWMARK_COUNT),
+        exclude_cidrs,
+        ..proxier::plan::Ownership::default()
     };
     let table = proxier::plan::DEFAULT_TABLE;
     let report = proxier::dataplane::kernel::cleanup(&args.interface, table, &ownership)?;
@@ -536,6 +547,7 @@ fn dispatch(
                 return cleanup(CleanupArgs {
                     interface: proxier::dataplane::kernel::DEFAULT_INTERFACE.to_owned(),
                     node_ips: Vec::new(),
+                    exclude_cidrs: Vec::new(),
                 });
             }
             if let Some(mode) = flags

@@ -256,14 +256,6 @@ impl ProxySettings {
             }),
         }
         let ipvs = &kpc.ipvs;
-        if ipvs.exclude_cidrs.as_ref().is_some_and(|c| !c.is_empty()) {
-            warnings.push(ConfigWarning {
-                field: "ipvs.excludeCIDRs".into(),
-                message: "not implemented: proxier never touches IPVS services it did not \
-                          create, so there is nothing to exclude"
-                    .into(),
-            });
-        }
         warn_other(
             "ipvs.",
             &ipvs.other,

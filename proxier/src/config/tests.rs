@@ -192,7 +192,6 @@ mod settings {
                 "featureGates",
                 "iptables.masqueradeBit",
                 "iptables.syncPeriod",
-                "ipvs.excludeCIDRs",
                 "ipvs.futureKnob",
                 "oomScoreAdj",
                 "somethingNew",

@@ -1,5 +1,7 @@
 //! Table tests, one per planning rule; each names the kube-proxy behaviour it follows or fixes.
 
+use std::collections::BTreeSet;
+
 use netlink_ipvs::{Family, Protocol::*, ServiceFlags, ServiceKey};
 
 use super::*;
@@ -66,9 +68,13 @@ fn external_ips_load_balancer_ips_and_node_ports_per_node_ip() {
         bound,
         vec![ip("10.96.0.20"), ip("198.51.100.7"), ip("203.0.113.10")]
     );
-    assert!(desired
-        .ownership
-        .owns(&tcp("192.168.1.10", 30080), |_| false));
+    let nothing_bound = (BTreeSet::new(), netlink_ipvs::IpvsState::default());
+    let kernel = crate::plan::KernelView {
+        bound: &nothing_bound.0,
+        plan: None,
+        ipvs: &nothing_bound.1,
+    };
+    assert!(desired.ownership.owns(&tcp("192.168.1.10", 30080), &kernel));
 }
 
 #[test]
@@ -303,7 +309,13 @@ fn external_traffic_policy_local_splits_external_traffic_onto_a_fwmark_service()
         rule.destinations,
         vec![(ip("203.0.113.10"), 80), (ip("192.168.1.10"), 30080)]
     );
-    assert!(desired.ownership.owns(&fwm, |_| false));
+    let nothing_bound = (BTreeSet::new(), netlink_ipvs::IpvsState::default());
+    let kernel = crate::plan::KernelView {
+        bound: &nothing_bound.0,
+        plan: None,
+        ipvs: &nothing_bound.1,
+    };
+    assert!(desired.ownership.owns(&fwm, &kernel));
 }
 
 #[test]
