@@ -98,7 +98,7 @@ struct RunArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// The dummy interface holding virtual IPs.
-    #[arg(long, default_value = proxier::dataplane::kernel::DEFAULT_INTERFACE)]
+    #[arg(long, default_value = proxier::dataplane::kernel::DEFAULT_INTERFACE, value_parser = interface_name)]
     interface: String,
     /// The cluster (pod) CIDR(s): traffic from outside is masqueraded (repeatable).
     #[arg(long = "cluster-cidr")]
@@ -127,7 +127,7 @@ struct RunArgs {
 #[derive(Debug, clap::Args)]
 struct CleanupArgs {
     /// The dummy interface holding virtual IPs.
-    #[arg(long, default_value = proxier::dataplane::kernel::DEFAULT_INTERFACE)]
+    #[arg(long, default_value = proxier::dataplane::kernel::DEFAULT_INTERFACE, value_parser = interface_name)]
     interface: String,
     /// Node IPs whose NodePort-range virtual servers may be proxier's (repeatable; see
     /// `proxier::plan::Ownership` for the rule).
@@ -196,7 +196,28 @@ fn apply_run_flags(settings: &mut ProxySettings, args: &RunArgs) -> anyhow::Resu
     if args.kubeconfig.is_some() {
         settings.kubeconfig.clone_from(&args.kubeconfig);
     }
+    settings.check()?;
     Ok(())
+}
+
+/// A network interface name the kernel can take: 1 to 15 bytes (IFNAMSIZ - 1), no `/`, no
+/// whitespace, not `.` or `..` (checked before any netlink request is built).
+fn interface_name(text: &str) -> Result<String, String> {
+    let fine = (1..=15).contains(&text.len())
+        && text != "."
+        && text != ".."
+        && !text.contains('/')
+        && !text.contains(char::is_whitespace)
+        && !text.contains(':');
+    if fine {
+        Ok(text.to_owned())
+    } else {
+        let shown: String = text.chars().take(20).collect();
+        Err(format!(
+            "{shown:?}{}: not an interface name (1-15 bytes, no '/', ':' or whitespace)",
+            if text.chars().count() > 20 { "…" } else { "" }
+        ))
+    }
 }
 
 async fn kube_client(
@@ -402,15 +423,14 @@ fn plan(
     config: Option<PathBuf>,
     addresses: bool,
 ) -> anyhow::Result<()> {
+    // The same reading and checks as `run` (what `run` rejects, `plan` rejects).
     let config = match config {
         Some(file) => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let kpc = KubeProxyConfiguration::from_yaml(&text)?;
-            for field in kpc.unimplemented_fields() {
-                eprintln!("config: {field} is not implemented by proxier plan; ignored");
+            let (settings, warnings) = load_settings(Some(&file))?;
+            for warning in &warnings {
+                eprintln!("{warning}");
             }
-            Config::from_kube_proxy(&kpc)?
+            settings.engine
         }
         None => Config::default(),
     };

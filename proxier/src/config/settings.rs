@@ -319,6 +319,20 @@ impl ProxySettings {
                 .map(PathBuf::from),
             verbosity: kpc.logging.verbosity.filter(|v| *v > 0),
         };
+        settings.check()?;
         Ok((settings, warnings))
+    }
+
+    /// Rejects settings no proxy can run with (also after flags override the file): a zero
+    /// `syncPeriod` would resync on every poll and make the health timeout 0 (kube-proxy's
+    /// validation requires it to be greater than 0).
+    pub fn check(&self) -> Result<(), Error> {
+        if self.sync_period.is_zero() {
+            return Err(Error::Config {
+                field: "syncPeriod",
+                reason: "must be greater than 0".to_owned(),
+            });
+        }
+        Ok(())
     }
 }

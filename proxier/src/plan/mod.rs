@@ -133,6 +133,14 @@ pub struct ExternalLocalRule {
     pub owner: ServicePortName,
 }
 
+/// Whether `ip` can be a virtual or real server address: not unspecified (0.0.0.0, ::),
+/// loopback, multicast or the IPv4 broadcast address (kube-proxy skips such IPs; IPVS would
+/// capture the node's own or all traffic to them).
+pub fn routable(ip: &IpAddr) -> bool {
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    !(ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || broadcast)
+}
+
 /// What the kernel shows, as ownership is decided against it: the addresses bound on our
 /// dummy interface (in the kernel, not merely wanted) and the IPVS table.
 #[derive(Debug, Clone, Copy)]
