@@ -63,6 +63,16 @@ impl EventPublisher {
         }
     }
 
+    /// A publisher queueing into `sender` (tests read the Events from its receiver).
+    #[cfg(test)]
+    pub(crate) fn for_test(sender: mpsc::Sender<(ObjectReference, Event)>) -> Self {
+        Self {
+            sender: Some(sender),
+            seen: Mutex::default(),
+            node: "node-a".to_owned(),
+        }
+    }
+
     /// Whether `key` is new (and remembers it).
     fn first_time(&self, key: (String, String)) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());

@@ -7,7 +7,7 @@
 //! eligibility), takes the sync hook of [`crate::runtime::run`] (sync latency, planned real
 //! servers), and serves `/healthz`, `/livez` and `/metrics`.
 
-mod events;
+pub mod events;
 mod health;
 pub mod http;
 mod metrics;

@@ -361,3 +361,61 @@ fn a_sync_that_applied_nothing_while_failing_does_not_count() {
         .render()
         .contains("proxier_sync_failures_total{operation=\"read_kernel\"} 4\n"));
 }
+
+/// Issue 12 item 11: the HTTP listener serves at most `limit` connections at once. Two idle
+/// connections hold both slots: a third client's request waits (not served, no task spawned
+/// for it) until one of them closes, then it is answered.
+#[tokio::test]
+async fn the_http_listener_caps_open_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let listener = http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let handler: http::Handler =
+        std::sync::Arc::new(|_| Some(http::Response::new(200, "text/plain", "ok")));
+    tokio::spawn(http::serve_at_most(listener, handler, 2));
+    let idle_a = TcpStream::connect(address).await.unwrap();
+    let _idle_b = TcpStream::connect(address).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = TcpStream::connect(address).await.unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let early =
+        tokio::time::timeout(Duration::from_millis(500), third.read_to_end(&mut answer)).await;
+    assert!(early.is_err(), "served beyond the cap: {answer:?}");
+    drop(idle_a);
+    tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer))
+        .await
+        .expect("answered once a slot is free")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    println!(
+        "item 11: third connection waited while 2 of 2 slots were held, then: {}",
+        text.lines().next().unwrap_or("")
+    );
+}
+
+#[test]
+fn the_event_dedup_set_is_bounded() {
+    let (sender, _receiver) = tokio::sync::mpsc::channel(1);
+    let events = EventPublisher::for_test(sender);
+    for i in 0..(events::MAX_REMEMBERED * 3) {
+        events.sync_failed("add_virtual_server", &format!("failure {i}"));
+    }
+    assert!(
+        events.remembered() <= events::MAX_REMEMBERED,
+        "{}",
+        events.remembered()
+    );
+    // Queue full (capacity 1, nobody reading): further Events are dropped, not queued.
+    println!(
+        "item 11: Event dedup set holds {} of at most {}",
+        events.remembered(),
+        events::MAX_REMEMBERED
+    );
+}
