@@ -272,10 +272,13 @@ pub struct Config {
     pub scheduler: Scheduler,
     /// Which node IPs NodePorts open on (empty = all given node IPs).
     pub node_port_addresses: Vec<NodePortAddress>,
-    /// The API server's NodePort range; node IP virtual servers with such a port are ours.
+    /// The API server's NodePort range (ownership: see [`crate::plan::Ownership`]).
     pub node_port_range: (u16, u16),
     /// First firewall mark of proxier's range (`FWMARK_COUNT` marks).
     pub fwmark_base: u32,
+    /// `ipvs.excludeCIDRs`: virtual servers on these addresses are never deleted or changed
+    /// unless planned (as kube-proxy).
+    pub exclude_cidrs: Vec<(IpAddr, u8)>,
 }
 
 impl Default for Config {
@@ -285,6 +288,7 @@ impl Default for Config {
             node_port_addresses: Vec::new(),
             node_port_range: (30000, 32767),
             fwmark_base: DEFAULT_FWMARK_BASE,
+            exclude_cidrs: Vec::new(),
         }
     }
 }
@@ -306,6 +310,13 @@ impl Config {
                 }
             })?;
         }
+        out.exclude_cidrs = config
+            .ipvs
+            .exclude_cidrs
+            .iter()
+            .flatten()
+            .map(|c| parse_cidr(c, "ipvs.excludeCIDRs"))
+            .collect::<Result<_, _>>()?;
         out.node_port_addresses = config
             .node_port_addresses
             .iter()

@@ -98,7 +98,7 @@ struct RunArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// The dummy interface holding virtual IPs.
-    #[arg(long, default_value = proxier::dataplane::kernel::DEFAULT_INTERFACE)]
+    #[arg(long, default_value = proxier::dataplane::kernel::DEFAULT_INTERFACE, value_parser = interface_name)]
     interface: String,
     /// The cluster (pod) CIDR(s): traffic from outside is masqueraded (repeatable).
     #[arg(long = "cluster-cidr")]
@@ -127,11 +127,15 @@ struct RunArgs {
 #[derive(Debug, clap::Args)]
 struct CleanupArgs {
     /// The dummy interface holding virtual IPs.
-    #[arg(long, default_value = proxier::dataplane::kernel::DEFAULT_INTERFACE)]
+    #[arg(long, default_value = proxier::dataplane::kernel::DEFAULT_INTERFACE, value_parser = interface_name)]
     interface: String,
-    /// Node IPs whose NodePort-range virtual servers are proxier's (repeatable).
+    /// Node IPs whose NodePort-range virtual servers may be proxier's (repeatable; see
+    /// `proxier::plan::Ownership` for the rule).
     #[arg(long = "node-ip")]
     node_ips: Vec<IpAddr>,
+    /// `ipvs.excludeCIDRs`: virtual servers on these addresses are never touched (repeatable).
+    #[arg(long = "exclude-cidr")]
+    exclude_cidrs: Vec<String>,
 }
 
 /// Reads and resolves a configuration file (defaults without one).
@@ -191,7 +195,28 @@ fn apply_run_flags(settings: &mut ProxySettings, args: &RunArgs) -> anyhow::Resu
     if args.kubeconfig.is_some() {
         settings.kubeconfig.clone_from(&args.kubeconfig);
     }
+    settings.check()?;
     Ok(())
+}
+
+/// A network interface name the kernel can take: 1 to 15 bytes (IFNAMSIZ - 1), no `/`, no
+/// whitespace, not `.` or `..` (checked before any netlink request is built).
+fn interface_name(text: &str) -> Result<String, String> {
+    let fine = (1..=15).contains(&text.len())
+        && text != "."
+        && text != ".."
+        && !text.contains('/')
+        && !text.contains(char::is_whitespace)
+        && !text.contains(':');
+    if fine {
+        Ok(text.to_owned())
+    } else {
+        let shown: String = text.chars().take(20).collect();
+        Err(format!(
+            "{shown:?}{}: not an interface name (1-15 bytes, no '/', ':' or whitespace)",
+            if text.chars().count() > 20 { "…" } else { "" }
+        ))
+    }
 }
 
 async fn kube_client(
@@ -361,10 +386,17 @@ fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> an
 
 fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
     let config = Config::default();
+    let exclude_cidrs = args
+        .exclude_cidrs
+        .iter()
+        .map(|c| proxier::config::parse_cidr(c, "--exclude-cidr"))
+        .collect::<Result<_, _>>()?;
     let ownership = proxier::plan::Ownership {
         node_ips: args.node_ips.into_iter().collect(),
         node_port_range: config.node_port_range,
         fwmarks: (config.fwmark_base, proxier::config::FWMARK_COUNT),
+        exclude_cidrs,
+        ..proxier::plan::Ownership::default()
     };
     let table = proxier::plan::DEFAULT_TABLE;
     let report = proxier::dataplane::kernel::cleanup(&args.interface, table, &ownership)?;
@@ -390,14 +422,14 @@ fn plan(
     config: Option<PathBuf>,
     addresses: bool,
 ) -> anyhow::Result<()> {
+    // The same reading and checks as `run` (what `run` rejects, `plan` rejects).
     let config = match config {
         Some(file) => {
-            let text = proxier::yaml::read_file(&file)?;
-            let kpc = KubeProxyConfiguration::from_yaml(&text)?;
-            for field in kpc.unimplemented_fields() {
-                eprintln!("config: {field} is not implemented by proxier plan; ignored");
+            let (settings, warnings) = load_settings(Some(&file))?;
+            for warning in &warnings {
+                eprintln!("{warning}");
             }
-            Config::from_kube_proxy(&kpc)?
+            settings.engine
         }
         None => Config::default(),
     };
@@ -533,6 +565,7 @@ fn dispatch(
                 return cleanup(CleanupArgs {
                     interface: proxier::dataplane::kernel::DEFAULT_INTERFACE.to_owned(),
                     node_ips: Vec::new(),
+                    exclude_cidrs: Vec::new(),
                 });
             }
             if let Some(mode) = flags

@@ -2,11 +2,15 @@
 //! docker's `-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE`, and every docker0
 //! container lost outbound networking.
 //!
-//! Here a keepalived-like IPVS set-up (including a virtual server on the node IP outside the
-//! NodePort range and a fwmark service), a foreign nftables table, docker's MASQUERADE rule in
+//! Here a keepalived-like IPVS set-up (including virtual servers on the node IP outside and
+//! inside the NodePort range, virtual servers on a VIP that a Service also uses as its
+//! externalIP, and a fwmark service), a foreign nftables table, docker's MASQUERADE rule in
 //! both iptables-nft and iptables-legacy, and kubelet's `KUBE-MARK-DROP` chain exist first.
-//! `proxier run` programs a ClusterIP + NodePort service and serves traffic, then
-//! `proxier cleanup` runs. Every foreign object must be byte-identical (witness listings, with
+//! `proxier run` programs a ClusterIP + NodePort service (and a Service whose externalIP is
+//! keepalived's VIP) and serves traffic, then `proxier cleanup` runs, told by `--exclude-cidr`
+//! (kube-proxy's `ipvs.excludeCIDRs`) that the shared VIP is not to be touched: after the
+//! run, nothing in the kernel says which virtual servers on an address of kube-ipvs0 were
+//! keepalived's. Every foreign object must be byte-identical (witness listings, with
 //! packet counters stripped) during the run and after the cleanup, and everything of proxier's
 //! must be gone.
 #![allow(
@@ -72,10 +76,16 @@ fn foreign_nft() -> String {
     strip_counters(&out)
 }
 
-/// Lines of `ipvsadm -Sn` that are not proxier's (VIPs 10.96.0.0/16, NodePorts on 10.0.1.1).
+/// proxier's virtual server on keepalived's VIP (the `ext` Service's externalIP).
+const SHARED_VIP_OURS: &str = "192.168.50.10:8081";
+
+/// Lines of `ipvsadm -Sn` that are not proxier's (VIPs 10.96.0.0/16, NodePorts on 10.0.1.1,
+/// the externalIP port on the shared VIP).
 fn foreign_ipvs(save: &str) -> String {
     save.lines()
-        .filter(|l| !l.contains("10.96.") && !l.contains("10.0.1.1:30080"))
+        .filter(|l| {
+            !l.contains("10.96.") && !l.contains("10.0.1.1:30080") && !l.contains(SHARED_VIP_OURS)
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -121,6 +131,9 @@ fn install_foreign_objects() {
         "-a -u 192.168.50.10:53 -r 192.168.50.22:53 -m -w 1",
         "-A -t 10.0.1.1:443 -s lc -p 300",
         "-a -t 10.0.1.1:443 -r 192.168.50.23:443 -m -w 1",
+        // On the node IP inside the NodePort range (issue 12 item 3).
+        "-A -t 10.0.1.1:30500 -s wrr",
+        "-a -t 10.0.1.1:30500 -r 192.168.50.25:80 -m -w 2",
         "-A -f 1 -s rr",
         "-a -f 1 -r 192.168.50.24:0 -m -w 1",
     ] {
@@ -197,7 +210,7 @@ fn cleanup_leaves_every_foreign_object_byte_identical() {
         "{}",
         before.iptables_nft
     );
-    assert_eq!(before.ipvs.lines().count(), 9, "{}", before.ipvs);
+    assert_eq!(before.ipvs.lines().count(), 11, "{}", before.ipvs);
 
     let source = source_dir("i2");
     write_atomically(
@@ -216,12 +229,26 @@ fn cleanup_leaves_every_foreign_object_byte_identical() {
             &[Endpoint::ready("10.0.2.2")],
         ),
     );
+    // A Service whose externalIP is keepalived's VIP (another port).
+    write_atomically(
+        &source.join("ext.yaml"),
+        &service_yaml("ext", "10.96.0.81", &[("web", "TCP", 8081, 8080, None)])
+            .replace("  ports:\n", "  externalIPs: [192.168.50.10]\n  ports:\n"),
+    );
+    write_atomically(
+        &source.join("ext-slice.yaml"),
+        &slice_yaml(
+            "ext",
+            &[("web", "TCP", 8080)],
+            &[Endpoint::ready("10.0.2.2")],
+        ),
+    );
     let mut proxier = ProxierProcess::run(
         &source,
         &["--node-ip", "10.0.1.1", "--cluster-cidr", "10.0.0.0/8"],
     );
     wait_for_ipvs("proxier's services", Duration::from_secs(20), |l| {
-        l.contains("10.96.0.80:80") && l.contains("10.0.1.1:30080")
+        l.contains("10.96.0.80:80") && l.contains("10.0.1.1:30080") && l.contains(SHARED_VIP_OURS)
     });
     let answers = ["10.96.0.80:80", "10.0.1.1:30080"]
         .map(|target| tcp_reads(&network.client, target, 1).concat());
@@ -230,17 +257,31 @@ fn cleanup_leaves_every_foreign_object_byte_identical() {
     assert_same("while proxier runs", &before, &snapshot());
     let (_, run_log) = proxier.stop();
 
-    let (ok, cleanup_log) = ProxierProcess::oneshot(&["cleanup", "--node-ip", "10.0.1.1"]);
+    let (ok, cleanup_log) = ProxierProcess::oneshot(&[
+        "cleanup",
+        "--node-ip",
+        "10.0.1.1",
+        "--exclude-cidr",
+        "192.168.50.10/32",
+    ]);
     assert!(ok, "proxier cleanup failed:\n{cleanup_log}");
     let after = snapshot();
     assert_same("after cleanup", &before, &after);
 
-    // Everything of proxier's is gone; the full IPVS listing is exactly the foreign one.
+    // Everything of proxier's is gone except what excludeCIDRs protects; the full IPVS
+    // listing is exactly the foreign one plus that.
     let save = witness(IPVSADM, &["-Sn"]);
+    let (excluded, rest): (Vec<&str>, Vec<&str>) =
+        save.lines().partition(|l| l.contains(SHARED_VIP_OURS));
     assert_eq!(
-        save.trim_end(),
+        rest.join("\n"),
         before.ipvs,
         "only foreign virtual servers are left"
+    );
+    assert_eq!(
+        excluded.len(),
+        2,
+        "the excluded VIP is never touched, also for proxier's own virtual server: {excluded:?}"
     );
     let tables = witness(NFT, &["list", "tables"]);
     assert!(!tables.contains("inet proxier"), "{tables}");

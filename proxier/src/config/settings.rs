@@ -256,14 +256,6 @@ impl ProxySettings {
             }),
         }
         let ipvs = &kpc.ipvs;
-        if ipvs.exclude_cidrs.as_ref().is_some_and(|c| !c.is_empty()) {
-            warnings.push(ConfigWarning {
-                field: "ipvs.excludeCIDRs".into(),
-                message: "not implemented: proxier never touches IPVS services it did not \
-                          create, so there is nothing to exclude"
-                    .into(),
-            });
-        }
         warn_other(
             "ipvs.",
             &ipvs.other,
@@ -327,6 +319,20 @@ impl ProxySettings {
                 .map(PathBuf::from),
             verbosity: kpc.logging.verbosity.filter(|v| *v > 0),
         };
+        settings.check()?;
         Ok((settings, warnings))
+    }
+
+    /// Rejects settings no proxy can run with (also after flags override the file): a zero
+    /// `syncPeriod` would resync on every poll and make the health timeout 0 (kube-proxy's
+    /// validation requires it to be greater than 0).
+    pub fn check(&self) -> Result<(), Error> {
+        if self.sync_period.is_zero() {
+            return Err(Error::Config {
+                field: "syncPeriod",
+                reason: "must be greater than 0".to_owned(),
+            });
+        }
+        Ok(())
     }
 }

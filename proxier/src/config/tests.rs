@@ -192,11 +192,22 @@ mod settings {
                 "featureGates",
                 "iptables.masqueradeBit",
                 "iptables.syncPeriod",
-                "ipvs.excludeCIDRs",
                 "ipvs.futureKnob",
                 "oomScoreAdj",
                 "somethingNew",
             ]
+        );
+    }
+
+    #[test]
+    fn a_zero_sync_period_is_refused_by_the_check() {
+        let (mut settings, _) = resolve("clusterCIDR: 10.0.0.0/8").unwrap();
+        assert!(settings.check().is_ok());
+        settings.sync_period = std::time::Duration::ZERO;
+        let error = settings.check().unwrap_err().to_string();
+        assert!(
+            error.contains("syncPeriod") && error.contains("greater than 0"),
+            "{error}"
         );
     }
 
@@ -220,6 +231,14 @@ mod settings {
             ("kind: KubeletConfiguration", "kind", "KubeletConfiguration"),
             ("apiVersion: v1", "apiVersion", "v1"),
         ];
+        // Issue 12 item 9: an unknown scheduler is found here, not by the kernel. (A zero
+        // syncPeriod in the file is Go's zero value, defaulted to 30 s as kube-proxy does; the
+        // `--sync-period 0s` flag is refused by `ProxySettings::check`.)
+        let cases = cases.into_iter().chain([(
+            "ipvs: {scheduler: fancy}",
+            "ipvs.scheduler",
+            "not an IPVS scheduler",
+        )]);
         for (yaml, field, detail) in cases {
             let error = resolve(yaml).expect_err(yaml).to_string();
             assert!(

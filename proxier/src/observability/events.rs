@@ -1,6 +1,9 @@
 //! Kubernetes Events (events.k8s.io/v1) for conntrack sizing decisions and for objects skipped
 //! as invalid, published from a background task so that the sync loop never waits on the API.
-//! Each (object, reason) is reported once per process.
+//! Each (object, reason) is reported once per process, within bounds: the set of reported
+//! keys holds at most [`MAX_REMEMBERED`] entries (it forgets them all when full, so a report
+//! may repeat after that many others) and at most [`MAX_QUEUED`] Events wait for the API
+//! (more are dropped and logged).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -11,11 +14,17 @@ use tokio::sync::mpsc;
 
 use crate::model::ObjectRef;
 
+/// How many distinct (object, reason) keys are remembered as reported.
+pub const MAX_REMEMBERED: usize = 4096;
+/// How many Events may wait for the API server.
+pub const MAX_QUEUED: usize = 256;
+
 /// Sends Events, or drops them when there is no API server (file source).
 #[derive(Debug, Default)]
 pub struct EventPublisher {
-    sender: Option<mpsc::UnboundedSender<(ObjectReference, Event)>>,
+    sender: Option<mpsc::Sender<(ObjectReference, Event)>>,
     seen: Mutex<HashSet<(String, String)>>,
+    node: String,
 }
 
 fn api_version(kind: &str) -> &'static str {
@@ -39,7 +48,7 @@ impl EventPublisher {
             instance: Some(node.to_owned()),
         };
         let recorder = Recorder::new(client, reporter);
-        let (sender, mut receiver) = mpsc::unbounded_channel::<(ObjectReference, Event)>();
+        let (sender, mut receiver) = mpsc::channel::<(ObjectReference, Event)>(MAX_QUEUED);
         tokio::spawn(async move {
             while let Some((reference, event)) = receiver.recv().await {
                 if let Err(error) = recorder.publish(&event, &reference).await {
@@ -50,22 +59,71 @@ impl EventPublisher {
         Self {
             sender: Some(sender),
             seen: Mutex::default(),
+            node: node.to_owned(),
+        }
+    }
+
+    /// A publisher queueing into `sender` (tests read the Events from its receiver).
+    #[cfg(test)]
+    pub(crate) fn for_test(sender: mpsc::Sender<(ObjectReference, Event)>) -> Self {
+        Self {
+            sender: Some(sender),
+            seen: Mutex::default(),
+            node: "node-a".to_owned(),
         }
     }
 
     /// Whether `key` is new (and remembers it).
     fn first_time(&self, key: (String, String)) -> bool {
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key)
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= MAX_REMEMBERED && !seen.contains(&key) {
+            seen.clear();
+        }
+        seen.insert(key)
+    }
+
+    /// How many reported keys are remembered.
+    pub fn remembered(&self) -> usize {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     fn send(&self, reference: ObjectReference, event: Event) {
         if let Some(sender) = &self.sender {
-            // The receiver lives as long as the runtime; a send after shutdown is moot.
-            let _ = sender.send((reference, event));
+            // Full: the API server is slow or gone; the sync loop never waits for it. Closed:
+            // the runtime is shutting down, a send is moot.
+            if let Err(error) = sender.try_send((reference, event)) {
+                tracing::debug!(%error, "event dropped");
+            }
         }
+    }
+
+    fn node_reference(&self) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("Node".to_owned()),
+            name: Some(self.node.clone()),
+            uid: Some(self.node.clone()),
+            ..ObjectReference::default()
+        }
+    }
+
+    /// A Warning `SyncFailed` on the Node naming a write that a sync could not apply
+    /// (`operation` is the metric label, `note` the operation and error). Each distinct note
+    /// is reported once.
+    pub fn sync_failed(&self, operation: &str, note: &str) -> bool {
+        if self.sender.is_none() || !self.first_time((format!("sync {operation}"), note.to_owned()))
+        {
+            return false;
+        }
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "SyncFailed".to_owned(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Sync".to_owned(),
+            secondary: None,
+        };
+        self.send(self.node_reference(), event);
+        true
     }
 
     /// A Warning that `object` was skipped as invalid (`reason` is a metric-style label).

@@ -1,7 +1,22 @@
-//! kube-proxy's health semantics (`pkg/proxy/healthcheck/proxier_health.go`): the proxy is
-//! healthy unless an update has been waiting longer than the health timeout (2 × syncPeriod)
-//! without a sync. `/healthz` is additionally unhealthy while the node is being deleted, so
-//! that load balancers drain it; `/livez` is not.
+//! Health: what `/healthz` and `/livez` answer.
+//!
+//! The rule (kube-proxy's `proxier_health.go`, with what counts as a sync made explicit):
+//!
+//! - **A sync that applied what it could is a sync.** A sync in which some operations failed
+//!   (one virtual server the kernel keeps refusing, one real server that cannot be added) but
+//!   the rest was applied counts as a sync, as kube-proxy counts a sync with per-Service
+//!   errors. The failures are retried with backoff and named by the metric
+//!   `proxier_sync_failures_total{operation}`, the gauge `proxier_sync_failing_operations`
+//!   (failures of the last full resync) and a Warning Event `SyncFailed` on the Node, once per
+//!   distinct failure.
+//! - **Health turns 503 only when the loop is stuck or nothing could be applied for
+//!   2 × syncPeriod**: an update (source change, failed operation) has waited longer than the
+//!   timeout without a sync, or no sync has completed for longer than the timeout since the
+//!   last one (the loop is stuck; a full resync runs every syncPeriod). A sync that applied
+//!   nothing while something failed (the kernel unreadable, every write refused) does not
+//!   count.
+//! - `/healthz` is additionally unhealthy while the node is being deleted, so that load
+//!   balancers drain it; `/livez` is not.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -9,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 #[derive(Debug)]
 struct State {
     last_updated: Option<SystemTime>,
+    last_synced: Option<Instant>,
     oldest_pending: Option<Instant>,
     node_eligible: bool,
 }
@@ -40,6 +56,7 @@ impl Health {
             timeout: sync_period * 2,
             state: Mutex::new(State {
                 last_updated: None,
+                last_synced: None,
                 oldest_pending: None,
                 node_eligible: true,
             }),
@@ -57,10 +74,12 @@ impl Health {
         self.state().oldest_pending.get_or_insert(now);
     }
 
-    /// A sync completed; everything queued before it is done.
-    pub fn updated(&self, now: SystemTime) {
+    /// A sync completed at `now` (`wall`: the same moment on the clock); everything queued
+    /// before it is done.
+    pub fn updated(&self, now: Instant, wall: SystemTime) {
         let mut state = self.state();
-        state.last_updated = Some(now);
+        state.last_updated = Some(wall);
+        state.last_synced = Some(now);
         state.oldest_pending = None;
     }
 
@@ -72,9 +91,11 @@ impl Health {
     /// The status at `now`.
     pub fn status(&self, now: Instant, current_time: SystemTime) -> HealthStatus {
         let state = self.state();
-        let healthy = state
-            .oldest_pending
-            .is_none_or(|pending| now.saturating_duration_since(pending) < self.timeout);
+        let young = |since: Option<Instant>| {
+            since.is_none_or(|since| now.saturating_duration_since(since) < self.timeout)
+        };
+        // Nothing has waited too long, and the loop is not stuck.
+        let healthy = young(state.oldest_pending) && young(state.last_synced);
         HealthStatus {
             healthy,
             node_eligible: state.node_eligible,
@@ -144,7 +165,7 @@ mod tests {
         health.queued(t0 + Duration::from_secs(50));
         assert!(!health.status(t0 + Duration::from_secs(61), wall).healthy);
         // A sync clears it.
-        health.updated(wall);
+        health.updated(t0 + Duration::from_secs(62), wall);
         let synced = health.status(t0 + Duration::from_secs(62), wall);
         assert!(synced.healthy);
         assert_eq!(synced.last_updated, Some(wall));
@@ -152,11 +173,24 @@ mod tests {
     }
 
     #[test]
+    fn a_loop_that_stops_syncing_turns_unhealthy_after_twice_the_sync_period() {
+        let health = Health::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH;
+        health.updated(t0, wall);
+        // Nothing queued, but no sync since t0: the loop is stuck.
+        assert!(health.status(t0 + Duration::from_secs(59), wall).healthy);
+        assert!(!health.status(t0 + Duration::from_secs(60), wall).healthy);
+        health.updated(t0 + Duration::from_secs(61), wall);
+        assert!(health.status(t0 + Duration::from_secs(61), wall).healthy);
+    }
+
+    #[test]
     fn node_deletion_fails_healthz_but_not_livez() {
         let health = Health::new(Duration::from_secs(30));
         let now = Instant::now();
         let wall = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
-        health.updated(wall);
+        health.updated(now, wall);
         health.set_node_eligible(false);
         let status = health.status(now, wall);
         let (code, body) = status.healthz();

@@ -1,5 +1,7 @@
 //! A minimal HTTP/1.1 server for the health and metrics endpoints: `GET`/`HEAD` only, one
-//! request per connection (`Connection: close`), bounded request head and read time.
+//! request per connection (`Connection: close`), bounded request head, read time, connection
+//! time and number of connections open at once ([`MAX_CONNECTIONS`]; more wait in the
+//! listen backlog).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +43,10 @@ pub type Handler = Arc<dyn Fn(&str) -> Option<Response> + Send + Sync>;
 
 const MAX_HEAD: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A whole connection (read, answer, write) ends after this long.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
 
 fn reason(status: u16) -> &'static str {
     match status {
@@ -60,16 +66,29 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, Error> {
         .map_err(|source| Error::Serve { address, source })
 }
 
-/// Serves connections from `listener` until the task is dropped.
+/// Serves connections from `listener` until the task is dropped, [`MAX_CONNECTIONS`] at once.
 pub async fn serve(listener: TcpListener, handler: Handler) {
+    serve_at_most(listener, handler, MAX_CONNECTIONS).await;
+}
+
+/// [`serve`] with at most `limit` connections open at once: the next one is accepted only
+/// when one ends.
+pub async fn serve_at_most(listener: TcpListener, handler: Handler, limit: usize) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limit));
     loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return; // never closed
+        };
         match listener.accept().await {
             Ok((stream, _)) => {
                 let handler = handler.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = answer(stream, &handler).await {
+                    let answered =
+                        tokio::time::timeout(CONNECTION_TIMEOUT, answer(stream, &handler)).await;
+                    if let Ok(Err(error)) = answered {
                         tracing::debug!(%error, "HTTP connection failed");
                     }
+                    drop(permit);
                 });
             }
             Err(error) => {

@@ -97,6 +97,8 @@ pub struct Metrics {
     real_servers: Mutex<BTreeMap<&'static str, u64>>,
     skipped: Mutex<BTreeMap<String, u64>>,
     sizing: Mutex<BTreeMap<(String, String), u64>>,
+    sync_failures: Mutex<BTreeMap<&'static str, u64>>,
+    failing_operations: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -134,6 +136,8 @@ impl Default for Metrics {
             real_servers: Mutex::new(BTreeMap::new()),
             skipped: Mutex::new(BTreeMap::new()),
             sizing: Mutex::new(BTreeMap::new()),
+            sync_failures: Mutex::new(BTreeMap::new()),
+            failing_operations: AtomicU64::new(0),
         }
     }
 }
@@ -206,6 +210,16 @@ impl Metrics {
         map.insert((knob.to_owned(), decision.to_owned()), 1);
     }
 
+    /// Counts one failed write of a sync, by operation kind ([`crate::runtime::SyncFailure::operation`]).
+    pub fn count_sync_failure(&self, operation: &'static str) {
+        *lock(&self.sync_failures).entry(operation).or_default() += 1;
+    }
+
+    /// Sets how many writes the last full resync could not apply.
+    pub fn set_failing_operations(&self, count: u64) {
+        self.failing_operations.store(count, Ordering::Relaxed);
+    }
+
     /// Number of syncs recorded.
     pub fn sync_count(&self) -> u64 {
         lock(&self.sync_duration).count()
@@ -276,6 +290,24 @@ impl Metrics {
                 "proxier_skipped_objects_total{{reason=\"{reason}\"}} {count}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP proxier_sync_failures_total Writes a sync could not apply (retried), by operation\n\
+             # TYPE proxier_sync_failures_total counter"
+        );
+        for (operation, count) in lock(&self.sync_failures).iter() {
+            let _ = writeln!(
+                out,
+                "proxier_sync_failures_total{{operation=\"{operation}\"}} {count}"
+            );
+        }
+        let failing = self.failing_operations.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP proxier_sync_failing_operations Writes the last full resync could not apply\n\
+             # TYPE proxier_sync_failing_operations gauge\n\
+             proxier_sync_failing_operations {failing}"
+        );
         let _ = writeln!(
             out,
             "# HELP proxier_conntrack_sizing Conntrack sizing decision per knob (1 = the decision taken)\n\

@@ -7,7 +7,7 @@
 //! eligibility), takes the sync hook of [`crate::runtime::run`] (sync latency, planned real
 //! servers), and serves `/healthz`, `/livez` and `/metrics`.
 
-mod events;
+pub mod events;
 mod health;
 pub mod http;
 mod metrics;
@@ -73,21 +73,30 @@ impl Observer {
     }
 
     /// The hook for [`crate::runtime::run`]: records the sync (and the planned real servers)
-    /// in the metrics, and in the health state as done unless operations failed (then
-    /// something is still pending).
+    /// in the metrics, its failures by operation (metric, Event), and in the health state as
+    /// done when it counts as a sync (the rule in `health`'s module docs); a sync that applied
+    /// nothing while something failed leaves the update pending.
     pub fn on_sync(&self, kind: SyncKind, outcome: &SyncOutcome) {
         let now = SystemTime::now();
-        self.metrics
-            .record_sync(kind != SyncKind::Incremental, outcome.elapsed, now);
+        let full = kind != SyncKind::Incremental;
+        for failure in &outcome.failures {
+            let operation = failure.operation();
+            self.metrics.count_sync_failure(operation);
+            self.events.sync_failed(operation, &failure.to_string());
+        }
+        if full {
+            self.metrics.set_failing_operations(outcome.failed as u64);
+        }
+        if !outcome.counts_as_sync() {
+            self.health.queued(Instant::now());
+            return;
+        }
+        self.metrics.record_sync(full, outcome.elapsed, now);
         if let Some(counts) = outcome.real_servers {
             self.metrics
                 .set_real_servers(&[("serving", counts.serving), ("draining", counts.draining)]);
         }
-        if outcome.failed == 0 {
-            self.health.updated(now);
-        } else {
-            self.health.queued(Instant::now());
-        }
+        self.health.updated(Instant::now(), now);
     }
 
     /// Records what one poll of a source found: an update queued when something changed,

@@ -18,7 +18,8 @@ pub struct PortEndpoint {
 
 /// The endpoints of `port` in `family`: target ports resolved through the slices' port names
 /// (name and protocol must match, as kube-proxy's EndpointSliceCache keys them), deduplicated
-/// across slices by address:port. A duplicate keeps the better state (ready over terminating
+/// across slices by address:port; addresses that are not [`super::routable`] are skipped. A
+/// duplicate keeps the better state (ready over terminating
 /// over not ready); on a tie the first slice by name wins.
 pub fn port_endpoints<'a>(
     port: &ServicePort,
@@ -34,7 +35,11 @@ pub fn port_endpoints<'a>(
         else {
             continue;
         };
-        for endpoint in &slice.endpoints {
+        for endpoint in slice
+            .endpoints
+            .iter()
+            .filter(|e| super::routable(&e.address))
+        {
             let key = RealServerKey {
                 address: endpoint.address,
                 port: target.port,

@@ -134,7 +134,7 @@ fn plan_port<'a>(
     let of_family = |ips: &[IpAddr]| -> Vec<IpAddr> {
         ips.iter()
             .copied()
-            .filter(|ip| Family::of(ip) == family)
+            .filter(|ip| Family::of(ip) == family && super::routable(ip))
             .collect()
     };
     let protocol = port.name.protocol;

@@ -1,5 +1,7 @@
 //! Table tests, one per planning rule; each names the kube-proxy behaviour it follows or fixes.
 
+use std::collections::BTreeSet;
+
 use netlink_ipvs::{Family, Protocol::*, ServiceFlags, ServiceKey};
 
 use super::*;
@@ -66,9 +68,13 @@ fn external_ips_load_balancer_ips_and_node_ports_per_node_ip() {
         bound,
         vec![ip("10.96.0.20"), ip("198.51.100.7"), ip("203.0.113.10")]
     );
-    assert!(desired
-        .ownership
-        .owns(&tcp("192.168.1.10", 30080), |_| false));
+    let nothing_bound = (BTreeSet::new(), netlink_ipvs::IpvsState::default());
+    let kernel = crate::plan::KernelView {
+        bound: &nothing_bound.0,
+        plan: None,
+        ipvs: &nothing_bound.1,
+    };
+    assert!(desired.ownership.owns(&tcp("192.168.1.10", 30080), &kernel));
 }
 
 #[test]
@@ -303,7 +309,13 @@ fn external_traffic_policy_local_splits_external_traffic_onto_a_fwmark_service()
         rule.destinations,
         vec![(ip("203.0.113.10"), 80), (ip("192.168.1.10"), 30080)]
     );
-    assert!(desired.ownership.owns(&fwm, |_| false));
+    let nothing_bound = (BTreeSet::new(), netlink_ipvs::IpvsState::default());
+    let kernel = crate::plan::KernelView {
+        bound: &nothing_bound.0,
+        plan: None,
+        ipvs: &nothing_bound.1,
+    };
+    assert!(desired.ownership.owns(&fwm, &kernel));
 }
 
 #[test]
@@ -550,4 +562,55 @@ fn node_addresses_resolve_the_same_way_for_every_command() {
         let zone = node_object.and_then(|n| n.zone.clone());
         assert_eq!(context.zone, zone, "{case}");
     }
+}
+
+/// Issue 12 item 9: virtual servers on 0.0.0.0, 127.0.0.1, 224.0.0.1 and 255.255.255.255
+/// (and ::, ::1), and real servers on 127.0.0.1, are not planned (kube-proxy skips them);
+/// the rest of the Service is.
+#[test]
+fn unroutable_addresses_are_never_planned() {
+    let svc = web(|p| {
+        p.external_ips = [
+            "0.0.0.0",
+            "127.0.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "198.51.100.7",
+        ]
+        .iter()
+        .map(|a| ip(a))
+        .collect();
+        p.load_balancer_ips = vec![ip("127.0.0.2")];
+    });
+    let slices = vec![slice(
+        "web",
+        "web-1",
+        HTTP,
+        vec![ep("127.0.0.1", "node-a"), ep("10.244.1.5", "node-a")],
+    )];
+    let desired = plan(cluster(vec![svc], slices));
+    let keys: Vec<String> = desired
+        .virtual_servers
+        .keys()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(keys, ["TCP  10.96.0.20:80", "TCP  198.51.100.7:80"]);
+    let addresses: Vec<String> = desired.addresses.keys().map(ToString::to_string).collect();
+    assert_eq!(addresses, ["10.96.0.20", "198.51.100.7"]);
+    for vs in desired.virtual_servers.values() {
+        let rs: Vec<String> = vs.real_servers.keys().map(ToString::to_string).collect();
+        assert_eq!(rs, ["10.244.1.5:80"], "{}", vs.service.key);
+    }
+    for address in [
+        "::",
+        "::1",
+        "ff02::1",
+        "0.0.0.0",
+        "127.0.0.1",
+        "224.0.0.1",
+        "255.255.255.255",
+    ] {
+        assert!(!crate::plan::routable(&ip(address)), "{address}");
+    }
+    assert!(crate::plan::routable(&ip("10.96.0.1")));
 }

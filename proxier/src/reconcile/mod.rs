@@ -22,7 +22,7 @@ pub use observed::Observed;
 pub use op::Op;
 pub use terminations::Terminations;
 
-use crate::plan::{Changes, DesiredState, DesiredVirtualServer, RealServerIntent};
+use crate::plan::{Changes, DesiredState, DesiredVirtualServer, KernelView, RealServerIntent};
 
 /// Reconciles everything: every desired and every observed virtual server and address.
 pub fn reconcile(
@@ -77,13 +77,16 @@ fn flushable(key: &ServiceKey) -> Option<(conntrack_gc::Protocol, IpAddr, u16)> 
     }
 }
 
-/// Ownership (ARCHITECTURE.md rule 2) of an observed virtual server: its VIP is bound on our
-/// dummy interface (or is about to be: a desired address is ours), or it is a node IP + NodePort
-/// or one of our firewall marks.
+/// Ownership (ARCHITECTURE.md rule 2) of an observed virtual server that the plan does not
+/// want: [`crate::plan::Ownership`]'s rule against the kernel mirror (addresses bound in the
+/// kernel, or bound by this reconcile before any deletion; never a shared VIP).
 pub fn owned(desired: &DesiredState, observed: &Observed, key: &ServiceKey) -> bool {
-    desired.ownership.owns(key, |ip| {
-        observed.addresses.contains(ip) || desired.addresses.contains_key(ip)
-    })
+    let kernel = KernelView {
+        bound: &observed.addresses,
+        plan: Some(desired),
+        ipvs: &observed.ipvs,
+    };
+    desired.ownership.owns(key, &kernel)
 }
 
 fn reconcile_scope(

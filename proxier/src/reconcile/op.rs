@@ -96,6 +96,21 @@ impl fmt::Display for Op {
 }
 
 impl Op {
+    /// A stable label for the kind of operation (metrics).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::BindAddress(_) => "bind_address",
+            Op::AddVirtualServer(_) => "add_virtual_server",
+            Op::UpdateVirtualServer(_) => "update_virtual_server",
+            Op::AddRealServer { .. } => "add_real_server",
+            Op::UpdateRealServer { .. } => "update_real_server",
+            Op::DeleteRealServer { .. } => "delete_real_server",
+            Op::FlushConntrack(_) => "flush_conntrack",
+            Op::DeleteVirtualServer(_) => "delete_virtual_server",
+            Op::UnbindAddress(_) => "unbind_address",
+        }
+    }
+
     /// The IPVS request this operation is (same variant name, same fields); `None` for the
     /// address and conntrack operations, which go to rtnetlink and ctnetlink.
     pub fn ipvs_operation(&self) -> Option<IpvsOperation> {

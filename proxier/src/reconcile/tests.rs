@@ -178,14 +178,19 @@ fn only_owned_virtual_servers_are_deleted() {
     // or on a node IP outside the NodePort range, is never touched.
     let desired = dns_plan(vec![]);
     let mut observed = converge(&desired, &Observed::default());
+    // keepalived on a node IP inside the NodePort range: no NodePort of ours, and its real
+    // servers are not ours either.
     let foreign = [
         tcp("10.0.0.99", 80),
         tcp("192.168.1.10", 443),
+        tcp("192.168.1.10", 30500),
         ServiceKey::FwMark {
             mark: 7,
             family: netlink_ipvs::Family::V4,
         },
     ];
+    // A NodePort virtual server left by a Service deleted before a restart: it forwards to
+    // the same endpoint as the ClusterIP virtual server on our bound VIP.
     let ours = [
         tcp("10.96.0.10", 80),
         tcp("192.168.1.10", 30080),
@@ -194,13 +199,25 @@ fn only_owned_virtual_servers_are_deleted() {
             family: netlink_ipvs::Family::V4,
         },
     ];
+    let endpoint = |address: &str| {
+        let real_server = RealServer::masq(ip(address), 8080);
+        [(real_server.key, real_server)].into_iter().collect()
+    };
     for key in foreign.iter().chain(&ours) {
+        let real_servers = match *key {
+            ServiceKey::Address { port: 30500, .. } => endpoint("192.168.50.20"),
+            ServiceKey::Address {
+                port: 80 | 30080, ..
+            } => endpoint("10.244.9.9"),
+            _ => Default::default(),
+        };
         let state = ServiceState {
             service: VirtualServer::new(*key),
-            real_servers: Default::default(),
+            real_servers,
         };
         observed.ipvs.services.insert(*key, state);
     }
+    observed.addresses.insert(ip("10.96.0.10"));
     let ops = reconcile(&desired, &observed, &Terminations::new());
     let deleted: BTreeSet<ServiceKey> = ops
         .iter()
@@ -475,4 +492,244 @@ proptest! {
             reconcile(&desired, &observed, &Terminations::new())
         );
     }
+}
+
+/// Issue 12 item 3: the ownership rule as a table. The node 192.168.1.10 runs keepalived
+/// (VIP 192.168.50.10, also a Service's externalIP) next to proxier; `excludeCIDRs` holds
+/// 10.96.1.0/24. Every row: a virtual server the plan does not want, and whether it is ours.
+/// Rows marked "old: ours" were deleted by the rule before this change.
+#[test]
+fn ownership_rule_table() {
+    let svc = with_ports(service("web", &["10.96.0.20"], &[("http", Tcp, 80)]), |p| {
+        p.external_ips = vec![ip("192.168.50.10")];
+        p.node_port = Some(30080);
+    });
+    let slices = vec![slice(
+        "web",
+        "web-1",
+        &[("http", Tcp, 8080)],
+        vec![ep("10.244.1.5", "node-a")],
+    )];
+    let config = crate::config::Config {
+        exclude_cidrs: vec![(ip("10.96.1.0"), 24)],
+        ..crate::config::Config::default()
+    };
+    let desired = plan_with(cluster(vec![svc], slices), config);
+    let mut observed = converge(&desired, &Observed::default());
+    // Bound on kube-ipvs0 in the kernel: ours (ClusterIP, externalIP) and a stale/excluded one.
+    for address in ["10.96.0.99", "10.96.1.7"] {
+        observed.addresses.insert(ip(address));
+    }
+    let endpoint = |address: &str, port: u16| {
+        let real_server = RealServer::masq(ip(address), port);
+        [(real_server.key, real_server)].into_iter().collect()
+    };
+    // (virtual server, its one real server, ours?, why)
+    let rows = [
+        (
+            tcp("192.168.50.10", 443),
+            Some(("192.168.50.20", 443)),
+            false,
+            "keepalived on a shared VIP (old: ours)",
+        ),
+        (
+            udp("192.168.50.10", 53),
+            None,
+            false,
+            "keepalived on a shared VIP, no real server (old: ours)",
+        ),
+        (
+            tcp("192.168.1.10", 30500),
+            Some(("192.168.50.21", 80)),
+            false,
+            "keepalived on node IP, NodePort range (old: ours)",
+        ),
+        (
+            tcp("192.168.1.10", 31000),
+            None,
+            false,
+            "node IP, NodePort range, no evidence (old: ours)",
+        ),
+        (
+            tcp("192.168.1.10", 443),
+            None,
+            false,
+            "node IP outside the NodePort range",
+        ),
+        (
+            tcp("10.0.0.99", 80),
+            None,
+            false,
+            "an address not on kube-ipvs0",
+        ),
+        (
+            tcp("10.96.1.7", 80),
+            None,
+            false,
+            "bound, but inside excludeCIDRs (old: ours)",
+        ),
+        (
+            tcp("10.96.0.99", 80),
+            None,
+            true,
+            "stale, VIP bound on kube-ipvs0",
+        ),
+        (
+            tcp("10.96.0.20", 8443),
+            None,
+            true,
+            "stale port on our ClusterIP",
+        ),
+        (
+            udp("192.168.1.10", 30080),
+            None,
+            false,
+            "our NodePort number, other protocol",
+        ),
+        (
+            tcp("192.168.1.10", 30999),
+            Some(("10.244.1.5", 8080)),
+            true,
+            "NodePort left from before a restart: shares our endpoint",
+        ),
+        (
+            tcp("192.168.1.10", 30998),
+            Some(("10.244.1.5", 9999)),
+            false,
+            "same pod IP, other port: no evidence",
+        ),
+    ];
+    for (key, real_server, _, _) in &rows {
+        let state = ServiceState {
+            service: VirtualServer::new(*key),
+            real_servers: real_server.map_or_else(Default::default, |(a, p)| endpoint(a, p)),
+        };
+        observed.ipvs.services.insert(*key, state);
+    }
+    let mut wrong = Vec::new();
+    for (key, _, ours, why) in &rows {
+        if owned(&desired, &observed, key) != *ours {
+            wrong.push(format!("{key}: expected ours={ours} ({why})"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    // The planned NodePort (present) and the planned externalIP key are ours; they are wanted.
+    assert!(owned(&desired, &observed, &tcp("192.168.1.10", 30080)));
+    assert!(owned(&desired, &observed, &tcp("192.168.50.10", 80)));
+    let ops = reconcile(&desired, &observed, &Terminations::new());
+    let deleted: Vec<String> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::DeleteVirtualServer(k) => Some(k.to_string()),
+            _ => None,
+        })
+        .collect();
+    println!("item 3 table: {} rows; deleted: {deleted:?}", rows.len());
+    assert_eq!(
+        deleted.len(),
+        rows.iter().filter(|r| r.2).count(),
+        "{deleted:?}"
+    );
+}
+
+/// Issue 12 item 3 through the engine: kube-proxy left a virtual server for the same Service
+/// (other scheduler, an old real server), and keepalived has virtual servers on the Service's
+/// externalIP and on the node IP in the NodePort range. A full sync adopts and manages
+/// kube-proxy's (updated in place, never deleted and re-created) and leaves keepalived's
+/// byte-identical, also after the Service is deleted.
+#[test]
+fn adopts_kube_proxys_virtual_server_and_never_touches_keepalived() {
+    use crate::config::Config;
+    use crate::plan::Planner;
+    use crate::runtime::Proxier;
+
+    let svc = with_ports(service("web", &["10.96.0.20"], &[("http", Tcp, 80)]), |p| {
+        p.external_ips = vec![ip("192.168.50.10")];
+        p.node_port = Some(30080);
+    });
+    let slices = vec![slice(
+        "web",
+        "web-1",
+        &[("http", Tcp, 8080)],
+        vec![ep("10.244.1.5", "node-a")],
+    )];
+    let mut kernel = Observed::default();
+    let mut put = |key: ServiceKey, scheduler: &str, real_servers: &[(&str, u16)]| {
+        let mut vs = VirtualServer::new(key);
+        vs.scheduler = scheduler.into();
+        let real_servers = real_servers
+            .iter()
+            .map(|(a, p)| {
+                let rs = RealServer::masq(ip(a), *p);
+                (rs.key, rs)
+            })
+            .collect();
+        kernel.ipvs.services.insert(
+            key,
+            ServiceState {
+                service: vs,
+                real_servers,
+            },
+        );
+    };
+    // kube-proxy's, for the same Service: an old endpoint.
+    put(tcp("10.96.0.20", 80), "rr", &[("10.244.9.9", 8080)]);
+    // keepalived's.
+    put(tcp("192.168.50.10", 443), "wrr", &[("192.168.50.20", 443)]);
+    put(tcp("192.168.1.10", 30500), "lc", &[("192.168.50.21", 80)]);
+    kernel.addresses.insert(ip("10.96.0.20"));
+    // keepalived's VIP is not on kube-ipvs0 (it is on eth0): proxier binds it for the
+    // externalIP, as kube-proxy does.
+    let foreign = [tcp("192.168.50.10", 443), tcp("192.168.1.10", 30500)];
+    let before: Vec<ServiceState> = foreign
+        .iter()
+        .map(|k| kernel.ipvs.services[k].clone())
+        .collect();
+
+    let mut proxier = Proxier::new(
+        Planner::new(node_a(), Config::default()),
+        FakeDataplane::with_state(kernel),
+    );
+    *proxier.cluster_mut() = cluster(vec![svc], slices);
+    let outcome = proxier.full_sync().unwrap();
+    assert_eq!(outcome.failed, 0, "{outcome:?}");
+    let log = proxier.dataplane_mut().log.clone();
+    let adopted = tcp("10.96.0.20", 80);
+    assert!(
+        !log.iter().any(|op| matches!(op, Op::DeleteVirtualServer(k) | Op::AddVirtualServer(VirtualServer { key: k, .. }) if *k == adopted)),
+        "kube-proxy's virtual server is adopted, not re-created: {log:#?}"
+    );
+    let state = &proxier.dataplane_mut().state;
+    let adopted_rs: Vec<String> = state.ipvs.services[&adopted]
+        .real_servers
+        .keys()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        adopted_rs,
+        ["10.244.1.5:8080"],
+        "managed: its real servers follow the slice"
+    );
+    for (key, was) in foreign.iter().zip(&before) {
+        assert_eq!(&state.ipvs.services[key], was, "{key} changed");
+    }
+    // The Service goes away: its objects are deleted, keepalived's still untouched.
+    *proxier.cluster_mut() = cluster(vec![], vec![]);
+    let outcome = proxier.full_sync().unwrap();
+    assert_eq!(outcome.failed, 0, "{outcome:?}");
+    let state = &proxier.dataplane_mut().state;
+    let left: Vec<String> = state
+        .ipvs
+        .services
+        .keys()
+        .map(ToString::to_string)
+        .collect();
+    for (key, was) in foreign.iter().zip(&before) {
+        assert_eq!(
+            &state.ipvs.services[key], was,
+            "{key} changed after the Service left"
+        );
+    }
+    assert_eq!(left.len(), 2, "only keepalived's are left: {left:?}");
+    println!("item 3 engine: adopted {adopted} without a flap; left after the Service's deletion: {left:?}");
 }

@@ -12,6 +12,9 @@ use crate::reconcile::{reconcile, reconcile_changes, Observed, Op, Terminations}
 /// What failed in a sync (retried by the next full resync).
 #[derive(Debug, thiserror::Error)]
 pub enum SyncFailure {
+    /// The kernel could not be read: nothing was planned against it or applied.
+    #[error("kernel state unreadable: {0}")]
+    KernelUnreadable(#[source] Error),
     /// The packet rules could not be written.
     #[error("packet rules: {0}")]
     PacketRules(#[source] Error),
@@ -26,11 +29,25 @@ pub enum SyncFailure {
     },
 }
 
+impl SyncFailure {
+    /// A stable metric label for what failed (`proxier_sync_failures_total{operation}`).
+    pub fn operation(&self) -> &'static str {
+        match self {
+            SyncFailure::KernelUnreadable(_) => "read_kernel",
+            SyncFailure::PacketRules(_) => "packet_rules",
+            SyncFailure::Operation { op, .. } => op.kind(),
+        }
+    }
+}
+
 /// What one sync did.
 #[derive(Debug, Default)]
 pub struct SyncOutcome {
     /// Operations sent to the kernel.
     pub operations: usize,
+    /// Writes that are in place after this sync: operations the kernel accepted, plus the
+    /// packet rules when they were written or found already in line.
+    pub applied: usize,
     /// Of which failed (retried by the next full resync).
     pub failed: usize,
     /// What failed, with the errors.
@@ -41,6 +58,24 @@ pub struct SyncOutcome {
     /// plan (every full sync, and incremental syncs that changed virtual servers or
     /// addresses).
     pub real_servers: Option<RealServerCounts>,
+}
+
+impl SyncOutcome {
+    /// The outcome of a resync that could not read the kernel.
+    pub fn kernel_unreadable(error: Error, elapsed: Duration) -> Self {
+        Self {
+            failed: 1,
+            failures: vec![SyncFailure::KernelUnreadable(error)],
+            elapsed,
+            ..Self::default()
+        }
+    }
+
+    /// Whether this counts as a sync for health (see `observability::health`): it applied
+    /// what it could. Only a sync that applied nothing while something failed does not count.
+    pub fn counts_as_sync(&self) -> bool {
+        self.failed == 0 || self.applied > 0
+    }
 }
 
 /// The node's proxy: cluster state, plan, kernel mirror and dataplane.
@@ -114,19 +149,24 @@ impl<D: Dataplane> Proxier<D> {
 
     fn apply(&mut self, ops: &[Op], packet_rules: bool, started: Instant) -> SyncOutcome {
         let mut failures = Vec::new();
+        let mut applied = 0;
         let mut real_servers = None;
         // Packet rules first: a new VIP is masqueraded from its first packet.
         if packet_rules {
             real_servers = Some(self.planner.desired().real_server_counts());
             let rules = self.planner.packet_rules();
-            if let Err(error) = self.dataplane.program_packet_rules(&rules) {
-                tracing::warn!(error = %error.report(), "packet rules not written; retried at the next resync");
-                failures.push(SyncFailure::PacketRules(error));
+            match self.dataplane.program_packet_rules(&rules) {
+                Ok(_) => applied += 1,
+                Err(error) => {
+                    tracing::warn!(error = %error.report(), "packet rules not written; retried at the next resync");
+                    failures.push(SyncFailure::PacketRules(error));
+                }
             }
         }
         if ops.is_empty() {
             return SyncOutcome {
                 failed: failures.len(),
+                applied,
                 failures,
                 elapsed: started.elapsed(),
                 real_servers,
@@ -138,6 +178,7 @@ impl<D: Dataplane> Proxier<D> {
         for (op, result) in ops.iter().zip(report.results) {
             match result {
                 Ok(()) => {
+                    applied += 1;
                     // The kernel accepted it, so the mirror follows; a disagreement here
                     // only means the mirror was stale, which the next resync repairs.
                     let _ = self.mirror.apply(op);
@@ -154,6 +195,7 @@ impl<D: Dataplane> Proxier<D> {
         }
         SyncOutcome {
             operations: ops.len(),
+            applied,
             failed: failures.len(),
             failures,
             elapsed: started.elapsed(),

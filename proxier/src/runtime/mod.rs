@@ -133,6 +133,10 @@ pub async fn run<D: Dataplane, S: Source>(
                 Err(error) => {
                     tracing::error!(error = %error.report(), "resync could not read the kernel; nothing changed");
                     backoff.failed(now);
+                    on_sync(
+                        SyncKind::Full,
+                        &SyncOutcome::kernel_unreadable(error, now.elapsed()),
+                    );
                 }
             }
             next_resync = now + timing.sync_period;

@@ -1,7 +1,12 @@
 //! A directory of YAML files as the source of cluster objects (`proxier run --source DIR`):
 //! the demo, the real-kernel scenario tests, and CNIs or static load balancers without an API
-//! server. Files are polled (no inotify dependency); a file that stops parsing keeps the objects
-//! it had, so a half-written or broken file never takes services down.
+//! server. Files are polled (no inotify dependency).
+//!
+//! Bad input never deletes anything (DESIGN.md invariant 3): a file that stops parsing keeps
+//! the objects it had (a half-written or broken file never takes services down); a file that
+//! had objects and now holds none (truncated to 0 bytes, being rewritten in place) keeps them
+//! too and is reported; only removing the file removes its objects. A source directory that
+//! vanishes (unmounted, replaced) is an error: the run loop keeps the kernel as it is.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -25,6 +30,8 @@ struct FileSnapshot {
 pub struct DirectorySource {
     path: PathBuf,
     files: BTreeMap<PathBuf, FileSnapshot>,
+    /// Whether `path` was a directory when first read.
+    was_directory: Option<bool>,
 }
 
 /// What one poll found.
@@ -42,6 +49,7 @@ impl DirectorySource {
         Self {
             path: path.into(),
             files: BTreeMap::new(),
+            was_directory: None,
         }
     }
 
@@ -67,8 +75,21 @@ impl DirectorySource {
     }
 
     /// Re-reads files whose modification time or length changed, and forgets removed ones.
+    /// Fails, changing nothing, when the source directory vanished or stopped being a
+    /// directory.
     pub fn poll(&mut self) -> Result<Poll, Error> {
         let mut poll = Poll::default();
+        let is_directory = self.path.is_dir();
+        if self.was_directory == Some(true) && !is_directory {
+            return Err(Error::Config {
+                field: "source",
+                reason: format!(
+                    "{}: the directory vanished; its last objects are kept",
+                    self.path.display()
+                ),
+            });
+        }
+        self.was_directory.get_or_insert(is_directory);
         let present = Self::input_files(&self.path)?;
         let before = self.files.len();
         self.files.retain(|path, _| present.contains(path));
@@ -90,7 +111,21 @@ impl DirectorySource {
                     continue;
                 }
             };
-            let (objects, problems) = parse_documents(&path.display().to_string(), &text);
+            let (objects, mut problems) = parse_documents(&path.display().to_string(), &text);
+            let had_objects = self
+                .files
+                .get(&path)
+                .is_some_and(|old| !old.objects.is_empty());
+            if objects.is_empty() && problems.is_empty() && had_objects {
+                problems.push(Error::Config {
+                    field: "source",
+                    reason: format!(
+                        "{}: no objects any more ({length} bytes; truncated?); its previous \
+                         objects are kept until the file is removed",
+                        path.display()
+                    ),
+                });
+            }
             let keep_old = !problems.is_empty() && self.files.contains_key(&path);
             poll.problems.extend(problems);
             match self.files.get_mut(&path) {
@@ -152,5 +187,71 @@ impl Source for DirectoryWatch {
         }
         let objects = self.directory.objects();
         Ok(self.snapshot.poll(&objects, poll.problems, cluster))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  clusterIP: 10.96.0.1\n  ports:\n  - {name: http, port: 80, protocol: TCP}\n";
+
+    fn directory(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("proxier-dir-{test}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("web.yaml"), SERVICE).unwrap();
+        dir
+    }
+
+    fn services(watch: &mut DirectoryWatch, cluster: &mut ClusterState) -> (usize, SourcePoll) {
+        let poll = watch.poll_changes(cluster).unwrap();
+        (cluster.services().count(), poll)
+    }
+
+    /// Issue 12 item 8: a file truncated to 0 bytes (or to whitespace / a comment) keeps its
+    /// objects and is reported; only removing it removes them. (Before: read as an empty
+    /// cluster, every virtual server deleted.)
+    #[test]
+    fn a_truncated_file_keeps_its_objects_and_is_reported() {
+        let dir = directory("truncated");
+        let mut watch = DirectoryWatch::new(DirectorySource::new(&dir));
+        let mut cluster = ClusterState::new();
+        assert_eq!(services(&mut watch, &mut cluster).0, 1);
+        for truncated in ["", "\n", "# being rewritten\n"] {
+            fs::write(dir.join("web.yaml"), truncated).unwrap();
+            let (count, poll) = services(&mut watch, &mut cluster);
+            assert_eq!(count, 1, "{truncated:?}: nothing deleted");
+            assert_eq!(poll.skipped.len(), 1, "{truncated:?}: reported");
+            assert!(!poll.changed, "{truncated:?}");
+            println!("item 8: {truncated:?} -> {}", poll.skipped[0]);
+        }
+        // A half-written file (cut mid-document) keeps them too.
+        fs::write(dir.join("web.yaml"), &SERVICE[..SERVICE.len() - 20]).unwrap();
+        assert_eq!(services(&mut watch, &mut cluster).0, 1);
+        fs::write(dir.join("web.yaml"), SERVICE).unwrap();
+        assert_eq!(services(&mut watch, &mut cluster).0, 1);
+        fs::remove_file(dir.join("web.yaml")).unwrap();
+        assert_eq!(
+            services(&mut watch, &mut cluster).0,
+            0,
+            "removal is the way to delete"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 12 item 8: a vanished source directory is an error (the loop keeps the kernel as
+    /// it is), not an empty cluster.
+    #[test]
+    fn a_vanished_directory_is_an_error_not_an_empty_cluster() {
+        let dir = directory("vanished");
+        let mut watch = DirectoryWatch::new(DirectorySource::new(&dir));
+        let mut cluster = ClusterState::new();
+        assert_eq!(services(&mut watch, &mut cluster).0, 1);
+        fs::remove_dir_all(&dir).unwrap();
+        let error = watch.poll_changes(&mut cluster).unwrap_err();
+        assert!(error.to_string().contains("vanished"), "{error}");
+        assert_eq!(cluster.services().count(), 1);
+        println!("item 8: vanished directory -> {error}");
     }
 }

@@ -5,7 +5,7 @@ use netlink_ipvs::{IpvsHandle, ServiceKey};
 
 use super::{ipvs_error, InterfaceHandle};
 use crate::error::Error;
-use crate::plan::Ownership;
+use crate::plan::{KernelView, Ownership};
 use netlink_nftables::NftablesHandle;
 
 /// What cleanup removed and what it left alone.
@@ -22,9 +22,10 @@ pub struct CleanupReport {
 }
 
 /// Removes proxier's objects from the network namespace of the calling thread. A virtual
-/// server is ours by the same rule the engine uses (ARCHITECTURE.md rule 2): its address is on
-/// our dummy interface, or it is one of `ownership`'s node IPs with a NodePort-range port, or
-/// its firewall mark is in our range.
+/// server is ours by the one rule the engine uses ([`Ownership::owns`], ARCHITECTURE.md rule
+/// 2) against the kernel as it is: cleanup plans nothing, so a NodePort virtual server is
+/// recognised by the real servers it shares with a virtual server on a bound VIP, and
+/// nothing inside `excludeCIDRs` is touched.
 pub fn cleanup(
     interface: &str,
     table: &str,
@@ -37,16 +38,23 @@ pub fn cleanup(
         None => Default::default(),
     };
     let mut ipvs = IpvsHandle::connect().map_err(|e| ipvs_error("connect to IPVS", e))?;
-    let services = ipvs.services().map_err(|e| ipvs_error("dump IPVS", e))?;
-    for entry in services {
-        let key = entry.service.key;
-        if ownership.owns(&key, |ip| bound.contains(ip)) {
-            ipvs.delete_virtual_server(&key)
-                .map_err(|e| ipvs_error(&format!("delete {key}"), e))?;
-            report.deleted_services.push(key);
-        } else {
-            report.foreign_services.push(key);
-        }
+    let state = ipvs.state().map_err(|e| ipvs_error("dump IPVS", e))?;
+    let kernel = KernelView {
+        bound: &bound,
+        plan: None,
+        ipvs: &state,
+    };
+    // Decided against the table as dumped, before any deletion changes it.
+    let (ours, foreign): (Vec<ServiceKey>, Vec<ServiceKey>) = state
+        .services
+        .keys()
+        .copied()
+        .partition(|key| ownership.owns(key, &kernel));
+    report.foreign_services = foreign;
+    for key in ours {
+        ipvs.delete_virtual_server(&key)
+            .map_err(|e| ipvs_error(&format!("delete {key}"), e))?;
+        report.deleted_services.push(key);
     }
     report.table_deleted = NftablesHandle::connect()?.delete_table(table)?;
     report.interface_deleted = links.delete_link(interface)?;

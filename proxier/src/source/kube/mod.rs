@@ -31,17 +31,22 @@ use crate::source::{Source, SourcePoll};
 pub const PROXY_LABEL_SELECTOR: &str =
     "!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name";
 
+/// How many watch events may wait for [`KubeSource::poll_changes`]; a watch that gets
+/// further ahead waits (its stream is not read), so a burst of API events costs bounded
+/// memory.
+pub const WATCH_QUEUE: usize = 4096;
+
 /// Watches of the API server, applied to a [`ClusterState`] when polled.
 #[derive(Debug)]
 pub struct KubeSource {
-    receiver: mpsc::UnboundedReceiver<WatchEvent>,
+    receiver: mpsc::Receiver<WatchEvent>,
     applier: KubeApplier,
 }
 
 fn forward<K, F>(
     api: Api<K>,
     config: watcher::Config,
-    sender: mpsc::UnboundedSender<WatchEvent>,
+    sender: mpsc::Sender<WatchEvent>,
     wrap: F,
     what: &'static str,
 ) where
@@ -54,7 +59,7 @@ fn forward<K, F>(
         while let Some(item) = stream.next().await {
             match item {
                 Ok(event) => {
-                    if sender.send(wrap(event)).is_err() {
+                    if sender.send(wrap(event)).await.is_err() {
                         return; // the source is gone
                     }
                 }
@@ -68,7 +73,7 @@ fn forward<K, F>(
 impl KubeSource {
     /// Starts the three watches for node `node`. Must be called inside a tokio runtime.
     pub fn start(client: Client, node: &str) -> Self {
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (sender, receiver) = mpsc::channel(WATCH_QUEUE);
         let selected = watcher::Config::default().labels(PROXY_LABEL_SELECTOR);
         forward(
             Api::<core::Service>::all(client.clone()),
@@ -95,7 +100,7 @@ impl KubeSource {
     }
 
     /// A source fed by `receiver` (tests feed synthetic watcher events here).
-    pub fn from_channel(receiver: mpsc::UnboundedReceiver<WatchEvent>) -> Self {
+    pub fn from_channel(receiver: mpsc::Receiver<WatchEvent>) -> Self {
         Self {
             receiver,
             applier: KubeApplier::new(),

@@ -69,7 +69,7 @@ fn initial_list() -> Vec<WatchEvent> {
 
 /// A source fed through a channel, and the cluster it applies to.
 struct Feed {
-    sender: mpsc::UnboundedSender<WatchEvent>,
+    sender: mpsc::Sender<WatchEvent>,
     source: KubeSource,
     cluster: ClusterState,
 }
@@ -77,7 +77,7 @@ struct Feed {
 impl Feed {
     /// A fresh source (`configure` may add to it) and an empty cluster.
     fn new(configure: impl FnOnce(KubeSource) -> KubeSource) -> Self {
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (sender, receiver) = mpsc::channel(super::WATCH_QUEUE);
         Self {
             sender,
             source: configure(KubeSource::from_channel(receiver)),
@@ -89,7 +89,7 @@ impl Feed {
     fn send(&self, events: impl IntoIterator<Item = WatchEvent>) {
         events
             .into_iter()
-            .for_each(|e| self.sender.send(e).unwrap());
+            .for_each(|e| self.sender.try_send(e).unwrap());
     }
 
     /// Sends `event` and polls the source once.
