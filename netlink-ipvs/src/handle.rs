@@ -52,6 +52,17 @@ impl IpvsHandle {
         Ok(handle)
     }
 
+    /// A handle on `socket` (opened by the caller, e.g. connected to a user-space peer with
+    /// [`NetlinkSocket::open_to_peer`]) for the family numbered `family_id`: no request is sent.
+    pub fn over(socket: NetlinkSocket, family_id: u16) -> Self {
+        Self {
+            socket,
+            family_id,
+            sequence: Sequence::new(0),
+            limits: WindowLimits::default(),
+        }
+    }
+
     /// The numeric id the kernel gave the `IPVS` family.
     pub fn family_id(&self) -> u16 {
         self.family_id
@@ -425,7 +436,9 @@ fn is_skippable(error: &IpvsError) -> bool {
 const ENOENT: i32 = 2;
 
 /// The entries of a service dump's messages, and those that could not be read.
-pub(crate) fn service_entries(messages: &[IpvsMessage]) -> (Vec<ServiceEntry>, Vec<SkippedService>) {
+pub(crate) fn service_entries(
+    messages: &[IpvsMessage],
+) -> (Vec<ServiceEntry>, Vec<SkippedService>) {
     let mut entries = Vec::new();
     let mut skipped = Vec::new();
     let attributes = messages
@@ -501,6 +514,39 @@ mod tests {
             IpvsError::MalformedReply { reason, .. } if reason.contains("scheduler")
         ));
         assert!(is_skippable(&skipped[0].reason));
+    }
+
+    /// A peer that never answers: the dump and a batch both end in the receive timeout (a
+    /// typed error), neither hangs.
+    #[test]
+    fn requests_to_a_silent_peer_time_out() {
+        let silent = netlink_base::SilentPeer::bind(NETLINK_GENERIC).unwrap();
+        let peer = silent.port_id().unwrap();
+        let mut handle = IpvsHandle::over(
+            NetlinkSocket::open_to_peer(NETLINK_GENERIC, peer).unwrap(),
+            42,
+        );
+        handle
+            .set_receive_timeout(std::time::Duration::from_millis(100))
+            .unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            handle.state(),
+            Err(IpvsError::Socket(netlink_base::Error::Timeout { .. }))
+        ));
+        let key = ServiceKey::FwMark {
+            mark: 1,
+            family: crate::types::Family::V4,
+        };
+        let outcomes = handle.apply(&[IpvsOperation::DeleteVirtualServer(key)]);
+        assert!(matches!(
+            outcomes.as_slice(),
+            [Err(IpvsError::Unanswered {
+                source: netlink_base::Error::Timeout { .. },
+                ..
+            })]
+        ));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

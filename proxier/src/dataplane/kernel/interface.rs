@@ -55,6 +55,15 @@ impl InterfaceHandle {
         })
     }
 
+    /// A handle on `socket` (opened by the caller, e.g. connected to a user-space peer with
+    /// [`NetlinkSocket::open_to_peer`]).
+    pub fn over(socket: NetlinkSocket) -> Self {
+        Self {
+            socket,
+            sequence: Sequence::new(0),
+        }
+    }
+
     fn request(
         &mut self,
         message: RouteNetlinkMessage,
@@ -248,5 +257,38 @@ fn is_link_local(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
         IpAddr::V4(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// An rtnetlink peer that never answers: the request ends in the socket's timeout as
+    /// [`Error::Rtnetlink`] (a resync then fails and is retried), instead of hanging the loop.
+    #[test]
+    fn a_request_to_a_silent_peer_times_out() {
+        let silent = netlink_base::SilentPeer::bind(NETLINK_ROUTE).unwrap();
+        let peer = silent.port_id().unwrap();
+        let mut socket = NetlinkSocket::open_to_peer(NETLINK_ROUTE, peer).unwrap();
+        socket
+            .set_receive_timeout(Duration::from_millis(100))
+            .unwrap();
+        let mut links = InterfaceHandle::over(socket);
+        let started = Instant::now();
+        let outcome = links.ensure_dummy("kube-ipvs0");
+        assert!(
+            matches!(
+                outcome,
+                Err(Error::Rtnetlink {
+                    source: netlink_base::Error::Timeout { .. },
+                    ..
+                })
+            ),
+            "{outcome:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

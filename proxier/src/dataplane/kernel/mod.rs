@@ -184,7 +184,9 @@ impl KernelDataplane {
         if matches!(op, Op::BindAddress(_))
             && matches!(&outcome, Err(Error::Kernel { errno, .. }) if errno.0 == ENODEV)
         {
-            outcome = self.ensure_interface().and_then(|_| self.bind_or_unbind(op));
+            outcome = self
+                .ensure_interface()
+                .and_then(|_| self.bind_or_unbind(op));
         }
         // The kernel's answer is reported for the engine's operation.
         outcome.map_err(|error| match error {
