@@ -14,5 +14,5 @@ pub use ack::{AckTracker, Sequence};
 pub use error::Error;
 pub use message::{ack_last_only, split_messages, Ack, NLMSG_ERROR};
 #[cfg(feature = "socket")]
-pub use socket::{NetlinkSocket, DEFAULT_RECEIVE_TIMEOUT};
+pub use socket::{NetlinkSocket, SilentPeer, DEFAULT_RECEIVE_TIMEOUT};
 pub use vocabulary::{Family, Protocol};

@@ -29,10 +29,22 @@ impl NetlinkSocket {
     /// (`NETLINK_CAP_ACK`: many more fit in the receive buffer) and sets the receive timeout to
     /// [`DEFAULT_RECEIVE_TIMEOUT`].
     pub fn open(protocol: isize) -> Result<Self, Error> {
+        Self::open_connected(protocol, 0)
+    }
+
+    /// Like [`NetlinkSocket::open`], but connected to the user-space netlink socket bound to
+    /// `port_id` (see [`NetlinkSocket::port_id`]) instead of the kernel: a peer under the
+    /// caller's control, e.g. one that never answers, to show that a request then ends in
+    /// [`Error::Timeout`] instead of hanging.
+    pub fn open_to_peer(protocol: isize, port_id: u32) -> Result<Self, Error> {
+        Self::open_connected(protocol, port_id)
+    }
+
+    fn open_connected(protocol: isize, port_id: u32) -> Result<Self, Error> {
         let mut socket = Socket::new(protocol).map_err(io_error("socket(AF_NETLINK)"))?;
         socket.bind_auto().map_err(io_error("bind"))?;
         socket
-            .connect(&SocketAddr::new(0, 0))
+            .connect(&SocketAddr::new(port_id, 0))
             .map_err(io_error("connect"))?;
         socket
             .set_cap_ack(true)
@@ -115,6 +127,32 @@ impl NetlinkSocket {
     }
 }
 
+/// A bound, unconnected user-space netlink socket that takes requests and never answers: the
+/// peer of [`NetlinkSocket::open_to_peer`] in tests of the timeout path (a connected socket
+/// would refuse messages from anyone but its own peer).
+#[derive(Debug)]
+pub struct SilentPeer {
+    socket: Socket,
+}
+
+impl SilentPeer {
+    /// Binds a socket for netlink `protocol` to a port id of the kernel's choosing.
+    pub fn bind(protocol: isize) -> Result<Self, Error> {
+        let mut socket = Socket::new(protocol).map_err(io_error("socket(AF_NETLINK)"))?;
+        socket.bind_auto().map_err(io_error("bind"))?;
+        Ok(Self { socket })
+    }
+
+    /// The port id to connect to.
+    pub fn port_id(&self) -> Result<u32, Error> {
+        let mut address = SocketAddr::new(0, 0);
+        self.socket
+            .get_address(&mut address)
+            .map_err(io_error("getsockname"))?;
+        Ok(address.port_number())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +176,22 @@ mod tests {
             socket.receive_into(&mut buffer, 1024),
             Err(Error::Timeout { .. })
         ));
+    }
+
+    /// A request sent to a peer that never answers (a user-space socket that never reads)
+    /// ends in a timeout, not a hang.
+    #[test]
+    fn a_request_to_a_silent_peer_times_out() {
+        let silent = SilentPeer::bind(12).unwrap();
+        let port = silent.port_id().unwrap();
+        assert_ne!(port, 0);
+        let mut socket = NetlinkSocket::open_to_peer(12, port).unwrap();
+        socket
+            .set_receive_timeout(Duration::from_millis(100))
+            .unwrap();
+        socket.send_all(&[0; 16]).unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(socket.receive(), Err(Error::Timeout { .. })));
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

@@ -52,6 +52,17 @@ impl IpvsHandle {
         Ok(handle)
     }
 
+    /// A handle on `socket` (opened by the caller, e.g. connected to a user-space peer with
+    /// [`NetlinkSocket::open_to_peer`]) for the family numbered `family_id`: no request is sent.
+    pub fn over(socket: NetlinkSocket, family_id: u16) -> Self {
+        Self {
+            socket,
+            family_id,
+            sequence: Sequence::new(0),
+            limits: WindowLimits::default(),
+        }
+    }
+
     /// The numeric id the kernel gave the `IPVS` family.
     pub fn family_id(&self) -> u16 {
         self.family_id
@@ -268,19 +279,20 @@ impl IpvsHandle {
             .ok_or_else(|| malformed(what, "no reply message before the ACK"))
     }
 
-    /// Every virtual server of the namespace.
+    /// Every virtual server of the namespace; fails on the first entry this crate cannot read
+    /// ([`IpvsHandle::state_report`] skips such entries instead).
     pub fn services(&mut self) -> Result<Vec<ServiceEntry>, IpvsError> {
-        let what = "dump services";
+        let (entries, skipped) = self.service_dump()?;
+        match skipped.into_iter().next() {
+            Some(skipped) => Err(skipped.reason),
+            None => Ok(entries),
+        }
+    }
+
+    fn service_dump(&mut self) -> Result<(Vec<ServiceEntry>, Vec<SkippedService>), IpvsError> {
         let request = IpvsMessage::new(IpvsCommand::GetService, vec![]);
-        self.dump(request, what)?
-            .iter()
-            .flat_map(|m| &m.attributes)
-            .filter_map(|a| match a {
-                IpvsAttribute::Service(attributes) => Some(attributes),
-                _ => None,
-            })
-            .map(|attributes| service_entry(attributes).map_err(|reason| malformed(what, reason)))
-            .collect()
+        let messages = self.dump(request, SERVICE_DUMP)?;
+        Ok(service_entries(&messages))
     }
 
     /// The real servers of one virtual server.
@@ -306,24 +318,45 @@ impl IpvsHandle {
             .collect()
     }
 
-    /// The whole table: every virtual server with its real servers (1 + one dump per service).
+    /// The whole table: every virtual server with its real servers (1 + one dump per service),
+    /// as far as it can be read (see [`IpvsHandle::state_report`], whose skipped entries are
+    /// dropped here).
     pub fn state(&mut self) -> Result<IpvsState, IpvsError> {
+        self.state_report().map(|report| report.state)
+    }
+
+    /// The whole table, leaving out (and listing in [`IpvsStateReport::skipped`]) a virtual
+    /// server whose entry this crate cannot read and one that vanished between the service
+    /// dump and its destination dump: one odd or racing virtual server (most likely someone
+    /// else's) does not make the whole table unreadable. A socket failure still fails the call.
+    pub fn state_report(&mut self) -> Result<IpvsStateReport, IpvsError> {
+        let (entries, mut skipped) = self.service_dump()?;
         let mut state = IpvsState::default();
-        for entry in self.services()? {
-            let real_servers = self
-                .destinations(&entry.service.key)?
-                .into_iter()
-                .map(|d| (d.real_server.key, d.real_server))
-                .collect();
+        for entry in entries {
+            let key = entry.service.key;
+            let real_servers = match self.destinations(&key) {
+                Ok(destinations) => destinations
+                    .into_iter()
+                    .map(|d| (d.real_server.key, d.real_server))
+                    .collect(),
+                Err(reason) if is_skippable(&reason) => {
+                    skipped.push(SkippedService {
+                        key: Some(key),
+                        reason,
+                    });
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
             state.services.insert(
-                entry.service.key,
+                key,
                 ServiceState {
                     service: entry.service,
                     real_servers,
                 },
             );
         }
-        Ok(state)
+        Ok(IpvsStateReport { state, skipped })
     }
 
     /// The connection timeouts.
@@ -367,9 +400,166 @@ impl IpvsHandle {
     }
 }
 
+/// What the service dump is called in errors.
+const SERVICE_DUMP: &str = "dump services";
+
+/// A virtual server left out of [`IpvsHandle::state_report`].
+#[derive(Debug)]
+pub struct SkippedService {
+    /// Its key, when it could be read.
+    pub key: Option<ServiceKey>,
+    /// Why: a malformed entry ([`IpvsError::MalformedReply`]), or the virtual server was gone
+    /// by the time its destinations were asked for (ESRCH or ENOENT).
+    pub reason: IpvsError,
+}
+
+/// The table as far as it could be read, and what was left out.
+#[derive(Debug, Default)]
+pub struct IpvsStateReport {
+    /// Every virtual server that could be read, with its real servers.
+    pub state: IpvsState,
+    /// What was left out, and why.
+    pub skipped: Vec<SkippedService>,
+}
+
+/// A per-service failure that skips that service instead of failing the whole dump.
+fn is_skippable(error: &IpvsError) -> bool {
+    matches!(
+        error,
+        IpvsError::MalformedReply { .. }
+            | IpvsError::NoSuchService { .. }
+            | IpvsError::NoSuchDestination { .. }
+    ) || matches!(error, IpvsError::Kernel { source, .. } if source.raw_os_error() == Some(ENOENT))
+}
+
+/// ENOENT (a stable ABI number): what some kernels answer for a dump of a vanished service.
+const ENOENT: i32 = 2;
+
+/// The entries of a service dump's messages, and those that could not be read.
+pub(crate) fn service_entries(
+    messages: &[IpvsMessage],
+) -> (Vec<ServiceEntry>, Vec<SkippedService>) {
+    let mut entries = Vec::new();
+    let mut skipped = Vec::new();
+    let attributes = messages
+        .iter()
+        .flat_map(|m| &m.attributes)
+        .filter_map(|a| match a {
+            IpvsAttribute::Service(attributes) => Some(attributes),
+            _ => None,
+        });
+    for attributes in attributes {
+        match service_entry(attributes) {
+            Ok(entry) => entries.push(entry),
+            Err(reason) => skipped.push(SkippedService {
+                key: None,
+                reason: malformed(SERVICE_DUMP, reason),
+            }),
+        }
+    }
+    (entries, skipped)
+}
+
 fn malformed(operation: &str, reason: impl ToString) -> IpvsError {
     IpvsError::MalformedReply {
         operation: operation.to_owned(),
         reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attr::ServiceAttribute;
+    use crate::convert::service_attributes;
+    use crate::types::Protocol;
+
+    fn service_message(attributes: Vec<ServiceAttribute>) -> IpvsMessage {
+        IpvsMessage::new(
+            IpvsCommand::NewService,
+            vec![IpvsAttribute::Service(attributes)],
+        )
+    }
+
+    /// A dump with one foreign entry this crate cannot read (no scheduler) between two good
+    /// ones: the good ones are kept, the bad one is reported, not fatal.
+    #[test]
+    fn an_unreadable_service_entry_is_skipped_and_reported() {
+        let good = |port| {
+            VirtualServer::new(ServiceKey::Address {
+                protocol: Protocol::Tcp,
+                address: "10.96.0.1".parse().unwrap(),
+                port,
+            })
+        };
+        let mut unreadable = service_attributes(&good(81));
+        unreadable.retain(|a| !matches!(a, ServiceAttribute::Scheduler(_)));
+        let messages = [
+            service_message(service_attributes(&good(80))),
+            service_message(unreadable),
+            service_message(service_attributes(&good(82))),
+        ];
+        let (entries, skipped) = service_entries(&messages);
+        let ports: Vec<u16> = entries
+            .iter()
+            .filter_map(|e| match e.service.key {
+                ServiceKey::Address { port, .. } => Some(port),
+                ServiceKey::FwMark { .. } => None,
+            })
+            .collect();
+        assert_eq!(ports, [80, 82]);
+        assert_eq!(skipped.len(), 1);
+        assert!(matches!(
+            &skipped[0].reason,
+            IpvsError::MalformedReply { reason, .. } if reason.contains("scheduler")
+        ));
+        assert!(is_skippable(&skipped[0].reason));
+    }
+
+    /// A peer that never answers: the dump and a batch both end in the receive timeout (a
+    /// typed error), neither hangs.
+    #[test]
+    fn requests_to_a_silent_peer_time_out() {
+        let silent = netlink_base::SilentPeer::bind(NETLINK_GENERIC).unwrap();
+        let peer = silent.port_id().unwrap();
+        let mut handle = IpvsHandle::over(
+            NetlinkSocket::open_to_peer(NETLINK_GENERIC, peer).unwrap(),
+            42,
+        );
+        handle
+            .set_receive_timeout(std::time::Duration::from_millis(100))
+            .unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            handle.state(),
+            Err(IpvsError::Socket(netlink_base::Error::Timeout { .. }))
+        ));
+        let key = ServiceKey::FwMark {
+            mark: 1,
+            family: crate::types::Family::V4,
+        };
+        let outcomes = handle.apply(&[IpvsOperation::DeleteVirtualServer(key)]);
+        assert!(matches!(
+            outcomes.as_slice(),
+            [Err(IpvsError::Unanswered {
+                source: netlink_base::Error::Timeout { .. },
+                ..
+            })]
+        ));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn only_per_service_failures_are_skippable() {
+        let gone = IpvsError::from_errno(3, "dump destinations".into(), false);
+        assert!(is_skippable(&gone));
+        let enoent = IpvsError::from_errno(2, "dump destinations".into(), false);
+        assert!(is_skippable(&enoent));
+        let denied = IpvsError::from_errno(1, "dump destinations".into(), false);
+        assert!(!is_skippable(&denied));
+        let timeout = IpvsError::Socket(netlink_base::Error::Timeout {
+            timeout: std::time::Duration::from_secs(10),
+        });
+        assert!(!is_skippable(&timeout));
     }
 }

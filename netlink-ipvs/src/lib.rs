@@ -32,7 +32,7 @@ pub use convert::{
 #[cfg(feature = "netlink")]
 pub use error::{EntryError, IpvsError};
 #[cfg(feature = "netlink")]
-pub use handle::{IpvsHandle, IpvsInfo};
+pub use handle::{IpvsHandle, IpvsInfo, IpvsStateReport, SkippedService};
 #[cfg(feature = "netlink")]
 pub use message::{decode_message, IpvsCommand, IpvsMessage, IPVS_FAMILY_NAME, IPVS_GENL_VERSION};
 pub use operation::IpvsOperation;

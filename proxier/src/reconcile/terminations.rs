@@ -5,16 +5,24 @@
 //! drained to weight 0 (derived from the plan), one whose endpoint left is deleted at once
 //! (derived from its absence). What the kernel cannot tell after the deletion is whether the
 //! endpoint's UDP/SCTP conntrack entries were flushed; a failed flush is remembered here and
-//! retried by every reconcile until it succeeds.
+//! retried by every reconcile until it succeeds. Owed flushes are coalesced per filter (one
+//! entry however often it failed) and capped at [`MAX_OWED_FLUSHES`]: past the cap a failed
+//! flush is dropped, counted and logged (its entries then expire by their own timeout); all
+//! owed filters are retried together in the one pass over the table of the next sync.
 
 use std::collections::BTreeSet;
 
 use super::{ConntrackFilter, Op};
 
+/// How many distinct flushes may be owed at once (each is matched against every entry of
+/// the conntrack table in the retry pass).
+pub const MAX_OWED_FLUSHES: usize = 4096;
+
 /// Flushes owed from earlier syncs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Terminations {
     owed: BTreeSet<ConntrackFilter>,
+    dropped: u64,
 }
 
 impl Terminations {
@@ -28,6 +36,11 @@ impl Terminations {
         self.owed.iter()
     }
 
+    /// Failed flushes dropped so far because [`MAX_OWED_FLUSHES`] were already owed.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
     /// Records the outcome of applied operations: a failed flush is owed, a successful one
     /// is settled.
     pub fn record<E>(&mut self, ops: &[Op], results: &[Result<(), E>]) {
@@ -35,10 +48,49 @@ impl Terminations {
             if let Op::FlushConntrack(filter) = op {
                 if result.is_ok() {
                     self.owed.remove(filter);
-                } else {
+                } else if self.owed.len() < MAX_OWED_FLUSHES || self.owed.contains(filter) {
                     self.owed.insert(*filter);
+                } else {
+                    self.dropped += 1;
+                    tracing::warn!(
+                        ?filter,
+                        owed = self.owed.len(),
+                        dropped = self.dropped,
+                        "too many conntrack flushes owed; this one is dropped (its entries expire \
+                         by their timeout)"
+                    );
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flush(i: u16) -> Op {
+        Op::FlushConntrack(ConntrackFilter::node_port(conntrack_gc::Protocol::Udp, i))
+    }
+
+    #[test]
+    fn owed_flushes_are_coalesced_and_capped() {
+        let mut terminations = Terminations::new();
+        let failed: Result<(), ()> = Err(());
+        // The same filter failing again and again is owed once.
+        for _ in 0..10 {
+            terminations.record(&[flush(1)], std::slice::from_ref(&failed));
+        }
+        assert_eq!(terminations.owed().count(), 1);
+        let ops: Vec<Op> = (0..u16::try_from(MAX_OWED_FLUSHES + 10).unwrap())
+            .map(flush)
+            .collect();
+        let results = vec![failed; ops.len()];
+        terminations.record(&ops, &results);
+        assert_eq!(terminations.owed().count(), MAX_OWED_FLUSHES);
+        assert_eq!(terminations.dropped(), 10);
+        // A success settles its filter and makes room.
+        terminations.record(&[flush(1)], &[Ok::<(), ()>(())]);
+        assert_eq!(terminations.owed().count(), MAX_OWED_FLUSHES - 1);
     }
 }

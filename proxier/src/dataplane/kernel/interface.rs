@@ -145,6 +145,15 @@ impl InterfaceHandle {
         })
     }
 
+    /// A handle on `socket` (opened by the caller, e.g. connected to a user-space peer with
+    /// [`NetlinkSocket::open_to_peer`]).
+    pub fn over(socket: NetlinkSocket) -> Self {
+        Self {
+            socket,
+            sequence: Sequence::new(0),
+        }
+    }
+
     fn request(
         &mut self,
         message: RouteNetlinkMessage,
@@ -304,6 +313,8 @@ fn is_link_local(ip: &IpAddr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use netlink_packet_core::{DoneMessage, ErrorMessage};
 
     use super::*;
@@ -373,5 +384,31 @@ mod tests {
             panic!("a message that does not parse is an error");
         };
         assert_eq!(operation, "x");
+    }
+
+    /// An rtnetlink peer that never answers: the request ends in the socket's timeout as
+    /// [`Error::Rtnetlink`] (a resync then fails and is retried), instead of hanging the loop.
+    #[test]
+    fn a_request_to_a_silent_peer_times_out() {
+        let silent = netlink_base::SilentPeer::bind(NETLINK_ROUTE).unwrap();
+        let peer = silent.port_id().unwrap();
+        let mut socket = NetlinkSocket::open_to_peer(NETLINK_ROUTE, peer).unwrap();
+        socket
+            .set_receive_timeout(Duration::from_millis(100))
+            .unwrap();
+        let mut links = InterfaceHandle::over(socket);
+        let started = Instant::now();
+        let outcome = links.ensure_dummy("kube-ipvs0");
+        assert!(
+            matches!(
+                outcome,
+                Err(Error::Rtnetlink {
+                    source: netlink_base::Error::Timeout { .. },
+                    ..
+                })
+            ),
+            "{outcome:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

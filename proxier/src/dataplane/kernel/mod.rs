@@ -23,6 +23,9 @@ use crate::error::{Errno, Error};
 use crate::plan::PacketRules;
 use crate::reconcile::{Observed, Op};
 
+/// The errno of an operation on an interface that does not exist.
+const ENODEV: i32 = 19;
+
 /// kube-proxy's name for the dummy interface, kept so that operators' tooling still works.
 pub const DEFAULT_INTERFACE: &str = "kube-ipvs0";
 
@@ -33,6 +36,9 @@ pub struct KernelDataplane {
     conntrack: conntrack_gc::Conntrack,
     nftables: NftablesHandle,
     written_rules: Option<PacketRules>,
+    /// Set by every full resync ([`Dataplane::observe`]): the next write replaces our table
+    /// whole, which repairs any drift in it (a flushed chain, a deleted set element).
+    replace_rules: bool,
     interface: String,
     interface_index: u32,
     flushed: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -54,6 +60,7 @@ impl KernelDataplane {
             conntrack,
             nftables: NftablesHandle::connect()?,
             written_rules: None,
+            replace_rules: true,
             interface: interface.to_owned(),
             interface_index,
             flushed: Default::default(),
@@ -142,12 +149,41 @@ impl KernelDataplane {
         }
     }
 
-    fn apply_address(&mut self, op: &Op) -> Result<(), Error> {
-        let outcome = match op {
+    /// Makes sure our dummy interface exists (someone may have deleted it: `ip link del`),
+    /// recreating it by name, and keeps its index. A recreated interface has no address; the
+    /// caller's next reconcile binds them again.
+    fn ensure_interface(&mut self) -> Result<u32, Error> {
+        let index = self.links.ensure_dummy(&self.interface)?;
+        if index != self.interface_index {
+            tracing::warn!(
+                interface = %self.interface,
+                old_index = self.interface_index,
+                new_index = index,
+                "dummy interface was missing and has been recreated; its addresses are bound again"
+            );
+            self.interface_index = index;
+        }
+        Ok(index)
+    }
+
+    fn bind_or_unbind(&mut self, op: &Op) -> Result<(), Error> {
+        match op {
             Op::BindAddress(ip) => self.links.add_address(self.interface_index, *ip),
             Op::UnbindAddress(ip) => self.links.delete_address(self.interface_index, *ip),
             _ => Ok(()),
-        };
+        }
+    }
+
+    fn apply_address(&mut self, op: &Op) -> Result<(), Error> {
+        let mut outcome = self.bind_or_unbind(op);
+        // ENODEV: the interface went away since the last resync; recreate it and bind again.
+        if matches!(op, Op::BindAddress(_))
+            && matches!(&outcome, Err(Error::Kernel { errno, .. }) if errno.0 == ENODEV)
+        {
+            outcome = self
+                .ensure_interface()
+                .and_then(|_| self.bind_or_unbind(op));
+        }
         // The kernel's answer is reported for the engine's operation.
         outcome.map_err(|error| match error {
             Error::Kernel { errno, .. } => Error::Kernel {
@@ -161,28 +197,54 @@ impl KernelDataplane {
 
 impl Dataplane for KernelDataplane {
     fn observe(&mut self) -> Result<Observed, Error> {
-        let mut ipvs = self.ipvs.state().map_err(|e| ipvs_error("dump IPVS", e))?;
+        let report = self
+            .ipvs
+            .state_report()
+            .map_err(|e| ipvs_error("dump IPVS", e))?;
+        // One unreadable (foreign) or vanishing virtual server does not fail the resync: it is
+        // left out of the mirror (an owned one is read again at the next resync).
+        for skipped in &report.skipped {
+            tracing::warn!(
+                service = ?skipped.key,
+                reason = %skipped.reason,
+                "virtual server left out of the IPVS dump"
+            );
+        }
+        let mut ipvs = report.state;
         for service in ipvs.services.values_mut() {
             service.service = service.service.normalized();
         }
-        let addresses = self.links.addresses(self.interface_index)?;
-        // A full resync rewrites the table: drift in our own table is repaired like IPVS drift.
-        if let Some(written) = &self.written_rules {
-            if !self.nftables.table_exists(&written.table)? {
-                self.written_rules = None;
-            }
-        }
+        // kube-ipvs0 deleted by someone else is recreated here, once per full resync.
+        let index = self.ensure_interface()?;
+        let addresses = self.links.addresses(index)?;
+        self.replace_rules = true;
         Ok(Observed { ipvs, addresses })
     }
 
-    /// Replaces our nftables table (atomically, one transaction) when the rules changed.
+    /// Writes our nftables table (atomically, one transaction): after a full resync it is
+    /// replaced whole (drift repair: nothing of it is read back), otherwise only when the rules
+    /// changed, by set element updates where possible. A failed update falls back to a
+    /// whole-table replace (an element deleted by hand makes its DELSETELEM fail ENOENT).
     fn program_packet_rules(&mut self, rules: &PacketRules) -> Result<bool, Error> {
-        if self.written_rules.as_ref() == Some(rules) {
+        if !self.replace_rules && self.written_rules.as_ref() == Some(rules) {
             return Ok(false);
         }
-        match &self.written_rules {
-            Some(old) => update_table(&mut self.nftables, old, rules)?,
-            None => replace_table(&mut self.nftables, rules)?,
+        let outcome = match (&self.written_rules, self.replace_rules) {
+            (Some(old), false) => update_table(&mut self.nftables, old, rules).or_else(|error| {
+                tracing::warn!(%error, "nftables update failed; replacing the table whole");
+                replace_table(&mut self.nftables, rules)
+            }),
+            _ => replace_table(&mut self.nftables, rules),
+        };
+        if let Err(error) = outcome {
+            // What the kernel holds is unknown now: the next write replaces the table.
+            self.written_rules = None;
+            return Err(error.into());
+        }
+        let resync = std::mem::take(&mut self.replace_rules);
+        if resync && self.written_rules.as_ref() == Some(rules) {
+            tracing::debug!(table = %rules.table, "packet rules rewritten by the resync");
+            return Ok(true);
         }
         tracing::info!(
             table = %rules.table,
