@@ -82,7 +82,8 @@ pub fn encode_window(
     let mut bytes = Vec::new();
     let mut count = 0;
     for operation in &operations[first..] {
-        if count == limits.max_requests {
+        // At least one request per window (a limit of 0 would never make progress).
+        if count == limits.max_requests.max(1) {
             break;
         }
         let before = bytes.len();
@@ -152,7 +153,12 @@ mod tests {
             max_bytes: per_message * 10 + 1,
         };
         assert_eq!(encode_window(30, &ops, 290, 1, small).count, 10);
-        // A window always carries at least one operation.
+        // A window always carries at least one operation, even with a request limit of 0.
+        let zero = WindowLimits {
+            max_requests: 0,
+            ..limits
+        };
+        assert_eq!(encode_window(30, &ops, 0, 1, zero).count, 1);
         let tiny = WindowLimits {
             max_requests: 10,
             max_bytes: 1,

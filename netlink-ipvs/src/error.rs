@@ -5,6 +5,14 @@ use std::io;
 /// What went wrong talking to IPVS. Operation-level variants name the operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IpvsError {
+    /// The operation cannot be encoded for the kernel (checked before anything is sent).
+    #[error("{operation}: {reason}")]
+    Invalid {
+        /// The operation refused.
+        operation: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// The kernel has no `IPVS` generic-netlink family (module missing or not loadable).
     #[error("the kernel has no IPVS generic-netlink family (is ip_vs available?)")]
     FamilyNotFound,

@@ -118,7 +118,32 @@ impl IpvsHandle {
 
     /// Applies `operations` in order, many per `sendmsg`, and returns one result per operation,
     /// in the same order. One failing operation does not stop the others.
+    /// An operation the kernel could never accept ([`IpvsOperation::check`]) is refused without
+    /// being sent.
     pub fn apply(&mut self, operations: &[IpvsOperation]) -> Vec<Result<(), IpvsError>> {
+        let refused: Vec<Option<IpvsError>> =
+            operations.iter().map(|op| op.check().err()).collect();
+        if refused.iter().all(Option::is_none) {
+            return self.apply_checked(operations);
+        }
+        let valid: Vec<IpvsOperation> = operations
+            .iter()
+            .zip(&refused)
+            .filter(|(_, refusal)| refusal.is_none())
+            .map(|(op, _)| op.clone())
+            .collect();
+        let mut answers = self.apply_checked(&valid).into_iter();
+        refused
+            .into_iter()
+            .map(|refusal| match refusal {
+                Some(error) => Err(error),
+                // One answer per valid operation, in order (apply_checked's contract).
+                None => answers.next().unwrap_or(Ok(())),
+            })
+            .collect()
+    }
+
+    fn apply_checked(&mut self, operations: &[IpvsOperation]) -> Vec<Result<(), IpvsError>> {
         let mut results = Vec::with_capacity(operations.len());
         let mut first = 0;
         while first < operations.len() {

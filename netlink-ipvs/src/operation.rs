@@ -9,7 +9,13 @@ use crate::convert::{
     destination_attributes, destination_key_attributes, service_attributes, service_key_attributes,
 };
 #[cfg(feature = "netlink")]
+use crate::error::IpvsError;
+#[cfg(feature = "netlink")]
 use crate::message::{IpvsCommand, IpvsMessage};
+
+/// `IP_VS_SCHEDNAME_MAXLEN` (16) less the terminating NUL.
+#[cfg(feature = "netlink")]
+const SCHEDULER_NAME_MAX: usize = 15;
 use crate::types::{RealServer, RealServerKey, ServiceKey, Timeouts, VirtualServer};
 
 /// One change to the kernel's IPVS table.
@@ -109,6 +115,25 @@ impl IpvsOperation {
         IpvsMessage::new(command, attributes)
     }
 
+    /// Refuses what the kernel can never accept and the encoder must not try: a scheduler name
+    /// longer than `IP_VS_SCHEDNAME_MAXLEN - 1` (15) bytes (a name of 64 KiB would overflow the
+    /// attribute's 16-bit length).
+    pub fn check(&self) -> Result<(), IpvsError> {
+        let scheduler = match self {
+            IpvsOperation::AddVirtualServer(vs) | IpvsOperation::UpdateVirtualServer(vs) => {
+                vs.scheduler.name()
+            }
+            _ => return Ok(()),
+        };
+        if scheduler.len() > SCHEDULER_NAME_MAX {
+            return Err(IpvsError::Invalid {
+                operation: self.to_string(),
+                reason: "scheduler name longer than 15 bytes (IP_VS_SCHEDNAME_MAXLEN)",
+            });
+        }
+        Ok(())
+    }
+
     /// Whether this operation addresses a real server (so ENOENT means "no such destination").
     pub(crate) fn targets_real_server(&self) -> bool {
         matches!(
@@ -145,5 +170,35 @@ impl fmt::Display for IpvsOperation {
             }
             IpvsOperation::Flush => f.write_str("flush"),
         }
+    }
+}
+
+#[cfg(all(test, feature = "netlink"))]
+mod tests {
+    use super::*;
+    use crate::types::{Protocol, ServiceKey};
+
+    fn with_scheduler(name: &str) -> IpvsOperation {
+        let mut vs = VirtualServer::new(ServiceKey::Address {
+            protocol: Protocol::Tcp,
+            address: std::net::Ipv4Addr::new(10, 96, 0, 1).into(),
+            port: 80,
+        });
+        vs.scheduler = name.into();
+        IpvsOperation::AddVirtualServer(vs)
+    }
+
+    #[test]
+    fn a_scheduler_name_the_kernel_cannot_hold_is_refused_before_encoding() {
+        assert!(with_scheduler("wrr").check().is_ok());
+        assert!(with_scheduler("fifteen-bytes-x").check().is_ok());
+        let long = with_scheduler(&"x".repeat(70_000));
+        let Err(IpvsError::Invalid { reason, .. }) = long.check() else {
+            panic!("a 70,000-byte scheduler name must be refused");
+        };
+        assert!(reason.contains("15 bytes"), "{reason}");
+        assert!(with_scheduler("sixteen-bytes-xx").check().is_err());
+        // Other operations have nothing to check.
+        assert!(IpvsOperation::Flush.check().is_ok());
     }
 }
