@@ -1,4 +1,4 @@
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
 use crate::model::ObjectRef;
@@ -417,5 +417,105 @@ fn the_event_dedup_set_is_bounded() {
         "item 11: Event dedup set holds {} of at most {}",
         events.remembered(),
         events::MAX_REMEMBERED
+    );
+}
+
+/// Issue 12 item 6, end to end: an IPVS netlink peer that never answers. Every resync ends in
+/// the socket's receive timeout (a typed error, never a hang), nothing can be applied, and
+/// health turns 503 once that has lasted 2 × syncPeriod; as soon as the kernel answers again
+/// the next resync counts and health is 200 again: 503 only while stuck.
+#[cfg(feature = "kernel")]
+#[test]
+fn a_netlink_peer_that_never_answers_turns_health_503_only_while_it_is_silent() {
+    use netlink_base::{NetlinkSocket, SilentPeer};
+    use netlink_ipvs::IpvsHandle;
+    use netlink_sys::protocols::NETLINK_GENERIC;
+
+    use crate::config::Config;
+    use crate::dataplane::{ApplyReport, Dataplane, FakeDataplane};
+    use crate::fixtures::node_a;
+    use crate::plan::{PacketRules, Planner};
+    use crate::reconcile::{Observed, Op};
+    use crate::runtime::Proxier;
+
+    /// Reads the IPVS table through `silent` while it is set, else answers like the fake.
+    struct SilentKernel {
+        silent: Option<IpvsHandle>,
+        answering: FakeDataplane,
+    }
+
+    impl Dataplane for SilentKernel {
+        fn observe(&mut self) -> Result<Observed, crate::Error> {
+            match &mut self.silent {
+                Some(ipvs) => Err(crate::Error::Ipvs {
+                    operation: "dump IPVS".into(),
+                    source: ipvs.state().expect_err("a silent peer cannot answer"),
+                }),
+                None => self.answering.observe(),
+            }
+        }
+        fn apply(&mut self, ops: &[Op]) -> ApplyReport {
+            self.answering.apply(ops)
+        }
+        fn program_packet_rules(&mut self, rules: &PacketRules) -> Result<bool, crate::Error> {
+            self.answering.program_packet_rules(rules)
+        }
+    }
+
+    let peer = SilentPeer::bind(NETLINK_GENERIC).unwrap();
+    let mut socket = NetlinkSocket::open_to_peer(NETLINK_GENERIC, peer.port_id().unwrap()).unwrap();
+    socket
+        .set_receive_timeout(Duration::from_millis(50))
+        .unwrap();
+    let dataplane = SilentKernel {
+        silent: Some(IpvsHandle::over(socket, 0x20)),
+        answering: FakeDataplane::default(),
+    };
+    let mut proxier = Proxier::new(Planner::new(node_a(), Config::default()), dataplane);
+    let sync_period = Duration::from_millis(40);
+    let observer = Observer::new(Metrics::new(), sync_period, EventPublisher::disabled());
+    observer.on_sync(SyncKind::Initial, &SyncOutcome::default());
+    let healthz = || {
+        observer
+            .health
+            .status(Instant::now(), SystemTime::now())
+            .healthz()
+            .0
+    };
+    let silent_since = Instant::now();
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let error = proxier.full_sync().expect_err("the peer never answers");
+        let chain = error.report().to_string();
+        assert!(
+            matches!(
+                &error,
+                crate::Error::Ipvs {
+                    source: netlink_ipvs::IpvsError::Socket(netlink_base::Error::Timeout { .. }),
+                    ..
+                }
+            ),
+            "a timeout, typed: {chain}"
+        );
+        observer.on_sync(
+            SyncKind::Full,
+            &SyncOutcome::kernel_unreadable(error, Duration::ZERO),
+        );
+        codes.push(healthz());
+    }
+    assert_eq!(
+        codes.last(),
+        Some(&503),
+        "silent for {:?}: {codes:?}",
+        silent_since.elapsed()
+    );
+    proxier.dataplane_mut().silent = None;
+    let outcome = proxier.full_sync().expect("the kernel answers again");
+    observer.on_sync(SyncKind::Full, &outcome);
+    assert_eq!(healthz(), 200);
+    println!(
+        "silent peer: {} resyncs timed out over {:?}, health {codes:?}, then 200 after one answered resync",
+        codes.len(),
+        silent_since.elapsed()
     );
 }
