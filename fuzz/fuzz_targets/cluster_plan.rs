@@ -19,12 +19,12 @@ fuzz_target!(|text: &str| {
     };
     let mut planner = Planner::new(node(), Config::default());
     planner.plan_all(&mut cluster);
-    let listing = proxier::ipvsadm::listing(&planner.desired().to_ipvs_state());
+    let listing = netlink_ipvs::ipvsadm::listing(&planner.desired().to_ipvs_state());
     let (mut again, _) = load_cluster(&objects);
     let mut second = Planner::new(node(), Config::default());
     second.plan_all(&mut again);
     assert_eq!(
-        proxier::ipvsadm::listing(&second.desired().to_ipvs_state()),
+        netlink_ipvs::ipvsadm::listing(&second.desired().to_ipvs_state()),
         listing
     );
 });
