@@ -71,25 +71,20 @@ impl NftMessage {
 
     /// A base chain: `type TYPE hook HOOK priority PRIORITY; policy accept;`.
     pub fn base_chain(table: &str, name: &str, chain_type: &str, hook: u32, priority: i32) -> Self {
-        NftMessage {
-            kind: msg::NEWCHAIN,
-            flags: NLM_F_CREATE,
-            family: NFPROTO_INET,
-            attrs: vec![
-                Attr::Str(attr::NFTA_CHAIN_TABLE, table.to_owned()),
-                Attr::Str(attr::NFTA_CHAIN_NAME, name.to_owned()),
-                Attr::Nested(
-                    attr::NFTA_CHAIN_HOOK,
-                    vec![
-                        Attr::U32(attr::NFTA_HOOK_HOOKNUM, hook),
-                        Attr::i32(attr::NFTA_HOOK_PRIORITY, priority),
-                    ],
-                ),
-                Attr::i32(attr::NFTA_CHAIN_POLICY, attr::NF_ACCEPT),
-                Attr::Str(attr::NFTA_CHAIN_TYPE, chain_type.to_owned()),
-            ],
-            description: format!("add chain inet {table} {name} (type {chain_type})"),
-        }
+        let mut chain = Self::regular_chain(table, name);
+        chain.attrs.extend([
+            Attr::Nested(
+                attr::NFTA_CHAIN_HOOK,
+                vec![
+                    Attr::U32(attr::NFTA_HOOK_HOOKNUM, hook),
+                    Attr::i32(attr::NFTA_HOOK_PRIORITY, priority),
+                ],
+            ),
+            Attr::i32(attr::NFTA_CHAIN_POLICY, attr::NF_ACCEPT),
+            Attr::Str(attr::NFTA_CHAIN_TYPE, chain_type.to_owned()),
+        ]);
+        chain.description = format!("add chain inet {table} {name} (type {chain_type})");
+        chain
     }
 
     /// A regular chain (a jump target).

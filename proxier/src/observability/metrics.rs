@@ -115,6 +115,20 @@ fn seconds_since_epoch(time: SystemTime) -> f64 {
 }
 
 /// Escapes a label value for the text format.
+/// One metric family with one label: `# HELP`, `# TYPE`, then a sample per `(value, count)`.
+fn write_labelled<K: AsRef<str>, V: std::fmt::Display>(
+    out: &mut String,
+    (name, kind, label): (&str, &str, &str),
+    help: &str,
+    samples: impl Iterator<Item = (K, V)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (value, count) in samples {
+        let value = escape(value.as_ref());
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
+    }
+}
+
 fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
@@ -270,37 +284,24 @@ impl Metrics {
              # TYPE proxier_conntrack_entries_flushed_total counter\n\
              proxier_conntrack_entries_flushed_total {flushed}"
         );
-        let _ = writeln!(
-            out,
-            "# HELP proxier_real_servers Planned IPVS real servers by state\n\
-             # TYPE proxier_real_servers gauge"
+        write_labelled(
+            &mut out,
+            ("proxier_real_servers", "gauge", "state"),
+            "Planned IPVS real servers by state",
+            lock(&self.real_servers).iter(),
         );
-        for (state, count) in lock(&self.real_servers).iter() {
-            let _ = writeln!(out, "proxier_real_servers{{state=\"{state}\"}} {count}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP proxier_skipped_objects_total Kubernetes objects not proxied, by reason\n\
-             # TYPE proxier_skipped_objects_total counter"
+        write_labelled(
+            &mut out,
+            ("proxier_skipped_objects_total", "counter", "reason"),
+            "Kubernetes objects not proxied, by reason",
+            lock(&self.skipped).iter(),
         );
-        for (reason, count) in lock(&self.skipped).iter() {
-            let reason = escape(reason);
-            let _ = writeln!(
-                out,
-                "proxier_skipped_objects_total{{reason=\"{reason}\"}} {count}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP proxier_sync_failures_total Writes a sync could not apply (retried), by operation\n\
-             # TYPE proxier_sync_failures_total counter"
+        write_labelled(
+            &mut out,
+            ("proxier_sync_failures_total", "counter", "operation"),
+            "Writes a sync could not apply (retried), by operation",
+            lock(&self.sync_failures).iter(),
         );
-        for (operation, count) in lock(&self.sync_failures).iter() {
-            let _ = writeln!(
-                out,
-                "proxier_sync_failures_total{{operation=\"{operation}\"}} {count}"
-            );
-        }
         let failing = self.failing_operations.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
