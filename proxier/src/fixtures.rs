@@ -107,6 +107,16 @@ pub fn slice(
     }
 }
 
+/// The slice `SVC-1` of Service `svc`: port `http` 8080/TCP, one ready endpoint on node-a.
+pub fn http_backend(svc: &str, address: &str) -> EndpointSlice {
+    slice(
+        svc,
+        &format!("{svc}-1"),
+        &[("http", Protocol::Tcp, 8080)],
+        vec![ep(address, "node-a")],
+    )
+}
+
 /// A cluster holding `services` and `slices`.
 pub fn cluster(services: Vec<Service>, slices: Vec<EndpointSlice>) -> ClusterState {
     let mut cluster = ClusterState::new();

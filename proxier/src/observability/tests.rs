@@ -222,7 +222,7 @@ fn one_permanently_failing_virtual_server_keeps_health_200_and_is_named_in_a_met
     use crate::config::Config;
     use crate::dataplane::FakeDataplane;
     use crate::error::Errno;
-    use crate::fixtures::{cluster, ep, node_a, service, slice, tcp};
+    use crate::fixtures::{cluster, http_backend, node_a, service, tcp};
     use crate::plan::Planner;
     use crate::reconcile::Op;
     use crate::runtime::{run, Proxier, SyncTiming};
@@ -236,18 +236,8 @@ fn one_permanently_failing_virtual_server_keeps_health_200_and_is_named_in_a_met
             service("broken", &["10.96.0.2"], &[("http", Protocol::Tcp, 80)]),
         ],
         vec![
-            slice(
-                "web",
-                "web-1",
-                &[("http", Protocol::Tcp, 8080)],
-                vec![ep("10.244.1.5", "node-a")],
-            ),
-            slice(
-                "broken",
-                "broken-1",
-                &[("http", Protocol::Tcp, 8080)],
-                vec![ep("10.244.1.6", "node-a")],
-            ),
+            http_backend("web", "10.244.1.5"),
+            http_backend("broken", "10.244.1.6"),
         ],
     );
     let mut planner = Planner::new(node_a(), Config::default());

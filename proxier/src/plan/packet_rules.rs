@@ -165,7 +165,7 @@ mod tests {
     use netlink_ipvs::Protocol;
 
     use super::{packet_rules, PacketSettings};
-    use crate::fixtures::{cluster, ep, ip, plan, service, slice, with_ports};
+    use crate::fixtures::{cluster, http_backend, ip, plan, service, with_ports};
 
     #[test]
     fn packet_rules_follow_the_plan() {
@@ -182,18 +182,8 @@ mod tests {
             |p| p.load_balancer_ips = vec![ip("203.0.113.8")],
         );
         let slices = vec![
-            slice(
-                "web",
-                "web-1",
-                &[("http", Protocol::Tcp, 8080)],
-                vec![ep("10.244.1.5", "node-a")],
-            ),
-            slice(
-                "open",
-                "open-1",
-                &[("http", Protocol::Tcp, 8080)],
-                vec![ep("10.244.1.6", "node-a")],
-            ),
+            http_backend("web", "10.244.1.5"),
+            http_backend("open", "10.244.1.6"),
         ];
         let desired = plan(cluster(vec![web, open], slices));
         let settings = PacketSettings {
