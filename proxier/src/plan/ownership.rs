@@ -146,26 +146,16 @@ impl Ownership {
             } => p == protocol && other != key && self.bound_vip(&address, kernel),
             ServiceKey::FwMark { .. } => false,
         };
-        let shares = |keys: &mut dyn Iterator<Item = &RealServerKey>| {
-            for rs in keys {
-                if candidate.real_servers.contains_key(rs) {
-                    return true;
-                }
-            }
-            false
-        };
-        let in_kernel = kernel
+        let shared = |rs: &RealServerKey| candidate.real_servers.contains_key(rs);
+        kernel
             .ipvs
             .services
             .iter()
-            .filter(|(other, _)| sibling(other))
-            .any(|(_, state)| shares(&mut state.real_servers.keys()));
-        in_kernel
+            .any(|(other, state)| sibling(other) && state.real_servers.keys().any(shared))
             || kernel.plan.is_some_and(|plan| {
                 plan.virtual_servers
                     .iter()
-                    .filter(|(other, _)| sibling(other))
-                    .any(|(_, vs)| shares(&mut vs.real_servers.keys()))
+                    .any(|(other, vs)| sibling(other) && vs.real_servers.keys().any(shared))
             })
     }
 
