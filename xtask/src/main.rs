@@ -105,7 +105,11 @@ impl VmTestOptions {
 
 /// The workspace root (xtask lives one level below it).
 fn workspace_root() -> PathBuf {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // `cargo xtask` (cargo run) sets CARGO_MANIFEST_DIR for the process: the checkout it was
+    // started in. The compile-time value is only a fallback: a binary built in another checkout
+    // (a copied target dir) would otherwise build and test that other checkout.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     manifest_dir
         .parent()
         .map(PathBuf::from)
