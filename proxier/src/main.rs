@@ -331,7 +331,7 @@ async fn run(
     match conntrack_gc::apply_sizing(
         &root,
         &settings.conntrack,
-        conntrack_gc::sizing::cpu_count(),
+        conntrack_gc::sizing::cpu_count(&root),
     ) {
         Ok(report) => observer.record_sizing(&node, &report),
         Err(error) => tracing::warn!(%error, "conntrack sizing skipped"),
