@@ -110,8 +110,9 @@ pub fn real_server_intent(protocol: Protocol, chosen: bool, serving: bool) -> Re
 
 /// Both connection thresholds of a terminating endpoint's real server: the kernel-side record
 /// that it was terminating, so that when it leaves its slice it is deleted at once, after a
-/// restart too (see `reconcile::departure`). A threshold this high is never reached.
-pub const TERMINATING_MARK: u32 = u32::MAX;
+/// restart too (see `reconcile::departure`). 2^30: never reached by a connection count, and
+/// below `INT_MAX` (the VM's 6.18 kernel answers `EINVAL` to a threshold of `u32::MAX`).
+pub const TERMINATING_MARK: u32 = 1 << 30;
 
 /// A real server as planned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,14 +13,19 @@
 //!
 //! Both facts live in the kernel, on the real server itself, so a restart recognises a
 //! draining real server and finishes it (never re-adds or cuts it early): the plan gives a
-//! terminating endpoint's real server both connection thresholds [`TERMINATING_MARK`], and a
-//! draining one gets both thresholds = the drain's start (seconds since the Unix epoch). Equal
-//! thresholds this high are never reached (no real server holds 2^30 connections), so they
-//! change no scheduling; ipvsadm shows them as `--u-threshold`/`--l-threshold`.
+//! terminating endpoint's real server both connection thresholds [`TERMINATING_MARK`] (2^30),
+//! and a draining one gets both thresholds = the drain's start in seconds since
+//! [`DRAIN_EPOCH_SECS`] (2025-01-01; below 2^30 until 2059). Equal thresholds this high are
+//! never reached by a connection count, so they change no scheduling (and a drained real
+//! server has weight 0 anyway); `ipvsadm -Ln --thresholds` shows them.
 
 use netlink_ipvs::{Protocol, RealServer};
 
 pub use crate::plan::TERMINATING_MARK;
+
+/// Drain starts are counted in seconds from 2025-01-01T00:00:00Z (Unix time 1735689600), so
+/// they stay below [`TERMINATING_MARK`] (and `INT_MAX`, which the kernel insists on).
+pub const DRAIN_EPOCH_SECS: u64 = 1_735_689_600;
 
 /// What a real server carries in its thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +34,7 @@ pub enum DepartureMark {
     None,
     /// Its endpoint was terminating.
     Terminating,
-    /// Draining since this time (seconds since the Unix epoch).
+    /// Draining since this time (seconds since [`DRAIN_EPOCH_SECS`]).
     DrainingSince(u32),
 }
 
@@ -56,14 +61,14 @@ pub enum Departure {
     Delete,
     /// Set weight 0 and mark the drain's start (`since`).
     StartDrain {
-        /// Now, seconds since the Unix epoch.
+        /// Now, seconds since [`DRAIN_EPOCH_SECS`].
         since: u32,
     },
     /// Draining and within the bound: leave it.
     Draining,
 }
 
-/// The decision table (pure):
+/// The decision table (pure; `now` in seconds since [`DRAIN_EPOCH_SECS`]):
 ///
 /// | protocol  | mark on the real server            | decision     |
 /// |-----------|------------------------------------|--------------|
@@ -120,7 +125,7 @@ mod tests {
 
     #[test]
     fn decision_table() {
-        let (now, bound) = (1_000_000, 900);
+        let (now, bound) = (30_000_000, 900);
         let table = [
             // (protocol, real server in the kernel, decision)
             (Protocol::Udp, rs(1, 0), Departure::Delete),

@@ -16,6 +16,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::departure::DRAIN_EPOCH_SECS;
 use super::{ConntrackFilter, Op};
 use crate::config::DEFAULT_DRAIN_BOUND;
 
@@ -57,11 +58,14 @@ impl Terminations {
 
     /// Sets the time reconcile decides drains at (the runtime calls this before each sync).
     pub fn set_now(&mut self, now: SystemTime) {
-        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let secs = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(DRAIN_EPOCH_SECS);
         self.now = u32::try_from(secs).unwrap_or(u32::MAX);
     }
 
-    /// The time drains are measured at, seconds since the Unix epoch.
+    /// The time drains are measured at, seconds since [`DRAIN_EPOCH_SECS`].
     pub fn now(&self) -> u32 {
         self.now
     }

@@ -189,13 +189,14 @@ fn tcp_endpoint_unselected_while_alive_drains_with_a_bound() {
         &Observed::default(),
     );
     let mut t = Terminations::new().with_drain_bound(std::time::Duration::from_secs(60));
-    let start = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let start = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(departure::DRAIN_EPOCH_SECS + 30_000_000);
     t.set_now(start);
     let switched = web(vec![ep("10.244.1.1", "a")]);
     let ops = reconcile(&switched, &observed, &t);
     let marked = RealServer {
-        upper_threshold: 1_700_000_000,
-        lower_threshold: 1_700_000_000,
+        upper_threshold: 30_000_000,
+        lower_threshold: 30_000_000,
         ..rs("10.244.1.2", 8080, 0)
     };
     assert_eq!(
