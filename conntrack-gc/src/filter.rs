@@ -27,13 +27,27 @@ pub enum Selector {
         /// IPv4 only, IPv6 only, or both.
         family: Option<Family>,
     },
-    /// The reply source is `ip:port`: a removed endpoint (for NAT'ed traffic the original tuple
-    /// still names the VIP; the reply tuple names the backend).
+    /// The reply source is `ip:port`: every flow of an endpoint, whoever sent it (for NAT'ed
+    /// traffic the original tuple still names the VIP; the reply tuple names the backend).
     Endpoint {
         /// The endpoint address.
         ip: IpAddr,
         /// The endpoint (target) port.
         port: u16,
+    },
+    /// The original destination is a service's `service_ip:service_port` *and* the reply
+    /// source is `endpoint_ip:endpoint_port`: an endpoint's flows through one service address
+    /// only (kube-proxy's `filterForIPPortNAT`, pkg/proxy/conntrack/cleanup.go), so a direct
+    /// pod-to-pod flow to the same endpoint is left alone.
+    ServiceEndpoint {
+        /// The VIP (cluster, external or LB IP, or a node IP for a NodePort).
+        service_ip: IpAddr,
+        /// The service port (or NodePort).
+        service_port: u16,
+        /// The endpoint address.
+        endpoint_ip: IpAddr,
+        /// The endpoint (target) port.
+        endpoint_port: u16,
     },
 }
 
@@ -65,6 +79,24 @@ impl ConntrackFilter {
         Self::new(protocol, Selector::Endpoint { ip, port })
     }
 
+    /// Entries sent to `service` (`ip:port`) and answered by `endpoint` (`ip:port`): one
+    /// endpoint's flows through one service address.
+    pub fn service_endpoint(
+        protocol: Protocol,
+        service: (IpAddr, u16),
+        endpoint: (IpAddr, u16),
+    ) -> Self {
+        Self::new(
+            protocol,
+            Selector::ServiceEndpoint {
+                service_ip: service.0,
+                service_port: service.1,
+                endpoint_ip: endpoint.0,
+                endpoint_port: endpoint.1,
+            },
+        )
+    }
+
     /// Restricts the filter to one conntrack zone.
     pub fn in_zone(mut self, zone: u16) -> Self {
         self.zone = Some(zone);
@@ -94,7 +126,9 @@ impl ConntrackFilter {
     /// The L3 family this filter is limited to, if any.
     fn family(&self) -> Option<u8> {
         match self.selector {
-            Selector::ServiceIp { ip, .. } | Selector::Endpoint { ip, .. } => Some(family_of(ip)),
+            Selector::ServiceIp { ip, .. }
+            | Selector::Endpoint { ip, .. }
+            | Selector::ServiceEndpoint { service_ip: ip, .. } => Some(family_of(ip)),
             Selector::NodePort { family, .. } => family.map(Family::number),
         }
     }
@@ -120,33 +154,69 @@ impl ConntrackFilter {
                 reply.src = Some(ip);
                 reply.src_port = Some(port);
             }
+            Selector::ServiceEndpoint {
+                service_ip,
+                service_port,
+                endpoint_ip,
+                endpoint_port,
+            } => {
+                orig.dst = Some(service_ip);
+                orig.dst_port = Some(service_port);
+                reply.src = Some(endpoint_ip);
+                reply.src_port = Some(endpoint_port);
+            }
         }
         (orig, reply)
     }
 }
 
 impl ConntrackFilter {
-    /// The order flushes are issued in: endpoint (reply-source) filters first, then service
-    /// IPs, then NodePorts; within a shape by protocol, address and port.
-    fn order_key(
-        &self,
-    ) -> (
-        u8,
-        Protocol,
-        Option<IpAddr>,
-        u16,
-        Option<Family>,
-        Option<u16>,
-    ) {
-        match self.selector {
-            Selector::Endpoint { ip, port } => (0, self.protocol, Some(ip), port, None, self.zone),
-            Selector::ServiceIp { ip, port } => (1, self.protocol, Some(ip), port, None, self.zone),
-            Selector::NodePort { port, family } => {
-                (2, self.protocol, None, port, family, self.zone)
-            }
-        }
+    /// The order flushes are issued in: endpoint (reply-source) filters first, then an
+    /// endpoint's flows through one service address, then service IPs, then NodePorts; within
+    /// a shape by protocol, addresses and ports.
+    fn order_key(&self) -> OrderKey {
+        let (shape, first, first_port, second, second_port, family) = match self.selector {
+            Selector::Endpoint { ip, port } => (0, Some(ip), port, None, 0, None),
+            Selector::ServiceEndpoint {
+                service_ip,
+                service_port,
+                endpoint_ip,
+                endpoint_port,
+            } => (
+                1,
+                Some(endpoint_ip),
+                endpoint_port,
+                Some(service_ip),
+                service_port,
+                None,
+            ),
+            Selector::ServiceIp { ip, port } => (2, Some(ip), port, None, 0, None),
+            Selector::NodePort { port, family } => (3, None, port, None, 0, family),
+        };
+        (
+            shape,
+            self.protocol,
+            first,
+            first_port,
+            second,
+            second_port,
+            family,
+            self.zone,
+        )
     }
 }
+
+/// [`ConntrackFilter`]'s sort key: shape, protocol, addresses and ports, family, zone.
+type OrderKey = (
+    u8,
+    Protocol,
+    Option<IpAddr>,
+    u16,
+    Option<IpAddr>,
+    u16,
+    Option<Family>,
+    Option<u16>,
+);
 
 impl PartialOrd for ConntrackFilter {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
@@ -172,6 +242,16 @@ impl fmt::Display for ConntrackFilter {
                 }
             }
             Selector::Endpoint { ip, port } => write!(f, "{proto} reply src {ip} port {port}")?,
+            Selector::ServiceEndpoint {
+                service_ip,
+                service_port,
+                endpoint_ip,
+                endpoint_port,
+            } => write!(
+                f,
+                "{proto} orig dst {service_ip} port {service_port} reply src {endpoint_ip} port \
+                 {endpoint_port}"
+            )?,
         }
         if let Some(zone) = self.zone {
             write!(f, " zone {zone}")?;
@@ -201,7 +281,7 @@ impl Zones {
     }
 }
 
-/// Many filters compiled into hash indexes; [`FilterSet::matches`] costs three lookups whatever
+/// Many filters compiled into hash indexes; [`FilterSet::matches`] costs five lookups whatever
 /// the number of filters (kube-proxy's list scan made 33,232 entries take 7.2 s).
 #[derive(Debug, Clone, Default)]
 pub struct FilterSet {
@@ -209,6 +289,8 @@ pub struct FilterSet {
     /// Keyed by (protocol, port, family or 0 for both).
     node_port: HashMap<(u8, u16, u8), Zones>,
     reply_src: HashMap<(u8, IpAddr, u16), Zones>,
+    /// Keyed by (protocol, original destination, its port, reply source, its port).
+    service_endpoint: HashMap<(u8, IpAddr, u16, IpAddr, u16), Zones>,
     dump: DumpFilter,
     len: usize,
 }
@@ -229,6 +311,15 @@ impl FilterSet {
                 Selector::Endpoint { ip, port } => {
                     set.reply_src.entry((proto, ip, port)).or_default()
                 }
+                Selector::ServiceEndpoint {
+                    service_ip,
+                    service_port,
+                    endpoint_ip,
+                    endpoint_port,
+                } => set
+                    .service_endpoint
+                    .entry((proto, service_ip, service_port, endpoint_ip, endpoint_port))
+                    .or_default(),
                 Selector::NodePort { port, family } => {
                     let fam = family.map_or(0, Family::number);
                     set.node_port.entry((proto, port, fam)).or_default()
@@ -261,6 +352,12 @@ impl FilterSet {
                 || hit(self.node_port.get(&(proto, port, entry.family)))
             {
                 return true;
+            }
+            if let Some(reply_port) = reply.src_port {
+                let key = (proto, orig.dst, port, reply.src, reply_port);
+                if hit(self.service_endpoint.get(&key)) {
+                    return true;
+                }
             }
         }
         match reply.src_port {
@@ -351,6 +448,17 @@ mod tests {
                     && (family.is_none() || family.map(Family::number) == Some(e.family))
             }
             Selector::Endpoint { ip, port } => e.reply.src == ip && e.reply.src_port == Some(port),
+            Selector::ServiceEndpoint {
+                service_ip,
+                service_port,
+                endpoint_ip,
+                endpoint_port,
+            } => {
+                e.orig.dst == service_ip
+                    && e.orig.dst_port == Some(service_port)
+                    && e.reply.src == endpoint_ip
+                    && e.reply.src_port == Some(endpoint_port)
+            }
         };
         zone_ok && proto_ok && shape_ok
     }
@@ -394,6 +502,18 @@ mod tests {
             (small_ip(), 1u16..4).prop_map(|(ip, port)| Selector::ServiceIp { ip, port }),
             (1u16..4, fam).prop_map(|(port, family)| Selector::NodePort { port, family }),
             (small_ip(), 1u16..4).prop_map(|(ip, port)| Selector::Endpoint { ip, port }),
+            (small_ip(), 1u16..4, small_ip(), 1u16..4).prop_map(|(sip, sp, eip, ep)| {
+                Selector::ServiceEndpoint {
+                    service_ip: sip,
+                    service_port: sp,
+                    endpoint_ip: if sip.is_ipv4() == eip.is_ipv4() {
+                        eip
+                    } else {
+                        sip
+                    },
+                    endpoint_port: ep,
+                }
+            }),
         ];
         (proto, selector, prop::option::of(0u16..3)).prop_map(|(protocol, selector, zone)| {
             ConntrackFilter {
@@ -433,6 +553,58 @@ mod tests {
                 prop_assert!(set.dump_filter().matches(&e), "{:?}", set.dump_filter());
             }
         }
+    }
+
+    /// Issue 13 item 7: an endpoint's flush through one service address leaves a direct
+    /// pod-to-pod flow to the same endpoint (and the same endpoint behind another service)
+    /// alone, where the reply-source filter deletes all of them.
+    #[test]
+    fn service_endpoint_filter_spares_direct_flows() {
+        let v4 = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let (vip, pod, client) = (v4("10.96.0.10"), v4("10.244.1.5"), v4("10.244.2.9"));
+        let tuple = |src, dst, sport, dport| Tuple {
+            src,
+            dst,
+            protocol: 17,
+            src_port: Some(sport),
+            dst_port: Some(dport),
+        };
+        let through_service = entry(
+            tuple(client, vip, 40000, 53),
+            tuple(pod, client, 5353, 40000),
+            0,
+        );
+        let direct = entry(
+            tuple(client, pod, 40001, 5353),
+            tuple(pod, client, 5353, 40001),
+            0,
+        );
+        let other_service = entry(
+            tuple(client, v4("10.96.0.11"), 40002, 53),
+            tuple(pod, client, 5353, 40002),
+            0,
+        );
+        let scoped = FilterSet::new(&[ConntrackFilter::service_endpoint(
+            Protocol::Udp,
+            (vip, 53),
+            (pod, 5353),
+        )]);
+        assert!(scoped.matches(&through_service));
+        assert!(!scoped.matches(&direct), "pod-to-pod flow survives");
+        assert!(
+            !scoped.matches(&other_service),
+            "another service's flow survives"
+        );
+        let broad = FilterSet::new(&[ConntrackFilter::endpoint(Protocol::Udp, pod, 5353)]);
+        assert!(
+            broad.matches(&direct),
+            "the reply-source filter would delete it"
+        );
+        let d = scoped.dump_filter();
+        assert_eq!(
+            (d.orig.dst, d.orig.dst_port, d.reply.src, d.reply.src_port),
+            (Some(vip), Some(53), Some(pod), Some(5353))
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use conntrack_gc::sizing::{apply_sizing, ConntrackConfig, FillLevel, FsRoot, Knob, SizingReason};
+use conntrack_gc::sizing::{
+    apply_sizing, cpu_count, ConntrackConfig, FillLevel, FsRoot, Knob, SizingReason,
+};
 use conntrack_gc::Error;
 use tempfile::TempDir;
 
@@ -71,16 +73,105 @@ fn host_larger_than_wanted_is_untouched_and_reported() {
         (hash.host, hash.wanted, hash.applied),
         (577_680, 131_072, false)
     );
-    let est = report.get(Knob::TcpEstablishedTimeout).unwrap();
-    assert_eq!(
-        (est.host, est.wanted, est.applied),
-        (432_000, 86_400, false)
-    );
     assert_eq!(report.entries.len(), 3, "only configured knobs: {report}");
     assert_eq!(report.failures().count(), 0);
     assert_eq!(read(root.path(), Knob::Max), "2310720\n", "file untouched");
     assert_eq!(read(root.path(), Knob::Hashsize), "577680\n");
-    assert_eq!(read(root.path(), Knob::TcpEstablishedTimeout), "432000\n");
+    // A configured timeout is the operator's intent, not a limit: written exactly, even down
+    // (issue 13 item 11), and the report says old -> new.
+    let est = report.get(Knob::TcpEstablishedTimeout).unwrap();
+    assert_eq!(
+        (est.host, est.wanted, est.applied, &est.reason),
+        (432_000, 86_400, true, &SizingReason::LoweredAsConfigured)
+    );
+    assert!(est.to_string().contains("(432000 -> 86400)"), "{est}");
+    assert_eq!(read(root.path(), Knob::TcpEstablishedTimeout), "86400\n");
+}
+
+#[test]
+fn configured_timeouts_are_written_exactly_up_and_down_limits_are_not() {
+    let root = fake_root(&[
+        (Knob::Max, 1_000_000),
+        (Knob::Hashsize, 250_000),
+        (Knob::TcpEstablishedTimeout, 432_000),
+        (Knob::TcpCloseWaitTimeout, 60),
+        (Knob::UdpTimeout, 120),
+        (Knob::UdpStreamTimeout, 180),
+    ]);
+    let config = ConntrackConfig {
+        tcp_established_timeout: Some(Duration::from_secs(86_400)),
+        tcp_close_wait_timeout: Some(Duration::from_secs(3600)),
+        udp_timeout: Some(Duration::from_secs(30)),
+        ..config_max(32_768, 0)
+    };
+    let report = apply_sizing(&FsRoot::new(root.path()), &config, 8).unwrap();
+    println!("{report}");
+    for (knob, host, wanted, reason) in [
+        (
+            Knob::TcpEstablishedTimeout,
+            432_000,
+            86_400,
+            SizingReason::LoweredAsConfigured,
+        ),
+        (Knob::TcpCloseWaitTimeout, 60, 3600, SizingReason::Raised),
+        (Knob::UdpTimeout, 120, 30, SizingReason::LoweredAsConfigured),
+    ] {
+        let e = report.get(knob).unwrap();
+        assert_eq!(
+            (e.host, e.wanted, e.applied, &e.reason),
+            (host, wanted, true, &reason)
+        );
+        assert_eq!(read(root.path(), knob), format!("{wanted}\n"));
+    }
+    assert!(report.get(Knob::UdpStreamTimeout).is_none(), "unset: left");
+    assert_eq!(read(root.path(), Knob::UdpStreamTimeout), "180\n");
+    assert_eq!(
+        read(root.path(), Knob::Max),
+        "1000000\n",
+        "limit not lowered"
+    );
+    assert_eq!(read(root.path(), Knob::Hashsize), "250000\n");
+    assert_eq!(report.failures().count(), 0);
+}
+
+#[test]
+fn hashsize_is_never_lowered_even_with_allow_lowering() {
+    let root = fake_root(&[(Knob::Max, 1_000_000), (Knob::Hashsize, 250_000)]);
+    let config = ConntrackConfig {
+        allow_lowering: true,
+        ..config_max(32_768, 0)
+    };
+    let report = apply_sizing(&FsRoot::new(root.path()), &config, 8).unwrap();
+    println!("{report}");
+    let max = report.get(Knob::Max).unwrap();
+    assert_eq!((max.applied, &max.reason), (true, &SizingReason::Lowered));
+    assert_eq!(read(root.path(), Knob::Max), "262144\n");
+    let hash = report.get(Knob::Hashsize).unwrap();
+    assert_eq!(
+        (hash.host, hash.wanted, hash.applied, &hash.reason),
+        (250_000, 65_536, false, &SizingReason::NeverLowered)
+    );
+    assert_eq!(read(root.path(), Knob::Hashsize), "250000\n");
+}
+
+#[test]
+fn cpu_count_is_the_machine_s_online_cpus() {
+    let root = tempfile::tempdir().unwrap();
+    let files = FsRoot::new(root.path());
+    let online = root.path().join(conntrack_gc::sizing::CPU_ONLINE_PATH);
+    fs::create_dir_all(online.parent().unwrap()).unwrap();
+    // A 64-CPU machine, whatever this process's affinity or cgroup quota allows.
+    fs::write(&online, "0-63\n").unwrap();
+    assert_eq!(cpu_count(&files), 64);
+    fs::write(&online, "0-3,8,10-11\n").unwrap();
+    assert_eq!(cpu_count(&files), 7);
+    // Unreadable: this process's parallelism, never 0.
+    fs::remove_file(&online).unwrap();
+    let fallback = cpu_count(&files);
+    assert_eq!(
+        fallback,
+        u32::try_from(std::thread::available_parallelism().unwrap().get()).unwrap()
+    );
 }
 
 #[test]
@@ -141,14 +232,20 @@ fn lowering_needs_the_opt_in() {
     );
     assert_eq!(max.reason, SizingReason::Lowered);
     assert_eq!(read(root.path(), Knob::Max), "262144\n");
-    assert_eq!(read(root.path(), Knob::Hashsize), "65536\n");
+    // The hash size is never lowered, allowLowering or not (issue 13 item 11).
+    assert_eq!(read(root.path(), Knob::Hashsize), "250000\n");
 
     // Equal now: a second run writes nothing and says so.
     let again = apply_sizing(&files, &config, 8).unwrap();
-    assert!(again
-        .entries
-        .iter()
-        .all(|e| !e.applied && e.reason == SizingReason::AlreadySet));
+    assert!(again.entries.iter().all(|e| !e.applied));
+    assert_eq!(
+        again.get(Knob::Max).unwrap().reason,
+        SizingReason::AlreadySet
+    );
+    assert_eq!(
+        again.get(Knob::Hashsize).unwrap().reason,
+        SizingReason::NeverLowered
+    );
 }
 
 #[test]
@@ -183,7 +280,7 @@ fn read_only_file_large_enough_is_fine_too_small_is_reported() {
 }
 
 #[test]
-fn missing_file_is_a_clear_error_and_nothing_is_written() {
+fn missing_knob_is_skipped_and_reported_the_others_are_sized() {
     let root = fake_root(&[
         (Knob::Max, 1000),
         (Knob::Hashsize, 250),
@@ -194,20 +291,26 @@ fn missing_file_is_a_clear_error_and_nothing_is_written() {
         udp_timeout: Some(Duration::from_secs(60)),
         ..config_max(32_768, 0)
     };
-    let err = apply_sizing(&FsRoot::new(root.path()), &config, 2).unwrap_err();
-    let text = err.to_string();
-    println!("{text}");
-    assert!(matches!(err, Error::HostFileMissing { .. }), "{err:?}");
-    assert!(
-        text.contains("hashsize") && text.contains("nf_conntrack module"),
-        "{text}"
-    );
-    assert_eq!(read(root.path(), Knob::Max), "1000\n", "nothing written");
+    let report = apply_sizing(&FsRoot::new(root.path()), &config, 2).unwrap();
+    println!("{report}");
+    let hash = report.get(Knob::Hashsize).unwrap();
     assert_eq!(
-        read(root.path(), Knob::UdpTimeout),
-        "30\n",
-        "nothing written"
+        (hash.applied, &hash.reason),
+        (false, &SizingReason::Missing)
     );
+    assert!(hash.to_string().contains("does not exist"), "{hash}");
+    assert_eq!(report.failures().count(), 1, "the missing knob is reported");
+    assert!(
+        !root.path().join(Knob::Hashsize.relative_path()).exists(),
+        "never created"
+    );
+    assert_eq!(
+        read(root.path(), Knob::Max),
+        "65536\n",
+        "the others are sized"
+    );
+    assert_eq!(read(root.path(), Knob::UdpTimeout), "60\n");
+    assert_eq!(report.get(Knob::Max).unwrap().reason, SizingReason::Raised);
 }
 
 #[test]

@@ -13,7 +13,9 @@ mod settings;
 mod tests;
 
 #[cfg(feature = "kernel")]
-pub use settings::{ConfigWarning, ProxySettings, DEFAULT_HEALTHZ_PORT, DEFAULT_METRICS_PORT};
+pub use settings::{
+    ConfigWarning, ProxySettings, DEFAULT_DRAIN_BOUND, DEFAULT_HEALTHZ_PORT, DEFAULT_METRICS_PORT,
+};
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

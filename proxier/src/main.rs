@@ -43,6 +43,10 @@ struct KubeProxyFlags {
     /// Log verbosity (klog levels: 0-3 info, 4-5 debug, 6+ trace).
     #[arg(long = "v", short = 'v')]
     verbosity: Option<u32>,
+    /// How long a TCP real server whose endpoint left its slice while alive (selector switch,
+    /// relabel) drains at weight 0 at most (Go duration; default 15m).
+    #[arg(long)]
+    drain_bound: Option<String>,
     /// A kubeconfig file (default: clientConnection.kubeconfig, then in-cluster).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
@@ -115,6 +119,10 @@ struct RunArgs {
     /// Full resync period (Go duration; default 30s).
     #[arg(long)]
     sync_period: Option<String>,
+    /// How long a TCP real server whose endpoint left its slice while alive (selector switch,
+    /// relabel) drains at weight 0 at most (Go duration; default 15m).
+    #[arg(long)]
+    drain_bound: Option<String>,
     /// A kubeconfig file (default: clientConnection.kubeconfig, then in-cluster).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
@@ -188,6 +196,9 @@ fn apply_run_flags(settings: &mut ProxySettings, args: &RunArgs) -> anyhow::Resu
     settings.strict_arp |= args.strict_arp;
     if let Some(text) = &args.min_sync_period {
         settings.min_sync_period = duration(text)?;
+    }
+    if let Some(text) = &args.drain_bound {
+        settings.drain_bound = duration(text)?;
     }
     if let Some(text) = &args.sync_period {
         settings.sync_period = duration(text)?;
@@ -331,7 +342,7 @@ async fn run(
     match conntrack_gc::apply_sizing(
         &root,
         &settings.conntrack,
-        conntrack_gc::sizing::cpu_count(),
+        conntrack_gc::sizing::cpu_count(&root),
     ) {
         Ok(report) => observer.record_sizing(&node, &report),
         Err(error) => tracing::warn!(%error, "conntrack sizing skipped"),
@@ -345,7 +356,7 @@ async fn run(
             masquerade_all: settings.masquerade_all,
             ..PacketSettings::default()
         });
-    let mut proxier = Proxier::new(planner, dataplane);
+    let mut proxier = Proxier::new(planner, dataplane).with_drain_bound(settings.drain_bound);
     *proxier.cluster_mut() = cluster;
     let hook = |kind, outcome: &proxier::runtime::SyncOutcome| {
         tracing::info!(

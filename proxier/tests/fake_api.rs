@@ -193,16 +193,17 @@ async fn kube_source_over_http_drives_the_dataplane() {
         assert_eq!(initial[WEB], ["10.244.1.7:80"]); // not 10.244.9.9 (headless)
         assert!(initial[OLD].is_empty());
 
-        // MODIFIED slice without 10.244.2.6: its real server goes, its UDP flows are flushed.
+        // MODIFIED slice without 10.244.2.6: its real server goes, its UDP flows through the
+        // Service are flushed.
         let since = Instant::now();
         api.put(EPS, "dns-1", &dns_slice(&["10.244.1.5"]));
         let one_left = |t: &Table| t[DNS] == ["10.244.1.5:53"];
         wait_for(&fake, "endpoint removed", since, one_left).await;
         let flushed = fake.0.lock().unwrap().flushed.clone();
-        let gone = ConntrackFilter::endpoint(
+        let gone = ConntrackFilter::service_endpoint(
             conntrack_gc::Protocol::Udp,
-            "10.244.2.6".parse().unwrap(),
-            53,
+            ("10.96.0.10".parse().unwrap(), 53),
+            ("10.244.2.6".parse().unwrap(), 53),
         );
         assert!(flushed.contains(&gone), "no flush of {gone:?}: {flushed:?}");
 

@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use conntrack_gc::ctnetlink::{NewEntry, Tuple};
-use conntrack_gc::sizing::{cpu_count, wanted_values, ConntrackConfig, Knob};
+use conntrack_gc::sizing::{cpu_count, wanted_values, ConntrackConfig, FsRoot, Knob};
 use proxier_kernel_tests::sysctl::{read, write};
 use proxier_kernel_tests::yaml::kube_proxy_config;
 use proxier_kernel_tests::{
@@ -70,7 +70,7 @@ fn host_limits_survive_and_fill_level_is_warned_about() {
         min: Some(131072),
         ..ConntrackConfig::default()
     };
-    let wanted = wanted_values(&config, cpu_count());
+    let wanted = wanted_values(&config, cpu_count(&FsRoot::system()));
     let host_max = wanted[&Knob::Max] * 2 + 4096;
     let host_hash = wanted[&Knob::Hashsize] * 2;
     let _restore = Restore {

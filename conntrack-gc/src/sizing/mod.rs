@@ -1,9 +1,11 @@
 //! Conntrack sizing that never lowers a host limit unless told to.
 //!
-//! [`apply_sizing`] reads every configured knob first (a missing file is an error and nothing is
-//! written), decides each one with the pure [`decide`], writes only raises (or lowerings with
-//! `allowLowering`), and returns a [`SizingReport`] with the host value, the wanted value, whether
-//! it was applied and why, per knob.
+//! [`apply_sizing`] reads every configured knob first (a missing file skips that knob only and
+//! is reported; any other read error stops everything before a write), decides each one with
+//! the pure [`decide`] by its [`KnobPolicy`] (limits raise-only unless `allowLowering`, the hash
+//! size never lowered, configured timeouts written exactly), and returns a [`SizingReport`] with
+//! the host value, the wanted value, whether it was applied and why, per knob. The CPU count
+//! comes from the machine ([`cpu_count`]), not from this process's cgroup or affinity.
 
 mod config;
 mod host;
@@ -16,7 +18,7 @@ use tracing::{info, warn};
 
 pub use config::{format_go_duration, parse_go_duration, ConntrackConfig};
 pub use host::{FillLevel, FsRoot, HostFiles, Knob, COUNT_PATH};
-pub use plan::{decide, wanted_values, Decision, SizingReason};
+pub use plan::{decide, parse_cpu_list, wanted_values, Decision, KnobPolicy, SizingReason};
 
 use crate::error::Error;
 use host::read_number;
@@ -26,7 +28,7 @@ use host::read_number;
 pub struct SizingEntry {
     /// Which value.
     pub knob: Knob,
-    /// The host's value before sizing.
+    /// The host's value before sizing (0 when the file is missing: [`SizingReason::Missing`]).
     pub host: u64,
     /// What the configuration asks for.
     pub wanted: u64,
@@ -44,17 +46,25 @@ impl SizingEntry {
             SizingReason::ReadOnly
                 | SizingReason::WriteFailed(_)
                 | SizingReason::NotEffective { .. }
+                | SizingReason::Missing
         )
     }
 }
 
 impl fmt::Display for SizingEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.reason == SizingReason::Missing {
+            return write!(f, "{}: wanted {}: {}", self.knob, self.wanted, self.reason);
+        }
         write!(
             f,
             "{}: host {} wanted {} applied {}: {}",
             self.knob, self.host, self.wanted, self.applied, self.reason
-        )
+        )?;
+        if self.applied {
+            write!(f, " ({} -> {})", self.host, self.wanted)?;
+        }
+        Ok(())
     }
 }
 
@@ -88,9 +98,11 @@ impl fmt::Display for SizingReport {
 
 /// Sizes the host's conntrack knobs from `config` for a machine with `cores` CPUs.
 ///
-/// Reads all configured knobs before writing any: if one is missing (module not loaded) or
-/// unreadable, returns that error and writes nothing. Write failures do not abort the others;
-/// they are reported per entry (see [`SizingEntry::is_failure`]).
+/// Reads all configured knobs before writing any: a missing one (module not loaded, older
+/// kernel) is skipped and reported as [`SizingReason::Missing`], the others are still sized;
+/// any other read error (unreadable, not a number) is returned and nothing is written. Write
+/// failures do not abort the others; they are reported per entry (see
+/// [`SizingEntry::is_failure`]).
 pub fn apply_sizing(
     files: &dyn HostFiles,
     config: &ConntrackConfig,
@@ -99,15 +111,29 @@ pub fn apply_sizing(
     let wanted = wanted_values(config, cores);
     let mut current = Vec::with_capacity(wanted.len());
     for (&knob, &want) in &wanted {
-        current.push((knob, read_number(files, knob.relative_path())?, want));
+        let host = match read_number(files, knob.relative_path()) {
+            Ok(value) => Some(value),
+            Err(Error::HostFileMissing { .. }) => None,
+            Err(other) => return Err(other),
+        };
+        current.push((knob, host, want));
     }
     let mut report = SizingReport::default();
     for (knob, host, want) in current {
-        let decision = decide(host, want, config.allow_lowering);
-        let (applied, reason) = match decision {
-            Decision::Keep if host == want => (false, SizingReason::AlreadySet),
-            Decision::Keep => (false, SizingReason::HostLarger),
-            Decision::Raise | Decision::Lower => write_knob(files, knob, want, decision),
+        let (host, applied, reason) = match host {
+            None => (0, false, SizingReason::Missing),
+            Some(host) => {
+                let decision = decide(knob.policy(), host, want, config.allow_lowering);
+                let (applied, reason) = match decision {
+                    Decision::Keep if host == want => (false, SizingReason::AlreadySet),
+                    Decision::Keep if knob.policy() == KnobPolicy::NeverLower => {
+                        (false, SizingReason::NeverLowered)
+                    }
+                    Decision::Keep => (false, SizingReason::HostLarger),
+                    Decision::Raise | Decision::Lower => write_knob(files, knob, want, decision),
+                };
+                (host, applied, reason)
+            }
         };
         let entry = SizingEntry {
             knob,
@@ -153,10 +179,10 @@ fn write_knob(
     match read_number(files, path) {
         Ok(v) if v == want => (
             true,
-            if decision == Decision::Lower {
-                SizingReason::Lowered
-            } else {
-                SizingReason::Raised
+            match (decision, knob.policy()) {
+                (Decision::Lower, KnobPolicy::Exact) => SizingReason::LoweredAsConfigured,
+                (Decision::Lower, _) => SizingReason::Lowered,
+                _ => SizingReason::Raised,
             },
         ),
         Ok(read_back) => (false, SizingReason::NotEffective { read_back }),
@@ -164,11 +190,27 @@ fn write_knob(
     }
 }
 
-/// The CPUs this process may use (`std::thread::available_parallelism`: the affinity mask, and
-/// also a cgroup CPU quota, where Go's `runtime.NumCPU` that kube-proxy uses counts the affinity
-/// mask only). Pass your own count to [`apply_sizing`] for exact kube-proxy parity.
-pub fn cpu_count() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
-        .unwrap_or(1)
+/// The machine's online CPUs, relative to the filesystem root.
+pub const CPU_ONLINE_PATH: &str = "sys/devices/system/cpu/online";
+
+/// The machine's CPU count, as kube-proxy sizes `nf_conntrack_max` (kubernetes#99225, #140021:
+/// `/sys/devices/system/cpu/online`, which neither a cpuset, an affinity mask nor a cgroup CPU
+/// quota shrinks, so a 64-core node running proxier under a 1-CPU limit sizes for 64). Falls
+/// back to this process's parallelism only when that file cannot be read or parsed.
+pub fn cpu_count(files: &dyn HostFiles) -> u32 {
+    files
+        .read(CPU_ONLINE_PATH)
+        .ok()
+        .and_then(|text| parse_cpu_list(&text))
+        .unwrap_or_else(|| {
+            let fallback = std::thread::available_parallelism()
+                .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+                .unwrap_or(1);
+            warn!(
+                path = %files.display_path(CPU_ONLINE_PATH).display(),
+                fallback,
+                "cannot read the machine's online CPUs; sizing for this process's parallelism"
+            );
+            fallback
+        })
 }

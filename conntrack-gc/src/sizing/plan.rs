@@ -38,6 +38,34 @@ pub fn wanted_values(config: &ConntrackConfig, cores: u32) -> BTreeMap<Knob, u64
     wanted
 }
 
+/// How a knob may be changed (the mission: never silently lower a host limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnobPolicy {
+    /// A limit (`nf_conntrack_max`): raised, lowered only with `allowLowering`.
+    Limit,
+    /// The hash size: raised only, never lowered (kube-proxy never lowers it either; a
+    /// smaller hash table only makes lookups slower).
+    NeverLower,
+    /// An explicitly configured value (a timeout, `tcpBeLiberal`): the operator's intent,
+    /// written exactly, up or down.
+    Exact,
+}
+
+impl Knob {
+    /// How this knob may be changed.
+    pub fn policy(self) -> KnobPolicy {
+        match self {
+            Knob::Max => KnobPolicy::Limit,
+            Knob::Hashsize => KnobPolicy::NeverLower,
+            Knob::TcpEstablishedTimeout
+            | Knob::TcpCloseWaitTimeout
+            | Knob::TcpBeLiberal
+            | Knob::UdpTimeout
+            | Knob::UdpStreamTimeout => KnobPolicy::Exact,
+        }
+    }
+}
+
 /// Why a value was or was not written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SizingReason {
@@ -45,10 +73,19 @@ pub enum SizingReason {
     AlreadySet,
     /// The host value is larger and lowering is not allowed; nothing written.
     HostLarger,
+    /// The host's hash size is larger; kept (a hash size is never lowered, whatever
+    /// `allowLowering` says).
+    NeverLowered,
     /// The host value was smaller and has been raised to the wanted value.
     Raised,
     /// The host value was larger, `allowLowering` is set, and it has been lowered.
     Lowered,
+    /// An explicitly configured value (a timeout) was larger on the host and has been
+    /// lowered to exactly what the configuration says.
+    LoweredAsConfigured,
+    /// The knob's file does not exist (module not loaded, or an older kernel): this knob is
+    /// skipped, the others are still sized.
+    Missing,
     /// A write was needed but the file is read-only (outside the initial network namespace,
     /// or a read-only `/sys`); the host keeps its smaller value.
     ReadOnly,
@@ -69,7 +106,12 @@ impl fmt::Display for SizingReason {
                 f.write_str("host value is larger; kept (lowering not allowed)")
             }
             SizingReason::Raised => f.write_str("raised to the wanted value"),
+            SizingReason::NeverLowered => f.write_str("host value is larger; kept (never lowered)"),
             SizingReason::Lowered => f.write_str("lowered to the wanted value (allowLowering)"),
+            SizingReason::LoweredAsConfigured => {
+                f.write_str("lowered to exactly the configured value")
+            }
+            SizingReason::Missing => f.write_str("the file does not exist; knob skipped"),
             SizingReason::ReadOnly => f.write_str("needs raising but the file is read-only"),
             SizingReason::WriteFailed(e) => write!(f, "write failed: {e}"),
             SizingReason::NotEffective { read_back } => {
@@ -90,14 +132,33 @@ pub enum Decision {
     Lower,
 }
 
-/// Decides one knob: limits and timeouts alike are raise-only unless lowering is allowed.
-pub fn decide(host: u64, wanted: u64, allow_lowering: bool) -> Decision {
-    match host.cmp(&wanted) {
-        std::cmp::Ordering::Equal => Decision::Keep,
-        std::cmp::Ordering::Less => Decision::Raise,
-        std::cmp::Ordering::Greater if allow_lowering => Decision::Lower,
-        std::cmp::Ordering::Greater => Decision::Keep,
+/// Decides one knob by its [`KnobPolicy`]: a limit is raise-only unless lowering is allowed,
+/// the hash size is never lowered, an explicitly configured value is written exactly.
+pub fn decide(policy: KnobPolicy, host: u64, wanted: u64, allow_lowering: bool) -> Decision {
+    match (host.cmp(&wanted), policy) {
+        (std::cmp::Ordering::Equal, _) => Decision::Keep,
+        (std::cmp::Ordering::Less, _) => Decision::Raise,
+        (std::cmp::Ordering::Greater, KnobPolicy::Exact) => Decision::Lower,
+        (std::cmp::Ordering::Greater, KnobPolicy::Limit) if allow_lowering => Decision::Lower,
+        (std::cmp::Ordering::Greater, KnobPolicy::Limit | KnobPolicy::NeverLower) => Decision::Keep,
     }
+}
+
+/// The number of CPUs in a cpulist such as `/sys/devices/system/cpu/online` holds
+/// (`0-3,8,10-11` is 7); `None` for anything else.
+pub fn parse_cpu_list(text: &str) -> Option<u32> {
+    let mut count = 0u32;
+    for range in text.trim().split(',') {
+        let (first, last) = match range.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+            None => {
+                let one = range.parse::<u32>().ok()?;
+                (one, one)
+            }
+        };
+        count = count.checked_add(last.checked_sub(first)?.checked_add(1)?)?;
+    }
+    (count > 0).then_some(count)
 }
 
 #[cfg(test)]
@@ -155,20 +216,70 @@ mod tests {
         assert_eq!(wanted[&Knob::TcpBeLiberal], 1);
     }
 
+    /// The decision table per knob kind (kube-proxy `cmd/kube-proxy/app/conntrack.go` writes
+    /// `nf_conntrack_max` only when it raises it, and a configured timeout whatever the host
+    /// has; proxier keeps both, adds the `allowLowering` opt-in for the limit, and never lowers
+    /// the hash size).
+    #[test]
+    fn decision_table_by_policy() {
+        use Decision::{Keep, Lower, Raise};
+        use KnobPolicy::{Exact, Limit, NeverLower};
+        let table = [
+            // (policy, host, wanted, allowLowering, decision)
+            (Limit, 100, 200, false, Raise),
+            (Limit, 200, 100, false, Keep),
+            (Limit, 200, 100, true, Lower),
+            (Limit, 100, 100, true, Keep),
+            (NeverLower, 100, 200, false, Raise),
+            (NeverLower, 200, 100, false, Keep),
+            (NeverLower, 200, 100, true, Keep),
+            (Exact, 30, 45, false, Raise),
+            (Exact, 432_000, 86_400, false, Lower),
+            (Exact, 432_000, 86_400, true, Lower),
+            (Exact, 60, 60, false, Keep),
+        ];
+        for (policy, host, wanted, allow, want) in table {
+            assert_eq!(
+                decide(policy, host, wanted, allow),
+                want,
+                "{policy:?} host {host} wanted {wanted} allowLowering {allow}"
+            );
+        }
+        assert_eq!(Knob::Max.policy(), Limit);
+        assert_eq!(Knob::Hashsize.policy(), NeverLower);
+        assert_eq!(Knob::TcpEstablishedTimeout.policy(), Exact);
+        assert_eq!(Knob::UdpTimeout.policy(), Exact);
+    }
+
+    #[test]
+    fn cpu_list_counts_every_listed_cpu() {
+        assert_eq!(parse_cpu_list("0-63\n"), Some(64));
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("0-3,8,10-11"), Some(7));
+        for bad in ["", "x", "3-1", "0-", ",", "0,,1"] {
+            assert_eq!(parse_cpu_list(bad), None, "{bad:?}");
+        }
+    }
+
     proptest! {
         #[test]
-        fn never_lowers_without_opt_in(host: u64, wanted: u64) {
-            let d = decide(host, wanted, false);
-            prop_assert_ne!(d, Decision::Lower);
-            if d == Decision::Raise { prop_assert!(host < wanted); }
-            if host >= wanted { prop_assert_eq!(d, Decision::Keep); }
+        fn limits_never_lower_without_opt_in(host: u64, wanted: u64) {
+            for policy in [KnobPolicy::Limit, KnobPolicy::NeverLower] {
+                let d = decide(policy, host, wanted, false);
+                prop_assert_ne!(d, Decision::Lower);
+                if d == Decision::Raise { prop_assert!(host < wanted); }
+                if host >= wanted { prop_assert_eq!(d, Decision::Keep); }
+            }
+            prop_assert_ne!(decide(KnobPolicy::NeverLower, host, wanted, true), Decision::Lower);
         }
 
         #[test]
         fn lowering_only_when_larger(host: u64, wanted: u64) {
-            let d = decide(host, wanted, true);
-            prop_assert_eq!(d == Decision::Lower, host > wanted);
-            prop_assert_eq!(d == Decision::Keep, host == wanted);
+            for (policy, allow) in [(KnobPolicy::Limit, true), (KnobPolicy::Exact, false)] {
+                let d = decide(policy, host, wanted, allow);
+                prop_assert_eq!(d == Decision::Lower, host > wanted);
+                prop_assert_eq!(d == Decision::Keep, host == wanted);
+            }
         }
 
         #[test]

@@ -17,6 +17,9 @@ use crate::error::Error;
 pub const DEFAULT_HEALTHZ_PORT: u16 = 10256;
 /// kube-proxy's metrics port (`metricsBindAddress` default `127.0.0.1:10249`).
 pub const DEFAULT_METRICS_PORT: u16 = 10249;
+/// How long an unselected TCP real server drains at most, by default (IPVS's own default
+/// timeout for an idle established connection; see `reconcile::departure`).
+pub const DEFAULT_DRAIN_BOUND: Duration = Duration::from_secs(900);
 
 /// A configuration field that is set but ignored (or only partly honoured).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +61,9 @@ pub struct ProxySettings {
     pub sync_period: Duration,
     /// Least time between syncs (default 1 s).
     pub min_sync_period: Duration,
+    /// How long a TCP real server unselected while alive drains at most (`--drain-bound`,
+    /// default 15 min; not a kube-proxy field: kube-proxy drains until connections end).
+    pub drain_bound: Duration,
     /// `conntrack.*` with kube-proxy's defaults for the fields left `null`.
     pub conntrack: ConntrackConfig,
     /// `clientConnection.kubeconfig`.
@@ -86,6 +92,7 @@ impl Default for ProxySettings {
             ipvs_timeouts: netlink_ipvs::Timeouts::default(),
             sync_period: Duration::from_secs(30),
             min_sync_period: Duration::from_secs(1),
+            drain_bound: DEFAULT_DRAIN_BOUND,
             conntrack: conntrack_defaults(),
             kubeconfig: None,
             verbosity: None,
@@ -289,6 +296,7 @@ impl ProxySettings {
             .or(duration(kpc.min_sync_period.as_deref(), "minSyncPeriod")?)
             .unwrap_or(defaults.min_sync_period);
         let settings = ProxySettings {
+            drain_bound: defaults.drain_bound,
             engine: Config::from_kube_proxy(kpc)?,
             bind_address: bind_ip.filter(|ip| !ip.is_unspecified()),
             healthz_bind_address: bind_address(

@@ -115,7 +115,11 @@ fn rollout_of_a_250_endpoint_service() {
         // Old pod gone from the slice: delete now, flush its UDP flows.
         pods.remove(0);
         let ops = set_pods(&mut node, &pods);
-        let gone = ConntrackFilter::endpoint(conntrack_gc::Protocol::Udp, ip(&old_pod(i)), 53);
+        let gone = ConntrackFilter::service_endpoint(
+            conntrack_gc::Protocol::Udp,
+            (ip("10.96.0.10"), 53),
+            (ip(&old_pod(i)), 53),
+        );
         assert!(
             matches!(ops.as_slice(), [Op::DeleteRealServer { .. }, Op::FlushConntrack(f)] if *f == gone),
             "step {i}: {ops:?}"
@@ -247,11 +251,13 @@ fn restart_adopts_kernel_state_without_flaps() {
     ]
     .into();
     assert_eq!(deleted, expected);
-    assert!(ops.contains(&Op::FlushConntrack(ConntrackFilter::endpoint(
-        conntrack_gc::Protocol::Udp,
-        ip("10.244.2.6"),
-        53
-    ))));
+    assert!(
+        ops.iter().any(|op| matches!(op, Op::FlushConntrack(ConntrackFilter {
+            selector: conntrack_gc::Selector::ServiceEndpoint { endpoint_ip, endpoint_port: 53, .. },
+            ..
+        }) if *endpoint_ip == ip("10.244.2.6"))),
+        "{ops:?}"
+    );
     assert!(ops.contains(&Op::UnbindAddress(ip("10.96.0.50"))));
     assert_eq!(fake.state.ipvs.services[&keepalived], foreign);
     assert_eq!(

@@ -221,8 +221,11 @@ fn sizing_decision(reason: &conntrack_gc::sizing::SizingReason) -> &'static str 
     match reason {
         SizingReason::AlreadySet => "already_set",
         SizingReason::HostLarger => "kept_host_larger",
+        SizingReason::NeverLowered => "kept_never_lowered",
         SizingReason::Raised => "raised",
         SizingReason::Lowered => "lowered",
+        SizingReason::LoweredAsConfigured => "lowered_as_configured",
+        SizingReason::Missing => "missing",
         SizingReason::ReadOnly => "read_only",
         SizingReason::WriteFailed(_) => "write_failed",
         SizingReason::NotEffective { .. } => "not_effective",

@@ -73,10 +73,46 @@ pub enum RealServerIntent {
     /// Present with its weight: takes new connections.
     Serve,
     /// The endpoint is still in its EndpointSlice but must take no new connections
-    /// (terminating while others are ready, or filtered out by policy): weight 0 if its real
-    /// server exists, never created just to sit at weight 0.
+    /// (terminating while others are ready, or filtered out by policy), and its existing
+    /// connections may go on: weight 0 if its real server exists, never created just to sit
+    /// at weight 0.
     Drain,
+    /// The endpoint is still in its EndpointSlice, takes no new flows and does not serve
+    /// (`serving: false`), and its protocol pins flows to it (UDP, SCTP: a stable 5-tuple
+    /// would keep hitting it at weight 0): its real server is deleted and its flows through
+    /// this virtual server flushed now.
+    Remove,
 }
+
+/// The decision table for one endpoint of one virtual server (issue 13 item 5):
+///
+/// | chosen for new connections | protocol  | `serving` | intent   |
+/// |----------------------------|-----------|-----------|----------|
+/// | yes                        | any       | any       | `Serve`  |
+/// | no                         | TCP       | any       | `Drain`  |
+/// | no                         | UDP, SCTP | true      | `Drain`  |
+/// | no                         | UDP, SCTP | false     | `Remove` |
+///
+/// kube-proxy deletes every unselected UDP/SCTP real server at once
+/// (pkg/proxy/ipvs/graceful_termination.go) and flushes UDP flows whose reply source is not
+/// a serving endpoint (pkg/proxy/conntrack/cleanup.go); proxier removes exactly the
+/// not-serving ones, and keeps a serving endpoint's existing flows at weight 0 (its flows
+/// are answered; cleanup.go leaves them too), so a topology or policy change never cuts them.
+pub fn real_server_intent(protocol: Protocol, chosen: bool, serving: bool) -> RealServerIntent {
+    match (chosen, protocol, serving) {
+        (true, _, _) => RealServerIntent::Serve,
+        (false, Protocol::Tcp, _) | (false, Protocol::Udp | Protocol::Sctp, true) => {
+            RealServerIntent::Drain
+        }
+        (false, Protocol::Udp | Protocol::Sctp, false) => RealServerIntent::Remove,
+    }
+}
+
+/// Both connection thresholds of a terminating endpoint's real server: the kernel-side record
+/// that it was terminating, so that when it leaves its slice it is deleted at once, after a
+/// restart too (see `reconcile::departure`). 2^30: never reached by a connection count, and
+/// below `INT_MAX` (the VM's 6.18 kernel answers `EINVAL` to a threshold of `u32::MAX`).
+pub const TERMINATING_MARK: u32 = 1 << 30;
 
 /// A real server as planned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +213,7 @@ impl DesiredState {
                 match rs.intent {
                     RealServerIntent::Serve => counts.serving += 1,
                     RealServerIntent::Drain => counts.draining += 1,
+                    RealServerIntent::Remove => {}
                 }
             }
         }

@@ -3,11 +3,14 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use netlink_ipvs::{Family, RealServer, Scheduler, ServiceFlags, ServiceKey, VirtualServer};
+use netlink_ipvs::{
+    Family, Protocol, RealServer, Scheduler, ServiceFlags, ServiceKey, VirtualServer,
+};
 
 use super::endpoints::{categorize, port_endpoints, Categorized, Locality, PortEndpoint};
 use super::{
-    DesiredRealServer, DesiredVirtualServer, ExternalLocalRule, RealServerIntent, VirtualServerRole,
+    real_server_intent, DesiredRealServer, DesiredVirtualServer, ExternalLocalRule,
+    VirtualServerRole, TERMINATING_MARK,
 };
 use crate::config::Config;
 use crate::model::{EndpointSlice, Service, ServicePort, SessionAffinity, TrafficPolicy};
@@ -52,21 +55,23 @@ fn virtual_server(key: ServiceKey, port: &ServicePort, config: &Config) -> Virtu
 }
 
 /// Real servers for one virtual server: the chosen endpoints serve, every other endpoint
-/// still in the slices drains (weight 0 if its real server exists, never created).
+/// still in the slices drains or, when it pins flows without serving, is removed
+/// ([`real_server_intent`]).
 fn real_servers(
     endpoints: &[PortEndpoint],
     chosen: &[bool],
+    protocol: Protocol,
 ) -> BTreeMap<netlink_ipvs::RealServerKey, DesiredRealServer> {
     endpoints
         .iter()
         .zip(chosen)
         .map(|(e, &serve)| {
-            let intent = if serve {
-                RealServerIntent::Serve
-            } else {
-                RealServerIntent::Drain
-            };
-            let real_server = RealServer::masq(e.key.address, e.key.port);
+            let intent = real_server_intent(protocol, serve, e.endpoint.serving);
+            let mut real_server = RealServer::masq(e.key.address, e.key.port);
+            if e.endpoint.terminating {
+                real_server.upper_threshold = TERMINATING_MARK;
+                real_server.lower_threshold = TERMINATING_MARK;
+            }
             (
                 e.key,
                 DesiredRealServer {
@@ -148,7 +153,7 @@ fn plan_port<'a>(
             key,
             DesiredVirtualServer {
                 service: virtual_server(key, port, ctx.config),
-                real_servers: real_servers(&endpoints, chosen),
+                real_servers: real_servers(&endpoints, chosen, protocol),
                 owner: port.name.clone(),
                 role,
                 allowed_sources: if role == VirtualServerRole::LoadBalancer {
@@ -215,7 +220,7 @@ fn plan_port<'a>(
             key,
             DesiredVirtualServer {
                 service: virtual_server(key, port, ctx.config),
-                real_servers: real_servers(&endpoints, local.as_ref().unwrap_or(&none)),
+                real_servers: real_servers(&endpoints, local.as_ref().unwrap_or(&none), protocol),
                 owner: port.name.clone(),
                 role: VirtualServerRole::ExternalLocal,
                 allowed_sources: Vec::new(),

@@ -614,3 +614,31 @@ fn unroutable_addresses_are_never_planned() {
     }
     assert!(crate::plan::routable(&ip("10.96.0.1")));
 }
+
+/// Issue 13 item 5: the fate of an endpoint of one virtual server, per protocol and state
+/// (kube-proxy deletes unselected UDP/SCTP real servers at once and flushes flows whose reply
+/// source is not serving; TCP drains).
+#[test]
+fn real_server_intent_by_protocol_and_state() {
+    use crate::plan::{real_server_intent, RealServerIntent::*};
+    use netlink_ipvs::Protocol::{Sctp, Tcp, Udp};
+    let table = [
+        // (protocol, chosen, serving, intent)
+        (Tcp, true, true, Serve),
+        (Udp, true, true, Serve),
+        (Sctp, true, false, Serve),
+        (Tcp, false, true, Drain),
+        (Tcp, false, false, Drain),
+        (Udp, false, true, Drain),
+        (Sctp, false, true, Drain),
+        (Udp, false, false, Remove),
+        (Sctp, false, false, Remove),
+    ];
+    for (protocol, chosen, serving, want) in table {
+        assert_eq!(
+            real_server_intent(protocol, chosen, serving),
+            want,
+            "{protocol:?} chosen {chosen} serving {serving}"
+        );
+    }
+}

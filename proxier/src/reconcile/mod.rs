@@ -8,6 +8,7 @@
 //! deletions of our stale virtual servers (the kernel drops their real servers with them),
 //! then unbinding. Only owned virtual servers are deleted (ARCHITECTURE.md rule 2).
 
+pub mod departure;
 mod observed;
 mod op;
 mod terminations;
@@ -15,7 +16,7 @@ mod terminations;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use netlink_ipvs::{Protocol, RealServer, ServiceKey, ServiceState};
+use netlink_ipvs::{Protocol, RealServer, RealServerKey, ServiceKey, ServiceState};
 
 pub use conntrack_gc::ConntrackFilter;
 pub use observed::Observed;
@@ -57,6 +58,19 @@ pub fn reconcile_changes(
         changes.services.iter().collect(),
         changes.addresses.iter().collect(),
     )
+}
+
+/// An endpoint's flows through one address virtual server (UDP and SCTP: TCP flows end by
+/// themselves with RST): only flows sent to the virtual server's address:port and answered
+/// by the endpoint, so its direct pod-to-pod flows survive (kube-proxy's cleanup.go scope).
+fn endpoint_flush(key: &ServiceKey, endpoint: &RealServerKey) -> Option<ConntrackFilter> {
+    flushable(key).map(|(protocol, address, port)| {
+        ConntrackFilter::service_endpoint(
+            protocol,
+            (address, port),
+            (endpoint.address, endpoint.port),
+        )
+    })
 }
 
 /// The conntrack protocol of an address virtual server whose flows need flushing (UDP and
@@ -127,7 +141,7 @@ fn reconcile_scope(
                 }
             }
             (Some(want), Some(have)) => {
-                reconcile_virtual_server(key, want, have, &mut ops, &mut flushes);
+                reconcile_virtual_server(key, want, have, terminations, &mut ops, &mut flushes);
             }
             (None, Some(_)) if owned(desired, observed, key) => {
                 deletions.push(Op::DeleteVirtualServer(*key));
@@ -148,6 +162,7 @@ fn reconcile_virtual_server(
     key: &ServiceKey,
     want: &DesiredVirtualServer,
     have: &ServiceState,
+    terminations: &Terminations,
     ops: &mut Vec<Op>,
     flushes: &mut BTreeSet<ConntrackFilter>,
 ) {
@@ -157,22 +172,25 @@ fn reconcile_virtual_server(
     let serving = |rs: &RealServer| rs.weight > 0;
     let had_serving = have.real_servers.values().any(serving);
     let mut wants_serving = false;
+    let mut deleted = Vec::new();
     for (rs_key, rs) in &want.real_servers {
         let target = match rs.intent {
             RealServerIntent::Serve => rs.real_server,
-            RealServerIntent::Drain => RealServer {
+            RealServerIntent::Drain | RealServerIntent::Remove => RealServer {
                 weight: 0,
                 ..rs.real_server
             },
         };
-        wants_serving |= serving(&target);
+        wants_serving |= rs.intent == RealServerIntent::Serve && serving(&target);
         match (have.real_servers.get(rs_key), rs.intent) {
             (None, RealServerIntent::Serve) => ops.push(Op::AddRealServer {
                 service: *key,
                 real_server: target,
             }),
-            // Draining and absent: never created just to sit at weight 0.
-            (None, RealServerIntent::Drain) => {}
+            // Draining or removed and absent: never created just to sit at weight 0.
+            (None, RealServerIntent::Drain | RealServerIntent::Remove) => {}
+            // Not serving and pinning flows (UDP/SCTP): gone now, flows included.
+            (Some(_), RealServerIntent::Remove) => deleted.push(*rs_key),
             (Some(current), _) if *current != target => ops.push(Op::UpdateRealServer {
                 service: *key,
                 real_server: target,
@@ -182,20 +200,31 @@ fn reconcile_virtual_server(
     }
     let gone = have
         .real_servers
-        .keys()
-        .filter(|k| !want.real_servers.contains_key(k));
-    for rs_key in gone {
+        .iter()
+        .filter(|(k, _)| !want.real_servers.contains_key(k));
+    for (rs_key, current) in gone {
+        // The Service port's protocol (a firewall-mark key does not carry one).
+        let protocol = want.owner.protocol;
+        match departure::departure(
+            protocol,
+            current,
+            terminations.now(),
+            terminations.drain_bound(),
+        ) {
+            departure::Departure::Delete => deleted.push(*rs_key),
+            departure::Departure::StartDrain { since } => ops.push(Op::UpdateRealServer {
+                service: *key,
+                real_server: departure::draining(current, since),
+            }),
+            departure::Departure::Draining => {}
+        }
+    }
+    for rs_key in deleted {
         ops.push(Op::DeleteRealServer {
             service: *key,
-            real_server: *rs_key,
+            real_server: rs_key,
         });
-        if let Some((protocol, ..)) = flushable(key) {
-            flushes.insert(ConntrackFilter::endpoint(
-                protocol,
-                rs_key.address,
-                rs_key.port,
-            ));
-        }
+        flushes.extend(endpoint_flush(key, &rs_key));
     }
     // kube-proxy flushes a UDP service's flows when it goes from no endpoint to some: flows
     // created while it had none would otherwise stick to nothing.

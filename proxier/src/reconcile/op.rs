@@ -39,7 +39,8 @@ pub enum Op {
         real_server: RealServerKey,
     },
     /// Delete conntrack entries (over ctnetlink, never by running `conntrack`): an endpoint's
-    /// flows by reply source, or a service address:port's by original destination.
+    /// flows through one service address (original destination and reply source), or a
+    /// service address:port's by original destination.
     FlushConntrack(ConntrackFilter),
     /// Delete one of our virtual servers (the kernel drops its real servers with it).
     DeleteVirtualServer(ServiceKey),
@@ -89,6 +90,16 @@ impl fmt::Display for Op {
                     Selector::NodePort { port, .. } => {
                         write!(f, "conntrack -D -p {protocol} --dport {port}")
                     }
+                    Selector::ServiceEndpoint {
+                        service_ip,
+                        service_port,
+                        endpoint_ip,
+                        endpoint_port,
+                    } => write!(
+                        f,
+                        "conntrack -D -p {protocol} --orig-dst {service_ip} --dport \
+                         {service_port} --reply-src {endpoint_ip} --reply-port-src {endpoint_port}"
+                    ),
                 }
             }
         }

@@ -1,9 +1,12 @@
-//! [`Terminations`]: the conntrack flushes still owed for endpoints that are gone.
+//! [`Terminations`]: the conntrack flushes still owed for endpoints that are gone, and the
+//! clock and bound of TCP drains.
 //!
 //! Everything else about termination is derived from the kernel and the EndpointSlices, so a
 //! restart loses nothing: a real server whose endpoint is in its slice but terminating is
 //! drained to weight 0 (derived from the plan), one whose endpoint left is deleted at once
-//! (derived from its absence). What the kernel cannot tell after the deletion is whether the
+//! when it was terminating or is UDP/SCTP, or drained for at most the drain bound when it was
+//! unselected while alive (derived from its absence and the marks on the real server, see
+//! [`super::departure`]). What the kernel cannot tell after the deletion is whether the
 //! endpoint's UDP/SCTP conntrack entries were flushed; a failed flush is remembered here and
 //! retried by every reconcile until it succeeds. Owed flushes are coalesced per filter (one
 //! entry however often it failed) and capped at [`MAX_OWED_FLUSHES`]: past the cap a failed
@@ -11,24 +14,65 @@
 //! owed filters are retried together in the one pass over the table of the next sync.
 
 use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::departure::DRAIN_EPOCH_SECS;
 use super::{ConntrackFilter, Op};
+use crate::config::DEFAULT_DRAIN_BOUND;
 
 /// How many distinct flushes may be owed at once (each is matched against every entry of
 /// the conntrack table in the retry pass).
 pub const MAX_OWED_FLUSHES: usize = 4096;
 
-/// Flushes owed from earlier syncs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Flushes owed from earlier syncs; the time and bound drains are measured with.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Terminations {
     owed: BTreeSet<ConntrackFilter>,
     dropped: u64,
+    now: u32,
+    drain_bound: u32,
+}
+
+impl Default for Terminations {
+    fn default() -> Self {
+        Self {
+            owed: BTreeSet::new(),
+            dropped: 0,
+            now: 0,
+            drain_bound: u32::try_from(DEFAULT_DRAIN_BOUND.as_secs()).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 impl Terminations {
-    /// Nothing owed.
+    /// Nothing owed; the default drain bound; the clock at 0 until [`Terminations::set_now`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Drains last at most `bound` (whole seconds).
+    pub fn with_drain_bound(mut self, bound: Duration) -> Self {
+        self.drain_bound = u32::try_from(bound.as_secs()).unwrap_or(u32::MAX);
+        self
+    }
+
+    /// Sets the time reconcile decides drains at (the runtime calls this before each sync).
+    pub fn set_now(&mut self, now: SystemTime) {
+        let secs = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(DRAIN_EPOCH_SECS);
+        self.now = u32::try_from(secs).unwrap_or(u32::MAX);
+    }
+
+    /// The time drains are measured at, seconds since [`DRAIN_EPOCH_SECS`].
+    pub fn now(&self) -> u32 {
+        self.now
+    }
+
+    /// How long an unselected TCP real server drains at most, seconds.
+    pub fn drain_bound(&self) -> u32 {
+        self.drain_bound
     }
 
     /// Flushes still to do.

@@ -48,6 +48,15 @@ fn rs(address: &str, port: u16, weight: u32) -> RealServer {
     }
 }
 
+/// A terminating endpoint's real server: carries the terminating mark.
+fn terminating_rs(address: &str, port: u16, weight: u32) -> RealServer {
+    RealServer {
+        upper_threshold: crate::plan::TERMINATING_MARK,
+        lower_threshold: crate::plan::TERMINATING_MARK,
+        ..rs(address, port, weight)
+    }
+}
+
 #[test]
 fn nothing_changed_gives_no_operation() {
     let desired = dns_plan(vec![ep("10.244.1.5", "node-a"), ep("10.244.2.5", "node-b")]);
@@ -95,7 +104,7 @@ fn endpoint_lifecycle_terminating_back_and_gone() {
         ops,
         vec![Op::UpdateRealServer {
             service: key,
-            real_server: rs("10.244.2.5", 53, 0)
+            real_server: terminating_rs("10.244.2.5", 53, 0)
         }]
     );
     let drained = apply(&observed, &ops);
@@ -122,10 +131,11 @@ fn endpoint_lifecycle_terminating_back_and_gone() {
                     port: 53
                 }
             },
-            Op::FlushConntrack(ConntrackFilter::endpoint(
+            // Only its flows through this service (issue 13 item 7).
+            Op::FlushConntrack(ConntrackFilter::service_endpoint(
                 conntrack_gc::Protocol::Udp,
-                ip("10.244.2.5"),
-                53
+                (ip("10.96.0.10"), 53),
+                (ip("10.244.2.5"), 53)
             )),
         ]
     );
@@ -139,9 +149,17 @@ fn tcp_endpoint_removal_needs_no_flush() {
             vec![slice("web", "s", &[("http", Tcp, 8080)], eps)],
         ))
     };
-    let observed = converge(
+    // The endpoint terminates before it leaves (its pod is going away): deleted at once.
+    let serving = converge(
         &web(vec![ep("10.244.1.1", "a"), ep("10.244.1.2", "a")]),
         &Observed::default(),
+    );
+    let observed = converge(
+        &web(vec![
+            ep("10.244.1.1", "a"),
+            terminating("10.244.1.2", "a", false),
+        ]),
+        &serving,
     );
     let ops = reconcile(
         &web(vec![ep("10.244.1.1", "a")]),
@@ -150,6 +168,157 @@ fn tcp_endpoint_removal_needs_no_flush() {
     );
     assert_eq!(ops.len(), 1);
     assert!(matches!(ops[0], Op::DeleteRealServer { .. }));
+}
+
+fn web(eps: Vec<Endpoint>) -> DesiredState {
+    plan(cluster(
+        vec![service("web", &["10.96.0.20"], &[("http", Tcp, 80)])],
+        vec![slice("web", "s", &[("http", Tcp, 8080)], eps)],
+    ))
+}
+
+/// Issue 13 item 6: a TCP endpoint that leaves its slice while alive (selector switch,
+/// relabel) drains at weight 0 with the drain's start on the real server, stays through
+/// syncs and a restart (the mark is in the kernel), and is deleted once the bound is over;
+/// one that was terminating first is deleted at once.
+#[test]
+fn tcp_endpoint_unselected_while_alive_drains_with_a_bound() {
+    let key = tcp("10.96.0.20", 80);
+    let observed = converge(
+        &web(vec![ep("10.244.1.1", "a"), ep("10.244.1.2", "a")]),
+        &Observed::default(),
+    );
+    let mut t = Terminations::new().with_drain_bound(std::time::Duration::from_secs(60));
+    let start = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(departure::DRAIN_EPOCH_SECS + 30_000_000);
+    t.set_now(start);
+    let switched = web(vec![ep("10.244.1.1", "a")]);
+    let ops = reconcile(&switched, &observed, &t);
+    let marked = RealServer {
+        upper_threshold: 30_000_000,
+        lower_threshold: 30_000_000,
+        ..rs("10.244.1.2", 8080, 0)
+    };
+    assert_eq!(
+        ops,
+        vec![Op::UpdateRealServer {
+            service: key,
+            real_server: marked
+        }]
+    );
+    let draining = apply(&observed, &ops);
+    // Later syncs (and a restart: a fresh Terminations, same kernel) leave it draining.
+    t.set_now(start + std::time::Duration::from_secs(59));
+    assert_eq!(reconcile(&switched, &draining, &t), vec![]);
+    let mut restarted = Terminations::new().with_drain_bound(std::time::Duration::from_secs(60));
+    restarted.set_now(start + std::time::Duration::from_secs(30));
+    assert_eq!(reconcile(&switched, &draining, &restarted), vec![]);
+    // Over the bound: deleted, no flush (TCP).
+    t.set_now(start + std::time::Duration::from_secs(60));
+    assert_eq!(
+        reconcile(&switched, &draining, &t),
+        vec![Op::DeleteRealServer {
+            service: key,
+            real_server: marked.key
+        }]
+    );
+    // Selected again while draining: serves again, the mark cleared.
+    let back = web(vec![ep("10.244.1.1", "a"), ep("10.244.1.2", "a")]);
+    assert_eq!(
+        reconcile(&back, &draining, &t),
+        vec![Op::UpdateRealServer {
+            service: key,
+            real_server: rs("10.244.1.2", 8080, 1)
+        }]
+    );
+}
+
+/// Issue 13 item 5: a UDP endpoint in its slice that stops serving loses its real server and
+/// its flows through the service now; a serving one filtered out only drains; TCP drains.
+#[test]
+fn udp_endpoint_that_stops_serving_is_removed_with_its_flows() {
+    let key = udp("10.96.0.10", 53);
+    let observed = converge(
+        &dns_plan(vec![ep("10.244.1.5", "node-a"), ep("10.244.2.5", "node-b")]),
+        &Observed::default(),
+    );
+    let not_ready = Endpoint {
+        ready: false,
+        serving: false,
+        ..ep("10.244.2.5", "node-b")
+    };
+    let ops = reconcile(
+        &dns_plan(vec![ep("10.244.1.5", "node-a"), not_ready.clone()]),
+        &observed,
+        &Terminations::new(),
+    );
+    assert_eq!(
+        ops,
+        vec![
+            Op::DeleteRealServer {
+                service: key,
+                real_server: rs("10.244.2.5", 53, 0).key
+            },
+            Op::FlushConntrack(ConntrackFilter::service_endpoint(
+                conntrack_gc::Protocol::Udp,
+                (ip("10.96.0.10"), 53),
+                (ip("10.244.2.5"), 53)
+            )),
+        ]
+    );
+    // Terminating but still serving: weight 0, flows kept.
+    let ops = reconcile(
+        &dns_plan(vec![
+            ep("10.244.1.5", "node-a"),
+            terminating("10.244.2.5", "node-b", true),
+        ]),
+        &observed,
+        &Terminations::new(),
+    );
+    assert_eq!(
+        ops,
+        vec![Op::UpdateRealServer {
+            service: key,
+            real_server: terminating_rs("10.244.2.5", 53, 0)
+        }]
+    );
+    // Terminating and no longer serving: removed now.
+    let ops = reconcile(
+        &dns_plan(vec![
+            ep("10.244.1.5", "node-a"),
+            terminating("10.244.2.5", "node-b", false),
+        ]),
+        &observed,
+        &Terminations::new(),
+    );
+    assert!(
+        matches!(ops[0], Op::DeleteRealServer { .. }) && ops.len() == 2,
+        "{ops:?}"
+    );
+    // The same for TCP only drains: its connections end by themselves.
+    let observed = converge(
+        &web(vec![ep("10.244.1.1", "a"), ep("10.244.1.2", "a")]),
+        &Observed::default(),
+    );
+    let ops = reconcile(
+        &web(vec![
+            ep("10.244.1.1", "a"),
+            Endpoint {
+                ready: false,
+                serving: false,
+                ..ep("10.244.1.2", "a")
+            },
+        ]),
+        &observed,
+        &Terminations::new(),
+    );
+    assert_eq!(
+        ops,
+        vec![Op::UpdateRealServer {
+            service: tcp("10.96.0.20", 80),
+            real_server: rs("10.244.1.2", 8080, 0)
+        }]
+    );
 }
 
 #[test]
@@ -435,6 +604,7 @@ proptest! {
                     (crate::plan::RealServerIntent::Serve, None) => prop_assert!(false, "missing {}", k),
                     (crate::plan::RealServerIntent::Drain, Some(h)) => prop_assert_eq!(h.weight, 0),
                     (crate::plan::RealServerIntent::Drain, None) => {}
+                    (crate::plan::RealServerIntent::Remove, h) => prop_assert!(h.is_none(), "removed {} still there", k),
                 }
             }
         }
@@ -702,14 +872,19 @@ fn adopts_kube_proxys_virtual_server_and_never_touches_keepalived() {
     let state = &proxier.dataplane_mut().state;
     let adopted_rs: Vec<String> = state.ipvs.services[&adopted]
         .real_servers
-        .keys()
-        .map(ToString::to_string)
+        .values()
+        .filter(|rs| rs.weight > 0)
+        .map(|rs| rs.key.to_string())
         .collect();
     assert_eq!(
         adopted_rs,
         ["10.244.1.5:8080"],
-        "managed: its real servers follow the slice"
+        "managed: its serving real servers follow the slice"
     );
+    // kube-proxy's old TCP endpoint left without a terminating phase we saw: it may be alive
+    // (issue 13 item 6), so it drains at weight 0 for the bound instead of being cut.
+    let old = &state.ipvs.services[&adopted].real_servers[&rs("10.244.9.9", 8080, 0).key];
+    assert_eq!(old.weight, 0, "{old:?}");
     for (key, was) in foreign.iter().zip(&before) {
         assert_eq!(&state.ipvs.services[key], was, "{key} changed");
     }

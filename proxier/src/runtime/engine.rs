@@ -1,7 +1,7 @@
 //! [`Proxier`]: plan → reconcile → apply against a [`Dataplane`], keeping a mirror of the
 //! kernel so that an incremental sync costs what changed, not what exists.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::dataplane::Dataplane;
 use crate::error::Error;
@@ -99,6 +99,13 @@ impl<D: Dataplane> Proxier<D> {
         }
     }
 
+    /// Unselected TCP real servers drain for at most `bound` (see
+    /// [`crate::reconcile::departure`]).
+    pub fn with_drain_bound(mut self, bound: Duration) -> Self {
+        self.terminations = self.terminations.with_drain_bound(bound);
+        self
+    }
+
     /// The cluster objects; changes made here are synced by [`Proxier::incremental_sync`].
     pub fn cluster_mut(&mut self) -> &mut ClusterState {
         &mut self.cluster
@@ -126,6 +133,7 @@ impl<D: Dataplane> Proxier<D> {
         let started = Instant::now();
         self.mirror = self.dataplane.observe()?;
         self.planner.plan_all(&mut self.cluster);
+        self.terminations.set_now(SystemTime::now());
         let ops = reconcile(self.planner.desired(), &self.mirror, &self.terminations);
         Ok(self.apply(&ops, true, started))
     }
@@ -135,6 +143,7 @@ impl<D: Dataplane> Proxier<D> {
     pub fn incremental_sync(&mut self) -> SyncOutcome {
         let started = Instant::now();
         let changes = self.planner.replan(&mut self.cluster);
+        self.terminations.set_now(SystemTime::now());
         let ops = reconcile_changes(
             self.planner.desired(),
             &self.mirror,
