@@ -176,6 +176,16 @@ pub enum Error {
         /// Why.
         reason: RejectReason,
     },
+    /// One entry of a list field of a Kubernetes object (an `externalIPs` entry, a
+    /// LoadBalancer ingress IP, a `loadBalancerSourceRanges` entry) was left out; the rest of
+    /// the object was used (as kube-proxy).
+    #[error("{object}: skipped {reason}; the rest of the object is used")]
+    FieldSkipped {
+        /// Which object.
+        object: ObjectRef,
+        /// What was wrong with the entry.
+        reason: RejectReason,
+    },
     /// A YAML document could not be read.
     #[error("{context}")]
     Yaml {

@@ -44,7 +44,7 @@ impl SnapshotSync {
         let mut slices = BTreeMap::new();
         for object in objects {
             match object {
-                KubeObject::Service(raw) => match service_from_k8s(raw) {
+                KubeObject::Service(raw) => match service_from_k8s(raw, &mut report.skipped) {
                     Ok(service) => {
                         services.insert(service.name.clone(), service);
                     }

@@ -184,8 +184,8 @@ trait Proxied: Sized + Clone + PartialEq {
     type Raw;
     /// Its metadata.
     fn meta(raw: &Self::Raw) -> &ObjectMeta;
-    /// The model, or why the object is skipped.
-    fn convert(raw: &Self::Raw) -> Result<Self, Error>;
+    /// The model, or why the object is skipped; entries of it left out alone go to `skipped`.
+    fn convert(raw: &Self::Raw, skipped: &mut Vec<Error>) -> Result<Self, Error>;
     /// Puts the model into the cluster.
     fn upsert(self, cluster: &mut ClusterState);
     /// Takes it out again.
@@ -199,8 +199,8 @@ impl Proxied for Service {
     fn meta(raw: &Self::Raw) -> &ObjectMeta {
         &raw.metadata
     }
-    fn convert(raw: &Self::Raw) -> Result<Self, Error> {
-        service_from_k8s(raw)
+    fn convert(raw: &Self::Raw, skipped: &mut Vec<Error>) -> Result<Self, Error> {
+        service_from_k8s(raw, skipped)
     }
     fn upsert(self, cluster: &mut ClusterState) {
         cluster.upsert_service(self);
@@ -215,7 +215,7 @@ impl Proxied for EndpointSlice {
     fn meta(raw: &Self::Raw) -> &ObjectMeta {
         &raw.metadata
     }
-    fn convert(raw: &Self::Raw) -> Result<Self, Error> {
+    fn convert(raw: &Self::Raw, _skipped: &mut Vec<Error>) -> Result<Self, Error> {
         endpoint_slice_from_k8s(raw)
     }
     fn upsert(self, cluster: &mut ClusterState) {
@@ -251,7 +251,7 @@ fn apply_event<T: Proxied>(
             if let Some(seen) = tracked.relist.as_mut() {
                 seen.insert(key.clone());
             }
-            match T::convert(&raw) {
+            match T::convert(&raw, &mut out.skipped) {
                 Ok(model) => {
                     if tracked.objects.get(&key) != Some(&model) {
                         model.clone().upsert(cluster);
