@@ -4,7 +4,9 @@ use std::net::IpAddr;
 
 use netlink_base::{Family, Protocol};
 
-use crate::attr::{Attr, NFT_REG32_00, NFT_REG32_01, NFT_REG32_04, NFT_REG_1};
+use crate::attr::{
+    Attr, NFT_REG32_00, NFT_REG32_01, NFT_REG32_02, NFT_REG32_04, NFT_REG32_05, NFT_REG_1,
+};
 use crate::expr::{self, CmpOp, MetaKey, PayloadBase, Verdict};
 
 /// A set as rules and element lists name it: by name, and by the id that names it inside the
@@ -126,6 +128,63 @@ impl Rule {
             .push(expr::payload(PayloadBase::Transport, 2, 2, NFT_REG32_01));
         self.exprs
             .push(expr::lookup(set.name, set.id, NFT_REG32_00));
+        self
+    }
+
+    /// `ip daddr . meta l4proto . th dport @SET`: a set of (address, protocol, port)
+    /// destinations, each field padded to a 4-byte register.
+    pub fn daddr_l4_port_in(mut self, family: Family, set: SetRef<'_>) -> Self {
+        let (proto_register, port_register) = match family {
+            Family::V4 => (NFT_REG32_01, NFT_REG32_02),
+            Family::V6 => (NFT_REG32_04, NFT_REG32_05),
+        };
+        self.exprs.push(expr::payload(
+            PayloadBase::Network,
+            daddr_offset(family),
+            family.address_len() as u32,
+            NFT_REG32_00,
+        ));
+        self.exprs
+            .push(expr::meta_load(MetaKey::L4Proto, proto_register));
+        self.exprs
+            .push(expr::payload(PayloadBase::Transport, 2, 2, port_register));
+        self.exprs
+            .push(expr::lookup(set.name, set.id, NFT_REG32_00));
+        self
+    }
+
+    /// `meta l4proto PROTO th dport @SET` (a set of ports).
+    pub fn port_in(mut self, protocol: Protocol, set: SetRef<'_>) -> Self {
+        self.exprs
+            .push(expr::meta_load(MetaKey::L4Proto, NFT_REG_1));
+        self.exprs
+            .push(expr::cmp(CmpOp::Eq, NFT_REG_1, vec![protocol.number()]));
+        self.exprs
+            .push(expr::payload(PayloadBase::Transport, 2, 2, NFT_REG_1));
+        self.exprs.push(expr::lookup(set.name, set.id, NFT_REG_1));
+        self
+    }
+
+    /// `ct state new`: the first packet of a connection conntrack has not seen before.
+    pub fn ct_state_new(mut self) -> Self {
+        self.exprs.push(expr::ct_state_load(NFT_REG_1));
+        self.exprs.push(expr::bitwise(
+            NFT_REG_1,
+            NFT_REG_1,
+            expr::CT_STATE_NEW.to_ne_bytes().to_vec(),
+            0u32.to_ne_bytes().to_vec(),
+        ));
+        self.exprs.push(expr::cmp(
+            CmpOp::Neq,
+            NFT_REG_1,
+            0u32.to_ne_bytes().to_vec(),
+        ));
+        self
+    }
+
+    /// `reject` (ICMP or ICMPv6 port unreachable, as iptables' `REJECT`); ends the rule.
+    pub fn reject(mut self) -> Self {
+        self.exprs.push(expr::reject_port_unreachable());
         self
     }
 

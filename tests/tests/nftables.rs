@@ -399,6 +399,8 @@ fn real_tcp_through_ipvs_is_masqueraded_and_etp_local_keeps_the_client_ip() {
     let mut rules = PacketRules {
         cluster_cidrs: vec![(ip("10.244.0.0"), 16)],
         service_ips: [ip("10.96.0.10")].into(),
+        // The input filter lets new connections to a service IP through on its ports only.
+        service_ports: [(ip("10.96.0.10"), Protocol::Tcp, 80)].into(),
         ..PacketRules::default()
     };
     let mut nft = NftablesHandle::connect().unwrap();

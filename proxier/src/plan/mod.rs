@@ -20,8 +20,8 @@ use netlink_ipvs::{
 pub use endpoints::{categorize, port_endpoints, Categorized, Locality, PortEndpoint};
 pub use ownership::{cidr_contains, KernelView, Ownership};
 pub use packet_rules::{
-    packet_rules, ExternalLocalMark, LoadBalancerSourceRange, PacketRules, PacketSettings,
-    DEFAULT_MASQUERADE_MARK, DEFAULT_TABLE,
+    packet_rules, Destination, ExternalLocalMark, LoadBalancerSourceRange, PacketRules,
+    PacketSettings, DEFAULT_MASQUERADE_MARK, DEFAULT_TABLE,
 };
 use service::{plan_service, PlanContext, ServicePlan};
 

@@ -4,16 +4,18 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use netlink_ipvs::Family;
+use netlink_ipvs::{Family, Protocol};
 use netlink_nftables::attr::{self, msg};
 use netlink_nftables::expr::{CmpOp, Verdict};
 use netlink_nftables::{address_bytes, NftMessage, Rule, SetKey, SetRef};
 use netlink_packet_core::NLM_F_CREATE;
 
 use super::PacketRules;
+use crate::plan::Destination;
 
 /// Chain names: one per hook we use, plus one regular chain per LoadBalancer with source ranges.
 pub(super) const PREROUTING: &str = "prerouting";
+pub(super) const INPUT: &str = "input";
 pub(super) const OUTPUT: &str = "output";
 pub(super) const POSTROUTING: &str = "postrouting";
 const SOURCE_RANGES_PREFIX: &str = "source-ranges-";
@@ -33,10 +35,16 @@ pub(super) enum SetName {
     NodeIps(Family),
     NodePorts,
     Hairpin(Family),
+    /// address . inet_proto . inet_service of every service IP:port.
+    ServicePorts(Family),
+    /// address . inet_proto . inet_service masqueraded from any source.
+    MasqueradeDestinations(Family),
+    /// TCP health-check node ports.
+    HealthCheckPorts,
 }
 
 impl SetName {
-    pub(super) const ALL: [SetName; 7] = [
+    pub(super) const ALL: [SetName; 12] = [
         SetName::ServiceIps(Family::V4),
         SetName::ServiceIps(Family::V6),
         SetName::NodeIps(Family::V4),
@@ -44,6 +52,11 @@ impl SetName {
         SetName::NodePorts,
         SetName::Hairpin(Family::V4),
         SetName::Hairpin(Family::V6),
+        SetName::ServicePorts(Family::V4),
+        SetName::ServicePorts(Family::V6),
+        SetName::MasqueradeDestinations(Family::V4),
+        SetName::MasqueradeDestinations(Family::V6),
+        SetName::HealthCheckPorts,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -55,6 +68,11 @@ impl SetName {
             SetName::NodePorts => "node-ports",
             SetName::Hairpin(Family::V4) => "hairpin-v4",
             SetName::Hairpin(Family::V6) => "hairpin-v6",
+            SetName::ServicePorts(Family::V4) => "service-ports-v4",
+            SetName::ServicePorts(Family::V6) => "service-ports-v6",
+            SetName::MasqueradeDestinations(Family::V4) => "masquerade-destinations-v4",
+            SetName::MasqueradeDestinations(Family::V6) => "masquerade-destinations-v6",
+            SetName::HealthCheckPorts => "health-check-ports",
         }
     }
 
@@ -68,6 +86,11 @@ impl SetName {
             SetName::NodePorts => 5,
             SetName::Hairpin(Family::V4) => 6,
             SetName::Hairpin(Family::V6) => 7,
+            SetName::ServicePorts(Family::V4) => 8,
+            SetName::ServicePorts(Family::V6) => 9,
+            SetName::MasqueradeDestinations(Family::V4) => 10,
+            SetName::MasqueradeDestinations(Family::V6) => 11,
+            SetName::HealthCheckPorts => 12,
         }
     }
 
@@ -88,6 +111,17 @@ impl SetName {
             // saddr . daddr of the same endpoint.
             SetName::Hairpin(Family::V4) => ((TYPE_IPADDR << TYPE_BITS) | TYPE_IPADDR, 8),
             SetName::Hairpin(Family::V6) => ((TYPE_IP6ADDR << TYPE_BITS) | TYPE_IP6ADDR, 32),
+            // daddr . inet_proto . inet_service, each padded to a 4-byte register.
+            SetName::ServicePorts(family) | SetName::MasqueradeDestinations(family) => {
+                let (address_type, address_len) = match family {
+                    Family::V4 => (TYPE_IPADDR, 4),
+                    Family::V6 => (TYPE_IP6ADDR, 16),
+                };
+                let data_type = (((address_type << TYPE_BITS) | TYPE_INET_PROTOCOL) << TYPE_BITS)
+                    | TYPE_INET_SERVICE;
+                (data_type, address_len + 8)
+            }
+            SetName::HealthCheckPorts => (TYPE_INET_SERVICE, 2),
         };
         SetKey { data_type, len }
     }
@@ -128,19 +162,44 @@ fn set_keys(rules: &PacketRules) -> Vec<(SetName, BTreeSet<Vec<u8>>)> {
             .map(|address| [address.clone(), address].concat())
             .collect();
         sets.push((SetName::Hairpin(family), hairpin));
+        let destinations = |set: &BTreeSet<Destination>| -> BTreeSet<Vec<u8>> {
+            set.iter()
+                .filter(|(ip, _, _)| Family::of(ip) == family)
+                .map(|(ip, protocol, port)| {
+                    [address_bytes(*ip), port_key(*protocol, *port)].concat()
+                })
+                .collect()
+        };
+        sets.push((
+            SetName::ServicePorts(family),
+            destinations(&rules.service_ports),
+        ));
+        sets.push((
+            SetName::MasqueradeDestinations(family),
+            destinations(&rules.masquerade_destinations),
+        ));
     }
     let ports = rules
         .node_ports
         .iter()
-        .map(|(protocol, port)| {
-            let mut key = vec![protocol.number(), 0, 0, 0];
-            key.extend_from_slice(&port.to_be_bytes());
-            key.extend_from_slice(&[0, 0]);
-            key
-        })
+        .map(|(protocol, port)| port_key(*protocol, *port))
         .collect();
     sets.push((SetName::NodePorts, ports));
+    let health = rules
+        .health_check_node_ports
+        .iter()
+        .map(|port| port.to_be_bytes().to_vec())
+        .collect();
+    sets.push((SetName::HealthCheckPorts, health));
     sets
+}
+
+/// `inet_proto . inet_service` as set key bytes: each field padded to a 4-byte register.
+fn port_key(protocol: Protocol, port: u16) -> Vec<u8> {
+    let mut key = vec![protocol.number(), 0, 0, 0];
+    key.extend_from_slice(&port.to_be_bytes());
+    key.extend_from_slice(&[0, 0]);
+    key
 }
 
 fn push_elements(out: &mut Vec<NftMessage>, table: &str, rules: &PacketRules) {
@@ -165,6 +224,9 @@ pub(super) fn update_messages(old: &PacketRules, new: &PacketRules) -> Option<Ve
         node_ips: BTreeSet::new(),
         node_ports: BTreeSet::new(),
         hairpin_endpoints: BTreeSet::new(),
+        service_ports: BTreeSet::new(),
+        masquerade_destinations: BTreeSet::new(),
+        health_check_node_ports: BTreeSet::new(),
         ..rules.clone()
     };
     if without_sets(old) != without_sets(new) {
@@ -203,6 +265,13 @@ fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
         "filter",
         attr::NF_INET_PRE_ROUTING,
         attr::PRIORITY_MANGLE,
+    ));
+    out.push(NftMessage::base_chain(
+        table,
+        INPUT,
+        "filter",
+        attr::NF_INET_LOCAL_IN,
+        attr::PRIORITY_FILTER,
     ));
     out.push(NftMessage::base_chain(
         table,
@@ -278,6 +347,13 @@ fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
 
     // 3. Masquerade requests.
     for family in [Family::V4, Family::V6] {
+        let external = Rule::default()
+            .nfproto(family)
+            .daddr_l4_port_in(family, SetName::MasqueradeDestinations(family).set_ref())
+            .mark_or(masq);
+        let what = "masquerade ExternalIPs and LoadBalancer IPs (any source)";
+        out.push(NftMessage::rule(table, PREROUTING, what, external));
+
         let node_ports = Rule::default()
             .nfproto(family)
             .daddr_in(family, SetName::NodeIps(family).set_ref())
@@ -326,6 +402,40 @@ fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
             OUTPUT,
             "masquerade NodePorts",
             local_node_ports,
+        ));
+    }
+
+    // The filter of unknown ports on service IPs (kube-proxy's KUBE-IPVS-FILTER, #72236):
+    // known service IP:ports and health-check node ports pass, then a new connection to any
+    // other port of a service IP is rejected; established and related traffic is untouched.
+    // IPVS takes local-in traffic after the filter priority, so this sees it first.
+    for family in [Family::V4, Family::V6] {
+        let known = Rule::default()
+            .nfproto(family)
+            .daddr_l4_port_in(family, SetName::ServicePorts(family).set_ref())
+            .verdict(Verdict::Return);
+        out.push(NftMessage::rule(table, INPUT, "service IP:ports", known));
+    }
+    let health = Rule::default()
+        .port_in(Protocol::Tcp, SetName::HealthCheckPorts.set_ref())
+        .verdict(Verdict::Return);
+    out.push(NftMessage::rule(
+        table,
+        INPUT,
+        "health-check node ports",
+        health,
+    ));
+    for family in [Family::V4, Family::V6] {
+        let reject = Rule::default()
+            .nfproto(family)
+            .ct_state_new()
+            .daddr_in(family, SetName::ServiceIps(family).set_ref())
+            .reject();
+        out.push(NftMessage::rule(
+            table,
+            INPUT,
+            "reject other ports of service IPs",
+            reject,
         ));
     }
 
