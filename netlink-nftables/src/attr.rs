@@ -100,6 +100,12 @@ pub const NF_INET_POST_ROUTING: u32 = 4;
 pub const PRIORITY_MANGLE: i32 = -150;
 pub const PRIORITY_FILTER: i32 = 0;
 pub const PRIORITY_SRCNAT: i32 = 100;
+/// `NF_IP_PRI_RAW` (nft's `raw`).
+pub const PRIORITY_RAW: i32 = -300;
+/// IPVS picks the virtual server of a packet to a local address at local-in priority
+/// `NF_IP_PRI_NAT_SRC - 1` (`ip_vs_remote_request4`/`6`), after `ip_vs_reply` at
+/// `NF_IP_PRI_NAT_SRC - 2`: a chain at this priority runs just before both.
+pub const PRIORITY_BEFORE_IPVS: i32 = PRIORITY_SRCNAT - 3;
 
 /// Verdicts: `NF_DROP`, `NF_ACCEPT` and `enum nft_verdicts`.
 pub const NF_DROP: i32 = 0;

@@ -71,6 +71,8 @@ pub enum MetaKey {
     Mark = 3,
     /// Input interface index (host byte order, 4 bytes).
     Iif = 4,
+    /// `skb->priority` (host byte order, 4 bytes).
+    Priority = 5,
     /// `NFPROTO_*` of the hook (1 byte).
     NfProto = 15,
     /// Layer-4 protocol number (1 byte).

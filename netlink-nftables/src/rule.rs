@@ -223,6 +223,37 @@ impl Rule {
         self
     }
 
+    /// `meta mark @SET` (a set of marks, host byte order).
+    pub fn mark_in(mut self, set: SetRef<'_>) -> Self {
+        self.exprs.push(expr::meta_load(MetaKey::Mark, NFT_REG_1));
+        self.exprs.push(expr::lookup(set.name, set.id, NFT_REG_1));
+        self
+    }
+
+    /// `meta priority set meta mark`: keeps the packet's mark in `skb->priority` while the
+    /// mark is borrowed (see [`Rule::mark_from_priority`]).
+    pub fn mark_to_priority(mut self) -> Self {
+        self.exprs.push(expr::meta_load(MetaKey::Mark, NFT_REG_1));
+        self.exprs
+            .push(expr::meta_set(MetaKey::Priority, NFT_REG_1));
+        self
+    }
+
+    /// `meta mark set meta priority meta priority set 0`: gives the packet back the mark kept
+    /// by [`Rule::mark_to_priority`], and its priority back the 0 it had.
+    pub fn mark_from_priority(mut self) -> Self {
+        self.exprs
+            .push(expr::meta_load(MetaKey::Priority, NFT_REG_1));
+        self.exprs.push(expr::meta_set(MetaKey::Mark, NFT_REG_1));
+        self.exprs.push(expr::immediate_value(
+            NFT_REG_1,
+            0u32.to_ne_bytes().to_vec(),
+        ));
+        self.exprs
+            .push(expr::meta_set(MetaKey::Priority, NFT_REG_1));
+        self
+    }
+
     /// `meta mark set MARK`.
     pub fn mark_set(mut self, mark: u32) -> Self {
         self.exprs.push(expr::immediate_value(

@@ -16,8 +16,12 @@ use crate::plan::Destination;
 /// Chain names: one per hook we use, plus one regular chain per LoadBalancer with source ranges.
 pub(super) const PREROUTING: &str = "prerouting";
 pub(super) const INPUT: &str = "input";
+pub(super) const ETP_LOCAL_MARK: &str = "etp-local-mark";
+pub(super) const ETP_LOCAL_UNMARK: &str = "etp-local-unmark";
 pub(super) const OUTPUT: &str = "output";
 pub(super) const POSTROUTING: &str = "postrouting";
+mod local_in;
+
 const SOURCE_RANGES_PREFIX: &str = "source-ranges-";
 
 /// nft's data type numbers (`enum datatypes` of nftables' `datatype.h`); the kernel stores them
@@ -26,6 +30,7 @@ const TYPE_IPADDR: u32 = 7;
 const TYPE_IP6ADDR: u32 = 8;
 const TYPE_INET_PROTOCOL: u32 = 12;
 const TYPE_INET_SERVICE: u32 = 13;
+const TYPE_MARK: u32 = 19;
 const TYPE_BITS: u32 = 6;
 
 /// The sets of our table.
@@ -41,10 +46,12 @@ pub(super) enum SetName {
     MasqueradeDestinations(Family),
     /// TCP health-check node ports.
     HealthCheckPorts,
+    /// The fwmarks of ETP=Local virtual servers.
+    EtpLocalMarks,
 }
 
 impl SetName {
-    pub(super) const ALL: [SetName; 12] = [
+    pub(super) const ALL: [SetName; 13] = [
         SetName::ServiceIps(Family::V4),
         SetName::ServiceIps(Family::V6),
         SetName::NodeIps(Family::V4),
@@ -57,6 +64,7 @@ impl SetName {
         SetName::MasqueradeDestinations(Family::V4),
         SetName::MasqueradeDestinations(Family::V6),
         SetName::HealthCheckPorts,
+        SetName::EtpLocalMarks,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -73,6 +81,7 @@ impl SetName {
             SetName::MasqueradeDestinations(Family::V4) => "masquerade-destinations-v4",
             SetName::MasqueradeDestinations(Family::V6) => "masquerade-destinations-v6",
             SetName::HealthCheckPorts => "health-check-ports",
+            SetName::EtpLocalMarks => "etp-local-marks",
         }
     }
 
@@ -91,6 +100,7 @@ impl SetName {
             SetName::MasqueradeDestinations(Family::V4) => 10,
             SetName::MasqueradeDestinations(Family::V6) => 11,
             SetName::HealthCheckPorts => 12,
+            SetName::EtpLocalMarks => 13,
         }
     }
 
@@ -122,6 +132,7 @@ impl SetName {
                 (data_type, address_len + 8)
             }
             SetName::HealthCheckPorts => (TYPE_INET_SERVICE, 2),
+            SetName::EtpLocalMarks => (TYPE_MARK, 4),
         };
         SetKey { data_type, len }
     }
@@ -191,6 +202,12 @@ fn set_keys(rules: &PacketRules) -> Vec<(SetName, BTreeSet<Vec<u8>>)> {
         .map(|port| port.to_be_bytes().to_vec())
         .collect();
     sets.push((SetName::HealthCheckPorts, health));
+    let marks = rules
+        .external_local
+        .iter()
+        .map(|mark| mark.mark.to_ne_bytes().to_vec())
+        .collect();
+    sets.push((SetName::EtpLocalMarks, marks));
     sets
 }
 
@@ -275,6 +292,20 @@ fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
     ));
     out.push(NftMessage::base_chain(
         table,
+        ETP_LOCAL_MARK,
+        "filter",
+        attr::NF_INET_LOCAL_IN,
+        attr::PRIORITY_BEFORE_IPVS,
+    ));
+    out.push(NftMessage::base_chain(
+        table,
+        ETP_LOCAL_UNMARK,
+        "filter",
+        attr::NF_INET_LOCAL_OUT,
+        attr::PRIORITY_RAW - 10,
+    ));
+    out.push(NftMessage::base_chain(
+        table,
         OUTPUT,
         "route",
         attr::NF_INET_LOCAL_OUT,
@@ -328,22 +359,18 @@ fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
         out.push(NftMessage::rule(table, PREROUTING, &what, jump));
     }
 
-    // 2. ETP=Local: external traffic gets the fwmark of the local-only virtual server and is
-    //    accepted here, so it never gets the masquerade bit (the client address is kept).
+    // 2. ETP=Local: external traffic is accepted here, so it never gets the masquerade bit
+    //    (the client address is kept). Its fwmark is set later, just before IPVS
+    //    (`local_in::etp_local_marks`).
     for mark in &rules.external_local {
-        let family = Family::of(&mark.address);
-        let mut rule = Rule::default().not_from_loopback().nfproto(family);
-        for net in rules.cluster_cidrs_of(family) {
-            rule = rule.saddr_prefix(CmpOp::Neq, net);
-        }
-        let rule = rule
-            .daddr(mark.address)
-            .l4_port(mark.protocol, mark.port)
-            .mark_set(mark.mark)
-            .verdict(Verdict::Accept);
-        let what = format!("externalTrafficPolicy=Local mark {:#x}", mark.mark);
+        let rule = local_in::external_to(rules, mark).verdict(Verdict::Accept);
+        let what = format!(
+            "externalTrafficPolicy=Local {}:{}: client address kept",
+            mark.address, mark.port
+        );
         out.push(NftMessage::rule(table, PREROUTING, &what, rule));
     }
+    local_in::etp_local_marks(out, rules);
 
     // 3. Masquerade requests.
     for family in [Family::V4, Family::V6] {
@@ -405,39 +432,7 @@ fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
         ));
     }
 
-    // The filter of unknown ports on service IPs (kube-proxy's KUBE-IPVS-FILTER, #72236):
-    // known service IP:ports and health-check node ports pass, then a new connection to any
-    // other port of a service IP is rejected; established and related traffic is untouched.
-    // IPVS takes local-in traffic after the filter priority, so this sees it first.
-    for family in [Family::V4, Family::V6] {
-        let known = Rule::default()
-            .nfproto(family)
-            .daddr_l4_port_in(family, SetName::ServicePorts(family).set_ref())
-            .verdict(Verdict::Return);
-        out.push(NftMessage::rule(table, INPUT, "service IP:ports", known));
-    }
-    let health = Rule::default()
-        .port_in(Protocol::Tcp, SetName::HealthCheckPorts.set_ref())
-        .verdict(Verdict::Return);
-    out.push(NftMessage::rule(
-        table,
-        INPUT,
-        "health-check node ports",
-        health,
-    ));
-    for family in [Family::V4, Family::V6] {
-        let reject = Rule::default()
-            .nfproto(family)
-            .ct_state_new()
-            .daddr_in(family, SetName::ServiceIps(family).set_ref())
-            .reject();
-        out.push(NftMessage::rule(
-            table,
-            INPUT,
-            "reject other ports of service IPs",
-            reject,
-        ));
-    }
+    local_in::input_filter(out, rules);
 
     // 4. Hairpin: a local pod that reached itself through a Service (IPVS rewrote the
     //    destination to the pod's own address) is masqueraded, or its reply would bypass IPVS.

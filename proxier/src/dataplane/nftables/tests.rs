@@ -123,7 +123,7 @@ fn ruleset_shape() {
         .collect();
     // Source ranges first, then the ETP=Local mark, then masquerade requests.
     assert!(prerouting[0].contains("LoadBalancer 203.0.113.8 source ranges"));
-    assert!(prerouting[1].contains("externalTrafficPolicy=Local mark 0x100"));
+    assert!(prerouting[1].contains("externalTrafficPolicy=Local 203.0.113.7:80"));
     assert!(prerouting[2..].iter().all(|d| d.contains("masquerade")));
     // External destinations, NodePorts and service IPs for both families (both have a
     // cluster CIDR).
@@ -259,6 +259,57 @@ fn input_filter_rejects_new_connections_to_unknown_ports_of_service_ips() {
     assert!(elements("health-check-ports")
         .windows(2)
         .any(|w| w == 31000u16.to_be_bytes()));
+}
+
+/// Item 8: IPVS finds a firewall-mark virtual server only by the packet's whole mark, so the
+/// ETP=Local fwmark is borrowed: prerouting only accepts (no mark), `etp-local-mark` (local-in,
+/// just before IPVS) keeps the packet's own mark in `skb->priority` and sets the fwmark, and
+/// `etp-local-unmark` (local-out, before everything: IPVS forwards through local-out) gives
+/// the mark back. No rule of ours sets the whole mark anywhere else; the masquerade bit is
+/// only OR-ed in and XOR-ed out (kube-proxy's `--or-mark`, `--xor-mark`).
+#[test]
+fn etp_local_borrows_the_mark_for_ipvs_and_gives_it_back() {
+    let messages = replace_table_messages(&sample_rules());
+    let etp = expression_names(rules_in(&messages, "prerouting")[1]);
+    assert_eq!(
+        etp[etp.len() - 3..],
+        ["payload", "cmp", "immediate"],
+        "prerouting: tcp dport 80 accept, no mark set"
+    );
+    let mark = rules_in(&messages, "etp-local-mark");
+    assert_eq!(mark.len(), 1);
+    assert_eq!(
+        expression_names(mark[0])[expression_names(mark[0]).len() - 4..],
+        ["meta", "meta", "immediate", "meta"],
+        "meta priority set meta mark, meta mark set 0x100"
+    );
+    let unmark = rules_in(&messages, "etp-local-unmark");
+    assert_eq!(unmark.len(), 1);
+    assert_eq!(
+        expression_names(unmark[0]),
+        ["meta", "lookup", "meta", "meta", "immediate", "meta"],
+        "meta mark @etp-local-marks meta mark set meta priority meta priority set 0"
+    );
+    let chains: Vec<&str> = messages
+        .iter()
+        .filter(|m| m.kind == msg::NEWCHAIN)
+        .map(|m| m.description.as_str())
+        .collect();
+    assert!(chains.contains(&"add chain inet proxier etp-local-mark (type filter)"));
+    assert!(chains.contains(&"add chain inet proxier etp-local-unmark (type filter)"));
+    // Every mark write of the table: the ETP=Local borrow, or the masquerade bit OR-ed/XOR-ed.
+    for m in messages.iter().filter(|m| m.kind == msg::NEWRULE) {
+        let names = expression_names(m);
+        let immediates = names.iter().filter(|n| *n == "immediate").count();
+        let chain = rule_chain(m);
+        if chain != "etp-local-mark" && chain != "etp-local-unmark" {
+            assert!(
+                immediates <= 1 && (immediates == 0 || names.last().unwrap() == "immediate"),
+                "{}: no mark set from a constant outside the borrow",
+                m.description
+            );
+        }
+    }
 }
 
 #[test]

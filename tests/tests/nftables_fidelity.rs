@@ -71,8 +71,20 @@ fn web(spec: &str, endpoint: &str) -> String {
 
 /// A TCP server in `netns` on :8080 answering every connection with the peer's address.
 fn peer_reporter(netns: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    named_peer_reporter(netns, "", stop)
+}
+
+/// A TCP server in `netns` on :8080 answering every connection with `NAME` and the peer's
+/// address.
+fn named_peer_reporter(
+    netns: &str,
+    name: &'static str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-    tcp_server(netns, any, 8080, stop, |peer| peer.ip().to_string())
+    tcp_server(netns, any, 8080, stop, move |peer| {
+        format!("{name}{}", peer.ip())
+    })
 }
 
 /// Item 3. kube-proxy masquerades traffic to ExternalIPs and LoadBalancer IPs whatever
@@ -280,4 +292,101 @@ fn unknown_ports_of_a_cluster_ip_are_rejected_while_the_service_port_works() {
     );
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
+}
+
+/// The packet count of the rule commented `comment` in `listing` (`nft list`).
+fn counted(listing: &str, comment: &str) -> u64 {
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&format!("comment \"{comment}\"")))
+        .unwrap_or_else(|| panic!("no rule {comment}:\n{listing}"));
+    let after = line.split("packets ").nth(1).expect("a counter");
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Item 8. kube-proxy only ORs its masquerade bit into the mark; CNIs keep state in other bits.
+/// Here a "CNI" table sets bit 0x00100000 on traffic to an ETP=Local LoadBalancer IP at raw
+/// priority and counts, at input and after srcnat, whether packets still carry it. IPVS finds
+/// the local-only firewall-mark virtual server only by the packet's whole mark, so proxier
+/// borrows the mark just before IPVS and gives it back as IPVS forwards: the bit is seen
+/// everywhere, and the client still reaches only the local pod with its own address.
+#[test]
+fn another_components_mark_bit_survives_etp_local() {
+    let _ns = NetNs::fresh();
+    enable_forwarding();
+    let mut lab = Lab::new("fa8");
+    let client = lab.host("client", "10.0.1.2", "10.0.1.1");
+    let pod_a = lab.host("a", "10.244.1.2", "10.244.1.1");
+    let pod_b = lab.host("b", "10.244.2.2", "10.244.2.1");
+    let stop = Arc::new(AtomicBool::new(false));
+    let servers = [
+        named_peer_reporter(&pod_a, "a ", stop.clone()),
+        named_peer_reporter(&pod_b, "b ", stop.clone()),
+    ];
+    std::thread::sleep(Duration::from_millis(200));
+    nft_script(
+        "table inet cni {\n\
+           chain pre { type filter hook prerouting priority raw;\n\
+             ip daddr 203.0.113.20 tcp dport 80 meta mark set meta mark | 0x00100000 }\n\
+           chain seen-in { type filter hook input priority filter + 10;\n\
+             ip daddr 203.0.113.20 tcp dport 80 meta mark & 0x00100000 == 0x00100000 counter comment \"input-kept\"\n\
+             ip daddr 203.0.113.20 tcp dport 80 meta mark & 0x00100000 == 0 counter comment \"input-lost\" }\n\
+           chain seen-out { type filter hook postrouting priority srcnat + 10;\n\
+             ip daddr 10.244.1.2 tcp dport 8080 meta mark & 0x00100000 == 0x00100000 counter comment \"forwarded-kept\"\n\
+             ip daddr 10.244.1.2 tcp dport 8080 meta mark & 0x00100000 == 0 counter comment \"forwarded-lost\" }\n\
+         }\n",
+    );
+    let yaml =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  \
+        type: LoadBalancer\n  clusterIP: 10.96.0.50\n  externalTrafficPolicy: Local\n  \
+        ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30050}]\n\
+        status:\n  loadBalancer:\n    ingress: [{ip: 203.0.113.20}]\n\
+        ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  \
+        namespace: default\n  labels: {kubernetes.io/service-name: web}\naddressType: IPv4\n\
+        ports: [{name: http, port: 8080, protocol: TCP}]\nendpoints:\n\
+        - addresses: ['10.244.1.2']\n  conditions: {ready: true}\n  nodeName: node-a\n\
+        - addresses: ['10.244.2.2']\n  conditions: {ready: true}\n  nodeName: node-b\n";
+    let settings = PacketSettings {
+        cluster_cidrs: vec![("10.244.0.0".parse().unwrap(), 16)],
+        ..PacketSettings::default()
+    };
+    let _proxier = program(yaml, settings);
+    show("ipvsadm -Ln", &witness(IPVSADM, &["-Ln"]));
+
+    let answers = tcp_reads(&client, "203.0.113.20:80", 5);
+    let cni = witness(NFT, &["list", "table", "inet", "cni"]);
+    show(
+        "client → 203.0.113.20:80 (ETP=Local)",
+        &format!("{answers:?}\n"),
+    );
+    show("nft list table inet cni", &cni);
+    show(
+        "nft list table inet proxier",
+        &witness(NFT, &["list", "table", "inet", "proxier"]),
+    );
+    assert_eq!(
+        answers, ["a 10.0.1.2"; 5],
+        "the local pod only, with the client's address (the fwmark virtual server)"
+    );
+    let (input_kept, forwarded_kept) =
+        (counted(&cni, "input-kept"), counted(&cni, "forwarded-kept"));
+    assert!(
+        input_kept >= 10,
+        "every packet keeps the bit at input: {input_kept}"
+    );
+    assert!(forwarded_kept >= 10, "and after IPVS: {forwarded_kept}");
+    assert_eq!(
+        counted(&cni, "input-lost"),
+        0,
+        "no packet lost the bit at input"
+    );
+    assert_eq!(
+        counted(&cni, "forwarded-lost"),
+        0,
+        "no packet lost the bit after IPVS"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for server in servers {
+        server.join().unwrap();
+    }
 }
