@@ -186,6 +186,15 @@ pub enum Error {
         /// What was wrong with the entry.
         reason: RejectReason,
     },
+    /// The local Node's InternalIPs changed while running: proxier exits so that its
+    /// DaemonSet restarts it with the new addresses (as kube-proxy does).
+    #[error("the node's InternalIPs changed from {old:?} to {new:?}: exiting to restart with them (as kube-proxy)")]
+    NodeAddressesChanged {
+        /// Before.
+        old: Vec<std::net::IpAddr>,
+        /// Now.
+        new: Vec<std::net::IpAddr>,
+    },
     /// A YAML document could not be read.
     #[error("{context}")]
     Yaml {

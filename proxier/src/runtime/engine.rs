@@ -125,6 +125,7 @@ impl<D: Dataplane> Proxier<D> {
     pub fn full_sync(&mut self) -> Result<SyncOutcome, Error> {
         let started = Instant::now();
         self.mirror = self.dataplane.observe()?;
+        self.planner.follow_node(&mut self.cluster);
         self.planner.plan_all(&mut self.cluster);
         let ops = reconcile(self.planner.desired(), &self.mirror, &self.terminations);
         Ok(self.apply(&ops, true, started))
@@ -134,6 +135,7 @@ impl<D: Dataplane> Proxier<D> {
     /// plan changed.
     pub fn incremental_sync(&mut self) -> SyncOutcome {
         let started = Instant::now();
+        self.planner.follow_node(&mut self.cluster);
         let changes = self.planner.replan(&mut self.cluster);
         let ops = reconcile_changes(
             self.planner.desired(),
