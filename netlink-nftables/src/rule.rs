@@ -108,15 +108,21 @@ impl Rule {
     }
 
     /// `meta l4proto PROTO th dport PORT`.
-    pub fn l4_port(mut self, protocol: Protocol, port: u16) -> Self {
+    pub fn l4_port(self, protocol: Protocol, port: u16) -> Self {
+        let mut rule = self.l4proto_dport(protocol);
+        rule.exprs
+            .push(expr::cmp(CmpOp::Eq, NFT_REG_1, port.to_be_bytes().to_vec()));
+        rule
+    }
+
+    /// `meta l4proto PROTO`, then the destination port loaded into register 1.
+    fn l4proto_dport(mut self, protocol: Protocol) -> Self {
         self.exprs
             .push(expr::meta_load(MetaKey::L4Proto, NFT_REG_1));
         self.exprs
             .push(expr::cmp(CmpOp::Eq, NFT_REG_1, vec![protocol.number()]));
         self.exprs
             .push(expr::payload(PayloadBase::Transport, 2, 2, NFT_REG_1));
-        self.exprs
-            .push(expr::cmp(CmpOp::Eq, NFT_REG_1, port.to_be_bytes().to_vec()));
         self
     }
 
@@ -154,15 +160,10 @@ impl Rule {
     }
 
     /// `meta l4proto PROTO th dport @SET` (a set of ports).
-    pub fn port_in(mut self, protocol: Protocol, set: SetRef<'_>) -> Self {
-        self.exprs
-            .push(expr::meta_load(MetaKey::L4Proto, NFT_REG_1));
-        self.exprs
-            .push(expr::cmp(CmpOp::Eq, NFT_REG_1, vec![protocol.number()]));
-        self.exprs
-            .push(expr::payload(PayloadBase::Transport, 2, 2, NFT_REG_1));
-        self.exprs.push(expr::lookup(set.name, set.id, NFT_REG_1));
-        self
+    pub fn port_in(self, protocol: Protocol, set: SetRef<'_>) -> Self {
+        let mut rule = self.l4proto_dport(protocol);
+        rule.exprs.push(expr::lookup(set.name, set.id, NFT_REG_1));
+        rule
     }
 
     /// `ct state new`: the first packet of a connection conntrack has not seen before.

@@ -16,11 +16,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use proxier::config::Config;
 use proxier::dataplane::kernel::KernelDataplane;
-use proxier::plan::{NodeContext, PacketSettings, Planner};
+use proxier::plan::PacketSettings;
 use proxier::runtime::Proxier;
-use proxier::source::{parse_documents, SnapshotSync};
 use proxier_kernel_tests::tcp::tcp_server;
 use proxier_kernel_tests::witness::nft_script;
 use proxier_kernel_tests::{
@@ -34,27 +32,7 @@ fn show(title: &str, text: &str) {
 
 /// Programs `yaml` with proxier's engine and the kernel dataplane (node IP 10.0.1.1).
 fn program(yaml: &str, settings: PacketSettings) -> Proxier<KernelDataplane> {
-    let mut dataplane = KernelDataplane::connect("kube-ipvs0").unwrap();
-    dataplane
-        .prepare_host(
-            &conntrack_gc::FsRoot::system(),
-            false,
-            netlink_ipvs::Timeouts::default(),
-        )
-        .unwrap();
-    let node = NodeContext {
-        name: "node-a".into(),
-        node_ips: vec!["10.0.1.1".parse().unwrap()],
-        zone: None,
-    };
-    let planner = Planner::new(node, Config::default()).with_packet_settings(settings);
-    let mut proxier = Proxier::new(planner, dataplane);
-    let (objects, problems) = parse_documents("test", yaml);
-    assert!(problems.is_empty(), "{problems:?}");
-    SnapshotSync::new().apply(&objects, proxier.cluster_mut());
-    let outcome = proxier.full_sync().unwrap();
-    assert_eq!(outcome.failed, 0, "{:?}", outcome.failures);
-    proxier
+    proxier_kernel_tests::program_node(yaml, "10.0.1.1", settings)
 }
 
 /// A Service `web` (`spec` lines indented by two) with one endpoint `endpoint`:8080 on
