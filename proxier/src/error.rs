@@ -176,6 +176,25 @@ pub enum Error {
         /// Why.
         reason: RejectReason,
     },
+    /// One entry of a list field of a Kubernetes object (an `externalIPs` entry, a
+    /// LoadBalancer ingress IP, a `loadBalancerSourceRanges` entry) was left out; the rest of
+    /// the object was used (as kube-proxy).
+    #[error("{object}: skipped {reason}; the rest of the object is used")]
+    FieldSkipped {
+        /// Which object.
+        object: ObjectRef,
+        /// What was wrong with the entry.
+        reason: RejectReason,
+    },
+    /// The local Node's InternalIPs changed while running: proxier exits so that its
+    /// DaemonSet restarts it with the new addresses (as kube-proxy does).
+    #[error("the node's InternalIPs changed from {old:?} to {new:?}: exiting to restart with them (as kube-proxy)")]
+    NodeAddressesChanged {
+        /// Before.
+        old: Vec<std::net::IpAddr>,
+        /// Now.
+        new: Vec<std::net::IpAddr>,
+    },
     /// A YAML document could not be read.
     #[error("{context}")]
     Yaml {

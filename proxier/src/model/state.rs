@@ -75,6 +75,11 @@ impl ClusterState {
         self.nodes.insert(node.name.clone(), node);
     }
 
+    /// Marks every Service changed (the local node's zone changed: every plan may differ).
+    pub fn mark_all_dirty(&mut self) {
+        self.dirty.extend(self.services.keys().cloned());
+    }
+
     /// A Node by name.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.get(name)

@@ -30,7 +30,7 @@ use crate::source::{Source, SourcePoll};
 /// A stable metric label for why an object was skipped.
 pub fn skip_reason(error: &Error) -> &'static str {
     match error {
-        Error::Rejected { reason, .. } => match reason {
+        Error::Rejected { reason, .. } | Error::FieldSkipped { reason, .. } => match reason {
             RejectReason::MissingName => "missing_name",
             RejectReason::MissingSpec => "missing_spec",
             RejectReason::MissingServiceNameLabel => "missing_service_name_label",
@@ -120,14 +120,17 @@ impl Observer {
         for error in skipped {
             let reason = skip_reason(error);
             self.metrics.count_skipped(reason);
-            if let Error::Rejected {
-                object,
-                reason: why,
-            } = error
-            {
-                if why.is_invalid() {
+            match error {
+                Error::Rejected {
+                    object,
+                    reason: why,
+                } if why.is_invalid() => {
                     self.events.skipped(object, reason, &error.to_string());
                 }
+                Error::FieldSkipped { object, .. } => {
+                    self.events.skipped(object, reason, &error.to_string());
+                }
+                _ => {}
             }
         }
     }

@@ -20,8 +20,8 @@ use netlink_ipvs::{
 pub use endpoints::{categorize, port_endpoints, Categorized, Locality, PortEndpoint};
 pub use ownership::{cidr_contains, KernelView, Ownership};
 pub use packet_rules::{
-    packet_rules, ExternalLocalMark, LoadBalancerSourceRange, PacketRules, PacketSettings,
-    DEFAULT_MASQUERADE_MARK, DEFAULT_TABLE,
+    packet_rules, Destination, ExternalLocalMark, LoadBalancerSourceRange, PacketRules,
+    PacketSettings, DEFAULT_MASQUERADE_MARK, DEFAULT_TABLE,
 };
 use service::{plan_service, PlanContext, ServicePlan};
 
@@ -353,6 +353,24 @@ impl Planner {
             self.replan_service(cluster, name, &mut changes);
         }
         changes
+    }
+
+    /// Follows the local Node object's zone (`topology.kubernetes.io/zone`): kube-proxy
+    /// resyncs on a Node update, reading topology hints against the node's labels. When the
+    /// Node in `cluster` names another zone than the plan's, every Service is marked for
+    /// re-planning; returns whether the zone changed. (A Node no longer in `cluster` changes
+    /// nothing; node *addresses* are not followed: kube-proxy exits on their change so that
+    /// its DaemonSet restarts it, and so does proxier's Kubernetes source.)
+    pub fn follow_node(&mut self, cluster: &mut ClusterState) -> bool {
+        let Some(node) = cluster.node(&self.node.name) else {
+            return false;
+        };
+        if node.zone == self.node.zone {
+            return false;
+        }
+        self.node.zone = node.zone.clone();
+        cluster.mark_all_dirty();
+        true
     }
 
     /// Re-plans only the Services changed since the last plan.

@@ -132,6 +132,7 @@ impl<D: Dataplane> Proxier<D> {
     pub fn full_sync(&mut self) -> Result<SyncOutcome, Error> {
         let started = Instant::now();
         self.mirror = self.dataplane.observe()?;
+        self.planner.follow_node(&mut self.cluster);
         self.planner.plan_all(&mut self.cluster);
         self.terminations.set_now(SystemTime::now());
         let ops = reconcile(self.planner.desired(), &self.mirror, &self.terminations);
@@ -142,6 +143,7 @@ impl<D: Dataplane> Proxier<D> {
     /// plan changed.
     pub fn incremental_sync(&mut self) -> SyncOutcome {
         let started = Instant::now();
+        self.planner.follow_node(&mut self.cluster);
         let changes = self.planner.replan(&mut self.cluster);
         self.terminations.set_now(SystemTime::now());
         let ops = reconcile_changes(

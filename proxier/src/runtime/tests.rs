@@ -148,3 +148,58 @@ fn the_fake_dataplane_sees_the_plans_packet_rules() {
     // Written at the initial sync and again when the cluster IP moved.
     assert_eq!(fake.packet_rule_writes, 2);
 }
+
+/// Issue 13 item 12: the plan follows the local Node's zone (kube-proxy resyncs on a Node
+/// update; topology hints are read against the node's labels). Endpoints hinted for zone-a
+/// serve while node-a is in zone-a; after a Node update moves it to zone-b, the next
+/// incremental sync serves the zone-b endpoint instead, with no restart (file source).
+#[test]
+fn the_plan_follows_the_local_nodes_zone() {
+    use crate::plan::RealServerIntent;
+    let node_yaml = |zone: &str| {
+        format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: node-a\n  labels: {{topology.kubernetes.io/zone: {zone}}}\n\
+             status:\n  addresses: [{{type: InternalIP, address: 192.168.1.10}}]\n"
+        )
+    };
+    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  \
+        namespace: default\n  labels: {kubernetes.io/service-name: web}\naddressType: IPv4\n\
+        ports:\n- {name: http, port: 8080, protocol: TCP}\nendpoints:\n\
+        - addresses: [10.244.1.5]\n  conditions: {ready: true}\n  hints: {forZones: [{name: zone-a}]}\n\
+        - addresses: [10.244.2.5]\n  conditions: {ready: true}\n  hints: {forZones: [{name: zone-b}]}\n";
+    let service = SERVICE.replace("CLUSTER_IP", "10.96.0.9");
+    let node = NodeContext {
+        name: "node-a".into(),
+        node_ips: vec![],
+        zone: Some("zone-a".into()),
+    };
+    let mut proxier = Proxier::new(
+        Planner::new(node, Config::default()),
+        FakeDataplane::default(),
+    );
+    let mut snapshot = SnapshotSync::new();
+    let serving = |proxier: &Proxier<FakeDataplane>| -> Vec<String> {
+        proxier
+            .desired()
+            .virtual_servers
+            .values()
+            .flat_map(|vs| vs.real_servers.values())
+            .filter(|rs| rs.intent == RealServerIntent::Serve)
+            .map(|rs| rs.real_server.key.address.to_string())
+            .collect()
+    };
+    let mut apply = |proxier: &mut Proxier<FakeDataplane>, zone: &str| {
+        let yaml = format!("{service}---\n{slice}---\n{}", node_yaml(zone));
+        let (objects, problems) = parse_documents("script", &yaml);
+        assert!(problems.is_empty(), "{problems:?}");
+        snapshot.poll(&objects, problems, proxier.cluster_mut())
+    };
+    apply(&mut proxier, "zone-a");
+    proxier.full_sync().unwrap();
+    assert_eq!(serving(&proxier), ["10.244.1.5"]);
+    let poll = apply(&mut proxier, "zone-b");
+    assert!(poll.changed, "a Node update is a change");
+    let outcome = proxier.incremental_sync();
+    assert_eq!(outcome.failed, 0);
+    assert_eq!(serving(&proxier), ["10.244.2.5"], "zone-b's endpoint now");
+}

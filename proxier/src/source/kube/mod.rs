@@ -124,6 +124,9 @@ impl KubeSource {
                 ),
             }
         }
+        if let Some((old, new)) = applied.node_addresses_changed.take() {
+            return Err(Error::NodeAddressesChanged { old, new });
+        }
         Ok(self.finish(applied))
     }
 
@@ -163,6 +166,9 @@ impl Source for KubeSource {
                     return Err(closed());
                 }
             }
+        }
+        if let Some((old, new)) = applied.node_addresses_changed.take() {
+            return Err(Error::NodeAddressesChanged { old, new });
         }
         Ok(self.finish(applied))
     }

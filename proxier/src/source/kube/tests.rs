@@ -240,3 +240,49 @@ async fn trigger_times_and_node_deletion_reach_the_observer() {
         .status(std::time::Instant::now(), std::time::SystemTime::now());
     assert!(!status.node_eligible);
 }
+
+/// Issue 13 item 12. kube-proxy (pkg/proxy/node.go, `NodeManager.OnNodeChange`) exits when the
+/// node's IPs change, so that its DaemonSet restarts it with them; a label (zone) change is a
+/// change to sync (kube-proxy's proxiers resync on `OnNodeUpdate`). proxier's source does the
+/// same: a zone change is reported as a change, an InternalIP change as
+/// `Error::NodeAddressesChanged`, which ends `runtime::run`.
+#[tokio::test]
+async fn a_node_zone_change_is_a_change_and_an_address_change_asks_for_a_restart() {
+    let mut feed = Feed::new(|s| s);
+    feed.sync().await;
+    let same = feed.deliver(WatchEvent::Node(Event::Apply(node(
+        "node-a",
+        "192.168.1.10",
+    ))));
+    assert!(!same.changed, "an unchanged Node is no change");
+    let mut moved = node("node-a", "192.168.1.10");
+    moved
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("topology.kubernetes.io/zone".into(), "z2".into());
+    let poll = feed.deliver(WatchEvent::Node(Event::Apply(moved)));
+    assert!(poll.changed, "a zone change is a change");
+    assert_eq!(
+        feed.cluster.node("node-a").and_then(|n| n.zone.as_deref()),
+        Some("z2")
+    );
+    feed.send([WatchEvent::Node(Event::Apply(node(
+        "node-a",
+        "192.168.1.99",
+    )))]);
+    match feed.source.poll_changes(&mut feed.cluster) {
+        Err(Error::NodeAddressesChanged { old, new }) => {
+            assert_eq!(
+                old,
+                vec!["192.168.1.10".parse::<std::net::IpAddr>().unwrap()]
+            );
+            assert_eq!(
+                new,
+                vec!["192.168.1.99".parse::<std::net::IpAddr>().unwrap()]
+            );
+        }
+        other => panic!("expected NodeAddressesChanged, got {other:?}"),
+    }
+}
