@@ -48,30 +48,47 @@ impl RouteReply {
         })
     }
 
+    /// Every (interface index, address) in the answer to an address dump.
+    fn address_entries(&self) -> impl Iterator<Item = (u32, IpAddr)> + '_ {
+        let messages = match self {
+            RouteReply::Done(messages) => messages.as_slice(),
+            RouteReply::Errno(_) => &[],
+        };
+        messages.iter().filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) => a
+                .attributes
+                .iter()
+                .find_map(|attr| match attr {
+                    AddressAttribute::Local(ip) => Some(*ip),
+                    AddressAttribute::Address(ip) if a.header.family == AddressFamily::Inet6 => {
+                        Some(*ip)
+                    }
+                    _ => None,
+                })
+                .map(|ip| (a.header.index, ip)),
+            _ => None,
+        })
+    }
+
     /// The addresses on the interface with `index` in the answer to an address dump (IPv6
     /// link-local ones are the kernel's, not virtual IPs, and are left out).
     pub fn addresses_on(&self, index: u32) -> BTreeSet<IpAddr> {
-        let RouteReply::Done(messages) = self else {
-            return BTreeSet::new();
-        };
-        messages
-            .iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
-                    a.attributes.iter().find_map(|attr| match attr {
-                        AddressAttribute::Local(ip) => Some(*ip),
-                        AddressAttribute::Address(ip)
-                            if a.header.family == AddressFamily::Inet6 =>
-                        {
-                            Some(*ip)
-                        }
-                        _ => None,
-                    })
-                }
-                _ => None,
-            })
-            .filter(|ip| !is_link_local(ip))
+        self.address_entries()
+            .filter(|(i, ip)| *i == index && !is_link_local(ip))
+            .map(|(_, ip)| ip)
             .collect()
+    }
+
+    /// The addresses on every interface but the one with `index`, all of them (which count
+    /// as node addresses is the planner's rule), in dump order without duplicates.
+    pub fn addresses_off(&self, index: u32) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = Vec::new();
+        for (_, ip) in self.address_entries().filter(|(i, _)| *i != index) {
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+        out
     }
 }
 
@@ -247,6 +264,20 @@ impl InterfaceHandle {
         )? {
             reply @ RouteReply::Done(_) => Ok(reply.addresses_on(index)),
             RouteReply::Errno(errno) => Err(kernel_error(what, errno)),
+        }
+    }
+
+    /// The node's local addresses on every interface but the one with `index` (our dummy
+    /// interface): the input of `nodePortAddresses`.
+    pub fn addresses_outside(&mut self, index: u32) -> Result<Vec<IpAddr>, Error> {
+        let what = "dump the node's addresses";
+        match self.request(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+            what,
+        )? {
+            reply @ RouteReply::Done(_) => Ok(reply.addresses_off(index)),
+            RouteReply::Errno(errno) => Err(kernel_error(what.to_owned(), errno)),
         }
     }
 
