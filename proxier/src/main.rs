@@ -131,7 +131,7 @@ struct CleanupArgs {
     #[arg(long, default_value = proxier::dataplane::kernel::DEFAULT_INTERFACE, value_parser = interface_name)]
     interface: String,
     /// Node IPs whose NodePort-range virtual servers may be proxier's (repeatable; see
-    /// `proxier::plan::Ownership` for the rule).
+    /// `proxier::plan::Ownership` for the rule); default: every local address.
     #[arg(long = "node-ip")]
     node_ips: Vec<IpAddr>,
     /// `ipvs.excludeCIDRs`: virtual servers on these addresses are never touched (repeatable).

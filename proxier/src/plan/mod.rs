@@ -21,7 +21,7 @@ use netlink_ipvs::{
 
 pub use endpoints::{categorize, port_endpoints, Categorized, Locality, PortEndpoint};
 pub use health_check::{HealthChecks, ServiceHealthCheck};
-pub use node_addresses::{health_check_addresses, node_port_ips};
+pub use node_addresses::{health_check_addresses, is_ipv6_link_local, node_port_ips};
 pub use ownership::{cidr_contains, KernelView, Ownership};
 pub use packet_rules::{
     packet_rules, ExternalLocalMark, LoadBalancerSourceRange, PacketRules, PacketSettings,

@@ -36,7 +36,9 @@ fn host_prefix(ip: &IpAddr) -> u8 {
     }
 }
 
-fn is_v6_link_local(ip: &IpAddr) -> bool {
+/// Whether `ip` is an IPv6 link-local address (fe80::/10): the kernel's own on every IPv6
+/// interface, never a NodePort or virtual IP.
+pub fn is_ipv6_link_local(ip: &IpAddr) -> bool {
     matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
 
@@ -70,7 +72,7 @@ fn cidrs_of(
 
 fn selected(cidrs: Option<&[(IpAddr, u8)]>, ip: &IpAddr) -> bool {
     match cidrs {
-        None => !ip.is_loopback() && !is_v6_link_local(ip),
+        None => !ip.is_loopback() && !is_ipv6_link_local(ip),
         Some(cidrs) => !ip.is_loopback() && cidrs.iter().any(|c| cidr_contains(*c, *ip)),
     }
 }

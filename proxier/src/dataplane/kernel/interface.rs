@@ -20,6 +20,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 
 use crate::error::{Errno, Error};
+use crate::plan::is_ipv6_link_local;
 
 /// An rtnetlink connection, in the network namespace of the thread that opened it.
 pub struct InterfaceHandle {
@@ -74,7 +75,7 @@ impl RouteReply {
     /// link-local ones are the kernel's, not virtual IPs, and are left out).
     pub fn addresses_on(&self, index: u32) -> BTreeSet<IpAddr> {
         self.address_entries()
-            .filter(|(i, ip)| *i == index && !is_link_local(ip))
+            .filter(|(i, ip)| *i == index && !is_ipv6_link_local(ip))
             .map(|(_, ip)| ip)
             .collect()
     }
@@ -332,13 +333,6 @@ fn kernel_error(op: String, errno: i32) -> Error {
     Error::Kernel {
         op,
         errno: Errno(errno),
-    }
-}
-
-fn is_link_local(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
-        IpAddr::V4(_) => false,
     }
 }
 
