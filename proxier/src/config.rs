@@ -327,16 +327,4 @@ impl Config {
             .collect::<Result<_, _>>()?;
         Ok(out)
     }
-
-    /// The node IPs NodePorts open on, from the node's IPs.
-    pub fn node_port_ips(&self, node_ips: &[IpAddr]) -> Vec<IpAddr> {
-        node_ips
-            .iter()
-            .copied()
-            .filter(|ip| {
-                self.node_port_addresses.is_empty()
-                    || self.node_port_addresses.iter().any(|a| a.contains(*ip))
-            })
-            .collect()
-    }
 }

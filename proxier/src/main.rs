@@ -95,7 +95,8 @@ struct RunArgs {
     /// This node's name (default: hostnameOverride, then the hostname).
     #[arg(long, alias = "hostname-override")]
     node: Option<String>,
-    /// IPs NodePorts open on (repeatable); default: the Node object's InternalIPs.
+    /// IPs NodePorts open on (repeatable), instead of the local addresses `nodePortAddresses`
+    /// selects (kube-proxy's rule, followed as addresses come and go).
     #[arg(long = "node-ip")]
     node_ips: Vec<IpAddr>,
     /// A KubeProxyConfiguration file.
@@ -138,7 +139,7 @@ struct CleanupArgs {
     #[arg(long, default_value = proxier::dataplane::kernel::DEFAULT_INTERFACE, value_parser = interface_name)]
     interface: String,
     /// Node IPs whose NodePort-range virtual servers may be proxier's (repeatable; see
-    /// `proxier::plan::Ownership` for the rule).
+    /// `proxier::plan::Ownership` for the rule); default: every local address.
     #[arg(long = "node-ip")]
     node_ips: Vec<IpAddr>,
     /// `ipvs.excludeCIDRs`: virtual servers on these addresses are never touched (repeatable).
@@ -283,6 +284,13 @@ async fn run(
     };
     let mut dataplane =
         KernelDataplane::connect(&interface).context("opening the kernel dataplane")?;
+    // As kube-proxy: NodePorts open on the local addresses `nodePortAddresses` selects, as
+    // they come and go; `--node-ip` pins them to the given IPs instead.
+    if node_ips.is_empty() {
+        dataplane
+            .follow_node_addresses()
+            .context("following the node's addresses")?;
+    }
     let metrics = Metrics::new().with_conntrack_flushed(dataplane.conntrack_flushed_counter());
     let client = match &origin {
         Origin::Api { kubeconfig, master } => {
@@ -322,7 +330,7 @@ async fn run(
         (Origin::Api { .. }, None) => anyhow::bail!("no API client"),
     };
     if node_object.is_none() {
-        tracing::warn!(%node, "no Node object: no zone, NodePorts only on --node-ip/bindAddress");
+        tracing::warn!(%node, "no Node object: no zone, and `nodePortAddresses: [primary]` selects bindAddress only");
     }
     let context = NodeContext::resolve(
         node.clone(),

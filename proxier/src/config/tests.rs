@@ -10,7 +10,10 @@ fn reads_kube_proxy_configuration_and_lists_unimplemented_fields() {
     let config = Config::from_kube_proxy(&kpc).unwrap();
     assert_eq!(config.scheduler, "mh");
     let ips: Vec<IpAddr> = vec!["10.1.2.3".parse().unwrap(), "192.168.0.1".parse().unwrap()];
-    assert_eq!(config.node_port_ips(&ips), vec![ips[0]]);
+    assert_eq!(
+        crate::plan::node_port_ips(&config.node_port_addresses, &ips, &ips),
+        vec![ips[0]]
+    );
 }
 
 #[test]

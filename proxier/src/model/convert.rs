@@ -294,7 +294,22 @@ fn convert_service(
             external_policy,
         });
     }
-    Ok(Service { name, ports })
+    // kube-proxy's `NeedsHealthCheck`: LoadBalancer with externalTrafficPolicy Local.
+    let health_check_node_port = match spec.health_check_node_port {
+        Some(n)
+            if n != 0
+                && service_type == "LoadBalancer"
+                && external_policy == TrafficPolicy::Local =>
+        {
+            Some(parse_port("spec.healthCheckNodePort", n)?)
+        }
+        _ => None,
+    };
+    Ok(Service {
+        name,
+        ports,
+        health_check_node_port,
+    })
 }
 
 /// Converts an EndpointSlice; rejects it when it is not proxied or invalid.

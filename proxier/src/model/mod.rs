@@ -114,6 +114,9 @@ pub struct Service {
     pub name: ServiceName,
     /// Its ports.
     pub ports: Vec<ServicePort>,
+    /// `spec.healthCheckNodePort` of a LoadBalancer Service with `externalTrafficPolicy:
+    /// Local` (kube-proxy serves a health check there; `None` otherwise).
+    pub health_check_node_port: Option<u16>,
 }
 
 /// A port of an EndpointSlice: the target port for the Service port of the same name.

@@ -11,12 +11,14 @@ pub mod events;
 mod health;
 pub mod http;
 mod metrics;
+mod service_health;
 #[cfg(test)]
 mod tests;
 
 pub use events::EventPublisher;
 pub use health::{Health, HealthStatus};
 pub use metrics::{Histogram, Metrics};
+pub use service_health::ServiceHealthServer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,14 +62,20 @@ pub struct Observer {
     pub health: Arc<Health>,
     /// The Event publisher.
     pub events: Arc<EventPublisher>,
+    /// The health checks of `externalTrafficPolicy: Local` LoadBalancer Services.
+    pub service_health: Arc<std::sync::Mutex<ServiceHealthServer>>,
 }
 
 impl Observer {
     /// An observer for a proxy resyncing every `sync_period`.
     pub fn new(metrics: Metrics, sync_period: Duration, events: EventPublisher) -> Self {
+        let health = Arc::new(Health::new(sync_period));
         Self {
             metrics: Arc::new(metrics),
-            health: Arc::new(Health::new(sync_period)),
+            service_health: Arc::new(std::sync::Mutex::new(ServiceHealthServer::new(
+                health.clone(),
+            ))),
+            health,
             events: Arc::new(events),
         }
     }
@@ -75,7 +83,8 @@ impl Observer {
     /// The hook for [`crate::runtime::run`]: records the sync (and the planned real servers)
     /// in the metrics, its failures by operation (metric, Event), and in the health state as
     /// done when it counts as a sync (the rule in `health`'s module docs); a sync that applied
-    /// nothing while something failed leaves the update pending.
+    /// nothing while something failed leaves the update pending. The service health checks
+    /// follow the plan the sync carried.
     pub fn on_sync(&self, kind: SyncKind, outcome: &SyncOutcome) {
         let now = SystemTime::now();
         let full = kind != SyncKind::Incremental;
@@ -86,6 +95,12 @@ impl Observer {
         }
         if full {
             self.metrics.set_failing_operations(outcome.failed as u64);
+        }
+        if let Some(checks) = &outcome.health_checks {
+            self.service_health
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .sync(checks);
         }
         if !outcome.counts_as_sync() {
             self.health.queued(Instant::now());

@@ -6,6 +6,8 @@
 //! [`crate::reconcile::reconcile_changes`].
 
 mod endpoints;
+mod health_check;
+mod node_addresses;
 mod ownership;
 mod packet_rules;
 mod service;
@@ -18,6 +20,8 @@ use netlink_ipvs::{
 };
 
 pub use endpoints::{categorize, port_endpoints, Categorized, Locality, PortEndpoint};
+pub use health_check::{HealthChecks, ServiceHealthCheck};
+pub use node_addresses::{health_check_addresses, is_ipv6_link_local, node_port_ips};
 pub use ownership::{cidr_contains, KernelView, Ownership};
 pub use packet_rules::{
     packet_rules, Destination, ExternalLocalMark, LoadBalancerSourceRange, PacketRules,
@@ -33,7 +37,9 @@ use crate::model::{ClusterState, Node, ServiceName, ServicePort, ServicePortName
 pub struct NodeContext {
     /// Node name (locality of endpoints).
     pub name: String,
-    /// The node's IPs (NodePorts open on those `nodePortAddresses` selects).
+    /// The node's IPs: its primary IPs (`nodePortAddresses: [primary]`), and where NodePorts
+    /// open while the node's local addresses are not known (`--node-ip`, `proxier plan`; see
+    /// [`Planner::set_local_addresses`]).
     pub node_ips: Vec<IpAddr>,
     /// Zone (`topology.kubernetes.io/zone`), for topology hints.
     pub zone: Option<String>,
@@ -193,6 +199,11 @@ pub struct DesiredState {
     pub local_endpoints: BTreeMap<IpAddr, u32>,
     /// Which kernel objects are ours.
     pub ownership: Ownership,
+    /// The addresses NodePorts open on now (`nodePortAddresses` over the local addresses).
+    pub node_port_ips: BTreeSet<IpAddr>,
+    /// The health checks of `externalTrafficPolicy: Local` LoadBalancer Services
+    /// (`healthCheckNodePort`), by Service.
+    pub health_checks: BTreeMap<ServiceName, ServiceHealthCheck>,
 }
 
 /// Planned real servers by intent (the metric `proxier_real_servers`).
@@ -280,6 +291,8 @@ pub struct Planner {
     config: Config,
     packet_settings: PacketSettings,
     node_port_ips: Vec<IpAddr>,
+    /// The node's local addresses outside our dummy interface, once known.
+    local_addresses: Option<Vec<IpAddr>>,
     desired: DesiredState,
     contributions: BTreeMap<ServiceName, Contribution>,
     marks: BTreeMap<(ServicePortName, Family), u32>,
@@ -297,7 +310,8 @@ fn stable_hash(text: &str) -> u32 {
 impl Planner {
     /// A planner for one node.
     pub fn new(node: NodeContext, config: Config) -> Self {
-        let node_port_ips = config.node_port_ips(&node.node_ips);
+        let node_port_ips =
+            node_port_ips(&config.node_port_addresses, &node.node_ips, &node.node_ips);
         let desired = DesiredState {
             ownership: Ownership {
                 node_ips: node_port_ips.iter().copied().collect(),
@@ -306,6 +320,7 @@ impl Planner {
                 exclude_cidrs: config.exclude_cidrs.clone(),
                 ..Ownership::default()
             },
+            node_port_ips: node_port_ips.iter().copied().collect(),
             ..DesiredState::default()
         };
         Self {
@@ -313,6 +328,7 @@ impl Planner {
             config,
             packet_settings: PacketSettings::default(),
             node_port_ips,
+            local_addresses: None,
             desired,
             contributions: BTreeMap::new(),
             marks: BTreeMap::new(),
@@ -325,6 +341,43 @@ impl Planner {
     pub fn with_packet_settings(mut self, settings: PacketSettings) -> Self {
         self.packet_settings = settings;
         self
+    }
+
+    /// Sets the node's local addresses (every interface but our dummy one): NodePorts then open
+    /// on those `nodePortAddresses` selects, as kube-proxy's. Returns whether that changed
+    /// where NodePorts open; then every Service must be re-planned ([`Planner::plan_all`]).
+    /// Addresses that carried NodePorts earlier in this run stay recognisable as ours
+    /// ([`Ownership`] rule 3), so their virtual servers are deleted when the address goes.
+    pub fn set_local_addresses(&mut self, mut local: Vec<IpAddr>) -> bool {
+        local.sort_unstable();
+        local.dedup();
+        let ips = node_port_ips(
+            &self.config.node_port_addresses,
+            &self.node.node_ips,
+            &local,
+        );
+        self.local_addresses = Some(local);
+        if ips == self.node_port_ips {
+            return false;
+        }
+        self.desired.ownership.node_ips.extend(ips.iter().copied());
+        self.desired.node_port_ips = ips.iter().copied().collect();
+        self.node_port_ips = ips;
+        true
+    }
+
+    /// The health checks to serve and where they listen.
+    pub fn health_checks(&self) -> HealthChecks {
+        let addresses = match &self.local_addresses {
+            Some(local) => {
+                health_check_addresses(&self.config.node_port_addresses, &self.node.node_ips, local)
+            }
+            None => Some(self.node_port_ips.clone()),
+        };
+        HealthChecks {
+            services: self.desired.health_checks.clone(),
+            addresses,
+        }
     }
 
     /// The current desired state.
@@ -437,6 +490,13 @@ impl Planner {
                     self.desired.local_endpoints.remove(ip);
                 }
             }
+        }
+        self.desired.health_checks.remove(name);
+        if let Some(check) = cluster
+            .service(name)
+            .and_then(|s| ServiceHealthCheck::of(s, cluster.slices(name), &self.node.name))
+        {
+            self.desired.health_checks.insert(name.clone(), check);
         }
         let new = match cluster.service(name) {
             Some(service) => {

@@ -53,6 +53,10 @@ pub struct PacketRules {
     /// Endpoints on this node: a packet from one of them to itself (a pod reaching itself
     /// through a Service, after IPVS) is masqueraded so the reply comes back through IPVS.
     pub hairpin_endpoints: BTreeSet<IpAddr>,
+    /// Health-check node ports (TCP) of `externalTrafficPolicy: Local` LoadBalancer
+    /// Services: the filter for service addresses lets new connections to them through
+    /// (kube-proxy's KUBE-HEALTH-CHECK-NODE-PORT set).
+    pub health_check_node_ports: BTreeSet<u16>,
 }
 
 impl Default for PacketRules {
@@ -71,6 +75,7 @@ impl Default for PacketRules {
             external_local: Vec::new(),
             load_balancer_source_ranges: Vec::new(),
             hairpin_endpoints: BTreeSet::new(),
+            health_check_node_ports: BTreeSet::new(),
         }
     }
 }
@@ -131,8 +136,13 @@ pub fn packet_rules(desired: &DesiredState, settings: &PacketSettings) -> Packet
         cluster_cidrs: settings.cluster_cidrs.clone(),
         masquerade_all: settings.masquerade_all,
         service_ips: desired.addresses.keys().copied().collect(),
-        node_ips: desired.ownership.node_ips.clone(),
+        node_ips: desired.node_port_ips.clone(),
         hairpin_endpoints: desired.local_endpoints.keys().copied().collect(),
+        health_check_node_ports: desired
+            .health_checks
+            .values()
+            .map(|c| c.node_port)
+            .collect(),
         ..PacketRules::default()
     };
     let external_local: BTreeSet<Destination> = desired

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::dataplane::Dataplane;
 use crate::error::Error;
 use crate::model::ClusterState;
-use crate::plan::{DesiredState, Planner, RealServerCounts};
+use crate::plan::{DesiredState, HealthChecks, Planner, RealServerCounts};
 use crate::reconcile::{reconcile, reconcile_changes, Observed, Op, Terminations};
 
 /// What failed in a sync (retried by the next full resync).
@@ -58,6 +58,9 @@ pub struct SyncOutcome {
     /// plan (every full sync, and incremental syncs that changed virtual servers or
     /// addresses).
     pub real_servers: Option<RealServerCounts>,
+    /// The health checks to serve, whenever `real_servers` is set (the service health
+    /// server follows them).
+    pub health_checks: Option<HealthChecks>,
 }
 
 impl SyncOutcome {
@@ -85,6 +88,8 @@ pub struct Proxier<D> {
     dataplane: D,
     mirror: Observed,
     terminations: Terminations,
+    /// The node's addresses changed where NodePorts open: the next sync re-plans everything.
+    replan_all: bool,
 }
 
 impl<D: Dataplane> Proxier<D> {
@@ -96,6 +101,7 @@ impl<D: Dataplane> Proxier<D> {
             dataplane,
             mirror: Observed::default(),
             terminations: Terminations::new(),
+            replan_all: false,
         }
     }
 
@@ -104,6 +110,31 @@ impl<D: Dataplane> Proxier<D> {
     pub fn with_drain_bound(mut self, bound: Duration) -> Self {
         self.terminations = self.terminations.with_drain_bound(bound);
         self
+    }
+
+    /// Takes the node's local addresses from the dataplane when they changed (rtnetlink
+    /// notifications on the kernel's side); returns whether that changed where NodePorts
+    /// open, which the next sync then carries out. A failed read changes nothing.
+    pub fn poll_node_addresses(&mut self) -> bool {
+        match self.dataplane.local_addresses() {
+            Ok(Some(local)) => self.set_local_addresses(local),
+            Ok(None) => false,
+            Err(error) => {
+                tracing::warn!(error = %error.report(), "node addresses not read; NodePorts stay where they are");
+                false
+            }
+        }
+    }
+
+    /// Sets the node's local addresses (see [`Planner::set_local_addresses`]); returns whether
+    /// NodePorts move, which the next sync carries out.
+    pub fn set_local_addresses(&mut self, local: Vec<std::net::IpAddr>) -> bool {
+        let changed = self.planner.set_local_addresses(local);
+        if changed {
+            tracing::info!(node_port_ips = ?self.planner.desired().node_port_ips, "NodePort addresses changed");
+            self.replan_all = true;
+        }
+        changed
     }
 
     /// The cluster objects; changes made here are synced by [`Proxier::incremental_sync`].
@@ -121,6 +152,11 @@ impl<D: Dataplane> Proxier<D> {
         &self.mirror
     }
 
+    /// The dataplane, to read.
+    pub fn dataplane(&self) -> &D {
+        &self.dataplane
+    }
+
     /// The dataplane (for tests and start-up work outside the engine's operations).
     pub fn dataplane_mut(&mut self) -> &mut D {
         &mut self.dataplane
@@ -133,6 +169,7 @@ impl<D: Dataplane> Proxier<D> {
         let started = Instant::now();
         self.mirror = self.dataplane.observe()?;
         self.planner.follow_node(&mut self.cluster);
+        self.replan_all = false;
         self.planner.plan_all(&mut self.cluster);
         self.terminations.set_now(SystemTime::now());
         let ops = reconcile(self.planner.desired(), &self.mirror, &self.terminations);
@@ -144,7 +181,11 @@ impl<D: Dataplane> Proxier<D> {
     pub fn incremental_sync(&mut self) -> SyncOutcome {
         let started = Instant::now();
         self.planner.follow_node(&mut self.cluster);
-        let changes = self.planner.replan(&mut self.cluster);
+        let changes = if std::mem::take(&mut self.replan_all) {
+            self.planner.plan_all(&mut self.cluster)
+        } else {
+            self.planner.replan(&mut self.cluster)
+        };
         self.terminations.set_now(SystemTime::now());
         let ops = reconcile_changes(
             self.planner.desired(),
@@ -162,9 +203,11 @@ impl<D: Dataplane> Proxier<D> {
         let mut failures = Vec::new();
         let mut applied = 0;
         let mut real_servers = None;
+        let mut health_checks = None;
         // Packet rules first: a new VIP is masqueraded from its first packet.
         if packet_rules {
             real_servers = Some(self.planner.desired().real_server_counts());
+            health_checks = Some(self.planner.health_checks());
             let rules = self.planner.packet_rules();
             match self.dataplane.program_packet_rules(&rules) {
                 Ok(_) => applied += 1,
@@ -181,6 +224,7 @@ impl<D: Dataplane> Proxier<D> {
                 failures,
                 elapsed: started.elapsed(),
                 real_servers,
+                health_checks,
                 ..SyncOutcome::default()
             };
         }
@@ -211,6 +255,7 @@ impl<D: Dataplane> Proxier<D> {
             failures,
             elapsed: started.elapsed(),
             real_servers,
+            health_checks,
         }
     }
 }

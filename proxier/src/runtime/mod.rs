@@ -103,6 +103,7 @@ pub async fn run<D: Dataplane, S: Source>(
         }
     };
     poll(source, proxier)?;
+    proxier.poll_node_addresses();
     let outcome = proxier.full_sync()?;
     tracing::info!(?outcome, "initial sync (kernel state adopted)");
     on_sync(SyncKind::Initial, &outcome);
@@ -120,6 +121,7 @@ pub async fn run<D: Dataplane, S: Source>(
             () = tokio::time::sleep(timing.poll_period) => {}
         }
         pending |= poll(source, proxier)?;
+        pending |= proxier.poll_node_addresses();
         let now = Instant::now();
         if now >= next_resync || backoff.is_due(now) {
             match proxier.full_sync() {

@@ -2,10 +2,12 @@
 //! interface through rtnetlink, conntrack flushes through conntrack-gc (one pass for all the
 //! filters of a sync). No external binary is ever executed.
 
+mod addresses;
 mod cleanup;
 mod interface;
 mod sysctl;
 
+pub use addresses::{notifies_change, AddressWatch};
 pub use cleanup::{cleanup, CleanupReport};
 pub use interface::{InterfaceHandle, RouteAnswer, RouteReply};
 pub use sysctl::{
@@ -42,6 +44,8 @@ pub struct KernelDataplane {
     interface: String,
     interface_index: u32,
     flushed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Set by [`KernelDataplane::follow_node_addresses`].
+    address_watch: Option<AddressWatch>,
 }
 
 impl KernelDataplane {
@@ -64,7 +68,16 @@ impl KernelDataplane {
             interface: interface.to_owned(),
             interface_index,
             flushed: Default::default(),
+            address_watch: None,
         })
+    }
+
+    /// Follows the node's local addresses (rtnetlink notifications), so that NodePorts open on
+    /// the addresses `nodePortAddresses` selects as they come and go
+    /// ([`Dataplane::local_addresses`]). Without it NodePorts stay on the node's given IPs.
+    pub fn follow_node_addresses(&mut self) -> Result<(), Error> {
+        self.address_watch = Some(AddressWatch::open()?);
+        Ok(())
     }
 
     /// The number of conntrack entries deleted so far (shared, for metrics).
@@ -219,6 +232,16 @@ impl Dataplane for KernelDataplane {
         let addresses = self.links.addresses(index)?;
         self.replace_rules = true;
         Ok(Observed { ipvs, addresses })
+    }
+
+    fn local_addresses(&mut self) -> Result<Option<Vec<std::net::IpAddr>>, Error> {
+        let Some(watch) = &mut self.address_watch else {
+            return Ok(None);
+        };
+        if !watch.changed(self.interface_index)? {
+            return Ok(None);
+        }
+        self.links.addresses_outside(self.interface_index).map(Some)
     }
 
     /// Writes our nftables table (atomically, one transaction): after a full resync it is
