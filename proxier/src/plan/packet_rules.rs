@@ -53,10 +53,6 @@ pub struct PacketRules {
     /// Endpoints on this node: a packet from one of them to itself (a pod reaching itself
     /// through a Service, after IPVS) is masqueraded so the reply comes back through IPVS.
     pub hairpin_endpoints: BTreeSet<IpAddr>,
-    /// Health-check node ports (TCP) of `externalTrafficPolicy: Local` LoadBalancer
-    /// Services: the filter for service addresses lets new connections to them through
-    /// (kube-proxy's KUBE-HEALTH-CHECK-NODE-PORT set).
-    pub health_check_node_ports: BTreeSet<u16>,
 }
 
 impl Default for PacketRules {
@@ -75,7 +71,6 @@ impl Default for PacketRules {
             external_local: Vec::new(),
             load_balancer_source_ranges: Vec::new(),
             hairpin_endpoints: BTreeSet::new(),
-            health_check_node_ports: BTreeSet::new(),
         }
     }
 }
