@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::dataplane::Dataplane;
 use crate::error::Error;
 use crate::model::ClusterState;
-use crate::plan::{DesiredState, Planner, RealServerCounts};
+use crate::plan::{DesiredState, NoLocalEndpoints, Planner, RealServerCounts};
 use crate::reconcile::{reconcile, reconcile_changes, Observed, Op, Terminations};
 
 /// What failed in a sync (retried by the next full resync).
@@ -58,6 +58,13 @@ pub struct SyncOutcome {
     /// plan (every full sync, and incremental syncs that changed virtual servers or
     /// addresses).
     pub real_servers: Option<RealServerCounts>,
+    /// Service ports with a `Local` policy and no local endpoint, computed with
+    /// `real_servers`.
+    pub no_local_endpoints: Option<NoLocalEndpoints>,
+    /// Conntrack flushes still owed after this sync (retried by the next one).
+    pub flushes_owed: usize,
+    /// Failed conntrack flushes dropped so far because too many were owed (cumulative).
+    pub flushes_dropped: u64,
 }
 
 impl SyncOutcome {
@@ -151,9 +158,11 @@ impl<D: Dataplane> Proxier<D> {
         let mut failures = Vec::new();
         let mut applied = 0;
         let mut real_servers = None;
+        let mut no_local_endpoints = None;
         // Packet rules first: a new VIP is masqueraded from its first packet.
         if packet_rules {
             real_servers = Some(self.planner.desired().real_server_counts());
+            no_local_endpoints = Some(self.planner.desired().no_local_endpoints());
             let rules = self.planner.packet_rules();
             match self.dataplane.program_packet_rules(&rules) {
                 Ok(_) => applied += 1,
@@ -170,6 +179,9 @@ impl<D: Dataplane> Proxier<D> {
                 failures,
                 elapsed: started.elapsed(),
                 real_servers,
+                no_local_endpoints,
+                flushes_owed: self.terminations.owed().count(),
+                flushes_dropped: self.terminations.dropped(),
                 ..SyncOutcome::default()
             };
         }
@@ -200,6 +212,9 @@ impl<D: Dataplane> Proxier<D> {
             failures,
             elapsed: started.elapsed(),
             real_servers,
+            no_local_endpoints,
+            flushes_owed: self.terminations.owed().count(),
+            flushes_dropped: self.terminations.dropped(),
         }
     }
 }

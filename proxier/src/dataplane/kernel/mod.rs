@@ -12,6 +12,7 @@ pub use sysctl::{
     apply_sysctls, kernel_release, kernel_version, wanted_sysctls, Sysctl, SysctlChange,
 };
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use netlink_ipvs::{IpvsError, IpvsHandle, IpvsOperation};
@@ -41,7 +42,16 @@ pub struct KernelDataplane {
     replace_rules: bool,
     interface: String,
     interface_index: u32,
-    flushed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    counters: Arc<KernelCounters>,
+}
+
+/// What the kernel dataplane counts for the metrics (shared with the `/metrics` handler).
+#[derive(Debug, Default)]
+pub struct KernelCounters {
+    /// Conntrack entries deleted for removed endpoints and services.
+    pub conntrack_flushed: AtomicU64,
+    /// Virtual servers left out of an IPVS dump (unreadable or vanished while it was read).
+    pub ipvs_dump_skipped: AtomicU64,
 }
 
 impl KernelDataplane {
@@ -63,13 +73,13 @@ impl KernelDataplane {
             replace_rules: true,
             interface: interface.to_owned(),
             interface_index,
-            flushed: Default::default(),
+            counters: Arc::default(),
         })
     }
 
-    /// The number of conntrack entries deleted so far (shared, for metrics).
-    pub fn conntrack_flushed_counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
-        self.flushed.clone()
+    /// What this dataplane counts (shared, for metrics).
+    pub fn counters(&self) -> Arc<KernelCounters> {
+        self.counters.clone()
     }
 
     /// Writes the sysctls IPVS mode needs (see [`wanted_sysctls`]) under `root` (`/` on a node)
@@ -126,8 +136,9 @@ impl KernelDataplane {
             .collect();
         match self.conntrack.flush(&filters) {
             Ok(report) => {
-                self.flushed
-                    .fetch_add(report.deleted, std::sync::atomic::Ordering::Relaxed);
+                self.counters
+                    .conntrack_flushed
+                    .fetch_add(report.deleted, Ordering::Relaxed);
                 tracing::info!(
                     examined = report.examined,
                     deleted = report.deleted,
@@ -203,6 +214,9 @@ impl Dataplane for KernelDataplane {
             .map_err(|e| ipvs_error("dump IPVS", e))?;
         // One unreadable (foreign) or vanishing virtual server does not fail the resync: it is
         // left out of the mirror (an owned one is read again at the next resync).
+        self.counters
+            .ipvs_dump_skipped
+            .fetch_add(report.skipped.len() as u64, Ordering::Relaxed);
         for skipped in &report.skipped {
             tracing::warn!(
                 service = ?skipped.key,
