@@ -9,101 +9,22 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use netlink_ipvs::Family;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
-};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family as Labelled;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use super::exposition::{
+    network_programming_histogram, sync_duration_histogram, ByCode, ByFamily, ByOperation,
+    ByPolicy, ByReason, BySizing, ByState, ConstCounterCell, FloatGauge, Histograms, IpFamily,
+    Readings,
+};
 use super::process::ProcessCollector;
 use crate::dataplane::kernel::KernelCounters;
 use crate::model::ChangeTally;
 use crate::plan::{NoLocalEndpoints, TrafficScope};
-
-/// The `ip_family` label value, as kube-proxy writes `v1.IPFamily`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, EncodeLabelValue)]
-enum IpFamily {
-    IPv4,
-    IPv6,
-}
-
-impl From<Family> for IpFamily {
-    fn from(family: Family) -> Self {
-        match family {
-            Family::V4 => IpFamily::IPv4,
-            Family::V6 => IpFamily::IPv6,
-        }
-    }
-}
-
-impl From<IpFamily> for Family {
-    fn from(label: IpFamily) -> Self {
-        match label {
-            IpFamily::IPv4 => Family::V4,
-            IpFamily::IPv6 => Family::V6,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ByFamily {
-    ip_family: IpFamily,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ByPolicy {
-    traffic_policy: &'static str,
-    ip_family: IpFamily,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ByCode {
-    code: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ByState {
-    state: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ByReason {
-    reason: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ByOperation {
-    operation: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct BySizing {
-    knob: String,
-    decision: String,
-}
-
-type FloatGauge = Gauge<f64, AtomicU64>;
-type Histograms = Labelled<ByFamily, Histogram, fn() -> Histogram>;
-
-/// kube-proxy's sync duration buckets: `ExponentialBuckets(0.001, 2, 15)`.
-fn sync_duration_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 2.0, 15))
-}
-
-/// kube-proxy's network programming buckets: 0.25 s, 0.5 s, 1..59 s, 60..115 s by 5 s,
-/// 2..5 min by 30 s.
-fn network_programming_histogram() -> Histogram {
-    let mut bounds = vec![0.25, 0.5];
-    bounds.extend((1..=59).map(f64::from));
-    bounds.extend((0..12).map(|i| 60.0 + 5.0 * f64::from(i)));
-    bounds.extend((0..7).map(|i| 120.0 + 30.0 * f64::from(i)));
-    Histogram::new(bounds)
-}
 
 /// The `/healthz` or `/livez` endpoint, for `kubeproxy_proxy_{healthz,livez}_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,55 +33,6 @@ pub enum Probe {
     Healthz,
     /// `/livez`.
     Livez,
-}
-
-/// Values read at scrape time: the conntrack fill level and the kernel dataplane's counters.
-#[derive(Debug)]
-struct Readings {
-    /// Conntrack fill ratio as f64 bits (NaN = never read).
-    conntrack_fill_ratio: AtomicU64,
-    kernel: OnceLock<Arc<KernelCounters>>,
-}
-
-impl Collector for Readings {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let ratio = f64::from_bits(self.conntrack_fill_ratio.load(Ordering::Relaxed));
-        if !ratio.is_nan() {
-            let gauge = ConstGauge::new(ratio);
-            gauge.encode(encoder.encode_descriptor(
-                "proxier_conntrack_fill_ratio",
-                "nf_conntrack_count / nf_conntrack_max",
-                None,
-                gauge.metric_type(),
-            )?)?;
-        }
-        let read = |pick: fn(&KernelCounters) -> &AtomicU64| {
-            self.kernel
-                .get()
-                .map_or(0, |k| pick(k).load(Ordering::Relaxed))
-        };
-        for (name, help, value) in [
-            (
-                "proxier_conntrack_entries_flushed",
-                "Conntrack entries deleted for removed endpoints and services",
-                read(|k| &k.conntrack_flushed),
-            ),
-            (
-                "proxier_ipvs_dump_skipped_virtual_servers",
-                "Virtual servers left out of an IPVS dump (unreadable or vanished mid-dump)",
-                read(|k| &k.ipvs_dump_skipped),
-            ),
-        ] {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
-        Ok(())
-    }
 }
 
 /// Every metric proxier exports, updated from the sync hook, the sources, the health
@@ -612,25 +484,5 @@ impl Metrics {
         // Writing to a String cannot fail; an encoder error would only cut the text short.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
-    }
-}
-
-/// A counter whose cumulative value is kept elsewhere (set, never reset).
-#[derive(Debug, Clone)]
-struct ConstCounterCell(Gauge);
-
-impl prometheus_client::metrics::TypedMetric for ConstCounterCell {
-    const TYPE: prometheus_client::metrics::MetricType =
-        prometheus_client::metrics::MetricType::Counter;
-}
-
-impl EncodeMetric for ConstCounterCell {
-    fn encode(&self, encoder: prometheus_client::encoding::MetricEncoder) -> std::fmt::Result {
-        let value = u64::try_from(self.0.get()).unwrap_or(0);
-        ConstCounter::new(value).encode(encoder)
-    }
-
-    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
-        prometheus_client::metrics::MetricType::Counter
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod configz;
 pub mod events;
+mod exposition;
 mod health;
 pub mod http;
 mod metrics;
