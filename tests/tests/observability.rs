@@ -9,82 +9,11 @@
 
 use std::time::Duration;
 
+use proxier_kernel_tests::scrape::{assert_kube_proxy_set, series};
 use proxier_kernel_tests::yaml::web_source;
 use proxier_kernel_tests::{
     http_get as get, wait_for, wait_for_ipvs, Endpoint, NetNs, ProxierProcess,
 };
-
-/// Every series kube-proxy exposes in IPVS mode, with the label each sample carries.
-const KUBE_PROXY_SERIES: &[(&str, &str)] = &[
-    (
-        "kubeproxy_sync_proxy_rules_duration_seconds_bucket",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_duration_seconds_sum",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_duration_seconds_count",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_network_programming_duration_seconds_bucket",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_network_programming_duration_seconds_sum",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_network_programming_duration_seconds_count",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_endpoint_changes_total",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_service_changes_pending",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_service_changes_total",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_iptables_restore_failures_total",
-        "ip_family",
-    ),
-    ("kubeproxy_proxy_healthz_total", "code"),
-    ("kubeproxy_proxy_livez_total", "code"),
-];
-
-/// client_golang's process collector's series.
-const PROCESS_SERIES: &[&str] = &[
-    "process_cpu_seconds_total",
-    "process_resident_memory_bytes",
-    "process_virtual_memory_bytes",
-    "process_open_fds",
-    "process_max_fds",
-    "process_start_time_seconds",
-];
 
 #[test]
 fn metrics_and_health_endpoints_answer_like_kube_proxy() {
@@ -127,32 +56,17 @@ fn metrics_and_health_endpoints_answer_like_kube_proxy() {
     // Issue 16 item 3: kube-proxy's whole IPVS-mode set (pkg/proxy/metrics RegisterMetrics),
     // each with its labels, after a sync and the probes above.
     let metrics = get(10249, "/metrics").unwrap();
-    let series = |name: &str| -> Vec<&str> {
-        metrics
-            .lines()
-            .filter(|l| l.split(['{', ' ']).next() == Some(name))
-            .collect()
-    };
-    let mut listed = Vec::new();
-    for (name, label) in KUBE_PROXY_SERIES {
-        let lines = series(name);
-        assert!(!lines.is_empty(), "{name} missing:\n{metrics}");
-        for line in &lines {
-            assert!(line.contains(&format!("{label}=\"")), "{line}");
-        }
-        listed.push(lines[0].to_owned());
-    }
-    for name in PROCESS_SERIES {
-        let lines = series(name);
-        assert_eq!(lines.len(), 1, "{name}:\n{metrics}");
-        listed.push(lines[0].to_owned());
-    }
-    listed.extend(series("proxier_build_info").iter().map(|l| l.to_string()));
+    let mut listed = assert_kube_proxy_set(&metrics, &["IPv4"]);
+    listed.extend(
+        series(&metrics, "proxier_build_info")
+            .iter()
+            .map(|l| l.to_string()),
+    );
     println!(
         "kube-proxy, process and build series (first sample each):\n{}",
         listed.join("\n")
     );
-    let healthz = series("kubeproxy_proxy_healthz_total");
+    let healthz = series(&metrics, "kubeproxy_proxy_healthz_total");
     assert!(
         healthz
             .iter()

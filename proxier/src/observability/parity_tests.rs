@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use netlink_ipvs::{Family, Protocol};
 
+use proxier_test_support::scrape::{assert_kube_proxy_set, sample};
+
 use super::*;
 use crate::config::Config;
 use crate::dataplane::FakeDataplane;
@@ -12,71 +14,6 @@ use crate::fixtures::{ep, http_backend, node_a, service, slice};
 use crate::model::TrafficPolicy;
 use crate::plan::Planner;
 use crate::runtime::Proxier;
-
-/// Every metric kube-proxy registers in IPVS mode (`pkg/proxy/metrics/metrics.go`
-/// `RegisterMetrics`), as exposed names, with the label each sample must carry.
-pub const KUBE_PROXY_SERIES: &[(&str, &str)] = &[
-    (
-        "kubeproxy_sync_proxy_rules_duration_seconds_bucket",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_duration_seconds_sum",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_duration_seconds_count",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_network_programming_duration_seconds_bucket",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_network_programming_duration_seconds_count",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_endpoint_changes_total",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_service_changes_pending",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_service_changes_total",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
-        "ip_family",
-    ),
-    (
-        "kubeproxy_sync_proxy_rules_iptables_restore_failures_total",
-        "ip_family",
-    ),
-    ("kubeproxy_proxy_healthz_total", "code"),
-    ("kubeproxy_proxy_livez_total", "code"),
-];
-
-/// The value of the sample `series` (name and labels exactly as exposed).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
 
 fn observer() -> Observer {
     Observer::new(
@@ -95,36 +32,7 @@ fn every_kube_proxy_series_is_exposed_with_its_labels_after_a_sync_and_a_probe()
     assert_eq!(health("/healthz").map(|r| r.status), Some(200));
     assert_eq!(health("/livez").map(|r| r.status), Some(200));
     let text = observer.metrics.render();
-    for (name, label) in KUBE_PROXY_SERIES {
-        let lines: Vec<&str> = text
-            .lines()
-            .filter(|l| l.split(['{', ' ']).next() == Some(*name))
-            .collect();
-        assert!(!lines.is_empty(), "{name} missing in\n{text}");
-        for line in &lines {
-            assert!(line.contains(&format!("{label}=\"")), "{line}");
-        }
-        if *label == "ip_family" {
-            for family in ["IPv4", "IPv6"] {
-                let labelled = format!("ip_family=\"{family}\"");
-                assert!(
-                    lines.iter().any(|l| l.contains(&labelled)),
-                    "{name} {family}"
-                );
-            }
-        }
-    }
-    for name in [
-        "process_cpu_seconds_total",
-        "process_resident_memory_bytes",
-        "process_virtual_memory_bytes",
-        "process_open_fds",
-        "process_max_fds",
-        "process_start_time_seconds",
-    ] {
-        let value = sample(&text, name).unwrap_or_else(|| panic!("{name} missing"));
-        assert!(value >= 0.0, "{name} {value}");
-    }
+    assert_kube_proxy_set(&text, &["IPv4", "IPv6"]);
     assert!(sample(&text, "process_resident_memory_bytes").unwrap() > 0.0);
     assert!(text.contains(&format!(
         "proxier_build_info{{version=\"{}\",",
