@@ -291,7 +291,7 @@ async fn run(
             .follow_node_addresses()
             .context("following the node's addresses")?;
     }
-    let metrics = Metrics::new().with_conntrack_flushed(dataplane.conntrack_flushed_counter());
+    let metrics = Metrics::new().with_kernel_counters(dataplane.counters());
     let client = match &origin {
         Origin::Api { kubeconfig, master } => {
             Some(kube_client(kubeconfig.as_deref(), master.as_deref()).await?)
@@ -304,7 +304,10 @@ async fn run(
     };
     let observer = Observer::new(metrics, settings.sync_period, events);
     observer.spawn_health_server(settings.healthz_bind_address);
-    observer.spawn_metrics_server(settings.metrics_bind_address);
+    observer.spawn_metrics_server(
+        settings.metrics_bind_address,
+        proxier::observability::configz::configz(&settings),
+    );
     // Unhealthy if the first sync does not come within 2 × syncPeriod (API unreachable).
     observer.health.queued(std::time::Instant::now());
 
@@ -339,6 +342,12 @@ async fn run(
         node_object.as_ref(),
     );
     tracing::info!(?context, ?timing, "planning for this node");
+    let families: Vec<_> = context
+        .node_ips
+        .iter()
+        .map(netlink_ipvs::Family::of)
+        .collect();
+    observer.metrics.set_families(&families);
 
     // Unprivileged containers see /proc/sys and /sys read-only: the DaemonSet mounts the
     // host's under PROXIER_HOST_ROOT.

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 pub use convert::{endpoint_slice_from_k8s, node_from_k8s, service_from_k8s};
 use netlink_ipvs::{Family, Protocol};
-pub use state::ClusterState;
+pub use state::{ChangeTally, ClusterState};
 
 /// Defined with the errors (it names objects in messages and Events); part of the model's
 /// vocabulary too.

@@ -5,19 +5,25 @@
 //! [`Observer`] is the one place that meters: it wraps the [`Source`] (to learn when updates
 //! are queued, which objects are skipped, EndpointSlice trigger times and the Node's
 //! eligibility), takes the sync hook of [`crate::runtime::run`] (sync latency, planned real
-//! servers), and serves `/healthz`, `/livez` and `/metrics`.
+//! servers), and serves `/healthz`, `/livez`, `/metrics`, `/proxyMode` and `/configz`.
 
+pub mod configz;
 pub mod events;
+mod exposition;
 mod health;
 pub mod http;
 mod metrics;
+#[cfg(test)]
+mod parity_tests;
+mod process;
 mod service_health;
 #[cfg(test)]
 mod tests;
 
 pub use events::EventPublisher;
 pub use health::{Health, HealthStatus};
-pub use metrics::{Histogram, Metrics};
+pub use metrics::{Metrics, Probe};
+pub use process::ProcessStats;
 pub use service_health::ServiceHealthServer;
 
 use std::net::SocketAddr;
@@ -102,14 +108,19 @@ impl Observer {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .sync(checks);
         }
+        self.metrics
+            .set_flushes(outcome.flushes_owed, outcome.flushes_dropped);
         if !outcome.counts_as_sync() {
-            self.health.queued(Instant::now());
+            self.queued(now);
             return;
         }
         self.metrics.record_sync(full, outcome.elapsed, now);
         if let Some(counts) = outcome.real_servers {
             self.metrics
                 .set_real_servers(&[("serving", counts.serving), ("draining", counts.draining)]);
+        }
+        if let Some(counts) = &outcome.no_local_endpoints {
+            self.metrics.set_no_local_endpoints(counts);
         }
         self.health.updated(Instant::now(), now);
     }
@@ -118,7 +129,7 @@ impl Observer {
     /// skipped objects, EndpointSlice trigger times and the Node's eligibility.
     pub fn record_poll(&self, poll: &SourcePoll) {
         if poll.changed {
-            self.health.queued(Instant::now());
+            self.queued(SystemTime::now());
         }
         self.record_skipped(&poll.skipped);
         for trigger in &poll.triggers {
@@ -127,6 +138,13 @@ impl Observer {
         if let Some(eligible) = poll.node_eligible {
             self.health.set_node_eligible(eligible);
         }
+    }
+
+    /// A sync is queued at `at`: health waits for it, and
+    /// `kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds` says when.
+    pub fn queued(&self, at: SystemTime) {
+        self.health.queued(Instant::now());
+        self.metrics.record_queued(at);
     }
 
     /// Counts and reports skipped objects: a metric for each (labelled by [`skip_reason`]),
@@ -178,32 +196,55 @@ impl Observer {
 
     /// Serves `/healthz` and `/livez` on `address`, retrying the bind every 5 s.
     pub fn spawn_health_server(&self, address: SocketAddr) {
-        let health = self.health.clone();
-        let handler: http::Handler = Arc::new(move |path| {
-            let status = health.status(Instant::now(), SystemTime::now());
-            let (code, body) = match path {
-                "/healthz" => status.healthz(),
-                "/livez" => status.livez(),
-                _ => return None,
-            };
-            Some(http::Response::new(code, "application/json", body))
-        });
-        spawn_server(address, handler, "health");
+        spawn_server(address, self.health_handler(), "health");
     }
 
-    /// Serves `/metrics` on `address`, retrying the bind every 5 s.
-    pub fn spawn_metrics_server(&self, address: SocketAddr) {
+    /// What the health server answers: `/healthz` and `/livez`, each answer counted in
+    /// `kubeproxy_proxy_{healthz,livez}_total{code}`.
+    pub fn health_handler(&self) -> http::Handler {
+        let (health, metrics) = (self.health.clone(), self.metrics.clone());
+        Arc::new(move |path| {
+            let status = health.status(Instant::now(), SystemTime::now());
+            let (probe, (code, body)) = match path {
+                "/healthz" => (Probe::Healthz, status.healthz()),
+                "/livez" => (Probe::Livez, status.livez()),
+                _ => return None,
+            };
+            metrics.count_probe(probe, code);
+            Some(http::Response::new(code, "application/json", body))
+        })
+    }
+
+    /// Serves the metrics server's endpoints on `address` ([`Observer::metrics_handler`]),
+    /// retrying the bind every 5 s.
+    pub fn spawn_metrics_server(&self, address: SocketAddr, configz: String) {
+        spawn_server(address, self.metrics_handler(configz), "metrics");
+    }
+
+    /// What the metrics server answers: `/metrics`, `/healthz` (`ok`), `/proxyMode`
+    /// (`ipvs`) and `/configz` (`configz`, the effective configuration:
+    /// [`configz::configz`]).
+    pub fn metrics_handler(&self, configz: String) -> http::Handler {
         let metrics = self.metrics.clone();
-        let handler: http::Handler = Arc::new(move |path| match path {
+        Arc::new(move |path| match path {
             "/metrics" => Some(http::Response::new(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
                 metrics.render(),
             )),
             "/healthz" => Some(http::Response::new(200, "text/plain; charset=utf-8", "ok")),
+            "/proxyMode" => Some(http::Response::new(
+                200,
+                "text/plain; charset=utf-8",
+                configz::PROXY_MODE,
+            )),
+            "/configz" => Some(http::Response::new(
+                200,
+                "application/json",
+                configz.clone(),
+            )),
             _ => None,
-        });
-        spawn_server(address, handler, "metrics");
+        })
     }
 
     /// Reads the conntrack fill level every `period`: exported as a ratio, with a warning log
@@ -284,6 +325,9 @@ impl<S> ObservedSource<S> {
 impl<S: Source> Source for ObservedSource<S> {
     fn poll_changes(&mut self, cluster: &mut ClusterState) -> Result<SourcePoll, Error> {
         let poll = self.inner.poll_changes(cluster)?;
+        self.observer
+            .metrics
+            .record_changes(&cluster.take_changes());
         self.observer.record_poll(&poll);
         Ok(poll)
     }

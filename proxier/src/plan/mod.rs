@@ -155,6 +155,8 @@ pub struct DesiredVirtualServer {
     pub owner: ServicePortName,
     /// Why it exists.
     pub role: VirtualServerRole,
+    /// Whether it serves only this node's endpoints (a `Local` traffic policy).
+    pub local_only: bool,
     /// For a LoadBalancer IP: the only sources allowed (`loadBalancerSourceRanges`; empty =
     /// any), enforced by the packet rules.
     pub allowed_sources: Vec<(IpAddr, u8)>,
@@ -206,6 +208,18 @@ pub struct DesiredState {
     pub health_checks: BTreeMap<ServiceName, ServiceHealthCheck>,
 }
 
+/// Which traffic a `Local` policy applies to (the label `traffic_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TrafficScope {
+    /// `internalTrafficPolicy` (cluster IPs).
+    Internal,
+    /// `externalTrafficPolicy` (NodePorts, external and load-balancer IPs).
+    External,
+}
+
+/// Counts by (policy, family) of [`DesiredState::no_local_endpoints`].
+pub type NoLocalEndpoints = BTreeMap<(TrafficScope, Family), u64>;
+
 /// Planned real servers by intent (the metric `proxier_real_servers`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RealServerCounts {
@@ -227,6 +241,32 @@ impl DesiredState {
                     RealServerIntent::Remove => {}
                 }
             }
+        }
+        counts
+    }
+
+    /// Service ports with a `Local` traffic policy and no endpoint on this node, by policy
+    /// (`internal`, `external`) and family: kube-proxy's
+    /// `sync_proxy_rules_no_local_endpoints_total`.
+    pub fn no_local_endpoints(&self) -> NoLocalEndpoints {
+        let mut ports = BTreeSet::new();
+        for (key, vs) in &self.virtual_servers {
+            let policy = match vs.role {
+                VirtualServerRole::ClusterIp if vs.local_only => TrafficScope::Internal,
+                VirtualServerRole::ExternalLocal => TrafficScope::External,
+                _ => continue,
+            };
+            let serving = vs
+                .real_servers
+                .values()
+                .any(|rs| rs.intent == RealServerIntent::Serve);
+            if !serving {
+                ports.insert((policy, key.family(), &vs.owner));
+            }
+        }
+        let mut counts = NoLocalEndpoints::new();
+        for (policy, family, _) in ports {
+            *counts.entry((policy, family)).or_default() += 1;
         }
         counts
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::dataplane::Dataplane;
 use crate::error::Error;
 use crate::model::ClusterState;
-use crate::plan::{DesiredState, HealthChecks, Planner, RealServerCounts};
+use crate::plan::{DesiredState, HealthChecks, NoLocalEndpoints, Planner, RealServerCounts};
 use crate::reconcile::{reconcile, reconcile_changes, Observed, Op, Terminations};
 
 /// What failed in a sync (retried by the next full resync).
@@ -61,6 +61,13 @@ pub struct SyncOutcome {
     /// The health checks to serve, whenever `real_servers` is set (the service health
     /// server follows them).
     pub health_checks: Option<HealthChecks>,
+    /// Service ports with a `Local` policy and no local endpoint, computed with
+    /// `real_servers`.
+    pub no_local_endpoints: Option<NoLocalEndpoints>,
+    /// Conntrack flushes still owed after this sync (retried by the next one).
+    pub flushes_owed: usize,
+    /// Failed conntrack flushes dropped so far because too many were owed (cumulative).
+    pub flushes_dropped: u64,
 }
 
 impl SyncOutcome {
@@ -204,10 +211,12 @@ impl<D: Dataplane> Proxier<D> {
         let mut applied = 0;
         let mut real_servers = None;
         let mut health_checks = None;
+        let mut no_local_endpoints = None;
         // Packet rules first: a new VIP is masqueraded from its first packet.
         if packet_rules {
             real_servers = Some(self.planner.desired().real_server_counts());
             health_checks = Some(self.planner.health_checks());
+            no_local_endpoints = Some(self.planner.desired().no_local_endpoints());
             let rules = self.planner.packet_rules();
             match self.dataplane.program_packet_rules(&rules) {
                 Ok(_) => applied += 1,
@@ -225,6 +234,9 @@ impl<D: Dataplane> Proxier<D> {
                 elapsed: started.elapsed(),
                 real_servers,
                 health_checks,
+                no_local_endpoints,
+                flushes_owed: self.terminations.owed().count(),
+                flushes_dropped: self.terminations.dropped(),
                 ..SyncOutcome::default()
             };
         }
@@ -256,6 +268,9 @@ impl<D: Dataplane> Proxier<D> {
             elapsed: started.elapsed(),
             real_servers,
             health_checks,
+            no_local_endpoints,
+            flushes_owed: self.terminations.owed().count(),
+            flushes_dropped: self.terminations.dropped(),
         }
     }
 }

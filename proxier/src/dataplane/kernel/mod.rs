@@ -14,6 +14,7 @@ pub use sysctl::{
     apply_sysctls, kernel_release, kernel_version, wanted_sysctls, Sysctl, SysctlChange,
 };
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use netlink_ipvs::{IpvsError, IpvsHandle, IpvsOperation};
@@ -43,9 +44,18 @@ pub struct KernelDataplane {
     replace_rules: bool,
     interface: String,
     interface_index: u32,
-    flushed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    counters: Arc<KernelCounters>,
     /// Set by [`KernelDataplane::follow_node_addresses`].
     address_watch: Option<AddressWatch>,
+}
+
+/// What the kernel dataplane counts for the metrics (shared with the `/metrics` handler).
+#[derive(Debug, Default)]
+pub struct KernelCounters {
+    /// Conntrack entries deleted for removed endpoints and services.
+    pub conntrack_flushed: AtomicU64,
+    /// Virtual servers left out of an IPVS dump (unreadable or vanished while it was read).
+    pub ipvs_dump_skipped: AtomicU64,
 }
 
 impl KernelDataplane {
@@ -67,7 +77,7 @@ impl KernelDataplane {
             replace_rules: true,
             interface: interface.to_owned(),
             interface_index,
-            flushed: Default::default(),
+            counters: Arc::default(),
             address_watch: None,
         })
     }
@@ -80,9 +90,9 @@ impl KernelDataplane {
         Ok(())
     }
 
-    /// The number of conntrack entries deleted so far (shared, for metrics).
-    pub fn conntrack_flushed_counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
-        self.flushed.clone()
+    /// What this dataplane counts (shared, for metrics).
+    pub fn counters(&self) -> Arc<KernelCounters> {
+        self.counters.clone()
     }
 
     /// Writes the sysctls IPVS mode needs (see [`wanted_sysctls`]) under `root` (`/` on a node)
@@ -139,8 +149,9 @@ impl KernelDataplane {
             .collect();
         match self.conntrack.flush(&filters) {
             Ok(report) => {
-                self.flushed
-                    .fetch_add(report.deleted, std::sync::atomic::Ordering::Relaxed);
+                self.counters
+                    .conntrack_flushed
+                    .fetch_add(report.deleted, Ordering::Relaxed);
                 tracing::info!(
                     examined = report.examined,
                     deleted = report.deleted,
@@ -216,6 +227,9 @@ impl Dataplane for KernelDataplane {
             .map_err(|e| ipvs_error("dump IPVS", e))?;
         // One unreadable (foreign) or vanishing virtual server does not fail the resync: it is
         // left out of the mirror (an owned one is read again at the next resync).
+        self.counters
+            .ipvs_dump_skipped
+            .fetch_add(report.skipped.len() as u64, Ordering::Relaxed);
         for skipped in &report.skipped {
             tracing::warn!(
                 service = ?skipped.key,

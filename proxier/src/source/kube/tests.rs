@@ -227,7 +227,9 @@ async fn trigger_times_and_node_deletion_reach_the_observer() {
         .record_sync(false, Duration::from_millis(1), synced_at);
     let text = observer.metrics.render();
     assert!(
-        text.contains("kubeproxy_network_programming_duration_seconds_sum 3\n"),
+        text.contains(
+            "kubeproxy_network_programming_duration_seconds_sum{ip_family=\"IPv4\"} 3.0\n"
+        ),
         "{text}"
     );
     let mut deleting = node("node-a", "192.168.1.10");
