@@ -298,6 +298,14 @@ impl Error {
 #[derive(Debug)]
 pub struct Report<'a>(&'a (dyn std::error::Error + 'static));
 
+impl<'a> Report<'a> {
+    /// Any error with its chain of causes, each printed once (for errors whose `Display`
+    /// names only what was being done, as this workspace's do).
+    pub fn new(error: &'a (dyn std::error::Error + 'static)) -> Self {
+        Report(error)
+    }
+}
+
 impl fmt::Display for Report<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)?;

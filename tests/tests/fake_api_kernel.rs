@@ -1,4 +1,5 @@
-//! The binary in its kube-proxy role — `proxier --kubeconfig … --config … --hostname-override` —
+//! The binary in its kube-proxy role — `proxier --config … --hostname-override …`, kubeadm's
+//! command, the kubeconfig named by the file's `clientConnection.kubeconfig` —
 //! against a fake API server (list + watch over HTTP on 127.0.0.1), programming the real
 //! kernel: a Service and its EndpointSlice reach IPVS, watch events change it, and the time
 //! from an event to the kernel change is measured with `ipvsadm` as the witness.
@@ -45,17 +46,14 @@ fn the_binary_follows_the_api_server_into_the_kernel() {
     let kubeconfig = kubeconfig("fake-api-kernel", &format!("http://{address}"));
     let config = kube_proxy_config(
         "fake-api-kernel",
-        "clusterCIDR: 10.244.0.0/16\nipvs:\n  minSyncPeriod: 100ms\n  syncPeriod: 30s\n",
+        &format!(
+            "clusterCIDR: 10.244.0.0/16\nipvs:\n  minSyncPeriod: 100ms\n  syncPeriod: 30s\n\
+             clientConnection:\n  kubeconfig: {kubeconfig}\n"
+        ),
     );
 
-    let mut proxier = ProxierProcess::spawn(&[
-        "--kubeconfig",
-        &kubeconfig,
-        "--config",
-        &config,
-        "--hostname-override",
-        "node-a",
-    ]);
+    let mut proxier =
+        ProxierProcess::spawn(&["--config", &config, "--hostname-override", "node-a"]);
     let initial = proxier.wait_for_ipvs("programmed", Duration::from_secs(30), |l| {
         l.contains("UDP  10.96.0.10:53 rr")
             && l.contains("-> 10.244.1.5:53")

@@ -240,3 +240,53 @@ async fn trigger_times_and_node_deletion_reach_the_observer() {
         .status(std::time::Instant::now(), std::time::SystemTime::now());
     assert!(!status.node_eligible);
 }
+
+/// KEP-3836: the cluster autoscaler's `ToBeDeletedByClusterAutoscaler` taint (any effect)
+/// turns `/healthz` 503 while `/livez` stays 200, as kube-proxy's health server does; the
+/// node is eligible again once the taint is removed.
+#[tokio::test]
+async fn the_autoscaler_taint_fails_healthz_not_livez_until_it_goes() {
+    use crate::observability::{EventPublisher, Metrics, Observer};
+    let observer = Observer::new(
+        Metrics::new(),
+        Duration::from_secs(30),
+        EventPublisher::disabled(),
+    );
+    let mut feed = Feed::new(|s| s);
+    observer.record_poll(&feed.sync().await);
+    let status = |observer: &Observer| {
+        observer
+            .health
+            .status(std::time::Instant::now(), std::time::SystemTime::now())
+    };
+    assert_eq!(status(&observer).healthz().0, 200);
+    let mut tainted = node("node-a", "192.168.1.10");
+    tainted.spec = Some(core::NodeSpec {
+        taints: Some(vec![core::Taint {
+            key: super::TO_BE_DELETED_TAINT.to_owned(),
+            value: Some("1700000000".to_owned()),
+            effect: "NoSchedule".to_owned(),
+            ..core::Taint::default()
+        }]),
+        ..core::NodeSpec::default()
+    });
+    observer.record_poll(&feed.deliver(WatchEvent::Node(Event::Apply(tainted))));
+    let now = status(&observer);
+    assert_eq!((now.healthz().0, now.livez().0), (503, 200));
+    assert!(now.healthz().1.contains("\"nodeEligible\": false"));
+    let mut other_taint = node("node-a", "192.168.1.10");
+    other_taint.spec = Some(core::NodeSpec {
+        taints: Some(vec![core::Taint {
+            key: "node.kubernetes.io/unschedulable".to_owned(),
+            effect: "NoSchedule".to_owned(),
+            ..core::Taint::default()
+        }]),
+        ..core::NodeSpec::default()
+    });
+    observer.record_poll(&feed.deliver(WatchEvent::Node(Event::Apply(other_taint))));
+    assert_eq!(
+        status(&observer).healthz().0,
+        200,
+        "another taint is not the autoscaler's"
+    );
+}
