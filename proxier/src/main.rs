@@ -223,6 +223,10 @@ fn set_oom_score_adj(value: i32) {
 /// `--init-only`: the host settings that need privileges (conntrack sizing, the sysctls IPVS
 /// mode needs, IPVS timeouts), then exit.
 fn init_node(settings: &ProxySettings) -> anyhow::Result<()> {
+    use proxier::dataplane::kernel::{KernelDataplane, DEFAULT_INTERFACE};
+    // The kernel first (as `run`): without IPVS nothing else is written.
+    let mut dataplane =
+        KernelDataplane::connect(DEFAULT_INTERFACE).context("opening the kernel dataplane")?;
     let root = host_root();
     match conntrack_gc::apply_sizing(
         &root,
@@ -236,10 +240,6 @@ fn init_node(settings: &ProxySettings) -> anyhow::Result<()> {
         }
         Err(error) => tracing::warn!(%error, "conntrack sizing skipped"),
     }
-    let mut dataplane = proxier::dataplane::kernel::KernelDataplane::connect(
-        proxier::dataplane::kernel::DEFAULT_INTERFACE,
-    )
-    .context("opening the kernel dataplane")?;
     dataplane.prepare_host(&root, settings.strict_arp, settings.ipvs_timeouts)?;
     tracing::info!("host initialised (--init-only)");
     Ok(())

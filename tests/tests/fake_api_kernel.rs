@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proxier_kernel_tests::fake_api::{node, service, slice, FakeApi};
+use proxier_kernel_tests::fake_api::{serve_dns_cluster, slice};
 use proxier_kernel_tests::yaml::{kube_proxy_config, kubeconfig};
 use proxier_kernel_tests::{udp_query, udp_responder, wait_for_ipvs, Lab, NetNs, ProxierProcess};
 
@@ -29,21 +29,8 @@ fn the_binary_follows_the_api_server_into_the_kernel() {
         udp_responder(&b, 53, "b", stop.clone()),
     ];
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let api = FakeApi::new();
-    api.put("services", "dns", &service("dns", "10.96.0.10", "UDP", 53));
-    api.put(
-        "endpointslices",
-        "dns-1",
-        &slice("dns-1", "", ("UDP", 53), &["10.244.1.5", "10.244.2.6"]),
-    );
-    api.put("nodes", "node-a", &node("node-a", "10.0.1.1"));
-    let (address, _acceptor) = runtime.block_on(api.clone().serve());
-    let kubeconfig = kubeconfig("fake-api-kernel", &format!("http://{address}"));
+    let (_runtime, api, url) = serve_dns_cluster();
+    let kubeconfig = kubeconfig("fake-api-kernel", &url);
     let config = kube_proxy_config(
         "fake-api-kernel",
         &format!(

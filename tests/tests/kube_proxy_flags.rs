@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use proxier_kernel_tests::fake_api::{node, service, slice, FakeApi};
+use proxier_kernel_tests::fake_api::{node, serve_dns_cluster};
 use proxier_kernel_tests::kube_proxy::{flag_line, UNIMPLEMENTED_IN_FLAG_LINE};
 use proxier_kernel_tests::yaml::kubeconfig;
 use proxier_kernel_tests::{http_get, wait_for, witness, NetNs, ProxierProcess, IPVSADM};
@@ -25,24 +25,23 @@ fn status(port: u16, path: &str) -> String {
         .unwrap_or_else(|e| e)
 }
 
+/// Waits (10 s at most) until `GET path` on :10256 answers `code`; returns the status line.
+fn health_turns(path: &str, code: u16) -> String {
+    let want = format!("HTTP/1.1 {code}");
+    wait_for(&format!("{path} {code}"), Duration::from_secs(10), || {
+        let line = status(10256, path);
+        if line.starts_with(&want) {
+            Ok(line)
+        } else {
+            Err(line)
+        }
+    })
+}
+
 #[test]
 fn the_complete_kube_proxy_command_line_runs_and_warns_once_per_unimplemented_flag() {
     let _ns = NetNs::fresh();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let api = FakeApi::new();
-    api.put("services", "dns", &service("dns", "10.96.0.10", "UDP", 53));
-    api.put(
-        "endpointslices",
-        "dns-1",
-        &slice("dns-1", "", ("UDP", 53), &["10.244.1.5", "10.244.2.6"]),
-    );
-    api.put("nodes", "node-a", &node("node-a", "10.0.1.1"));
-    let (address, _acceptor) = runtime.block_on(api.clone().serve());
-    let master = format!("http://{address}");
+    let (_runtime, api, master) = serve_dns_cluster();
     let kubeconfig = kubeconfig("kube-proxy-flags", &master);
     let line = flag_line(&kubeconfig, &master);
     let args: Vec<&str> = line.iter().map(String::as_str).collect();
@@ -54,14 +53,7 @@ fn the_complete_kube_proxy_command_line_runs_and_warns_once_per_unimplemented_fl
             && l.contains("-> 10.244.1.5:53")
             && l.contains("-> 10.244.2.6:53")
     });
-    let healthz = wait_for("/healthz 200", Duration::from_secs(10), || {
-        let line = status(10256, "/healthz");
-        if line.starts_with("HTTP/1.1 200") {
-            Ok(line)
-        } else {
-            Err(line)
-        }
-    });
+    let healthz = health_turns("/healthz", 200);
     let metrics = http_get(10249, "/metrics").unwrap();
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     proxier.assert_running();

@@ -209,14 +209,19 @@ async fn invalid_update_keeps_last_good_and_relist_removes_vanished_only_at_init
     assert!(source.poll_changes(&mut cluster).is_err());
 }
 
-#[tokio::test]
-async fn trigger_times_and_node_deletion_reach_the_observer() {
+/// An observer of a proxy resyncing every 30 s, without Events.
+fn observer() -> crate::observability::Observer {
     use crate::observability::{EventPublisher, Metrics, Observer};
-    let observer = Observer::new(
+    Observer::new(
         Metrics::new(),
         Duration::from_secs(30),
         EventPublisher::disabled(),
-    );
+    )
+}
+
+#[tokio::test]
+async fn trigger_times_and_node_deletion_reach_the_observer() {
+    let observer = observer();
     let mut feed = Feed::new(|s| s);
     observer.record_poll(&feed.sync().await);
     let triggered = slice("web-1", "web", "10.244.1.9", Some("2024-05-01T10:00:00Z"));
@@ -246,15 +251,10 @@ async fn trigger_times_and_node_deletion_reach_the_observer() {
 /// node is eligible again once the taint is removed.
 #[tokio::test]
 async fn the_autoscaler_taint_fails_healthz_not_livez_until_it_goes() {
-    use crate::observability::{EventPublisher, Metrics, Observer};
-    let observer = Observer::new(
-        Metrics::new(),
-        Duration::from_secs(30),
-        EventPublisher::disabled(),
-    );
+    let observer = observer();
     let mut feed = Feed::new(|s| s);
     observer.record_poll(&feed.sync().await);
-    let status = |observer: &Observer| {
+    let status = |observer: &crate::observability::Observer| {
         observer
             .health
             .status(std::time::Instant::now(), std::time::SystemTime::now())
