@@ -52,6 +52,29 @@ pub fn init(verbosity: u32, format: LogFormat) {
     }
 }
 
+/// Logs one sync: at info when it changed or failed something, else at debug (a resync
+/// that found nothing to do is not news).
+pub fn log_sync(kind: proxier::runtime::SyncKind, outcome: &proxier::runtime::SyncOutcome) {
+    let elapsed_us = outcome.elapsed.as_micros() as u64;
+    if outcome.operations > 0 || outcome.failed > 0 {
+        tracing::info!(
+            ?kind,
+            operations = outcome.operations,
+            failed = outcome.failed,
+            elapsed_us,
+            "synced"
+        );
+    } else {
+        tracing::debug!(
+            ?kind,
+            operations = outcome.operations,
+            failed = outcome.failed,
+            elapsed_us,
+            "synced"
+        );
+    }
+}
+
 /// Logs the error that ends the process, with its whole cause chain, each cause once.
 pub fn fatal(error: &anyhow::Error) {
     tracing::error!(target: "proxier", err = %format!("{error:#}"), "proxier stopped on an error");
@@ -155,7 +178,91 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use proxier::runtime::{SyncKind, SyncOutcome};
+
     use super::*;
+
+    /// Where a test subscriber writes.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Sink {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn at_info_a_sync_is_logged_only_when_it_changed_or_failed_something() {
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            log_sync(SyncKind::Full, &SyncOutcome::default());
+            let changed = SyncOutcome {
+                operations: 3,
+                ..SyncOutcome::default()
+            };
+            log_sync(SyncKind::Incremental, &changed);
+            let failed = SyncOutcome {
+                failed: 1,
+                ..SyncOutcome::default()
+            };
+            log_sync(SyncKind::Full, &failed);
+        });
+        let text = sink.text();
+        assert_eq!(text.matches("synced").count(), 2, "{text}");
+        assert!(text.contains("Incremental operations=3"), "{text}");
+        assert!(text.contains("Full operations=0 failed=1"), "{text}");
+    }
+
+    #[test]
+    fn a_json_line_has_component_base_keys_and_the_fields() {
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(JsonLines)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(error = %"refused", count = 3u64, ratio = 0.5, "said \"no\"");
+            tracing::error!("stopped");
+        });
+        let text = sink.text();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let warning = &lines[0];
+        assert_eq!(warning["level"], "warning");
+        assert_eq!(warning["msg"], "said \"no\"");
+        assert_eq!(warning["v"], 0);
+        assert_eq!(warning["err"], "refused");
+        assert_eq!(warning["count"], 3);
+        assert_eq!(warning["ratio"], 0.5);
+        assert!(warning["ts"].as_f64().unwrap() > 1.6e9);
+        assert!(warning["caller"].as_str().unwrap().contains("logging.rs"));
+        assert_eq!(lines[1]["level"], "error");
+        assert!(lines[1].get("v").is_none(), "an error line has no v");
+    }
 
     #[test]
     fn klog_levels_map_onto_tracing_levels() {

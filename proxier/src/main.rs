@@ -245,29 +245,6 @@ fn init_node(settings: &ProxySettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs one sync: at info when it changed or failed something, else at debug (a resync
-/// that found nothing to do is not news).
-fn log_sync(kind: proxier::runtime::SyncKind, outcome: &proxier::runtime::SyncOutcome) {
-    let elapsed_us = outcome.elapsed.as_micros() as u64;
-    if outcome.operations > 0 || outcome.failed > 0 {
-        tracing::info!(
-            ?kind,
-            operations = outcome.operations,
-            failed = outcome.failed,
-            elapsed_us,
-            "synced"
-        );
-    } else {
-        tracing::debug!(
-            ?kind,
-            operations = outcome.operations,
-            failed = outcome.failed,
-            elapsed_us,
-            "synced"
-        );
-    }
-}
-
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
@@ -459,7 +436,7 @@ async fn run(
     let mut proxier = Proxier::new(planner, dataplane);
     *proxier.cluster_mut() = cluster;
     let hook = |kind, outcome: &proxier::runtime::SyncOutcome| {
-        log_sync(kind, outcome);
+        logging::log_sync(kind, outcome);
         observer.on_sync(kind, outcome);
     };
     match (origin, api_source) {
