@@ -97,7 +97,8 @@ impl Observer {
         for failure in &outcome.failures {
             let operation = failure.operation();
             self.metrics.count_sync_failure(operation);
-            self.events.sync_failed(operation, &failure.to_string());
+            let note = crate::Report::new(failure).to_string();
+            self.events.sync_failed(operation, &note);
         }
         if full {
             self.metrics.set_failing_operations(outcome.failed as u64);
@@ -301,7 +302,7 @@ fn spawn_server(address: SocketAddr, handler: http::Handler, what: &'static str)
                     return;
                 }
                 Err(error) => {
-                    tracing::error!(error = %error, source = ?std::error::Error::source(&error), "{what} server: retrying in 5s");
+                    tracing::error!(error = %error.report(), "{what} server: retrying in 5s");
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
             }

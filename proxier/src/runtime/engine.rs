@@ -9,17 +9,18 @@ use crate::model::ClusterState;
 use crate::plan::{DesiredState, HealthChecks, NoLocalEndpoints, Planner, RealServerCounts};
 use crate::reconcile::{reconcile, reconcile_changes, Observed, Op, Terminations};
 
-/// What failed in a sync (retried by the next full resync).
+/// What failed in a sync (retried by the next full resync). `Display` names what failed; the
+/// cause is the `source` (print the chain with [`crate::Report`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SyncFailure {
     /// The kernel could not be read: nothing was planned against it or applied.
-    #[error("kernel state unreadable: {0}")]
+    #[error("kernel state unreadable")]
     KernelUnreadable(#[source] Error),
     /// The packet rules could not be written.
-    #[error("packet rules: {0}")]
+    #[error("packet rules not written")]
     PacketRules(#[source] Error),
     /// An operation failed.
-    #[error("{op}: {error}")]
+    #[error("{op}")]
     Operation {
         /// The operation.
         op: Op,

@@ -104,6 +104,14 @@ impl DirectorySource {
     pub fn poll(&mut self) -> Result<Poll, Error> {
         let mut poll = Poll::default();
         let is_directory = self.path.is_dir();
+        // A source that is not there at the start is a mistake (a typo, a missing mount),
+        // never an empty cluster.
+        if self.was_directory.is_none() && !self.path.exists() {
+            return Err(Error::Config {
+                field: "source",
+                reason: format!("{}: no such file or directory", self.path.display()),
+            });
+        }
         if self.was_directory == Some(true) && !is_directory {
             return Err(Error::Config {
                 field: "source",

@@ -88,6 +88,21 @@ pub struct KubeApplier {
     node_deleting: bool,
 }
 
+/// The taint the cluster autoscaler puts on a Node it is about to delete (KEP-3836).
+pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
+/// Whether a Node may take load-balancer traffic, as kube-proxy's health server decides
+/// (`ProxyHealthServer.SyncNode`): not being deleted, and without the
+/// [`TO_BE_DELETED_TAINT`] (of any effect). It becomes eligible again when the taint goes.
+pub fn node_eligible(node: &core::Node) -> bool {
+    let tainted = node
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.taints.as_ref())
+        .is_some_and(|taints| taints.iter().any(|t| t.key == TO_BE_DELETED_TAINT));
+    node.metadata.deletion_timestamp.is_none() && !tainted
+}
+
 fn trigger_time(meta: &ObjectMeta) -> Option<SystemTime> {
     let text = meta.annotations.as_ref()?.get(LAST_CHANGE_TRIGGER_TIME)?;
     let ts: k8s_openapi::jiff::Timestamp = text.parse().ok()?;
@@ -157,7 +172,7 @@ impl KubeApplier {
                 if let Some(seen) = tracked.relist.as_mut() {
                     seen.insert(key.clone());
                 }
-                self.node_deleting = raw.metadata.deletion_timestamp.is_some();
+                self.node_deleting = !node_eligible(&raw);
                 match node_from_k8s(&raw) {
                     Ok(node) => {
                         let old = tracked.objects.get(&key);

@@ -12,7 +12,9 @@ mod apply;
 #[cfg(test)]
 mod tests;
 
-pub use apply::{Applied, KubeApplier, WatchEvent, LAST_CHANGE_TRIGGER_TIME};
+pub use apply::{
+    node_eligible, Applied, KubeApplier, WatchEvent, LAST_CHANGE_TRIGGER_TIME, TO_BE_DELETED_TAINT,
+};
 
 use std::time::Duration;
 

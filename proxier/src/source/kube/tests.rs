@@ -209,14 +209,19 @@ async fn invalid_update_keeps_last_good_and_relist_removes_vanished_only_at_init
     assert!(source.poll_changes(&mut cluster).is_err());
 }
 
-#[tokio::test]
-async fn trigger_times_and_node_deletion_reach_the_observer() {
+/// An observer of a proxy resyncing every 30 s, without Events.
+fn observer() -> crate::observability::Observer {
     use crate::observability::{EventPublisher, Metrics, Observer};
-    let observer = Observer::new(
+    Observer::new(
         Metrics::new(),
         Duration::from_secs(30),
         EventPublisher::disabled(),
-    );
+    )
+}
+
+#[tokio::test]
+async fn trigger_times_and_node_deletion_reach_the_observer() {
+    let observer = observer();
     let mut feed = Feed::new(|s| s);
     observer.record_poll(&feed.sync().await);
     let triggered = slice("web-1", "web", "10.244.1.9", Some("2024-05-01T10:00:00Z"));
@@ -287,4 +292,49 @@ async fn a_node_zone_change_is_a_change_and_an_address_change_asks_for_a_restart
         }
         other => panic!("expected NodeAddressesChanged, got {other:?}"),
     }
+}
+
+/// KEP-3836: the cluster autoscaler's `ToBeDeletedByClusterAutoscaler` taint (any effect)
+/// turns `/healthz` 503 while `/livez` stays 200, as kube-proxy's health server does; the
+/// node is eligible again once the taint is removed.
+#[tokio::test]
+async fn the_autoscaler_taint_fails_healthz_not_livez_until_it_goes() {
+    let observer = observer();
+    let mut feed = Feed::new(|s| s);
+    observer.record_poll(&feed.sync().await);
+    let status = |observer: &crate::observability::Observer| {
+        observer
+            .health
+            .status(std::time::Instant::now(), std::time::SystemTime::now())
+    };
+    assert_eq!(status(&observer).healthz().0, 200);
+    let mut tainted = node("node-a", "192.168.1.10");
+    tainted.spec = Some(core::NodeSpec {
+        taints: Some(vec![core::Taint {
+            key: super::TO_BE_DELETED_TAINT.to_owned(),
+            value: Some("1700000000".to_owned()),
+            effect: "NoSchedule".to_owned(),
+            ..core::Taint::default()
+        }]),
+        ..core::NodeSpec::default()
+    });
+    observer.record_poll(&feed.deliver(WatchEvent::Node(Event::Apply(tainted))));
+    let now = status(&observer);
+    assert_eq!((now.healthz().0, now.livez().0), (503, 200));
+    assert!(now.healthz().1.contains("\"nodeEligible\": false"));
+    let mut other_taint = node("node-a", "192.168.1.10");
+    other_taint.spec = Some(core::NodeSpec {
+        taints: Some(vec![core::Taint {
+            key: "node.kubernetes.io/unschedulable".to_owned(),
+            effect: "NoSchedule".to_owned(),
+            ..core::Taint::default()
+        }]),
+        ..core::NodeSpec::default()
+    });
+    observer.record_poll(&feed.deliver(WatchEvent::Node(Event::Apply(other_taint))));
+    assert_eq!(
+        status(&observer).healthz().0,
+        200,
+        "another taint is not the autoscaler's"
+    );
 }
