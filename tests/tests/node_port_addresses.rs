@@ -20,8 +20,8 @@ use proxier_kernel_tests::lab::PodNetwork;
 use proxier_kernel_tests::wait_for_ipvs;
 use proxier_kernel_tests::yaml::kube_proxy_config;
 use proxier_kernel_tests::{
-    service_yaml, slice_yaml, source_dir, tcp_reads, tcp_responder, witness, write_atomically,
-    Endpoint, NetNs, ProxierProcess, IP, IPVSADM,
+    service_yaml, slice_yaml, source_dir, tcp_reads, tcp_responder, wait_for, witness,
+    write_atomically, Endpoint, NetNs, ProxierProcess, IP, IPVSADM,
 };
 
 const SECOND_NIC: &str = "192.168.77.1";
@@ -72,14 +72,23 @@ impl Drop for Node {
     }
 }
 
-/// The `Conns` counter of virtual server `target` (`ipvsadm -Ln --stats -t`).
-fn connections(target: &str) -> u64 {
-    let stats = witness(IPVSADM, &["-Ln", "--stats", "-t", target]);
-    let line = stats
-        .lines()
-        .find(|l| l.contains(target))
-        .unwrap_or_else(|| panic!("{target} not in\n{stats}"));
-    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+/// Waits until the `Conns` counter of virtual server `target` (`ipvsadm -Ln --stats -t`;
+/// the kernel folds its per-CPU counters in every 2 s) reaches `at_least`.
+fn wait_for_connections(target: &str, at_least: u64, what: &str) {
+    wait_for(what, Duration::from_secs(10), || {
+        let stats = witness(IPVSADM, &["-Ln", "--stats", "-t", target]);
+        let conns: u64 = stats
+            .lines()
+            .find(|l| l.contains(target))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if conns >= at_least {
+            Ok(())
+        } else {
+            Err(stats)
+        }
+    });
 }
 
 #[test]
@@ -102,7 +111,7 @@ fn node_ports_open_on_every_local_address_and_follow_addresses_added_and_removed
         ["pod-a"; 3],
         "kube-proxy's NodePort served"
     );
-    let served_by_kube_proxy = connections(&kube_proxys);
+    wait_for_connections(&kube_proxys, 3, "kube-proxy's 3 connections counted");
 
     let source = source_dir("npa");
     node.write_source(&source, 0);
@@ -125,9 +134,11 @@ fn node_ports_open_on_every_local_address_and_follow_addresses_added_and_removed
         ["pod-a"; 3],
         "second NIC keeps its NodePort"
     );
-    assert!(
-        connections(&kube_proxys) >= served_by_kube_proxy + 3,
-        "kube-proxy's virtual server was adopted in place, not recreated (counters kept)"
+    // A recreated virtual server would count from 0 again: 3 at most.
+    wait_for_connections(
+        &kube_proxys,
+        6,
+        "kube-proxy's virtual server adopted in place, not recreated (its counters kept)",
     );
     assert!(
         witness(IPVSADM, &["-Ln", "-t", &foreign]).contains("10.0.9.9:80"),
