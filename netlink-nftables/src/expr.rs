@@ -69,10 +69,10 @@ pub enum PayloadBase {
 pub enum MetaKey {
     /// `skb->mark` (host byte order, 4 bytes).
     Mark = 3,
+    /// `skb->priority` (host byte order, 4 bytes).
+    Priority = 2,
     /// Input interface index (host byte order, 4 bytes).
     Iif = 4,
-    /// `skb->priority` (host byte order, 4 bytes).
-    Priority = 5,
     /// `NFPROTO_*` of the hook (1 byte).
     NfProto = 15,
     /// Layer-4 protocol number (1 byte).

@@ -305,13 +305,13 @@ fn another_components_mark_bit_survives_etp_local() {
     nft_script(
         "table inet cni {\n\
            chain pre { type filter hook prerouting priority raw;\n\
-             ip daddr 203.0.113.20 tcp dport 80 meta mark set meta mark | 0x00100000 }\n\
+             ip daddr 203.0.113.20 tcp dport 80 meta mark set meta mark | 0x00100000\n }\n\
            chain seen-in { type filter hook input priority filter + 10;\n\
              ip daddr 203.0.113.20 tcp dport 80 meta mark & 0x00100000 == 0x00100000 counter comment \"input-kept\"\n\
-             ip daddr 203.0.113.20 tcp dport 80 meta mark & 0x00100000 == 0 counter comment \"input-lost\" }\n\
+             ip daddr 203.0.113.20 tcp dport 80 meta mark & 0x00100000 == 0 counter comment \"input-lost\"\n }\n\
            chain seen-out { type filter hook postrouting priority srcnat + 10;\n\
              ip daddr 10.244.1.2 tcp dport 8080 meta mark & 0x00100000 == 0x00100000 counter comment \"forwarded-kept\"\n\
-             ip daddr 10.244.1.2 tcp dport 8080 meta mark & 0x00100000 == 0 counter comment \"forwarded-lost\" }\n\
+             ip daddr 10.244.1.2 tcp dport 8080 meta mark & 0x00100000 == 0 counter comment \"forwarded-lost\"\n }\n\
          }\n",
     );
     let yaml =
