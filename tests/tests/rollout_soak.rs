@@ -106,13 +106,21 @@ fn rolling_ten_pods_under_tcp_and_udp_load() {
         phases.push((Instant::now(), format!("pod {n}: old terminating")));
         current[old] = Endpoint::terminating(&ip(0, n));
         write(&current);
+        // Applied before the pod leaves: a TCP endpoint whose terminating phase proxier never
+        // saw counts as unselected while alive and drains (issue 13 item 6).
+        let draining = ip(0, n);
+        proxier.wait_for_ipvs("old pod at weight 0", Duration::from_secs(10), |l| {
+            l.lines()
+                .filter(|line| line.contains(&format!("-> {draining}:")))
+                .all(|line| line.contains("Masq    0"))
+        });
         std::thread::sleep(Duration::from_millis(1500));
         // The old pod leaves the slice; then it exits (its namespace loses its address).
         phases.push((Instant::now(), format!("pod {n}: old removed from slice")));
         current.remove(old);
         write(&current);
         let gone = ip(0, n);
-        wait_for_ipvs("old pod deleted", Duration::from_secs(10), |l| {
+        proxier.wait_for_ipvs("old pod deleted", Duration::from_secs(10), |l| {
             !l.contains(&format!("-> {gone}:"))
         });
         std::thread::sleep(Duration::from_millis(800));
