@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
             let Ok(object) = serde_json::from_slice::<core::Service>(json) else {
                 return;
             };
-            if let Ok(service) = service_from_k8s(&object) {
+            if let Ok(service) = service_from_k8s(&object, &mut Vec::new()) {
                 assert_eq!(Some(&service.name.name), object.metadata.name.as_ref());
             }
         }

@@ -40,8 +40,9 @@ pub enum IpvsError {
         /// The operation that failed.
         operation: String,
     },
-    /// Any other errno from the kernel.
-    #[error("{operation}: {source}")]
+    /// Any other errno from the kernel (`Display` names the operation; the errno is the
+    /// `source`).
+    #[error("{operation}")]
     Kernel {
         /// The operation that failed.
         operation: String,

@@ -85,16 +85,27 @@ pub const NFT_REG_VERDICT: u32 = 0;
 pub const NFT_REG_1: u32 = 1;
 pub const NFT_REG32_00: u32 = 8;
 pub const NFT_REG32_01: u32 = 9;
+pub const NFT_REG32_02: u32 = 10;
 /// The 32-bit register after an IPv6 address loaded at `NFT_REG32_00`.
 pub const NFT_REG32_04: u32 = 12;
+pub const NFT_REG32_05: u32 = 13;
 
 /// Netfilter hooks (`enum nf_inet_hooks`).
 pub const NF_INET_PRE_ROUTING: u32 = 0;
+pub const NF_INET_LOCAL_IN: u32 = 1;
 pub const NF_INET_LOCAL_OUT: u32 = 3;
 pub const NF_INET_POST_ROUTING: u32 = 4;
-/// Hook priorities: `NF_IP_PRI_MANGLE` and `NF_IP_PRI_NAT_SRC` (nft's `mangle`, `srcnat`).
+/// Hook priorities: `NF_IP_PRI_MANGLE`, `NF_IP_PRI_FILTER` and `NF_IP_PRI_NAT_SRC` (nft's
+/// `mangle`, `filter`, `srcnat`).
 pub const PRIORITY_MANGLE: i32 = -150;
+pub const PRIORITY_FILTER: i32 = 0;
 pub const PRIORITY_SRCNAT: i32 = 100;
+/// `NF_IP_PRI_RAW` (nft's `raw`).
+pub const PRIORITY_RAW: i32 = -300;
+/// IPVS picks the virtual server of a packet to a local address at local-in priority
+/// `NF_IP_PRI_NAT_SRC - 1` (`ip_vs_remote_request4`/`6`), after `ip_vs_reply` at
+/// `NF_IP_PRI_NAT_SRC - 2`: a chain at this priority runs just before both.
+pub const PRIORITY_BEFORE_IPVS: i32 = PRIORITY_SRCNAT - 3;
 
 /// Verdicts: `NF_DROP`, `NF_ACCEPT` and `enum nft_verdicts`.
 pub const NF_DROP: i32 = 0;

@@ -1,7 +1,8 @@
 //! nf_tables expressions (the statements of a rule), each one `NFTA_LIST_ELEM { NFTA_EXPR_NAME,
 //! NFTA_EXPR_DATA }`. Attribute numbers are from `nf_tables.h` (`enum nft_payload_attributes`,
 //! `nft_meta_attributes`, `nft_cmp_attributes`, `nft_bitwise_attributes`,
-//! `nft_lookup_attributes`, `nft_immediate_attributes`, `nft_masq_attributes`).
+//! `nft_lookup_attributes`, `nft_immediate_attributes`, `nft_masq_attributes`,
+//! `nft_ct_attributes`, `nft_reject_attributes`).
 
 use crate::attr::{
     Attr, NFTA_DATA_VERDICT, NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM, NFTA_VERDICT_CHAIN,
@@ -35,6 +36,20 @@ const NFTA_IMMEDIATE_DREG: u16 = 1;
 const NFTA_IMMEDIATE_DATA: u16 = 2;
 
 const NFTA_MASQ_FLAGS: u16 = 1;
+
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+/// `NFT_CT_STATE`: the `ct state` bits (host byte order, 4 bytes).
+const NFT_CT_STATE: u32 = 0;
+/// `NF_CT_STATE_BIT(IP_CT_NEW)` (`nf_conntrack_common.h`: `1 << (ctinfo + 1)`, `IP_CT_NEW` = 2).
+pub const CT_STATE_NEW: u32 = 1 << 3;
+
+const NFTA_REJECT_TYPE: u16 = 1;
+const NFTA_REJECT_ICMP_CODE: u16 = 2;
+/// `NFT_REJECT_ICMPX_UNREACH`: an ICMP or ICMPv6 unreachable, by the packet's family.
+const NFT_REJECT_ICMPX_UNREACH: u32 = 2;
+/// `NFT_REJECT_ICMPX_PORT_UNREACH`: iptables' `REJECT` default (`icmp-port-unreachable`).
+const NFT_REJECT_ICMPX_PORT_UNREACH: u8 = 1;
 /// `NF_NAT_RANGE_PROTO_RANDOM_FULLY` (`linux/netfilter/nf_nat.h`).
 pub const NF_NAT_RANGE_PROTO_RANDOM_FULLY: u32 = 0x10;
 
@@ -56,6 +71,8 @@ pub enum MetaKey {
     Mark = 3,
     /// Input interface index (host byte order, 4 bytes).
     Iif = 4,
+    /// `skb->priority` (host byte order, 4 bytes).
+    Priority = 5,
     /// `NFPROTO_*` of the hook (1 byte).
     NfProto = 15,
     /// Layer-4 protocol number (1 byte).
@@ -201,6 +218,29 @@ pub fn verdict(verdict: &Verdict) -> Attr {
                 NFTA_IMMEDIATE_DATA,
                 vec![Attr::Nested(NFTA_DATA_VERDICT, inner)],
             ),
+        ],
+    )
+}
+
+/// `ct load state => reg DREG`.
+pub fn ct_state_load(dreg: u32) -> Attr {
+    expr(
+        "ct",
+        vec![
+            Attr::U32(NFTA_CT_DREG, dreg),
+            Attr::U32(NFTA_CT_KEY, NFT_CT_STATE),
+        ],
+    )
+}
+
+/// `reject with icmpx type port-unreachable` (ends the rule's evaluation: a drop with an
+/// answer; the kernel accepts it in the input, forward and output hooks).
+pub fn reject_port_unreachable() -> Attr {
+    expr(
+        "reject",
+        vec![
+            Attr::U32(NFTA_REJECT_TYPE, NFT_REJECT_ICMPX_UNREACH),
+            Attr::Bytes(NFTA_REJECT_ICMP_CODE, vec![NFT_REJECT_ICMPX_PORT_UNREACH]),
         ],
     )
 }

@@ -4,7 +4,9 @@ use std::net::IpAddr;
 
 use netlink_base::{Family, Protocol};
 
-use crate::attr::{Attr, NFT_REG32_00, NFT_REG32_01, NFT_REG32_04, NFT_REG_1};
+use crate::attr::{
+    Attr, NFT_REG32_00, NFT_REG32_01, NFT_REG32_02, NFT_REG32_04, NFT_REG32_05, NFT_REG_1,
+};
 use crate::expr::{self, CmpOp, MetaKey, PayloadBase, Verdict};
 
 /// A set as rules and element lists name it: by name, and by the id that names it inside the
@@ -106,15 +108,21 @@ impl Rule {
     }
 
     /// `meta l4proto PROTO th dport PORT`.
-    pub fn l4_port(mut self, protocol: Protocol, port: u16) -> Self {
+    pub fn l4_port(self, protocol: Protocol, port: u16) -> Self {
+        let mut rule = self.l4proto_dport(protocol);
+        rule.exprs
+            .push(expr::cmp(CmpOp::Eq, NFT_REG_1, port.to_be_bytes().to_vec()));
+        rule
+    }
+
+    /// `meta l4proto PROTO`, then the destination port loaded into register 1.
+    fn l4proto_dport(mut self, protocol: Protocol) -> Self {
         self.exprs
             .push(expr::meta_load(MetaKey::L4Proto, NFT_REG_1));
         self.exprs
             .push(expr::cmp(CmpOp::Eq, NFT_REG_1, vec![protocol.number()]));
         self.exprs
             .push(expr::payload(PayloadBase::Transport, 2, 2, NFT_REG_1));
-        self.exprs
-            .push(expr::cmp(CmpOp::Eq, NFT_REG_1, port.to_be_bytes().to_vec()));
         self
     }
 
@@ -126,6 +134,58 @@ impl Rule {
             .push(expr::payload(PayloadBase::Transport, 2, 2, NFT_REG32_01));
         self.exprs
             .push(expr::lookup(set.name, set.id, NFT_REG32_00));
+        self
+    }
+
+    /// `ip daddr . meta l4proto . th dport @SET`: a set of (address, protocol, port)
+    /// destinations, each field padded to a 4-byte register.
+    pub fn daddr_l4_port_in(mut self, family: Family, set: SetRef<'_>) -> Self {
+        let (proto_register, port_register) = match family {
+            Family::V4 => (NFT_REG32_01, NFT_REG32_02),
+            Family::V6 => (NFT_REG32_04, NFT_REG32_05),
+        };
+        self.exprs.push(expr::payload(
+            PayloadBase::Network,
+            daddr_offset(family),
+            family.address_len() as u32,
+            NFT_REG32_00,
+        ));
+        self.exprs
+            .push(expr::meta_load(MetaKey::L4Proto, proto_register));
+        self.exprs
+            .push(expr::payload(PayloadBase::Transport, 2, 2, port_register));
+        self.exprs
+            .push(expr::lookup(set.name, set.id, NFT_REG32_00));
+        self
+    }
+
+    /// `meta l4proto PROTO th dport @SET` (a set of ports).
+    pub fn port_in(self, protocol: Protocol, set: SetRef<'_>) -> Self {
+        let mut rule = self.l4proto_dport(protocol);
+        rule.exprs.push(expr::lookup(set.name, set.id, NFT_REG_1));
+        rule
+    }
+
+    /// `ct state new`: the first packet of a connection conntrack has not seen before.
+    pub fn ct_state_new(mut self) -> Self {
+        self.exprs.push(expr::ct_state_load(NFT_REG_1));
+        self.exprs.push(expr::bitwise(
+            NFT_REG_1,
+            NFT_REG_1,
+            expr::CT_STATE_NEW.to_ne_bytes().to_vec(),
+            0u32.to_ne_bytes().to_vec(),
+        ));
+        self.exprs.push(expr::cmp(
+            CmpOp::Neq,
+            NFT_REG_1,
+            0u32.to_ne_bytes().to_vec(),
+        ));
+        self
+    }
+
+    /// `reject` (ICMP or ICMPv6 port unreachable, as iptables' `REJECT`); ends the rule.
+    pub fn reject(mut self) -> Self {
+        self.exprs.push(expr::reject_port_unreachable());
         self
     }
 
@@ -161,6 +221,37 @@ impl Rule {
             xor.to_ne_bytes().to_vec(),
         ));
         self.exprs.push(expr::meta_set(MetaKey::Mark, NFT_REG_1));
+        self
+    }
+
+    /// `meta mark @SET` (a set of marks, host byte order).
+    pub fn mark_in(mut self, set: SetRef<'_>) -> Self {
+        self.exprs.push(expr::meta_load(MetaKey::Mark, NFT_REG_1));
+        self.exprs.push(expr::lookup(set.name, set.id, NFT_REG_1));
+        self
+    }
+
+    /// `meta priority set meta mark`: keeps the packet's mark in `skb->priority` while the
+    /// mark is borrowed (see [`Rule::mark_from_priority`]).
+    pub fn mark_to_priority(mut self) -> Self {
+        self.exprs.push(expr::meta_load(MetaKey::Mark, NFT_REG_1));
+        self.exprs
+            .push(expr::meta_set(MetaKey::Priority, NFT_REG_1));
+        self
+    }
+
+    /// `meta mark set meta priority meta priority set 0`: gives the packet back the mark kept
+    /// by [`Rule::mark_to_priority`], and its priority back the 0 it had.
+    pub fn mark_from_priority(mut self) -> Self {
+        self.exprs
+            .push(expr::meta_load(MetaKey::Priority, NFT_REG_1));
+        self.exprs.push(expr::meta_set(MetaKey::Mark, NFT_REG_1));
+        self.exprs.push(expr::immediate_value(
+            NFT_REG_1,
+            0u32.to_ne_bytes().to_vec(),
+        ));
+        self.exprs
+            .push(expr::meta_set(MetaKey::Priority, NFT_REG_1));
         self
     }
 

@@ -82,6 +82,8 @@ pub struct ClientConnection {
 pub struct LoggingSection {
     /// `logging.verbosity` (klog's `-v`).
     pub verbosity: Option<u32>,
+    /// `logging.format`: `text` (or empty) or `json`.
+    pub format: String,
     /// Every other field (format options, flush frequency).
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml::Value>,
@@ -115,6 +117,9 @@ pub struct KubeProxyConfiguration {
     pub node_port_addresses: Option<Vec<String>>,
     /// Top-level `masqueradeAll` (v1alpha2 spelling).
     pub masquerade_all: Option<bool>,
+    /// `oomScoreAdj`: written to `/proc/self/oom_score_adj` when set (kube-proxy's default of
+    /// -999 is not applied to an unset field).
+    pub oom_score_adj: Option<i32>,
     /// Top-level `syncPeriod` (v1alpha2 spelling).
     pub sync_period: Option<String>,
     /// Top-level `minSyncPeriod` (v1alpha2 spelling).
@@ -187,6 +192,30 @@ pub(crate) fn is_zero(value: &serde_yaml::Value) -> bool {
         Value::Sequence(items) => items.is_empty(),
         Value::Mapping(map) => map.values().all(is_zero),
         Value::Tagged(tagged) => is_zero(&tagged.value),
+    }
+}
+
+/// How log lines are written: `logging.format`, `--logging-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, with component-base's keys (`ts`, `msg`, `v`, `err`).
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `text`, `json` (or empty: text), as component-base's registry names them.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        match text.trim() {
+            "" | "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(Error::Config {
+                field: "logging.format",
+                reason: format!("{other:?}: the formats are text and json"),
+            }),
+        }
     }
 }
 
@@ -326,17 +355,5 @@ impl Config {
             .map(|a| NodePortAddress::parse(a))
             .collect::<Result<_, _>>()?;
         Ok(out)
-    }
-
-    /// The node IPs NodePorts open on, from the node's IPs.
-    pub fn node_port_ips(&self, node_ips: &[IpAddr]) -> Vec<IpAddr> {
-        node_ips
-            .iter()
-            .copied()
-            .filter(|ip| {
-                self.node_port_addresses.is_empty()
-                    || self.node_port_addresses.iter().any(|a| a.contains(*ip))
-            })
-            .collect()
     }
 }

@@ -176,6 +176,25 @@ pub enum Error {
         /// Why.
         reason: RejectReason,
     },
+    /// One entry of a list field of a Kubernetes object (an `externalIPs` entry, a
+    /// LoadBalancer ingress IP, a `loadBalancerSourceRanges` entry) was left out; the rest of
+    /// the object was used (as kube-proxy).
+    #[error("{object}: skipped {reason}; the rest of the object is used")]
+    FieldSkipped {
+        /// Which object.
+        object: ObjectRef,
+        /// What was wrong with the entry.
+        reason: RejectReason,
+    },
+    /// The local Node's InternalIPs changed while running: proxier exits so that its
+    /// DaemonSet restarts it with the new addresses (as kube-proxy does).
+    #[error("the node's InternalIPs changed from {old:?} to {new:?}: exiting to restart with them (as kube-proxy)")]
+    NodeAddressesChanged {
+        /// Before.
+        old: Vec<std::net::IpAddr>,
+        /// Now.
+        new: Vec<std::net::IpAddr>,
+    },
     /// A YAML document could not be read.
     #[error("{context}")]
     Yaml {
@@ -298,6 +317,14 @@ impl Error {
 #[derive(Debug)]
 pub struct Report<'a>(&'a (dyn std::error::Error + 'static));
 
+impl<'a> Report<'a> {
+    /// Any error with its chain of causes, each printed once (for errors whose `Display`
+    /// names only what was being done, as this workspace's do).
+    pub fn new(error: &'a (dyn std::error::Error + 'static)) -> Self {
+        Report(error)
+    }
+}
+
 impl fmt::Display for Report<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)?;
@@ -327,5 +354,26 @@ mod tests {
             error.report().to_string(),
             "dump IPVS: no netlink answer within 10s"
         );
+    }
+
+    /// A sync failure (the text of the `SyncFailed` Event and of the logs) carries its root
+    /// cause once: no layer formats the cause it also returns as its `source`.
+    #[test]
+    fn a_sync_failure_carries_its_root_cause_once() {
+        use crate::runtime::SyncFailure;
+        let failure = SyncFailure::KernelUnreadable(Error::Ipvs {
+            operation: "dump IPVS".into(),
+            source: netlink_ipvs::IpvsError::Kernel {
+                operation: "get services".into(),
+                source: std::io::Error::from_raw_os_error(1),
+            },
+        });
+        let chain = crate::Report::new(&failure).to_string();
+        assert_eq!(
+            chain,
+            "kernel state unreadable: dump IPVS: get services: Operation not permitted (os error 1)"
+        );
+        assert_eq!(chain.matches("get services").count(), 1);
+        assert_eq!(chain.matches("dump IPVS").count(), 1);
     }
 }

@@ -53,6 +53,7 @@ pub fn service(svc: &str, cluster_ips: &[&str], ports: &[(&str, Protocol, u16)])
                 external_policy: TrafficPolicy::Cluster,
             })
             .collect(),
+        health_check_node_port: None,
     }
 }
 

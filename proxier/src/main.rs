@@ -1,8 +1,11 @@
 //! The `proxier` binary.
 //!
-//! Without a subcommand it behaves as kube-proxy does (`--config`, `--hostname-override`,
-//! `--cleanup`, `--proxy-mode`, `--v`, `--kubeconfig`, `--master`), so kube-proxy's DaemonSet
-//! runs it unchanged.
+//! Without a subcommand it is kube-proxy: it takes kube-proxy's whole command line
+//! ([`kube_proxy_flags`]) and runs the proxy against the API server, so kube-proxy's DaemonSet
+//! runs it unchanged. The subcommands (`run`, `plan`, `cleanup`, `version`) are proxier's own.
+
+mod kube_proxy_flags;
+mod logging;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -11,48 +14,31 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use kube_proxy_flags::{FlagWarning, KubeProxyFlags};
 use proxier::config::{Config, ConfigWarning, KubeProxyConfiguration, ProxySettings};
 use proxier::plan::{NodeContext, Planner};
 use proxier::source::{load_cluster, parse_documents, DirectorySource};
 
 /// A kube-proxy IPVS-mode replacement.
 #[derive(Debug, Parser)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    version,
+    about,
+    long_about = "A kube-proxy IPVS-mode replacement.\n\n\
+        Without a subcommand, proxier runs the proxy as kube-proxy does: it takes kube-proxy's \
+        flags (listed below; --config makes the file the configuration, as in kube-proxy) and \
+        programs this node from the API server. The subcommands are proxier's own.",
+    after_long_help = "Environment:\n  \
+        PROXIER_LOG        a tracing filter (e.g. `info,proxier=debug`) that overrides --v\n  \
+        PROXIER_HOST_ROOT  where the host's /proc/sys and /sys are mounted (default /)\n  \
+        NO_COLOR           any non-empty value: no colours in text logs",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
     kube_proxy: KubeProxyFlags,
-}
-
-/// kube-proxy's own flags: with no subcommand, `proxier` runs against the API server.
-#[derive(Debug, Default, clap::Args)]
-struct KubeProxyFlags {
-    /// A KubeProxyConfiguration file (kubeproxy.config.k8s.io/v1alpha1).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Remove what proxier created and exit (as `proxier cleanup`).
-    #[arg(long)]
-    cleanup: bool,
-    /// The node's name, instead of the hostname.
-    #[arg(long = "hostname-override")]
-    hostname_override: Option<String>,
-    /// Proxy mode: only `ipvs` (or empty) is accepted.
-    #[arg(long = "proxy-mode")]
-    proxy_mode: Option<String>,
-    /// Log verbosity (klog levels: 0-3 info, 4-5 debug, 6+ trace).
-    #[arg(long = "v", short = 'v')]
-    verbosity: Option<u32>,
-    /// How long a TCP real server whose endpoint left its slice while alive (selector switch,
-    /// relabel) drains at weight 0 at most (Go duration; default 15m).
-    #[arg(long)]
-    drain_bound: Option<String>,
-    /// A kubeconfig file (default: clientConnection.kubeconfig, then in-cluster).
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
-    /// The API server's URL (overrides the kubeconfig's).
-    #[arg(long)]
-    master: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,7 +81,8 @@ struct RunArgs {
     /// This node's name (default: hostnameOverride, then the hostname).
     #[arg(long, alias = "hostname-override")]
     node: Option<String>,
-    /// IPs NodePorts open on (repeatable); default: the Node object's InternalIPs.
+    /// IPs NodePorts open on (repeatable), instead of the local addresses `nodePortAddresses`
+    /// selects (kube-proxy's rule, followed as addresses come and go).
     #[arg(long = "node-ip")]
     node_ips: Vec<IpAddr>,
     /// A KubeProxyConfiguration file.
@@ -138,7 +125,7 @@ struct CleanupArgs {
     #[arg(long, default_value = proxier::dataplane::kernel::DEFAULT_INTERFACE, value_parser = interface_name)]
     interface: String,
     /// Node IPs whose NodePort-range virtual servers may be proxier's (repeatable; see
-    /// `proxier::plan::Ownership` for the rule).
+    /// `proxier::plan::Ownership` for the rule); default: every local address.
     #[arg(long = "node-ip")]
     node_ips: Vec<IpAddr>,
     /// `ipvs.excludeCIDRs`: virtual servers on these addresses are never touched (repeatable).
@@ -146,26 +133,128 @@ struct CleanupArgs {
     exclude_cidrs: Vec<String>,
 }
 
+/// Settings resolved from the command line, with the warnings to log once.
+#[derive(Debug, Default)]
+struct Resolved {
+    settings: ProxySettings,
+    config_warnings: Vec<ConfigWarning>,
+    flag_warnings: Vec<FlagWarning>,
+}
+
 /// Reads and resolves a configuration file (defaults without one).
-fn load_settings(file: Option<&Path>) -> anyhow::Result<(ProxySettings, Vec<ConfigWarning>)> {
+fn load_settings(file: Option<&Path>) -> anyhow::Result<Resolved> {
     let Some(file) = file else {
-        return Ok((ProxySettings::default(), Vec::new()));
+        return Ok(Resolved::default());
     };
     let text = proxier::yaml::read_file(file)?;
     let kpc = KubeProxyConfiguration::from_yaml(&text)
         .with_context(|| format!("reading {}", file.display()))?;
-    ProxySettings::resolve(&kpc).with_context(|| format!("in {}", file.display()))
+    let (settings, config_warnings) =
+        ProxySettings::resolve(&kpc).with_context(|| format!("in {}", file.display()))?;
+    Ok(Resolved {
+        settings,
+        config_warnings,
+        flag_warnings: Vec::new(),
+    })
+}
+
+/// The one path from a command line to settings: `run`, `plan` and the kube-proxy role read
+/// and check their configuration here, alike (what `run` refuses, `plan` refuses).
+fn resolve(cli: &Cli) -> anyhow::Result<Resolved> {
+    let resolved = match &cli.command {
+        None => {
+            let flags = &cli.kube_proxy;
+            let mut resolved = match &flags.config {
+                Some(file) => load_settings(Some(file))?,
+                None => {
+                    let (settings, config_warnings) =
+                        ProxySettings::resolve(&flags.configuration())
+                            .context("the configuration made of kube-proxy's flags")?;
+                    Resolved {
+                        settings,
+                        config_warnings,
+                        flag_warnings: Vec::new(),
+                    }
+                }
+            };
+            flags.overlay(&mut resolved.settings)?;
+            resolved.flag_warnings = flags.warnings();
+            resolved
+        }
+        Some(Command::Run(args)) => {
+            let mut resolved = load_settings(args.config.as_deref())?;
+            apply_run_flags(&mut resolved.settings, args)?;
+            resolved
+        }
+        Some(Command::Plan { config, .. }) => load_settings(config.as_deref())?,
+        Some(Command::Cleanup(_) | Command::Version) => Resolved::default(),
+    };
+    resolved.settings.check()?;
+    Ok(resolved)
 }
 
 fn duration(text: &str) -> anyhow::Result<Duration> {
     conntrack_gc::sizing::parse_go_duration(text).map_err(|e| anyhow::anyhow!("{text:?}: {e}"))
 }
 
-/// The node's hostname, lower-cased as kube-proxy does.
-fn hostname() -> anyhow::Result<String> {
+/// The node's name: the one given, else the hostname lower-cased as kube-proxy does.
+fn node_name(given: Option<String>) -> anyhow::Result<String> {
+    if let Some(name) = given {
+        return Ok(name);
+    }
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .context("reading the hostname (set --hostname-override)")?;
     Ok(name.trim().to_lowercase())
+}
+
+/// Where the host's `/proc/sys` and `/sys` are: unprivileged containers see their own
+/// read-only, so the DaemonSet mounts the host's under `PROXIER_HOST_ROOT`.
+fn host_root() -> conntrack_gc::FsRoot {
+    match std::env::var_os("PROXIER_HOST_ROOT") {
+        Some(dir) if !dir.is_empty() => conntrack_gc::FsRoot::new(PathBuf::from(dir)),
+        _ => conntrack_gc::FsRoot::system(),
+    }
+}
+
+/// The machine's CPU count for conntrack sizing. Read from this process's own `/sys`, not
+/// `PROXIER_HOST_ROOT`: sysfs's `devices/system/cpu/online` is the machine's in a container
+/// too, and the DaemonSet mounts only the files proxier writes under the host root.
+fn machine_cpus() -> u32 {
+    conntrack_gc::sizing::cpu_count(&conntrack_gc::FsRoot::system())
+}
+
+/// Writes the process's `oom_score_adj` (`--oom-score-adj`, `oomScoreAdj`); a failure (no
+/// CAP_SYS_RESOURCE to lower it) is a warning, as in kube-proxy.
+fn set_oom_score_adj(value: i32) {
+    match std::fs::write("/proc/self/oom_score_adj", value.to_string()) {
+        Ok(()) => tracing::info!(value, "oom_score_adj set"),
+        Err(error) => tracing::warn!(value, %error, "oom_score_adj not set"),
+    }
+}
+
+/// `--init-only`: the host settings that need privileges (conntrack sizing, the sysctls IPVS
+/// mode needs, IPVS timeouts), then exit.
+fn init_node(settings: &ProxySettings) -> anyhow::Result<()> {
+    use proxier::dataplane::kernel::{KernelDataplane, DEFAULT_INTERFACE};
+    // The kernel first (as `run`): without IPVS nothing else is written.
+    let mut dataplane =
+        KernelDataplane::connect(DEFAULT_INTERFACE).context("opening the kernel dataplane")?;
+    let root = host_root();
+    match conntrack_gc::apply_sizing(
+        &root,
+        &settings.conntrack,
+        machine_cpus(),
+    ) {
+        Ok(report) => {
+            for entry in &report.entries {
+                tracing::info!(%entry, "conntrack sizing");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "conntrack sizing skipped"),
+    }
+    dataplane.prepare_host(&root, settings.strict_arp, settings.ipvs_timeouts)?;
+    tracing::info!("host initialised (--init-only)");
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -206,7 +295,6 @@ fn apply_run_flags(settings: &mut ProxySettings, args: &RunArgs) -> anyhow::Resu
     if args.kubeconfig.is_some() {
         settings.kubeconfig.clone_from(&args.kubeconfig);
     }
-    settings.check()?;
     Ok(())
 }
 
@@ -281,9 +369,30 @@ async fn run(
         sync_period: settings.sync_period,
         ..SyncTiming::default()
     };
+    // The source is read before the kernel is touched: a missing directory is the error to
+    // report, not whatever the kernel says next.
+    let probed = match &origin {
+        Origin::Directory(path) => {
+            let mut probe = DirectorySource::new(path);
+            probe.poll()?;
+            let (probed, _) = load_cluster(&probe.objects());
+            Some(probed.node(&node).cloned())
+        }
+        Origin::Api { .. } => None,
+    };
+    if let Some(value) = settings.oom_score_adj {
+        set_oom_score_adj(value);
+    }
     let mut dataplane =
         KernelDataplane::connect(&interface).context("opening the kernel dataplane")?;
-    let metrics = Metrics::new().with_conntrack_flushed(dataplane.conntrack_flushed_counter());
+    // As kube-proxy: NodePorts open on the local addresses `nodePortAddresses` selects, as
+    // they come and go; `--node-ip` pins them to the given IPs instead.
+    if node_ips.is_empty() {
+        dataplane
+            .follow_node_addresses()
+            .context("following the node's addresses")?;
+    }
+    let metrics = Metrics::new().with_kernel_counters(dataplane.counters());
     let client = match &origin {
         Origin::Api { kubeconfig, master } => {
             Some(kube_client(kubeconfig.as_deref(), master.as_deref()).await?)
@@ -296,18 +405,16 @@ async fn run(
     };
     let observer = Observer::new(metrics, settings.sync_period, events);
     observer.spawn_health_server(settings.healthz_bind_address);
-    observer.spawn_metrics_server(settings.metrics_bind_address);
+    observer.spawn_metrics_server(
+        settings.metrics_bind_address,
+        proxier::observability::configz::configz(&settings),
+    );
     // Unhealthy if the first sync does not come within 2 × syncPeriod (API unreachable).
     observer.health.queued(std::time::Instant::now());
 
     let mut cluster = proxier::model::ClusterState::new();
     let (node_object, api_source) = match (&origin, client) {
-        (Origin::Directory(path), _) => {
-            let mut probe = DirectorySource::new(path);
-            probe.poll()?;
-            let (probed, _) = load_cluster(&probe.objects());
-            (probed.node(&node).cloned(), None)
-        }
+        (Origin::Directory(_), _) => (probed.flatten(), None),
         (Origin::Api { .. }, Some(client)) => {
             let mut source = proxier::source::kube::KubeSource::start(client, &node);
             tokio::select! {
@@ -322,7 +429,7 @@ async fn run(
         (Origin::Api { .. }, None) => anyhow::bail!("no API client"),
     };
     if node_object.is_none() {
-        tracing::warn!(%node, "no Node object: no zone, NodePorts only on --node-ip/bindAddress");
+        tracing::warn!(%node, "no Node object: no zone, and `nodePortAddresses: [primary]` selects bindAddress only");
     }
     let context = NodeContext::resolve(
         node.clone(),
@@ -331,18 +438,19 @@ async fn run(
         node_object.as_ref(),
     );
     tracing::info!(?context, ?timing, "planning for this node");
+    let families: Vec<_> = context
+        .node_ips
+        .iter()
+        .map(netlink_ipvs::Family::of)
+        .collect();
+    observer.metrics.set_families(&families);
 
-    // Unprivileged containers see /proc/sys and /sys read-only: the DaemonSet mounts the
-    // host's under PROXIER_HOST_ROOT.
-    let root = match std::env::var_os("PROXIER_HOST_ROOT") {
-        Some(dir) if !dir.is_empty() => conntrack_gc::FsRoot::new(PathBuf::from(dir)),
-        _ => conntrack_gc::FsRoot::system(),
-    };
+    let root = host_root();
     tracing::info!(root = %root.root().display(), "host files");
     match conntrack_gc::apply_sizing(
         &root,
         &settings.conntrack,
-        conntrack_gc::sizing::cpu_count(&root),
+        machine_cpus(),
     ) {
         Ok(report) => observer.record_sizing(&node, &report),
         Err(error) => tracing::warn!(%error, "conntrack sizing skipped"),
@@ -359,13 +467,7 @@ async fn run(
     let mut proxier = Proxier::new(planner, dataplane).with_drain_bound(settings.drain_bound);
     *proxier.cluster_mut() = cluster;
     let hook = |kind, outcome: &proxier::runtime::SyncOutcome| {
-        tracing::info!(
-            ?kind,
-            operations = outcome.operations,
-            failed = outcome.failed,
-            elapsed_us = outcome.elapsed.as_micros() as u64,
-            "synced"
-        );
+        logging::log_sync(kind, outcome);
         observer.on_sync(kind, outcome);
     };
     match (origin, api_source) {
@@ -426,24 +528,14 @@ fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `proxier plan`, with the engine configuration [`resolve`] read (as for `run`).
 fn plan(
     path: &Path,
     node: String,
     node_ips: Vec<IpAddr>,
-    config: Option<PathBuf>,
+    config: Config,
     addresses: bool,
 ) -> anyhow::Result<()> {
-    // The same reading and checks as `run` (what `run` rejects, `plan` rejects).
-    let config = match config {
-        Some(file) => {
-            let (settings, warnings) = load_settings(Some(&file))?;
-            for warning in &warnings {
-                eprintln!("{warning}");
-            }
-            settings.engine
-        }
-        None => Config::default(),
-    };
     let mut objects = Vec::new();
     for file in DirectorySource::input_files(path)? {
         let text = proxier::yaml::read_file(&file)?;
@@ -486,75 +578,49 @@ fn plan(
     Ok(())
 }
 
-/// klog verbosity → tracing level.
-fn level(verbosity: u32) -> &'static str {
-    match verbosity {
-        0..=3 => "info",
-        4..=5 => "debug",
-        _ => "trace",
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let flags = &cli.kube_proxy;
-    // The configuration comes first: its logging.verbosity sets the log level.
-    let config_path = match &cli.command {
-        None => flags.config.clone(),
-        Some(Command::Run(args)) => args.config.clone(),
-        Some(_) => None,
+    let resolved = resolve(&cli);
+    // The logger follows the settings (logging.verbosity and .format, --v, --logging-format);
+    // when they are unusable, the flags alone.
+    let (verbosity, format) = match &resolved {
+        Ok(resolved) => (
+            resolved.settings.verbosity.unwrap_or(0),
+            resolved.settings.log_format,
+        ),
+        Err(_) => (
+            cli.kube_proxy.verbosity.unwrap_or(0),
+            cli.kube_proxy.logging_format.unwrap_or_default(),
+        ),
     };
-    let loaded = load_settings(config_path.as_deref());
-    let verbosity = flags
-        .verbosity
-        .or(loaded.as_ref().ok().and_then(|(s, _)| s.verbosity))
-        .unwrap_or(0);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PROXIER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level(verbosity))),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: a DaemonSet's log collector gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let result = dispatch(cli, loaded);
-    match result {
+    logging::init(verbosity, format);
+    match resolved.and_then(|resolved| dispatch(cli, resolved)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("proxier: {e:#}");
+        Err(error) => {
+            logging::fatal(&error);
             ExitCode::FAILURE
         }
     }
 }
 
-fn dispatch(
-    cli: Cli,
-    loaded: anyhow::Result<(ProxySettings, Vec<ConfigWarning>)>,
-) -> anyhow::Result<()> {
-    let with_warnings = |loaded: anyhow::Result<(ProxySettings, Vec<ConfigWarning>)>| {
-        loaded.map(|(settings, warnings)| {
-            for warning in &warnings {
-                tracing::warn!(field = %warning.field, "{warning}");
-            }
-            settings
-        })
-    };
+fn dispatch(cli: Cli, resolved: Resolved) -> anyhow::Result<()> {
+    for warning in &resolved.config_warnings {
+        tracing::warn!(field = %warning.field, "{warning}");
+    }
+    for warning in &resolved.flag_warnings {
+        tracing::warn!(flag = %warning.flag, "{warning}");
+    }
+    let settings = resolved.settings;
     match cli.command {
         Some(Command::Plan {
             path,
             node,
             node_ips,
-            config,
             addresses,
-        }) => plan(&path, node, node_ips, config, addresses),
+            ..
+        }) => plan(&path, node, node_ips, settings.engine, addresses),
         Some(Command::Run(args)) => {
-            let mut settings = with_warnings(loaded)?;
-            apply_run_flags(&mut settings, &args)?;
-            let node = match args.node.clone().or(settings.hostname_override.clone()) {
-                Some(node) => node,
-                None => hostname()?,
-            };
+            let node = node_name(args.node.clone().or(settings.hostname_override.clone()))?;
             let origin = match &args.source {
                 Some(path) => Origin::Directory(path.clone()),
                 None => Origin::Api {
@@ -570,42 +636,37 @@ fn dispatch(
             println!("proxier {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        None => {
-            let flags = cli.kube_proxy;
-            if flags.cleanup {
-                return cleanup(CleanupArgs {
-                    interface: proxier::dataplane::kernel::DEFAULT_INTERFACE.to_owned(),
-                    node_ips: Vec::new(),
-                    exclude_cidrs: Vec::new(),
-                });
-            }
-            if let Some(mode) = flags
-                .proxy_mode
-                .as_deref()
-                .filter(|m| !matches!(*m, "" | "ipvs"))
-            {
-                anyhow::bail!(
-                    "--proxy-mode={mode}: proxier implements kube-proxy's IPVS mode only; \
-                     use --proxy-mode=ipvs or keep kube-proxy for {mode} mode"
-                );
-            }
-            let mut settings = with_warnings(loaded)?;
-            if flags.kubeconfig.is_some() {
-                settings.kubeconfig.clone_from(&flags.kubeconfig);
-            }
-            let node = match flags
-                .hostname_override
-                .or(settings.hostname_override.clone())
-            {
-                Some(node) => node,
-                None => hostname()?,
-            };
-            let origin = Origin::Api {
-                kubeconfig: settings.kubeconfig.clone(),
-                master: flags.master,
-            };
-            let interface = proxier::dataplane::kernel::DEFAULT_INTERFACE.to_owned();
-            block_on(run(settings, node, Vec::new(), interface, origin))
-        }
+        None => kube_proxy(cli.kube_proxy, settings),
     }
+}
+
+/// No subcommand: kube-proxy's actions (`--write-config-to`, `--cleanup`, `--init-only`),
+/// else the proxy against the API server.
+fn kube_proxy(flags: KubeProxyFlags, settings: ProxySettings) -> anyhow::Result<()> {
+    if let Some(path) = &flags.write_config_to {
+        std::fs::write(path, kube_proxy_flags::render_configuration(&settings))
+            .with_context(|| format!("writing {}", path.display()))?;
+        tracing::info!(file = %path.display(), "wrote the configuration");
+        return Ok(());
+    }
+    if flags.cleanup() {
+        return cleanup(CleanupArgs {
+            interface: proxier::dataplane::kernel::DEFAULT_INTERFACE.to_owned(),
+            node_ips: Vec::new(),
+            exclude_cidrs: Vec::new(),
+        });
+    }
+    if flags.init_only() {
+        if let Some(value) = settings.oom_score_adj {
+            set_oom_score_adj(value);
+        }
+        return init_node(&settings);
+    }
+    let node = node_name(settings.hostname_override.clone())?;
+    let origin = Origin::Api {
+        kubeconfig: settings.kubeconfig.clone(),
+        master: flags.master,
+    };
+    let interface = proxier::dataplane::kernel::DEFAULT_INTERFACE.to_owned();
+    block_on(run(settings, node, Vec::new(), interface, origin))
 }

@@ -65,6 +65,8 @@ fn plan_config_rejects_what_run_rejects() {
         ("mode: iptables\n", "IPVS mode only"),
         ("healthzBindAddress: somewhere\n", "healthzBindAddress"),
         ("ipvs: {scheduler: fancy}\n", "not an IPVS scheduler"),
+        ("ipvs: {syncPeriod: 30x}\n", "ipvs.syncPeriod"),
+        ("logging: {format: xml}\n", "logging.format"),
     ] {
         let config = dir.join("config.yaml");
         std::fs::write(&config, yaml).unwrap();

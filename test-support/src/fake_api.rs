@@ -313,3 +313,25 @@ pub fn node(name: &str, ip: &str) -> String {
         r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}","resourceVersion":"RV","labels":{{"topology.kubernetes.io/zone":"z1"}}}},"status":{{"addresses":[{{"type":"InternalIP","address":"{ip}"}}]}}}}"#
     )
 }
+
+/// A fake API server holding the DNS cluster of the kube-proxy-role tests — Service `dns` at
+/// 10.96.0.10:53/UDP, its slice `dns-1` with 10.244.1.5 and 10.244.2.6 on node-a, Node
+/// `node-a` at 10.0.1.1 — served on 127.0.0.1 from its own runtime (kept alive by the
+/// returned value). Returns the runtime, the server and its URL.
+pub fn serve_dns_cluster() -> (tokio::runtime::Runtime, FakeApi, String) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let api = FakeApi::new();
+    api.put("services", "dns", &service("dns", "10.96.0.10", "UDP", 53));
+    api.put(
+        "endpointslices",
+        "dns-1",
+        &slice("dns-1", "", ("UDP", 53), &["10.244.1.5", "10.244.2.6"]),
+    );
+    api.put("nodes", "node-a", &node("node-a", "10.0.1.1"));
+    let (address, _acceptor) = runtime.block_on(api.clone().serve());
+    (runtime, api, format!("http://{address}"))
+}

@@ -19,6 +19,7 @@ pub mod kube_proxy;
 pub mod lab;
 pub mod netns;
 pub mod process;
+pub mod scrape;
 pub mod sysctl;
 pub mod tcp;
 pub mod udp;

@@ -78,6 +78,11 @@ impl ProxierProcess {
         Self::spawn(&args)
     }
 
+    /// The process id (to read `/proc/PID/...` as an outside witness).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the process wrote to stderr and stdout so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()

@@ -159,6 +159,10 @@ pub struct TcpStats {
     pub slow: u64,
     /// The first few failures, for the report.
     pub examples: Vec<String>,
+    /// When each failed connection was started (to attribute it to a phase of the test).
+    pub failed_at: Vec<Instant>,
+    /// When each slow connection was started.
+    pub slow_at: Vec<Instant>,
     /// connect() refused locally because the previous connection on the port was still
     /// closing (EADDRNOTAVAIL/EADDRINUSE): a client-side retry, not a proxy failure.
     pub port_busy: u64,
@@ -175,6 +179,8 @@ impl TcpStats {
             *self.answered.entry(k).or_insert(0) += v;
         }
         self.examples.extend(other.examples);
+        self.failed_at.extend(other.failed_at);
+        self.slow_at.extend(other.slow_at);
     }
 }
 
@@ -234,11 +240,13 @@ fn port_worker(target: SocketAddrV4, ports: &[u16], stop: &AtomicBool) -> TcpSta
                 *stats.answered.entry(text).or_insert(0) += 1;
                 if started.elapsed() > Duration::from_millis(900) {
                     stats.slow += 1;
+                    stats.slow_at.push(started);
                 }
             }
             other => {
                 stats.attempts += 1;
                 stats.failed += 1;
+                stats.failed_at.push(started);
                 if stats.examples.len() < 5 {
                     stats.examples.push(format!("port {port}: {other:?}"));
                 }

@@ -20,6 +20,39 @@ use netlink_ipvs::{
 };
 pub use proxier_test_support::*;
 
+/// proxier's engine over the kernel dataplane (`kube-ipvs0`, host prepared as the binary
+/// does) for node `node-a` at `node_ip`, with the Services and EndpointSlices of `yaml`
+/// applied and fully synced; panics on any failed operation.
+pub fn program_node(
+    yaml: &str,
+    node_ip: &str,
+    settings: proxier::plan::PacketSettings,
+) -> proxier::runtime::Proxier<proxier::dataplane::kernel::KernelDataplane> {
+    use proxier::plan::{NodeContext, Planner};
+    let mut dataplane = proxier::dataplane::kernel::KernelDataplane::connect("kube-ipvs0").unwrap();
+    dataplane
+        .prepare_host(
+            &conntrack_gc::FsRoot::system(),
+            false,
+            netlink_ipvs::Timeouts::default(),
+        )
+        .unwrap();
+    let node = NodeContext {
+        name: "node-a".into(),
+        node_ips: vec![node_ip.parse().unwrap()],
+        zone: None,
+    };
+    let planner =
+        Planner::new(node, proxier::config::Config::default()).with_packet_settings(settings);
+    let mut proxier = proxier::runtime::Proxier::new(planner, dataplane);
+    let (objects, problems) = proxier::source::parse_documents("test", yaml);
+    assert!(problems.is_empty(), "{problems:?}");
+    proxier::source::SnapshotSync::new().apply(&objects, proxier.cluster_mut());
+    let outcome = proxier.full_sync().unwrap();
+    assert_eq!(outcome.failed, 0, "{:?}", outcome.failures);
+    proxier
+}
+
 /// The lines `ipvsadm -Sn` prints for `state` (as a set: ipvsadm's order is the kernel's hash order).
 pub fn ipvsadm_save(state: &IpvsState) -> BTreeSet<String> {
     netlink_ipvs::ipvsadm::save(state)

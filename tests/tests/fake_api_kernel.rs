@@ -1,4 +1,5 @@
-//! The binary in its kube-proxy role — `proxier --kubeconfig … --config … --hostname-override` —
+//! The binary in its kube-proxy role — `proxier --config … --hostname-override …`, kubeadm's
+//! command, the kubeconfig named by the file's `clientConnection.kubeconfig` —
 //! against a fake API server (list + watch over HTTP on 127.0.0.1), programming the real
 //! kernel: a Service and its EndpointSlice reach IPVS, watch events change it, and the time
 //! from an event to the kernel change is measured with `ipvsadm` as the witness.
@@ -12,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proxier_kernel_tests::fake_api::{node, service, slice, FakeApi};
+use proxier_kernel_tests::fake_api::{serve_dns_cluster, slice};
 use proxier_kernel_tests::yaml::{kube_proxy_config, kubeconfig};
 use proxier_kernel_tests::{udp_query, udp_responder, wait_for_ipvs, Lab, NetNs, ProxierProcess};
 
@@ -28,34 +29,18 @@ fn the_binary_follows_the_api_server_into_the_kernel() {
         udp_responder(&b, 53, "b", stop.clone()),
     ];
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let api = FakeApi::new();
-    api.put("services", "dns", &service("dns", "10.96.0.10", "UDP", 53));
-    api.put(
-        "endpointslices",
-        "dns-1",
-        &slice("dns-1", "", ("UDP", 53), &["10.244.1.5", "10.244.2.6"]),
-    );
-    api.put("nodes", "node-a", &node("node-a", "10.0.1.1"));
-    let (address, _acceptor) = runtime.block_on(api.clone().serve());
-    let kubeconfig = kubeconfig("fake-api-kernel", &format!("http://{address}"));
+    let (_runtime, api, url) = serve_dns_cluster();
+    let kubeconfig = kubeconfig("fake-api-kernel", &url);
     let config = kube_proxy_config(
         "fake-api-kernel",
-        "clusterCIDR: 10.244.0.0/16\nipvs:\n  minSyncPeriod: 100ms\n  syncPeriod: 30s\n",
+        &format!(
+            "clusterCIDR: 10.244.0.0/16\nipvs:\n  minSyncPeriod: 100ms\n  syncPeriod: 30s\n\
+             clientConnection:\n  kubeconfig: {kubeconfig}\n"
+        ),
     );
 
-    let mut proxier = ProxierProcess::spawn(&[
-        "--kubeconfig",
-        &kubeconfig,
-        "--config",
-        &config,
-        "--hostname-override",
-        "node-a",
-    ]);
+    let mut proxier =
+        ProxierProcess::spawn(&["--config", &config, "--hostname-override", "node-a"]);
     let initial = proxier.wait_for_ipvs("programmed", Duration::from_secs(30), |l| {
         l.contains("UDP  10.96.0.10:53 rr")
             && l.contains("-> 10.244.1.5:53")

@@ -92,14 +92,60 @@ const SAMPLE_LISTING: &str = "table inet proxier {
 		type ipv6_addr . ipv6_addr
 	}
 
+	set service-ports-v4 {
+		type ipv4_addr . inet_proto . inet_service
+	}
+
+	set service-ports-v6 {
+		type ipv6_addr . inet_proto . inet_service
+	}
+
+	set masquerade-destinations-v4 {
+		type ipv4_addr . inet_proto . inet_service
+	}
+
+	set masquerade-destinations-v6 {
+		type ipv6_addr . inet_proto . inet_service
+	}
+
+	set health-check-ports {
+		type inet_service
+	}
+
+	set etp-local-marks {
+		type mark
+		elements = { 0x00000100 }
+	}
+
 	chain prerouting {
 		type filter hook prerouting priority mangle; policy accept;
 		ip daddr 203.0.113.8 tcp dport 443 jump source-ranges-0
-		iif != \"lo\" ip saddr != 10.244.0.0/16 ip daddr 203.0.113.7 tcp dport 80 meta mark set 0x00000100 accept
+		iif != \"lo\" ip saddr != 10.244.0.0/16 ip daddr 203.0.113.7 tcp dport 80 accept
+		ip daddr . meta l4proto . th dport @masquerade-destinations-v4 meta mark set meta mark | 0x00004000
 		ip daddr @node-ips-v4 meta l4proto . th dport @node-ports meta mark set meta mark | 0x00004000
 		ip saddr != 10.244.0.0/16 ip daddr @service-ips-v4 meta mark set meta mark | 0x00004000
+		ip6 daddr . meta l4proto . th dport @masquerade-destinations-v6 meta mark set meta mark | 0x00004000
 		ip6 daddr @node-ips-v6 meta l4proto . th dport @node-ports meta mark set meta mark | 0x00004000
 		ip6 saddr != fd00:10:244::/56 ip6 daddr @service-ips-v6 meta mark set meta mark | 0x00004000
+	}
+
+	chain input {
+		type filter hook input priority filter; policy accept;
+		ip daddr . meta l4proto . th dport @service-ports-v4 return
+		ip6 daddr . meta l4proto . th dport @service-ports-v6 return
+		tcp dport @health-check-ports return
+		ct state new ip daddr @service-ips-v4 reject
+		ct state new ip6 daddr @service-ips-v6 reject
+	}
+
+	chain etp-local-mark {
+		type filter hook input priority srcnat - 3; policy accept;
+		iif != \"lo\" ip saddr != 10.244.0.0/16 ip daddr 203.0.113.7 tcp dport 80 meta priority set meta mark meta mark set 0x00000100
+	}
+
+	chain etp-local-unmark {
+		type filter hook output priority raw - 10; policy accept;
+		meta mark @etp-local-marks meta mark set meta priority meta priority set none
 	}
 
 	chain output {
@@ -399,6 +445,8 @@ fn real_tcp_through_ipvs_is_masqueraded_and_etp_local_keeps_the_client_ip() {
     let mut rules = PacketRules {
         cluster_cidrs: vec![(ip("10.244.0.0"), 16)],
         service_ips: [ip("10.96.0.10")].into(),
+        // The input filter lets new connections to a service IP through on its ports only.
+        service_ports: [(ip("10.96.0.10"), Protocol::Tcp, 80)].into(),
         ..PacketRules::default()
     };
     let mut nft = NftablesHandle::connect().unwrap();

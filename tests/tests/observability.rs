@@ -1,5 +1,6 @@
 //! The running binary's kube-proxy-compatible endpoints: `/metrics` (port 10249) carries
-//! kube-proxy's metric names after a sync, `/healthz` and `/livez` (port 10256) answer 200.
+//! kube-proxy's metric names after a sync, `/healthz` and `/livez` (port 10256) answer 200,
+//! `/proxyMode` and `/configz` answer like kube-proxy's.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,6 +9,7 @@
 
 use std::time::Duration;
 
+use proxier_kernel_tests::scrape::{assert_kube_proxy_set, series};
 use proxier_kernel_tests::yaml::web_source;
 use proxier_kernel_tests::{
     http_get as get, wait_for, wait_for_ipvs, Endpoint, NetNs, ProxierProcess,
@@ -51,5 +53,36 @@ fn metrics_and_health_endpoints_answer_like_kube_proxy() {
         println!("{path}: {}", answer.lines().next().unwrap_or(""));
         assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
     }
+    // Issue 16 item 3: kube-proxy's whole IPVS-mode set (pkg/proxy/metrics RegisterMetrics),
+    // each with its labels, after a sync and the probes above.
+    let metrics = get(10249, "/metrics").unwrap();
+    let mut listed = assert_kube_proxy_set(&metrics, &["IPv4"]);
+    listed.extend(
+        series(&metrics, "proxier_build_info")
+            .iter()
+            .map(|l| l.to_string()),
+    );
+    println!(
+        "kube-proxy, process and build series (first sample each):\n{}",
+        listed.join("\n")
+    );
+    let healthz = series(&metrics, "kubeproxy_proxy_healthz_total");
+    assert!(
+        healthz
+            .iter()
+            .any(|l| l.starts_with("kubeproxy_proxy_healthz_total{code=\"200\"} ")),
+        "{healthz:?}"
+    );
+    let mode = get(10249, "/proxyMode").unwrap();
+    assert!(mode.ends_with("\r\n\r\nipvs"), "{mode}");
+    let configz = get(10249, "/configz").unwrap();
+    println!(
+        "/configz: {}",
+        configz.split("\r\n\r\n").nth(1).unwrap_or("")
+    );
+    assert!(
+        configz.contains("\"kubeproxy.config.k8s.io\":{") && configz.contains("\"mode\":\"ipvs\""),
+        "{configz}"
+    );
     proxier.assert_running();
 }

@@ -90,6 +90,9 @@ fn rolling_ten_pods_under_tcp_and_udp_load() {
         load_stop.clone(),
     );
     let started = Instant::now();
+    let started_wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
     std::thread::sleep(Duration::from_secs(5));
     let mut phases: Vec<(Instant, String)> = vec![(Instant::now(), "steady".into())];
     for (n, netns) in pod_ns.iter().take(PODS).enumerate() {
@@ -97,6 +100,13 @@ fn rolling_ten_pods_under_tcp_and_udp_load() {
         // The replacement becomes ready (its address comes up in the pod namespace first).
         current.push(Endpoint::ready(&ip(1, n)));
         write(&current);
+        // Each step is in the kernel before the next is written: the test measures the
+        // rollout's phases, not whether a source may coalesce them (a terminating phase that
+        // is never seen means a deletion at full weight).
+        let new = ip(1, n);
+        wait_for_ipvs("replacement serving", Duration::from_secs(10), |l| {
+            weights(l, &new) == [1, 1]
+        });
         std::thread::sleep(Duration::from_millis(1500));
         // The old pod is terminating but still serving: weight 0.
         let old = current
@@ -106,13 +116,9 @@ fn rolling_ten_pods_under_tcp_and_udp_load() {
         phases.push((Instant::now(), format!("pod {n}: old terminating")));
         current[old] = Endpoint::terminating(&ip(0, n));
         write(&current);
-        // Applied before the pod leaves: a TCP endpoint whose terminating phase proxier never
-        // saw counts as unselected while alive and drains (issue 13 item 6).
         let draining = ip(0, n);
-        proxier.wait_for_ipvs("old pod at weight 0", Duration::from_secs(10), |l| {
-            l.lines()
-                .filter(|line| line.contains(&format!("-> {draining}:")))
-                .all(|line| line.contains("Masq    0"))
+        wait_for_ipvs("old pod at weight 0", Duration::from_secs(10), |l| {
+            weights(l, &draining) == [0, 0]
         });
         std::thread::sleep(Duration::from_millis(1500));
         // The old pod leaves the slice; then it exits (its namespace loses its address).
@@ -120,9 +126,19 @@ fn rolling_ten_pods_under_tcp_and_udp_load() {
         current.remove(old);
         write(&current);
         let gone = ip(0, n);
-        proxier.wait_for_ipvs("old pod deleted", Duration::from_secs(10), |l| {
-            !l.contains(&format!("-> {gone}:"))
+        let deleted = std::panic::catch_unwind(|| {
+            wait_for_ipvs("old pod deleted", Duration::from_secs(10), |l| {
+                !l.contains(&format!("-> {gone}:"))
+            })
         });
+        if let Err(panic) = deleted {
+            for (at, phase) in &phases {
+                let wall = started_wall + at.duration_since(started);
+                println!("phase {phase:?} began at unix {:.3}", wall.as_secs_f64());
+            }
+            println!("proxier log:\n{}", proxier.log());
+            std::panic::resume_unwind(panic);
+        }
         std::thread::sleep(Duration::from_millis(800));
         phases.push((Instant::now(), format!("pod {n}: old pod exits")));
         proxier_kernel_tests::witness(
@@ -163,19 +179,45 @@ fn rolling_ten_pods_under_tcp_and_udp_load() {
         tcp.slow,
         tcp.port_busy
     );
-    let mut lost_by_phase = std::collections::BTreeMap::<String, usize>::new();
-    for q in queries.iter().filter(|q| q.answer.is_none()) {
-        let phase = phases
+    // The phase (pod number and step) an instant fell in, and the time since that phase began.
+    let phase_of = |at: Instant| -> (String, Duration) {
+        phases
             .iter()
             .rev()
-            .find(|(at, _)| *at <= q.sent)
-            .map_or("before", |(_, p)| p.as_str());
-        let kind = phase.split(": ").nth(1).unwrap_or(phase).to_owned();
+            .find(|(began, _)| *began <= at)
+            .map_or(("before".to_owned(), Duration::ZERO), |(began, p)| {
+                (p.clone(), at.duration_since(*began))
+            })
+    };
+    let mut lost_by_phase = std::collections::BTreeMap::<String, usize>::new();
+    for q in queries.iter().filter(|q| q.answer.is_none()) {
+        let (phase, _) = phase_of(q.sent);
+        let kind = phase.split(": ").nth(1).unwrap_or(&phase).to_owned();
         *lost_by_phase.entry(kind).or_default() += 1;
     }
     println!("UDP lost by phase: {lost_by_phase:?}");
+    println!(
+        "the load started at unix time {:.3} (proxier's log is in UTC)",
+        started_wall.as_secs_f64()
+    );
+    for (what, at) in tcp
+        .failed_at
+        .iter()
+        .map(|at| ("failed", at))
+        .chain(tcp.slow_at.iter().map(|at| ("slow", at)))
+    {
+        let (phase, into) = phase_of(*at);
+        println!(
+            "  tcp {what}: started {:.3} s into the test, {:.3} s into phase {phase:?}",
+            at.duration_since(started).as_secs_f64(),
+            into.as_secs_f64()
+        );
+    }
     for example in &tcp.examples {
         println!("  tcp failure: {example}");
+    }
+    if tcp.failed > 0 {
+        println!("proxier log:\n{}", proxier.log());
     }
     stop.store(true, Ordering::Relaxed);
     for server in servers {
@@ -202,4 +244,16 @@ fn rolling_ten_pods_under_tcp_and_udp_load() {
         at_removal <= PODS,
         "{at_removal} in-flight queries lost at {PODS} removals"
     );
+}
+
+/// The weights of `ip`'s real servers (TCP and UDP) in an `ipvsadm -Ln` listing, in order.
+fn weights(listing: &str, ip: &str) -> Vec<u32> {
+    let prefix = format!("-> {ip}:");
+    listing
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim_start().strip_prefix(&prefix)?;
+            rest.split_whitespace().nth(2)?.parse().ok()
+        })
+        .collect()
 }

@@ -14,11 +14,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use proxier::config::Config;
 use proxier::dataplane::kernel::KernelDataplane;
-use proxier::plan::{NodeContext, PacketSettings, Planner};
+use proxier::plan::PacketSettings;
 use proxier::runtime::Proxier;
-use proxier::source::{parse_documents, SnapshotSync};
 use proxier_kernel_tests::sysctl::{enable_forwarding, enable_ipv6_forwarding};
 use proxier_kernel_tests::tcp::tcp_server;
 use proxier_kernel_tests::udp::by_answer;
@@ -101,27 +99,7 @@ impl Node {
             ],
             ..PacketSettings::default()
         };
-        let mut dataplane = KernelDataplane::connect("kube-ipvs0").unwrap();
-        dataplane
-            .prepare_host(
-                &conntrack_gc::FsRoot::system(),
-                false,
-                netlink_ipvs::Timeouts::default(),
-            )
-            .unwrap();
-        let node = NodeContext {
-            name: "node-a".into(),
-            node_ips: vec!["10.0.1.1".parse().unwrap()],
-            zone: None,
-        };
-        let planner = Planner::new(node, Config::default()).with_packet_settings(settings);
-        let mut proxier = Proxier::new(planner, dataplane);
-        let (objects, problems) = parse_documents("test", yaml);
-        assert!(problems.is_empty(), "{problems:?}");
-        SnapshotSync::new().apply(&objects, proxier.cluster_mut());
-        let outcome = proxier.full_sync().unwrap();
-        assert_eq!(outcome.failed, 0, "{:?}", outcome.failures);
-        proxier
+        proxier_kernel_tests::program_node(yaml, "10.0.1.1", settings)
     }
 }
 

@@ -4,6 +4,8 @@
 //! `cargo xtask vmtest [FILTER]` runs only the VM part. See the README for the rest.
 
 mod host;
+mod image;
+mod image_check;
 mod initramfs;
 mod kernel;
 mod report;
@@ -28,6 +30,11 @@ commands:
   vmbench conntrack [SIZES]
                            flush 1000 of SIZES (default 100000,1000000) entries vs conntrack -D
   demo                     boot the VM, run proxier on examples/demo and show real traffic
+  image [--out DIR] [--binary PATH] [--check]
+                           write the OCI image layout (default target/oci/proxier, tag = the
+                           crate version) of the static release binary, no container engine;
+                           --binary packs a given static binary instead of building one;
+                           --check builds it twice, compares, and reads it with skopeo and umoci
 
 environment:
   PROXIER_TEST_KERNEL      path to a vmlinuz to boot instead of the Debian cloud kernel
@@ -65,6 +72,7 @@ fn run() -> Result<ExitCode> {
         "vmtest" => vm_tests(&VmTestOptions::parse(rest)?)?,
         "vmbench" => return vm_bench(rest),
         "demo" => return vm_program("demo", &[], false),
+        "image" => return build_image(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             return Ok(ExitCode::SUCCESS);
@@ -77,6 +85,44 @@ fn run() -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `cargo xtask image`: writes the OCI layout and prints its manifest digest.
+fn build_image(args: &[String]) -> Result<ExitCode> {
+    let root = workspace_root();
+    let mut out = root.join("target/oci/proxier");
+    let mut binary = None;
+    let mut check = false;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--out" => out = PathBuf::from(args.next().context("--out needs a directory")?),
+            "--binary" => {
+                binary = Some(PathBuf::from(args.next().context("--binary needs a path")?))
+            }
+            "--check" => check = true,
+            other => bail!("unexpected argument `{other}`\n{USAGE}"),
+        }
+    }
+    let binary = match binary {
+        Some(path) => path,
+        None => testbins::build_static_bin(&root, "proxier", "proxier", true)?.path,
+    };
+    let bytes = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
+    let tag = env!("CARGO_PKG_VERSION");
+    let layout = image::image_layout(&bytes, tag)?;
+    layout.write(&out)?;
+    println!(
+        "image: {} ({} bytes) -> oci:{}:{tag}\nimage: manifest digest {}",
+        binary.display(),
+        bytes.len(),
+        out.display(),
+        layout.manifest_digest
+    );
+    if check {
+        image_check::check(&layout, &out, &bytes, tag)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Options of the VM suite.
@@ -105,7 +151,11 @@ impl VmTestOptions {
 
 /// The workspace root (xtask lives one level below it).
 fn workspace_root() -> PathBuf {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // `cargo xtask` (cargo run) sets CARGO_MANIFEST_DIR for the process: the checkout it was
+    // started in. The compile-time value is only a fallback: a binary built in another checkout
+    // (a copied target dir) would otherwise build and test that other checkout.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     manifest_dir
         .parent()
         .map(PathBuf::from)

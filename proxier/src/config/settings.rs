@@ -10,7 +10,7 @@ use std::time::Duration;
 use conntrack_gc::sizing::parse_go_duration;
 use conntrack_gc::ConntrackConfig;
 
-use super::{is_zero, parse_cidr, Config, KubeProxyConfiguration};
+use super::{is_zero, parse_cidr, Config, KubeProxyConfiguration, LogFormat};
 use crate::error::Error;
 
 /// kube-proxy's health check port (`healthzBindAddress` default `0.0.0.0:10256`).
@@ -70,6 +70,10 @@ pub struct ProxySettings {
     pub kubeconfig: Option<PathBuf>,
     /// `logging.verbosity`.
     pub verbosity: Option<u32>,
+    /// `logging.format`.
+    pub log_format: LogFormat,
+    /// `oomScoreAdj`, when set.
+    pub oom_score_adj: Option<i32>,
 }
 
 impl Default for ProxySettings {
@@ -96,6 +100,8 @@ impl Default for ProxySettings {
             conntrack: conntrack_defaults(),
             kubeconfig: None,
             verbosity: None,
+            log_format: LogFormat::Text,
+            oom_score_adj: None,
         }
     }
 }
@@ -326,6 +332,8 @@ impl ProxySettings {
                 .filter(|k| !k.is_empty())
                 .map(PathBuf::from),
             verbosity: kpc.logging.verbosity.filter(|v| *v > 0),
+            log_format: LogFormat::parse(&kpc.logging.format)?,
+            oom_score_adj: kpc.oom_score_adj,
         };
         settings.check()?;
         Ok((settings, warnings))
@@ -335,6 +343,12 @@ impl ProxySettings {
     /// `syncPeriod` would resync on every poll and make the health timeout 0 (kube-proxy's
     /// validation requires it to be greater than 0).
     pub fn check(&self) -> Result<(), Error> {
+        if let Some(value) = self.oom_score_adj.filter(|v| !(-1000..=1000).contains(v)) {
+            return Err(Error::Config {
+                field: "oomScoreAdj",
+                reason: format!("{value} is outside -1000..=1000"),
+            });
+        }
         if self.sync_period.is_zero() {
             return Err(Error::Config {
                 field: "syncPeriod",

@@ -4,13 +4,21 @@ use super::*;
 fn reads_kube_proxy_configuration_and_lists_unimplemented_fields() {
     let yaml = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
                 mode: ipvs\nipvs:\n  scheduler: mh\nnodePortAddresses: [\"10.0.0.0/8\"]\n\
-                oomScoreAdj: -999\nportRange: \"\"\n";
+                oomScoreAdj: -999\nportRange: \"\"\nshowHiddenMetricsForVersion: \"1.30\"\n";
     let kpc = KubeProxyConfiguration::from_yaml(yaml).unwrap();
-    assert_eq!(kpc.unimplemented_fields(), vec!["oomScoreAdj"]);
+    // oomScoreAdj is implemented (written to /proc/self/oom_score_adj).
+    assert_eq!(kpc.oom_score_adj, Some(-999));
+    assert_eq!(
+        kpc.unimplemented_fields(),
+        vec!["showHiddenMetricsForVersion"]
+    );
     let config = Config::from_kube_proxy(&kpc).unwrap();
     assert_eq!(config.scheduler, "mh");
     let ips: Vec<IpAddr> = vec!["10.1.2.3".parse().unwrap(), "192.168.0.1".parse().unwrap()];
-    assert_eq!(config.node_port_ips(&ips), vec![ips[0]]);
+    assert_eq!(
+        crate::plan::node_port_ips(&config.node_port_addresses, &ips, &ips),
+        vec![ips[0]]
+    );
 }
 
 #[test]
@@ -166,6 +174,10 @@ mod settings {
                 |s| s.cluster_cidrs.len() == 1,
             ),
             ("logging: {verbosity: 4}", |s| s.verbosity == Some(4)),
+            ("logging: {format: json}", |s| {
+                s.log_format == LogFormat::Json
+            }),
+            ("oomScoreAdj: -999", |s| s.oom_score_adj == Some(-999)),
         ];
         for (yaml, check) in cases {
             let (settings, _) = resolve(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
@@ -193,7 +205,6 @@ mod settings {
                 "iptables.masqueradeBit",
                 "iptables.syncPeriod",
                 "ipvs.futureKnob",
-                "oomScoreAdj",
                 "somethingNew",
             ]
         );
@@ -216,6 +227,8 @@ mod settings {
         let cases = [
             ("mode: iptables", "mode", "IPVS mode only"),
             ("mode: nftables", "mode", "IPVS mode only"),
+            ("logging: {format: xml}", "logging.format", "text and json"),
+            ("oomScoreAdj: 1001", "oomScoreAdj", "-1000..=1000"),
             ("clusterCIDR: 10.0.0.0", "clusterCIDR", "not a CIDR"),
             ("clusterCIDR: 10.0.0.0/40", "clusterCIDR", "prefix too long"),
             (

@@ -21,6 +21,9 @@ pub struct FakeDataplane {
     pub packet_rules: Option<PacketRules>,
     /// How many times packet rules were written (unchanged rules are not rewritten).
     pub packet_rule_writes: usize,
+    /// The node's local addresses, handed out once by the next
+    /// [`Dataplane::local_addresses`] (as a change notification would).
+    pub local_addresses: Option<Vec<std::net::IpAddr>>,
 }
 
 impl FakeDataplane {
@@ -67,5 +70,9 @@ impl Dataplane for FakeDataplane {
         self.packet_rules = Some(rules.clone());
         self.packet_rule_writes += 1;
         Ok(true)
+    }
+
+    fn local_addresses(&mut self) -> Result<Option<Vec<std::net::IpAddr>>, Error> {
+        Ok(self.local_addresses.take())
     }
 }

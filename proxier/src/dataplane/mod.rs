@@ -45,6 +45,12 @@ pub trait Dataplane {
     /// Brings packet rules (masquerade, NodePorts, ETP=Local marks) in line with the plan's
     /// packet-rule intent; returns whether anything was written.
     fn program_packet_rules(&mut self, rules: &PacketRules) -> Result<bool, Error>;
+    /// The node's local addresses on every interface but our dummy one, when they changed
+    /// since the last call (the first call of a dataplane that follows them always answers);
+    /// `None` = unchanged, or not followed (then NodePorts stay on the node's given IPs).
+    fn local_addresses(&mut self) -> Result<Option<Vec<std::net::IpAddr>>, Error> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,10 @@
 //!
 //! Every check here is one kube-proxy (or the API server's validation) makes; an object that
 //! fails one is rejected whole, so its Service keeps its previous state and no other is touched.
+//! The exceptions are kube-proxy's too: a bad `externalIPs` entry, LoadBalancer ingress IP or
+//! `loadBalancerSourceRanges` entry is skipped alone ([`Error::FieldSkipped`], reported) and the
+//! rest of the Service, ClusterIP included, is kept (pkg/proxy/util `MapIPsByIPFamily`,
+//! `MapCIDRsByIPFamily`: "Skipping invalid IP").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -54,7 +58,7 @@ fn parse_cidr(field: &'static str, text: &str) -> Result<(IpAddr, u8), RejectRea
         Some((ip, prefix)) => (ip, Some(prefix)),
         None => (text.trim(), None),
     };
-    let ip: IpAddr = ip.parse().map_err(|_| invalid())?;
+    let ip = parse_ip_sloppy(ip).ok_or_else(invalid)?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let prefix = match prefix {
         Some(p) => p
@@ -68,10 +72,54 @@ fn parse_cidr(field: &'static str, text: &str) -> Result<(IpAddr, u8), RejectRea
 }
 
 fn parse_ip(field: &'static str, text: &str) -> Result<IpAddr, RejectReason> {
-    text.trim().parse().map_err(|_| RejectReason::InvalidIp {
+    parse_ip_sloppy(text).ok_or_else(|| RejectReason::InvalidIp {
         field,
         value: text.to_owned(),
     })
+}
+
+/// An IP as kube-proxy reads one (`netutils.ParseIPSloppy`, Go 1.15's `net.ParseIP`): an IPv4
+/// part with leading zeros is decimal (`192.168.001.010` is 192.168.1.10), as objects stored
+/// before the API server's stricter validation may still hold.
+fn parse_ip_sloppy(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse() {
+        return Some(ip);
+    }
+    let parts: Vec<&str> = text.split('.').collect();
+    if parts.len() != 4 {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    for (octet, part) in octets.iter_mut().zip(&parts) {
+        if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *octet = part.parse().ok()?;
+    }
+    Some(IpAddr::from(octets))
+}
+
+/// The entries of a list field that parse; each one that does not is reported in `skipped`
+/// as [`Error::FieldSkipped`] (kube-proxy logs "Skipping invalid IP" and goes on; the runtime
+/// logs and the observer counts what is reported here).
+fn lenient<'a, T>(
+    object: &ObjectRef,
+    texts: impl IntoIterator<Item = &'a String>,
+    parse: impl Fn(&str) -> Result<T, RejectReason>,
+    skipped: &mut Vec<Error>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for text in texts {
+        match parse(text) {
+            Ok(value) => out.push(value),
+            Err(reason) => skipped.push(Error::FieldSkipped {
+                object: object.clone(),
+                reason,
+            }),
+        }
+    }
+    out
 }
 
 fn parse_port(field: &'static str, value: i32) -> Result<u16, RejectReason> {
@@ -102,13 +150,29 @@ fn check_proxy_labels(labels: Option<&BTreeMap<String, String>>) -> Result<(), R
     Ok(())
 }
 
-/// Converts a Service; rejects it when it is not proxied or invalid.
-pub fn service_from_k8s(service: &core::Service) -> Result<Service, Error> {
+/// Converts a Service; rejects it when it is not proxied or invalid. A bad entry of
+/// `externalIPs`, `loadBalancerSourceRanges` or the LoadBalancer ingress IPs is left out alone
+/// and reported in `skipped` (as kube-proxy); the rest of the Service is kept.
+pub fn service_from_k8s(
+    service: &core::Service,
+    skipped: &mut Vec<Error>,
+) -> Result<Service, Error> {
     let object = object_ref("Service", &service.metadata, true);
-    convert_service(service, &object).map_err(|reason| Error::Rejected { object, reason })
+    let mut fields = Vec::new();
+    match convert_service(service, &object, &mut fields) {
+        Ok(converted) => {
+            skipped.append(&mut fields);
+            Ok(converted)
+        }
+        Err(reason) => Err(Error::Rejected { object, reason }),
+    }
 }
 
-fn convert_service(service: &core::Service, object: &ObjectRef) -> Result<Service, RejectReason> {
+fn convert_service(
+    service: &core::Service,
+    object: &ObjectRef,
+    skipped: &mut Vec<Error>,
+) -> Result<Service, RejectReason> {
     if object.name.is_empty() {
         return Err(RejectReason::MissingName);
     }
@@ -130,19 +194,32 @@ fn convert_service(service: &core::Service, object: &ObjectRef) -> Result<Servic
         .iter()
         .map(|ip| parse_ip("spec.clusterIPs", ip))
         .collect::<Result<Vec<_>, _>>()?;
-    let external_ips = spec
-        .external_ips
-        .iter()
-        .flatten()
-        .map(|ip| parse_ip("spec.externalIPs", ip))
-        .collect::<Result<Vec<_>, _>>()?;
-    let load_balancer_source_ranges = spec
-        .load_balancer_source_ranges
-        .iter()
-        .flatten()
-        .map(|cidr| parse_cidr("spec.loadBalancerSourceRanges", cidr))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut load_balancer_ips = Vec::new();
+    // kube-proxy ignores empty entries without a word (MapIPsByIPFamily).
+    let listed = |list: &Option<Vec<String>>| -> Vec<String> {
+        list.iter()
+            .flatten()
+            .filter(|t| !t.trim().is_empty())
+            .cloned()
+            .collect()
+    };
+    let external_ips = lenient(
+        object,
+        &listed(&spec.external_ips),
+        |t| parse_ip("spec.externalIPs", t),
+        skipped,
+    );
+    let range_texts = listed(&spec.load_balancer_source_ranges);
+    let parse_range = |t: &str| parse_cidr("spec.loadBalancerSourceRanges", t);
+    let load_balancer_source_ranges = lenient(object, &range_texts, parse_range, skipped);
+    if load_balancer_source_ranges.is_empty() {
+        // Every entry bad: leaving them all out would open the firewall to every source (an
+        // empty list allows all), so the Service is rejected and keeps its last good version
+        // (stricter than kube-proxy, which would allow all).
+        if let Some(Err(reason)) = range_texts.first().map(|t| parse_range(t)) {
+            return Err(reason);
+        }
+    }
+    let mut ingress_ips = Vec::new();
     let ingress = service
         .status
         .as_ref()
@@ -153,10 +230,16 @@ fn convert_service(service: &core::Service, object: &ObjectRef) -> Result<Servic
         if entry.ip_mode.as_deref() == Some("Proxy") {
             continue;
         }
-        if let Some(ip) = &entry.ip {
-            load_balancer_ips.push(parse_ip("status.loadBalancer.ingress.ip", ip)?);
+        if let Some(ip) = entry.ip.as_ref().filter(|ip| !ip.is_empty()) {
+            ingress_ips.push(ip.clone());
         }
     }
+    let load_balancer_ips = lenient(
+        object,
+        &ingress_ips,
+        |t| parse_ip("status.loadBalancer.ingress.ip", t),
+        skipped,
+    );
     let affinity = match spec.session_affinity.as_deref() {
         Some("ClientIP") => {
             let timeout = spec
@@ -211,7 +294,22 @@ fn convert_service(service: &core::Service, object: &ObjectRef) -> Result<Servic
             external_policy,
         });
     }
-    Ok(Service { name, ports })
+    // kube-proxy's `NeedsHealthCheck`: LoadBalancer with externalTrafficPolicy Local.
+    let health_check_node_port = match spec.health_check_node_port {
+        Some(n)
+            if n != 0
+                && service_type == "LoadBalancer"
+                && external_policy == TrafficPolicy::Local =>
+        {
+            Some(parse_port("spec.healthCheckNodePort", n)?)
+        }
+        _ => None,
+    };
+    Ok(Service {
+        name,
+        ports,
+        health_check_node_port,
+    })
 }
 
 /// Converts an EndpointSlice; rejects it when it is not proxied or invalid.
@@ -263,7 +361,9 @@ fn convert_slice(
         endpoints.push(Endpoint {
             address,
             ready,
-            serving: conditions.and_then(|c| c.serving).unwrap_or(ready),
+            // Unset means serving (kube-proxy's endpointslicecache: `Serving == nil ||
+            // *Serving`), whatever `ready` says.
+            serving: conditions.and_then(|c| c.serving).unwrap_or(true),
             terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
             node: endpoint.node_name.clone(),
             zone: endpoint.zone.clone(),

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 pub use convert::{endpoint_slice_from_k8s, node_from_k8s, service_from_k8s};
 use netlink_ipvs::{Family, Protocol};
-pub use state::ClusterState;
+pub use state::{ChangeTally, ClusterState};
 
 /// Defined with the errors (it names objects in messages and Events); part of the model's
 /// vocabulary too.
@@ -114,6 +114,9 @@ pub struct Service {
     pub name: ServiceName,
     /// Its ports.
     pub ports: Vec<ServicePort>,
+    /// `spec.healthCheckNodePort` of a LoadBalancer Service with `externalTrafficPolicy:
+    /// Local` (kube-proxy serves a health check there; `None` otherwise).
+    pub health_check_node_port: Option<u16>,
 }
 
 /// A port of an EndpointSlice: the target port for the Service port of the same name.

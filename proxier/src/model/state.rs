@@ -1,9 +1,65 @@
 //! [`ClusterState`]: every proxied Service and its EndpointSlices, with the set of Services
-//! changed since the last plan.
+//! changed since the last plan, and the tally of changes kube-proxy's change metrics count.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use netlink_ipvs::Family;
+
 use super::{EndpointSlice, Node, Service, ServiceName};
+
+/// What changed in a [`ClusterState`], per address family (kube-proxy keeps one change
+/// tracker per family: a dual-stack Service counts in both).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeTally {
+    /// Service changes since the tally was last taken ([`ClusterState::take_changes`]).
+    pub service_changes: BTreeMap<Family, u64>,
+    /// EndpointSlice changes since the tally was last taken.
+    pub endpoint_changes: BTreeMap<Family, u64>,
+    /// Services whose Service object changed since the last plan, per family.
+    pub services_pending: BTreeMap<Family, u64>,
+    /// Services whose EndpointSlices changed since the last plan, per family.
+    pub endpoints_pending: BTreeMap<Family, u64>,
+}
+
+/// Changes since the last plan (pending) and since the last [`ClusterState::take_changes`].
+#[derive(Debug, Clone, Default)]
+struct Changes {
+    services: BTreeMap<Family, u64>,
+    endpoints: BTreeMap<Family, u64>,
+    services_pending: BTreeSet<(Family, ServiceName)>,
+    endpoints_pending: BTreeSet<(Family, ServiceName)>,
+}
+
+impl Changes {
+    fn service(&mut self, service: &Service) {
+        let mut families: Vec<Family> = service
+            .ports
+            .iter()
+            .flat_map(|p| p.cluster_ips.iter().map(Family::of))
+            .collect();
+        families.sort_unstable();
+        families.dedup();
+        for family in families {
+            *self.services.entry(family).or_default() += 1;
+            self.services_pending.insert((family, service.name.clone()));
+        }
+    }
+
+    fn slice(&mut self, family: Family, service: &ServiceName) {
+        *self.endpoints.entry(family).or_default() += 1;
+        self.endpoints_pending.insert((family, service.clone()));
+    }
+}
+
+fn per_family<'a>(
+    pending: impl Iterator<Item = &'a (Family, ServiceName)>,
+) -> BTreeMap<Family, u64> {
+    let mut counts = BTreeMap::new();
+    for (family, _) in pending {
+        *counts.entry(*family).or_default() += 1;
+    }
+    counts
+}
 
 /// What the sources know about the cluster, in model form.
 ///
@@ -17,6 +73,7 @@ pub struct ClusterState {
     slice_owner: BTreeMap<(String, String), ServiceName>,
     nodes: BTreeMap<String, Node>,
     dirty: BTreeSet<ServiceName>,
+    changes: Changes,
 }
 
 impl ClusterState {
@@ -27,13 +84,15 @@ impl ClusterState {
 
     /// Adds or replaces a Service.
     pub fn upsert_service(&mut self, service: Service) {
+        self.changes.service(&service);
         self.dirty.insert(service.name.clone());
         self.services.insert(service.name.clone(), service);
     }
 
     /// Removes a Service (its slices stay until they are deleted, as in the API).
     pub fn remove_service(&mut self, name: &ServiceName) {
-        if self.services.remove(name).is_some() {
+        if let Some(service) = self.services.remove(name) {
+            self.changes.service(&service);
             self.dirty.insert(name.clone());
         }
     }
@@ -48,6 +107,7 @@ impl ClusterState {
             }
         }
         self.slice_owner.insert(key, slice.service.clone());
+        self.changes.slice(slice.family, &slice.service);
         self.dirty.insert(slice.service.clone());
         self.slices
             .entry(slice.service.clone())
@@ -58,7 +118,8 @@ impl ClusterState {
     /// Removes an EndpointSlice.
     pub fn remove_slice(&mut self, service: &ServiceName, slice_name: &str) {
         if let Some(slices) = self.slices.get_mut(service) {
-            if slices.remove(slice_name).is_some() {
+            if let Some(slice) = slices.remove(slice_name) {
+                self.changes.slice(slice.family, service);
                 self.slice_owner
                     .remove(&(service.namespace.clone(), slice_name.to_owned()));
                 self.dirty.insert(service.clone());
@@ -73,6 +134,11 @@ impl ClusterState {
     /// everything when the local node's zone or addresses change.
     pub fn upsert_node(&mut self, node: Node) {
         self.nodes.insert(node.name.clone(), node);
+    }
+
+    /// Marks every Service changed (the local node's zone changed: every plan may differ).
+    pub fn mark_all_dirty(&mut self) {
+        self.dirty.extend(self.services.keys().cloned());
     }
 
     /// A Node by name.
@@ -96,7 +162,21 @@ impl ClusterState {
     }
 
     /// Takes the set of Services changed since the last call.
+    /// Planning it also settles the pending changes of [`ClusterState::changes`].
     pub fn take_dirty(&mut self) -> BTreeSet<ServiceName> {
+        self.changes.services_pending.clear();
+        self.changes.endpoints_pending.clear();
         std::mem::take(&mut self.dirty)
+    }
+
+    /// The changes counted since the last call, and those not planned yet (kube-proxy's
+    /// `sync_proxy_rules_{service,endpoint}_changes_{total,pending}`).
+    pub fn take_changes(&mut self) -> ChangeTally {
+        ChangeTally {
+            service_changes: std::mem::take(&mut self.changes.services),
+            endpoint_changes: std::mem::take(&mut self.changes.endpoints),
+            services_pending: per_family(self.changes.services_pending.iter()),
+            endpoints_pending: per_family(self.changes.endpoints_pending.iter()),
+        }
     }
 }

@@ -15,8 +15,9 @@
 //!   last one (the loop is stuck; a full resync runs every syncPeriod). A sync that applied
 //!   nothing while something failed (the kernel unreadable, every write refused) does not
 //!   count.
-//! - `/healthz` is additionally unhealthy while the node is being deleted, so that load
-//!   balancers drain it; `/livez` is not.
+//! - `/healthz` is additionally unhealthy while the node is being deleted or carries the
+//!   cluster autoscaler's `ToBeDeletedByClusterAutoscaler` taint (KEP-3836; the source
+//!   decides, `source::kube::node_eligible`), so that load balancers drain it; `/livez` is not.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};

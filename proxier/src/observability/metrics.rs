@@ -1,108 +1,76 @@
-//! Prometheus metrics with kube-proxy's names (so existing dashboards and alerts keep working)
-//! plus proxier's own, rendered in the text exposition format (version 0.0.4).
+//! Prometheus metrics: kube-proxy's `kubeproxy_*` set with its names, types, buckets and labels
+//! (`ip_family` on what kube-proxy counts per family), so existing dashboards and alerts keep
+//! working; the `process_*` metrics and a build-info metric; and proxier's own `proxier_*`.
+//! Exposed with `prometheus-client` in the Prometheus text format (version 0.0.4).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// A cumulative histogram with fixed upper bounds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Histogram {
-    bounds: Vec<f64>,
-    /// Observations per bucket (not cumulative); the last one is `+Inf`.
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+use netlink_ipvs::Family;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family as Labelled;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use super::exposition::{
+    network_programming_histogram, sync_duration_histogram, ByCode, ByFamily, ByOperation,
+    ByPolicy, ByReason, BySizing, ByState, ConstCounterCell, FloatGauge, Histograms, IpFamily,
+    Readings,
+};
+use super::process::ProcessCollector;
+use crate::dataplane::kernel::KernelCounters;
+use crate::model::ChangeTally;
+use crate::plan::{NoLocalEndpoints, TrafficScope};
+
+/// The `/healthz` or `/livez` endpoint, for `kubeproxy_proxy_{healthz,livez}_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// `/healthz`.
+    Healthz,
+    /// `/livez`.
+    Livez,
 }
 
-impl Histogram {
-    /// A histogram with these upper bounds (sorted ascending).
-    pub fn new(bounds: Vec<f64>) -> Self {
-        let counts = vec![0; bounds.len() + 1];
-        Self {
-            bounds,
-            counts,
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    /// kube-proxy's sync duration buckets: `ExponentialBuckets(0.001, 2, 15)`.
-    pub fn sync_duration() -> Self {
-        Self::new((0..15).map(|i| 0.001 * f64::from(1u32 << i)).collect())
-    }
-
-    /// kube-proxy's network programming buckets: 0.25 s .. 5 min.
-    pub fn network_programming() -> Self {
-        let mut bounds = vec![0.25, 0.5];
-        bounds.extend((1..=59).map(f64::from));
-        bounds.extend((0..12).map(|i| 60.0 + 5.0 * f64::from(i)));
-        bounds.extend((0..7).map(|i| 120.0 + 30.0 * f64::from(i)));
-        bounds.sort_by(f64::total_cmp);
-        bounds.dedup();
-        Self::new(bounds)
-    }
-
-    /// Records one value.
-    pub fn observe(&mut self, value: f64) {
-        let bucket = self
-            .bounds
-            .iter()
-            .position(|bound| value <= *bound)
-            .unwrap_or(self.bounds.len());
-        self.counts[bucket] += 1;
-        self.sum += value;
-        self.count += 1;
-    }
-
-    /// Number of observations.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    #[cfg(test)]
-    pub(super) fn render_for_test(&self, out: &mut String) {
-        self.render(out, "h", "test");
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            cumulative += count;
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", self.sum, self.count);
-    }
-}
-
-/// Every metric proxier exports, updated from the sync hook, the sources and the periodic
-/// conntrack check; read by the `/metrics` handler.
+/// Every metric proxier exports, updated from the sync hook, the sources, the health
+/// endpoints and the periodic conntrack check; read by the `/metrics` handler.
 #[derive(Debug)]
 pub struct Metrics {
-    sync_duration: Mutex<Histogram>,
-    full_sync_duration: Mutex<Histogram>,
-    partial_sync_duration: Mutex<Histogram>,
-    network_programming: Mutex<Histogram>,
-    /// Seconds since the epoch of the last sync, as f64 bits (0 = never).
-    last_sync: AtomicU64,
+    registry: Registry,
+    families: Mutex<Vec<IpFamily>>,
+    syncs: AtomicU64,
+    sync_duration: Histograms,
+    full_sync_duration: Histograms,
+    partial_sync_duration: Histograms,
+    network_programming: Histograms,
+    last_sync: Labelled<ByFamily, FloatGauge>,
+    last_queued: Labelled<ByFamily, FloatGauge>,
+    endpoint_changes: Labelled<ByFamily, Counter>,
+    endpoint_changes_pending: Labelled<ByFamily, Gauge>,
+    service_changes: Labelled<ByFamily, Counter>,
+    service_changes_pending: Labelled<ByFamily, Gauge>,
+    no_local_endpoints: Labelled<ByPolicy, Gauge>,
+    iptables_restore_failures: Labelled<ByFamily, Counter>,
+    healthz: Labelled<ByCode, Counter>,
+    livez: Labelled<ByCode, Counter>,
     /// EndpointSlice change trigger times not yet covered by a sync.
     pending_triggers: Mutex<Vec<SystemTime>>,
-    /// Conntrack fill ratio as f64 bits (NaN = never read).
-    conntrack_fill_ratio: AtomicU64,
-    conntrack_flushed: Arc<AtomicU64>,
-    real_servers: Mutex<BTreeMap<&'static str, u64>>,
-    skipped: Mutex<BTreeMap<String, u64>>,
-    sizing: Mutex<BTreeMap<(String, String), u64>>,
-    sync_failures: Mutex<BTreeMap<&'static str, u64>>,
-    failing_operations: AtomicU64,
+    readings: Arc<Readings>,
+    real_servers: Labelled<ByState, Gauge>,
+    skipped: Labelled<ByReason, Counter>,
+    sizing: Labelled<BySizing, Gauge>,
+    sizing_taken: Mutex<BTreeMap<String, String>>,
+    sync_failures: Labelled<ByOperation, Counter>,
+    failing_operations: Gauge,
+    flushes_owed: Gauge,
+    flushes_dropped: Gauge,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a metrics lock leaves plain counters behind: still usable.
+    // A panic while holding a metrics lock leaves plain values behind: still usable.
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -114,81 +82,325 @@ fn seconds_since_epoch(time: SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Escapes a label value for the text format.
-/// One metric family with one label: `# HELP`, `# TYPE`, then a sample per `(value, count)`.
-fn write_labelled<K: AsRef<str>, V: std::fmt::Display>(
-    out: &mut String,
-    (name, kind, label): (&str, &str, &str),
-    help: &str,
-    samples: impl Iterator<Item = (K, V)>,
-) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (value, count) in samples {
-        let value = escape(value.as_ref());
-        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
-    }
-}
-
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 impl Default for Metrics {
     fn default() -> Self {
-        Self {
-            sync_duration: Mutex::new(Histogram::sync_duration()),
-            full_sync_duration: Mutex::new(Histogram::sync_duration()),
-            partial_sync_duration: Mutex::new(Histogram::sync_duration()),
-            network_programming: Mutex::new(Histogram::network_programming()),
-            last_sync: AtomicU64::new(0f64.to_bits()),
-            pending_triggers: Mutex::new(Vec::new()),
+        let histograms = |make: fn() -> Histogram| Histograms::new_with_constructor(make);
+        let readings = Arc::new(Readings {
             conntrack_fill_ratio: AtomicU64::new(f64::NAN.to_bits()),
-            conntrack_flushed: Arc::new(AtomicU64::new(0)),
-            real_servers: Mutex::new(BTreeMap::new()),
-            skipped: Mutex::new(BTreeMap::new()),
-            sizing: Mutex::new(BTreeMap::new()),
-            sync_failures: Mutex::new(BTreeMap::new()),
-            failing_operations: AtomicU64::new(0),
-        }
+            kernel: OnceLock::new(),
+        });
+        let metrics = Self {
+            registry: Registry::default(),
+            families: Mutex::new(Vec::new()),
+            syncs: AtomicU64::new(0),
+            sync_duration: histograms(sync_duration_histogram),
+            full_sync_duration: histograms(sync_duration_histogram),
+            partial_sync_duration: histograms(sync_duration_histogram),
+            network_programming: histograms(network_programming_histogram),
+            last_sync: Labelled::default(),
+            last_queued: Labelled::default(),
+            endpoint_changes: Labelled::default(),
+            endpoint_changes_pending: Labelled::default(),
+            service_changes: Labelled::default(),
+            service_changes_pending: Labelled::default(),
+            no_local_endpoints: Labelled::default(),
+            iptables_restore_failures: Labelled::default(),
+            healthz: Labelled::default(),
+            livez: Labelled::default(),
+            pending_triggers: Mutex::new(Vec::new()),
+            readings,
+            real_servers: Labelled::default(),
+            skipped: Labelled::default(),
+            sizing: Labelled::default(),
+            sizing_taken: Mutex::new(BTreeMap::new()),
+            sync_failures: Labelled::default(),
+            failing_operations: Gauge::default(),
+            flushes_owed: Gauge::default(),
+            flushes_dropped: Gauge::default(),
+        };
+        metrics.register()
     }
 }
 
 impl Metrics {
-    /// Empty metrics.
+    /// Empty metrics for an IPv4 node (see [`Metrics::set_families`]).
     pub fn new() -> Self {
-        Self::default()
+        let metrics = Self::default();
+        metrics.set_families(&[Family::V4]);
+        metrics
     }
 
-    /// Uses `counter` (the dataplane's count of flushed conntrack entries) for
-    /// `proxier_conntrack_entries_flushed_total`.
-    pub fn with_conntrack_flushed(mut self, counter: Arc<AtomicU64>) -> Self {
-        self.conntrack_flushed = counter;
+    fn register(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds",
+            self.sync_duration.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_full_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for full resyncs",
+            self.full_sync_duration.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for partial resyncs",
+            self.partial_sync_duration.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            "The last time proxy rules were successfully synced",
+            self.last_sync.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+            "The last time a sync of proxy rules was queued",
+            self.last_queued.clone(),
+        );
+        r.register(
+            "kubeproxy_network_programming_duration_seconds",
+            "In Cluster Network Programming Latency in seconds",
+            self.network_programming.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+            "Pending proxy rules Endpoint changes",
+            self.endpoint_changes_pending.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_endpoint_changes",
+            "Cumulative proxy rules Endpoint changes",
+            self.endpoint_changes.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_service_changes_pending",
+            "Pending proxy rules Service changes",
+            self.service_changes_pending.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_service_changes",
+            "Cumulative proxy rules Service changes",
+            self.service_changes.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+            "Number of services with a Local traffic policy and no endpoints",
+            self.no_local_endpoints.clone(),
+        );
+        // Registered in IPVS mode by kube-proxy; proxier runs no iptables-restore, so it stays 0.
+        r.register(
+            "kubeproxy_sync_proxy_rules_iptables_restore_failures",
+            "Cumulative proxy iptables restore failures",
+            self.iptables_restore_failures.clone(),
+        );
+        r.register(
+            "kubeproxy_proxy_healthz",
+            "Cumulative proxy healthz HTTP status",
+            self.healthz.clone(),
+        );
+        r.register(
+            "kubeproxy_proxy_livez",
+            "Cumulative proxy livez HTTP status",
+            self.livez.clone(),
+        );
+        r.register(
+            "proxier_build",
+            "proxier's version, as a label of a metric of value 1",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("arch", std::env::consts::ARCH),
+            ]),
+        );
+        r.register_collector(Box::new(ProcessCollector::default()));
+        r.register_collector(Box::new(self.readings.clone()));
+        r.register(
+            "proxier_real_servers",
+            "Planned IPVS real servers by state",
+            self.real_servers.clone(),
+        );
+        r.register(
+            "proxier_skipped_objects",
+            "Kubernetes objects not proxied, by reason",
+            self.skipped.clone(),
+        );
+        r.register(
+            "proxier_sync_failures",
+            "Writes a sync could not apply (retried), by operation",
+            self.sync_failures.clone(),
+        );
+        r.register(
+            "proxier_sync_failing_operations",
+            "Writes the last full resync could not apply",
+            self.failing_operations.clone(),
+        );
+        r.register(
+            "proxier_conntrack_sizing",
+            "Conntrack sizing decision per knob (1 = the decision taken)",
+            self.sizing.clone(),
+        );
+        r.register(
+            "proxier_conntrack_flushes_owed",
+            "Conntrack flushes that failed and are retried by the next sync",
+            self.flushes_owed.clone(),
+        );
+        r.register(
+            "proxier_conntrack_flushes_dropped",
+            "Failed conntrack flushes given up because too many were owed (entries expire by timeout)",
+            ConstCounterCell(self.flushes_dropped.clone()),
+        );
         self
     }
 
+    /// Reads the kernel dataplane's counters at every scrape
+    /// (`proxier_conntrack_entries_flushed_total`, `proxier_ipvs_dump_skipped_virtual_servers_total`).
+    pub fn with_kernel_counters(self, counters: Arc<KernelCounters>) -> Self {
+        // Set once, at start-up; a second call keeps the first.
+        let _ = self.readings.kernel.set(counters);
+        self
+    }
+
+    /// The families this node proxies (kube-proxy runs one proxier per family): every
+    /// `ip_family` series is shown for them from the start. Sync durations and timestamps are
+    /// recorded for each (proxier syncs both families in one pass).
+    pub fn set_families(&self, families: &[Family]) {
+        let mut labels: Vec<IpFamily> = families.iter().map(|f| IpFamily::from(*f)).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        if labels.is_empty() {
+            labels.push(IpFamily::IPv4);
+        }
+        for &ip_family in &labels {
+            let by = ByFamily { ip_family };
+            // Creating the series is the point; the guards are released at once.
+            drop(self.sync_duration.get_or_create(&by));
+            drop(self.network_programming.get_or_create(&by));
+            drop(self.last_sync.get_or_create(&by));
+            drop(self.last_queued.get_or_create(&by));
+            drop(self.iptables_restore_failures.get_or_create(&by));
+            for family in [&self.endpoint_changes, &self.service_changes] {
+                drop(family.get_or_create(&by));
+            }
+            for family in [
+                &self.endpoint_changes_pending,
+                &self.service_changes_pending,
+            ] {
+                drop(family.get_or_create(&by));
+            }
+            for traffic_policy in ["internal", "external"] {
+                drop(self.no_local_endpoints.get_or_create(&ByPolicy {
+                    traffic_policy,
+                    ip_family,
+                }));
+            }
+        }
+        *lock(&self.families) = labels;
+    }
+
+    fn families(&self) -> Vec<IpFamily> {
+        lock(&self.families).clone()
+    }
+
     /// Records a finished sync: durations, the timestamp, and the network programming
-    /// latency of every EndpointSlice change it covered.
+    /// latency of every EndpointSlice change it covered (under the first family: trigger
+    /// times carry none). Pending changes are settled.
     pub fn record_sync(&self, full: bool, elapsed: Duration, finished: SystemTime) {
         let seconds = elapsed.as_secs_f64();
-        lock(&self.sync_duration).observe(seconds);
         let by_kind = if full {
             &self.full_sync_duration
         } else {
             &self.partial_sync_duration
         };
-        lock(by_kind).observe(seconds);
-        self.last_sync
-            .store(seconds_since_epoch(finished).to_bits(), Ordering::Relaxed);
+        let families = self.families();
+        for &ip_family in &families {
+            let by = ByFamily { ip_family };
+            self.sync_duration.get_or_create(&by).observe(seconds);
+            by_kind.get_or_create(&by).observe(seconds);
+            self.last_sync
+                .get_or_create(&by)
+                .set(seconds_since_epoch(finished));
+            self.endpoint_changes_pending.get_or_create(&by).set(0);
+            self.service_changes_pending.get_or_create(&by).set(0);
+        }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         let triggers = std::mem::take(&mut *lock(&self.pending_triggers));
-        let mut histogram = lock(&self.network_programming);
+        let Some(&first) = families.first() else {
+            return;
+        };
+        let histogram = self
+            .network_programming
+            .get_or_create(&ByFamily { ip_family: first });
         for trigger in triggers {
             if let Ok(latency) = finished.duration_since(trigger) {
                 histogram.observe(latency.as_secs_f64());
             }
         }
+    }
+
+    /// A sync was queued at `at` (a source change, a failed operation, start-up).
+    pub fn record_queued(&self, at: SystemTime) {
+        for ip_family in self.families() {
+            self.last_queued
+                .get_or_create(&ByFamily { ip_family })
+                .set(seconds_since_epoch(at));
+        }
+    }
+
+    /// Counts the Service and EndpointSlice changes a poll brought and sets how many are
+    /// pending (not planned yet).
+    pub fn record_changes(&self, tally: &ChangeTally) {
+        let count = |family: &Labelled<ByFamily, Counter>, changes: &BTreeMap<Family, u64>| {
+            for (f, n) in changes {
+                family
+                    .get_or_create(&ByFamily {
+                        ip_family: (*f).into(),
+                    })
+                    .inc_by(*n);
+            }
+        };
+        count(&self.service_changes, &tally.service_changes);
+        count(&self.endpoint_changes, &tally.endpoint_changes);
+        for (gauge, pending) in [
+            (&self.service_changes_pending, &tally.services_pending),
+            (&self.endpoint_changes_pending, &tally.endpoints_pending),
+        ] {
+            for ip_family in self.families() {
+                let n = pending.get(&ip_family.into()).copied().unwrap_or(0);
+                gauge
+                    .get_or_create(&ByFamily { ip_family })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    /// Sets the Service ports with a `Local` policy and no local endpoint.
+    pub fn set_no_local_endpoints(&self, counts: &NoLocalEndpoints) {
+        for ip_family in self.families() {
+            for (scope, traffic_policy) in [
+                (TrafficScope::Internal, "internal"),
+                (TrafficScope::External, "external"),
+            ] {
+                let n = counts.get(&(scope, ip_family.into())).copied().unwrap_or(0);
+                self.no_local_endpoints
+                    .get_or_create(&ByPolicy {
+                        traffic_policy,
+                        ip_family,
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    /// Counts one answer of `/healthz` or `/livez`.
+    pub fn count_probe(&self, probe: Probe, code: u16) {
+        let family = match probe {
+            Probe::Healthz => &self.healthz,
+            Probe::Livez => &self.livez,
+        };
+        family
+            .get_or_create(&ByCode {
+                code: code.to_string(),
+            })
+            .inc();
     }
 
     /// Notes an EndpointSlice's `endpoints.kubernetes.io/last-change-trigger-time`; the next
@@ -199,128 +411,78 @@ impl Metrics {
 
     /// Sets the conntrack table fill ratio (count / max).
     pub fn set_conntrack_fill_ratio(&self, ratio: f64) {
-        self.conntrack_fill_ratio
+        self.readings
+            .conntrack_fill_ratio
             .store(ratio.to_bits(), Ordering::Relaxed);
     }
 
     /// Sets the number of planned real servers in each state (`serving`, `draining`).
     pub fn set_real_servers(&self, counts: &[(&'static str, u64)]) {
-        let mut map = lock(&self.real_servers);
         for (state, count) in counts {
-            map.insert(state, *count);
+            self.real_servers
+                .get_or_create(&ByState { state })
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
         }
     }
 
     /// Counts one skipped object.
     pub fn count_skipped(&self, reason: &str) {
-        *lock(&self.skipped).entry(reason.to_owned()).or_default() += 1;
+        self.skipped
+            .get_or_create(&ByReason {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Records a conntrack sizing decision for one knob (the gauge is 1 for the decision
     /// taken, replacing any earlier decision for that knob).
     pub fn set_sizing(&self, knob: &str, decision: &str) {
-        let mut map = lock(&self.sizing);
-        map.retain(|(k, _), _| k != knob);
-        map.insert((knob.to_owned(), decision.to_owned()), 1);
+        let mut taken = lock(&self.sizing_taken);
+        if let Some(old) = taken.insert(knob.to_owned(), decision.to_owned()) {
+            self.sizing.remove(&BySizing {
+                knob: knob.to_owned(),
+                decision: old,
+            });
+        }
+        self.sizing
+            .get_or_create(&BySizing {
+                knob: knob.to_owned(),
+                decision: decision.to_owned(),
+            })
+            .set(1);
     }
 
     /// Counts one failed write of a sync, by operation kind ([`crate::runtime::SyncFailure::operation`]).
     pub fn count_sync_failure(&self, operation: &'static str) {
-        *lock(&self.sync_failures).entry(operation).or_default() += 1;
+        self.sync_failures
+            .get_or_create(&ByOperation { operation })
+            .inc();
     }
 
     /// Sets how many writes the last full resync could not apply.
     pub fn set_failing_operations(&self, count: u64) {
-        self.failing_operations.store(count, Ordering::Relaxed);
+        self.failing_operations
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the conntrack flushes owed and the cumulative count of dropped ones.
+    pub fn set_flushes(&self, owed: usize, dropped: u64) {
+        self.flushes_owed
+            .set(i64::try_from(owed).unwrap_or(i64::MAX));
+        self.flushes_dropped
+            .set(i64::try_from(dropped).unwrap_or(i64::MAX));
     }
 
     /// Number of syncs recorded.
     pub fn sync_count(&self) -> u64 {
-        lock(&self.sync_duration).count()
+        self.syncs.load(Ordering::Relaxed)
     }
 
-    /// The text exposition of every metric.
+    /// The text exposition (Prometheus format 0.0.4) of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        lock(&self.sync_duration).render(
-            &mut out,
-            "kubeproxy_sync_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds",
-        );
-        lock(&self.full_sync_duration).render(
-            &mut out,
-            "kubeproxy_sync_full_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds for full resyncs",
-        );
-        lock(&self.partial_sync_duration).render(
-            &mut out,
-            "kubeproxy_sync_partial_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds for partial resyncs",
-        );
-        let last = f64::from_bits(self.last_sync.load(Ordering::Relaxed));
-        let _ = writeln!(
-            out,
-            "# HELP kubeproxy_sync_proxy_rules_last_timestamp_seconds The last time proxy rules were successfully synced\n\
-             # TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge\n\
-             kubeproxy_sync_proxy_rules_last_timestamp_seconds {last}"
-        );
-        lock(&self.network_programming).render(
-            &mut out,
-            "kubeproxy_network_programming_duration_seconds",
-            "In Cluster Network Programming Latency in seconds",
-        );
-        let ratio = f64::from_bits(self.conntrack_fill_ratio.load(Ordering::Relaxed));
-        if !ratio.is_nan() {
-            let _ = writeln!(
-                out,
-                "# HELP proxier_conntrack_fill_ratio nf_conntrack_count / nf_conntrack_max\n\
-                 # TYPE proxier_conntrack_fill_ratio gauge\nproxier_conntrack_fill_ratio {ratio}"
-            );
-        }
-        let flushed = self.conntrack_flushed.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP proxier_conntrack_entries_flushed_total Conntrack entries deleted for removed endpoints and services\n\
-             # TYPE proxier_conntrack_entries_flushed_total counter\n\
-             proxier_conntrack_entries_flushed_total {flushed}"
-        );
-        write_labelled(
-            &mut out,
-            ("proxier_real_servers", "gauge", "state"),
-            "Planned IPVS real servers by state",
-            lock(&self.real_servers).iter(),
-        );
-        write_labelled(
-            &mut out,
-            ("proxier_skipped_objects_total", "counter", "reason"),
-            "Kubernetes objects not proxied, by reason",
-            lock(&self.skipped).iter(),
-        );
-        write_labelled(
-            &mut out,
-            ("proxier_sync_failures_total", "counter", "operation"),
-            "Writes a sync could not apply (retried), by operation",
-            lock(&self.sync_failures).iter(),
-        );
-        let failing = self.failing_operations.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP proxier_sync_failing_operations Writes the last full resync could not apply\n\
-             # TYPE proxier_sync_failing_operations gauge\n\
-             proxier_sync_failing_operations {failing}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP proxier_conntrack_sizing Conntrack sizing decision per knob (1 = the decision taken)\n\
-             # TYPE proxier_conntrack_sizing gauge"
-        );
-        for ((knob, decision), value) in lock(&self.sizing).iter() {
-            let (knob, decision) = (escape(knob), escape(decision));
-            let _ = writeln!(
-                out,
-                "proxier_conntrack_sizing{{knob=\"{knob}\",decision=\"{decision}\"}} {value}"
-            );
-        }
+        // Writing to a String cannot fail; an encoder error would only cut the text short.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
     }
 }

@@ -5,18 +5,26 @@
 //! [`Observer`] is the one place that meters: it wraps the [`Source`] (to learn when updates
 //! are queued, which objects are skipped, EndpointSlice trigger times and the Node's
 //! eligibility), takes the sync hook of [`crate::runtime::run`] (sync latency, planned real
-//! servers), and serves `/healthz`, `/livez` and `/metrics`.
+//! servers), and serves `/healthz`, `/livez`, `/metrics`, `/proxyMode` and `/configz`.
 
+pub mod configz;
 pub mod events;
+mod exposition;
 mod health;
 pub mod http;
 mod metrics;
+#[cfg(test)]
+mod parity_tests;
+mod process;
+mod service_health;
 #[cfg(test)]
 mod tests;
 
 pub use events::EventPublisher;
 pub use health::{Health, HealthStatus};
-pub use metrics::{Histogram, Metrics};
+pub use metrics::{Metrics, Probe};
+pub use process::ProcessStats;
+pub use service_health::ServiceHealthServer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +38,7 @@ use crate::source::{Source, SourcePoll};
 /// A stable metric label for why an object was skipped.
 pub fn skip_reason(error: &Error) -> &'static str {
     match error {
-        Error::Rejected { reason, .. } => match reason {
+        Error::Rejected { reason, .. } | Error::FieldSkipped { reason, .. } => match reason {
             RejectReason::MissingName => "missing_name",
             RejectReason::MissingSpec => "missing_spec",
             RejectReason::MissingServiceNameLabel => "missing_service_name_label",
@@ -60,14 +68,20 @@ pub struct Observer {
     pub health: Arc<Health>,
     /// The Event publisher.
     pub events: Arc<EventPublisher>,
+    /// The health checks of `externalTrafficPolicy: Local` LoadBalancer Services.
+    pub service_health: Arc<std::sync::Mutex<ServiceHealthServer>>,
 }
 
 impl Observer {
     /// An observer for a proxy resyncing every `sync_period`.
     pub fn new(metrics: Metrics, sync_period: Duration, events: EventPublisher) -> Self {
+        let health = Arc::new(Health::new(sync_period));
         Self {
             metrics: Arc::new(metrics),
-            health: Arc::new(Health::new(sync_period)),
+            service_health: Arc::new(std::sync::Mutex::new(ServiceHealthServer::new(
+                health.clone(),
+            ))),
+            health,
             events: Arc::new(events),
         }
     }
@@ -75,26 +89,39 @@ impl Observer {
     /// The hook for [`crate::runtime::run`]: records the sync (and the planned real servers)
     /// in the metrics, its failures by operation (metric, Event), and in the health state as
     /// done when it counts as a sync (the rule in `health`'s module docs); a sync that applied
-    /// nothing while something failed leaves the update pending.
+    /// nothing while something failed leaves the update pending. The service health checks
+    /// follow the plan the sync carried.
     pub fn on_sync(&self, kind: SyncKind, outcome: &SyncOutcome) {
         let now = SystemTime::now();
         let full = kind != SyncKind::Incremental;
         for failure in &outcome.failures {
             let operation = failure.operation();
             self.metrics.count_sync_failure(operation);
-            self.events.sync_failed(operation, &failure.to_string());
+            let note = crate::Report::new(failure).to_string();
+            self.events.sync_failed(operation, &note);
         }
         if full {
             self.metrics.set_failing_operations(outcome.failed as u64);
         }
+        if let Some(checks) = &outcome.health_checks {
+            self.service_health
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .sync(checks);
+        }
+        self.metrics
+            .set_flushes(outcome.flushes_owed, outcome.flushes_dropped);
         if !outcome.counts_as_sync() {
-            self.health.queued(Instant::now());
+            self.queued(now);
             return;
         }
         self.metrics.record_sync(full, outcome.elapsed, now);
         if let Some(counts) = outcome.real_servers {
             self.metrics
                 .set_real_servers(&[("serving", counts.serving), ("draining", counts.draining)]);
+        }
+        if let Some(counts) = &outcome.no_local_endpoints {
+            self.metrics.set_no_local_endpoints(counts);
         }
         self.health.updated(Instant::now(), now);
     }
@@ -103,7 +130,7 @@ impl Observer {
     /// skipped objects, EndpointSlice trigger times and the Node's eligibility.
     pub fn record_poll(&self, poll: &SourcePoll) {
         if poll.changed {
-            self.health.queued(Instant::now());
+            self.queued(SystemTime::now());
         }
         self.record_skipped(&poll.skipped);
         for trigger in &poll.triggers {
@@ -114,20 +141,30 @@ impl Observer {
         }
     }
 
+    /// A sync is queued at `at`: health waits for it, and
+    /// `kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds` says when.
+    pub fn queued(&self, at: SystemTime) {
+        self.health.queued(Instant::now());
+        self.metrics.record_queued(at);
+    }
+
     /// Counts and reports skipped objects: a metric for each (labelled by [`skip_reason`]),
     /// an Event for invalid ones.
     pub fn record_skipped(&self, skipped: &[Error]) {
         for error in skipped {
             let reason = skip_reason(error);
             self.metrics.count_skipped(reason);
-            if let Error::Rejected {
-                object,
-                reason: why,
-            } = error
-            {
-                if why.is_invalid() {
+            match error {
+                Error::Rejected {
+                    object,
+                    reason: why,
+                } if why.is_invalid() => {
                     self.events.skipped(object, reason, &error.to_string());
                 }
+                Error::FieldSkipped { object, .. } => {
+                    self.events.skipped(object, reason, &error.to_string());
+                }
+                _ => {}
             }
         }
     }
@@ -160,32 +197,55 @@ impl Observer {
 
     /// Serves `/healthz` and `/livez` on `address`, retrying the bind every 5 s.
     pub fn spawn_health_server(&self, address: SocketAddr) {
-        let health = self.health.clone();
-        let handler: http::Handler = Arc::new(move |path| {
-            let status = health.status(Instant::now(), SystemTime::now());
-            let (code, body) = match path {
-                "/healthz" => status.healthz(),
-                "/livez" => status.livez(),
-                _ => return None,
-            };
-            Some(http::Response::new(code, "application/json", body))
-        });
-        spawn_server(address, handler, "health");
+        spawn_server(address, self.health_handler(), "health");
     }
 
-    /// Serves `/metrics` on `address`, retrying the bind every 5 s.
-    pub fn spawn_metrics_server(&self, address: SocketAddr) {
+    /// What the health server answers: `/healthz` and `/livez`, each answer counted in
+    /// `kubeproxy_proxy_{healthz,livez}_total{code}`.
+    pub fn health_handler(&self) -> http::Handler {
+        let (health, metrics) = (self.health.clone(), self.metrics.clone());
+        Arc::new(move |path| {
+            let status = health.status(Instant::now(), SystemTime::now());
+            let (probe, (code, body)) = match path {
+                "/healthz" => (Probe::Healthz, status.healthz()),
+                "/livez" => (Probe::Livez, status.livez()),
+                _ => return None,
+            };
+            metrics.count_probe(probe, code);
+            Some(http::Response::new(code, "application/json", body))
+        })
+    }
+
+    /// Serves the metrics server's endpoints on `address` ([`Observer::metrics_handler`]),
+    /// retrying the bind every 5 s.
+    pub fn spawn_metrics_server(&self, address: SocketAddr, configz: String) {
+        spawn_server(address, self.metrics_handler(configz), "metrics");
+    }
+
+    /// What the metrics server answers: `/metrics`, `/healthz` (`ok`), `/proxyMode`
+    /// (`ipvs`) and `/configz` (`configz`, the effective configuration:
+    /// [`configz::configz`]).
+    pub fn metrics_handler(&self, configz: String) -> http::Handler {
         let metrics = self.metrics.clone();
-        let handler: http::Handler = Arc::new(move |path| match path {
+        Arc::new(move |path| match path {
             "/metrics" => Some(http::Response::new(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
                 metrics.render(),
             )),
             "/healthz" => Some(http::Response::new(200, "text/plain; charset=utf-8", "ok")),
+            "/proxyMode" => Some(http::Response::new(
+                200,
+                "text/plain; charset=utf-8",
+                configz::PROXY_MODE,
+            )),
+            "/configz" => Some(http::Response::new(
+                200,
+                "application/json",
+                configz.clone(),
+            )),
             _ => None,
-        });
-        spawn_server(address, handler, "metrics");
+        })
     }
 
     /// Reads the conntrack fill level every `period`: exported as a ratio, with a warning log
@@ -242,7 +302,7 @@ fn spawn_server(address: SocketAddr, handler: http::Handler, what: &'static str)
                     return;
                 }
                 Err(error) => {
-                    tracing::error!(error = %error, source = ?std::error::Error::source(&error), "{what} server: retrying in 5s");
+                    tracing::error!(error = %error.report(), "{what} server: retrying in 5s");
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
             }
@@ -266,6 +326,9 @@ impl<S> ObservedSource<S> {
 impl<S: Source> Source for ObservedSource<S> {
     fn poll_changes(&mut self, cluster: &mut ClusterState) -> Result<SourcePoll, Error> {
         let poll = self.inner.poll_changes(cluster)?;
+        self.observer
+            .metrics
+            .record_changes(&cluster.take_changes());
         self.observer.record_poll(&poll);
         Ok(poll)
     }

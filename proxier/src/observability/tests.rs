@@ -22,28 +22,29 @@ fn metrics_text_format_golden() {
     let text = metrics.render();
     let expected_fragments = [
         "# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram\n",
-        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.001\"} 0\n",
-        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.128\"} 0\n",
-        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.256\"} 1\n",
-        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.512\"} 2\n",
-        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"16.384\"} 2\n",
-        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"+Inf\"} 2\n",
-        "kubeproxy_sync_proxy_rules_duration_seconds_sum 0.75\n",
-        "kubeproxy_sync_proxy_rules_duration_seconds_count 2\n",
-        "kubeproxy_sync_full_proxy_rules_duration_seconds_count 1\n",
-        "kubeproxy_sync_partial_proxy_rules_duration_seconds_count 1\n",
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{ip_family=\"IPv4\",le=\"0.001\"} 0\n",
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{ip_family=\"IPv4\",le=\"0.128\"} 0\n",
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{ip_family=\"IPv4\",le=\"0.256\"} 1\n",
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{ip_family=\"IPv4\",le=\"0.512\"} 2\n",
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{ip_family=\"IPv4\",le=\"16.384\"} 2\n",
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{ip_family=\"IPv4\",le=\"+Inf\"} 2\n",
+        "kubeproxy_sync_proxy_rules_duration_seconds_sum{ip_family=\"IPv4\"} 0.75\n",
+        "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 2\n",
+        "kubeproxy_sync_full_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1\n",
+        "kubeproxy_sync_partial_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1\n",
         "# TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge\n\
-         kubeproxy_sync_proxy_rules_last_timestamp_seconds 1030\n",
+         kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"} 1030.0\n",
         // The trigger 2 s before the first sync, observed once.
-        "kubeproxy_network_programming_duration_seconds_bucket{le=\"1\"} 0\n",
-        "kubeproxy_network_programming_duration_seconds_bucket{le=\"2\"} 1\n",
-        "kubeproxy_network_programming_duration_seconds_bucket{le=\"300\"} 1\n",
-        "kubeproxy_network_programming_duration_seconds_sum 2\n",
-        "kubeproxy_network_programming_duration_seconds_count 1\n",
+        "kubeproxy_network_programming_duration_seconds_bucket{ip_family=\"IPv4\",le=\"1\"} 0\n",
+        "kubeproxy_network_programming_duration_seconds_bucket{ip_family=\"IPv4\",le=\"2\"} 1\n",
+        "kubeproxy_network_programming_duration_seconds_bucket{ip_family=\"IPv4\",le=\"300\"} 1\n",
+        "kubeproxy_network_programming_duration_seconds_sum{ip_family=\"IPv4\"} 2.0\n",
+        "kubeproxy_network_programming_duration_seconds_count{ip_family=\"IPv4\"} 1\n",
         "proxier_conntrack_fill_ratio 0.25\n",
         "# TYPE proxier_conntrack_entries_flushed_total counter\n\
          proxier_conntrack_entries_flushed_total 0\n",
-        "proxier_real_servers{state=\"draining\"} 1\nproxier_real_servers{state=\"serving\"} 5\n",
+        "proxier_real_servers{state=\"draining\"} 1\n",
+        "proxier_real_servers{state=\"serving\"} 5\n",
         "proxier_skipped_objects_total{reason=\"invalid_ip\"} 2\n",
         "proxier_skipped_objects_total{reason=\"say \\\"hi\\\"\"} 1\n",
         "proxier_conntrack_sizing{knob=\"nf_conntrack_max\",decision=\"kept_host_larger\"} 1\n",
@@ -56,16 +57,20 @@ fn metrics_text_format_golden() {
         let value = line.rsplit(' ').next().unwrap();
         assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
     }
-    // Buckets are cumulative and the network programming histogram ends at 5 minutes.
-    let programming = Histogram::network_programming();
-    let mut rendered = String::new();
-    programming.render_for_test(&mut rendered);
-    assert!(rendered.contains("le=\"0.25\"") && rendered.contains("le=\"300\""));
+    // The network programming histogram starts at 0.25 s and ends at 5 minutes.
+    assert!(text.contains(
+        "kubeproxy_network_programming_duration_seconds_bucket{ip_family=\"IPv4\",le=\"0.25\"} 0\n"
+    ));
+    assert!(text.contains(
+        "kubeproxy_network_programming_duration_seconds_bucket{ip_family=\"IPv4\",le=\"270\"} 1\n\
+         kubeproxy_network_programming_duration_seconds_bucket{ip_family=\"IPv4\",le=\"300\"} 1\n\
+         kubeproxy_network_programming_duration_seconds_bucket{ip_family=\"IPv4\",le=\"+Inf\"} 1\n"
+    ));
     // A trigger is observed by one sync only.
     metrics.record_sync(false, Duration::from_millis(1), wall(2_000));
     assert!(metrics
         .render()
-        .contains("kubeproxy_network_programming_duration_seconds_count 1\n"));
+        .contains("kubeproxy_network_programming_duration_seconds_count{ip_family=\"IPv4\"} 1\n"));
 }
 
 #[test]
@@ -208,8 +213,12 @@ async fn http_endpoints_on_an_ephemeral_port() {
         .parse()
         .unwrap();
     assert_eq!(length, body.len());
-    assert!(body.contains("kubeproxy_sync_proxy_rules_duration_seconds_count 1\n"));
-    assert!(body.contains("kubeproxy_sync_partial_proxy_rules_duration_seconds_count 1\n"));
+    assert!(
+        body.contains("kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1\n")
+    );
+    assert!(body.contains(
+        "kubeproxy_sync_partial_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1\n"
+    ));
 }
 
 /// Issue 12 item 2: one virtual server the kernel keeps refusing must not restart-loop the

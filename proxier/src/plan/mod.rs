@@ -6,6 +6,8 @@
 //! [`crate::reconcile::reconcile_changes`].
 
 mod endpoints;
+mod health_check;
+mod node_addresses;
 mod ownership;
 mod packet_rules;
 mod service;
@@ -18,10 +20,12 @@ use netlink_ipvs::{
 };
 
 pub use endpoints::{categorize, port_endpoints, Categorized, Locality, PortEndpoint};
+pub use health_check::{HealthChecks, ServiceHealthCheck};
+pub use node_addresses::{health_check_addresses, is_ipv6_link_local, node_port_ips};
 pub use ownership::{cidr_contains, KernelView, Ownership};
 pub use packet_rules::{
-    packet_rules, ExternalLocalMark, LoadBalancerSourceRange, PacketRules, PacketSettings,
-    DEFAULT_MASQUERADE_MARK, DEFAULT_TABLE,
+    packet_rules, Destination, ExternalLocalMark, LoadBalancerSourceRange, PacketRules,
+    PacketSettings, DEFAULT_MASQUERADE_MARK, DEFAULT_TABLE,
 };
 use service::{plan_service, PlanContext, ServicePlan};
 
@@ -33,7 +37,9 @@ use crate::model::{ClusterState, Node, ServiceName, ServicePort, ServicePortName
 pub struct NodeContext {
     /// Node name (locality of endpoints).
     pub name: String,
-    /// The node's IPs (NodePorts open on those `nodePortAddresses` selects).
+    /// The node's IPs: its primary IPs (`nodePortAddresses: [primary]`), and where NodePorts
+    /// open while the node's local addresses are not known (`--node-ip`, `proxier plan`; see
+    /// [`Planner::set_local_addresses`]).
     pub node_ips: Vec<IpAddr>,
     /// Zone (`topology.kubernetes.io/zone`), for topology hints.
     pub zone: Option<String>,
@@ -149,6 +155,8 @@ pub struct DesiredVirtualServer {
     pub owner: ServicePortName,
     /// Why it exists.
     pub role: VirtualServerRole,
+    /// Whether it serves only this node's endpoints (a `Local` traffic policy).
+    pub local_only: bool,
     /// For a LoadBalancer IP: the only sources allowed (`loadBalancerSourceRanges`; empty =
     /// any), enforced by the packet rules.
     pub allowed_sources: Vec<(IpAddr, u8)>,
@@ -193,7 +201,24 @@ pub struct DesiredState {
     pub local_endpoints: BTreeMap<IpAddr, u32>,
     /// Which kernel objects are ours.
     pub ownership: Ownership,
+    /// The addresses NodePorts open on now (`nodePortAddresses` over the local addresses).
+    pub node_port_ips: BTreeSet<IpAddr>,
+    /// The health checks of `externalTrafficPolicy: Local` LoadBalancer Services
+    /// (`healthCheckNodePort`), by Service.
+    pub health_checks: BTreeMap<ServiceName, ServiceHealthCheck>,
 }
+
+/// Which traffic a `Local` policy applies to (the label `traffic_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TrafficScope {
+    /// `internalTrafficPolicy` (cluster IPs).
+    Internal,
+    /// `externalTrafficPolicy` (NodePorts, external and load-balancer IPs).
+    External,
+}
+
+/// Counts by (policy, family) of [`DesiredState::no_local_endpoints`].
+pub type NoLocalEndpoints = BTreeMap<(TrafficScope, Family), u64>;
 
 /// Planned real servers by intent (the metric `proxier_real_servers`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -216,6 +241,32 @@ impl DesiredState {
                     RealServerIntent::Remove => {}
                 }
             }
+        }
+        counts
+    }
+
+    /// Service ports with a `Local` traffic policy and no endpoint on this node, by policy
+    /// (`internal`, `external`) and family: kube-proxy's
+    /// `sync_proxy_rules_no_local_endpoints_total`.
+    pub fn no_local_endpoints(&self) -> NoLocalEndpoints {
+        let mut ports = BTreeSet::new();
+        for (key, vs) in &self.virtual_servers {
+            let policy = match vs.role {
+                VirtualServerRole::ClusterIp if vs.local_only => TrafficScope::Internal,
+                VirtualServerRole::ExternalLocal => TrafficScope::External,
+                _ => continue,
+            };
+            let serving = vs
+                .real_servers
+                .values()
+                .any(|rs| rs.intent == RealServerIntent::Serve);
+            if !serving {
+                ports.insert((policy, key.family(), &vs.owner));
+            }
+        }
+        let mut counts = NoLocalEndpoints::new();
+        for (policy, family, _) in ports {
+            *counts.entry((policy, family)).or_default() += 1;
         }
         counts
     }
@@ -280,6 +331,8 @@ pub struct Planner {
     config: Config,
     packet_settings: PacketSettings,
     node_port_ips: Vec<IpAddr>,
+    /// The node's local addresses outside our dummy interface, once known.
+    local_addresses: Option<Vec<IpAddr>>,
     desired: DesiredState,
     contributions: BTreeMap<ServiceName, Contribution>,
     marks: BTreeMap<(ServicePortName, Family), u32>,
@@ -297,7 +350,8 @@ fn stable_hash(text: &str) -> u32 {
 impl Planner {
     /// A planner for one node.
     pub fn new(node: NodeContext, config: Config) -> Self {
-        let node_port_ips = config.node_port_ips(&node.node_ips);
+        let node_port_ips =
+            node_port_ips(&config.node_port_addresses, &node.node_ips, &node.node_ips);
         let desired = DesiredState {
             ownership: Ownership {
                 node_ips: node_port_ips.iter().copied().collect(),
@@ -306,6 +360,7 @@ impl Planner {
                 exclude_cidrs: config.exclude_cidrs.clone(),
                 ..Ownership::default()
             },
+            node_port_ips: node_port_ips.iter().copied().collect(),
             ..DesiredState::default()
         };
         Self {
@@ -313,6 +368,7 @@ impl Planner {
             config,
             packet_settings: PacketSettings::default(),
             node_port_ips,
+            local_addresses: None,
             desired,
             contributions: BTreeMap::new(),
             marks: BTreeMap::new(),
@@ -325,6 +381,43 @@ impl Planner {
     pub fn with_packet_settings(mut self, settings: PacketSettings) -> Self {
         self.packet_settings = settings;
         self
+    }
+
+    /// Sets the node's local addresses (every interface but our dummy one): NodePorts then open
+    /// on those `nodePortAddresses` selects, as kube-proxy's. Returns whether that changed
+    /// where NodePorts open; then every Service must be re-planned ([`Planner::plan_all`]).
+    /// Addresses that carried NodePorts earlier in this run stay recognisable as ours
+    /// ([`Ownership`] rule 3), so their virtual servers are deleted when the address goes.
+    pub fn set_local_addresses(&mut self, mut local: Vec<IpAddr>) -> bool {
+        local.sort_unstable();
+        local.dedup();
+        let ips = node_port_ips(
+            &self.config.node_port_addresses,
+            &self.node.node_ips,
+            &local,
+        );
+        self.local_addresses = Some(local);
+        if ips == self.node_port_ips {
+            return false;
+        }
+        self.desired.ownership.node_ips.extend(ips.iter().copied());
+        self.desired.node_port_ips = ips.iter().copied().collect();
+        self.node_port_ips = ips;
+        true
+    }
+
+    /// The health checks to serve and where they listen.
+    pub fn health_checks(&self) -> HealthChecks {
+        let addresses = match &self.local_addresses {
+            Some(local) => {
+                health_check_addresses(&self.config.node_port_addresses, &self.node.node_ips, local)
+            }
+            None => Some(self.node_port_ips.clone()),
+        };
+        HealthChecks {
+            services: self.desired.health_checks.clone(),
+            addresses,
+        }
     }
 
     /// The current desired state.
@@ -353,6 +446,24 @@ impl Planner {
             self.replan_service(cluster, name, &mut changes);
         }
         changes
+    }
+
+    /// Follows the local Node object's zone (`topology.kubernetes.io/zone`): kube-proxy
+    /// resyncs on a Node update, reading topology hints against the node's labels. When the
+    /// Node in `cluster` names another zone than the plan's, every Service is marked for
+    /// re-planning; returns whether the zone changed. (A Node no longer in `cluster` changes
+    /// nothing; node *addresses* are not followed: kube-proxy exits on their change so that
+    /// its DaemonSet restarts it, and so does proxier's Kubernetes source.)
+    pub fn follow_node(&mut self, cluster: &mut ClusterState) -> bool {
+        let Some(node) = cluster.node(&self.node.name) else {
+            return false;
+        };
+        if node.zone == self.node.zone {
+            return false;
+        }
+        self.node.zone = node.zone.clone();
+        cluster.mark_all_dirty();
+        true
     }
 
     /// Re-plans only the Services changed since the last plan.
@@ -419,6 +530,13 @@ impl Planner {
                     self.desired.local_endpoints.remove(ip);
                 }
             }
+        }
+        self.desired.health_checks.remove(name);
+        if let Some(check) = cluster
+            .service(name)
+            .and_then(|s| ServiceHealthCheck::of(s, cluster.slices(name), &self.node.name))
+        {
+            self.desired.health_checks.insert(name.clone(), check);
         }
         let new = match cluster.service(name) {
             Some(service) => {

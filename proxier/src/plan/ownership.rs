@@ -37,7 +37,8 @@ pub struct KernelView<'a> {
 ///    VIP: an address planned in this run as an `externalIPs`
 ///    or LoadBalancer IP is shared with the host (keepalived may hold the same VIP), so on it
 ///    only the exact keys of rule 1 are ours;
-/// 3. its VIP is one of the node IPs NodePorts open on, its port is in the NodePort range, and
+/// 3. its VIP is one of the node IPs NodePorts open on (now or earlier in this run: an address
+///    that went away takes its NodePorts with it), its port is in the NodePort range, and
 ///    either its (protocol, port) is a NodePort of one of our Services (planned now or earlier
 ///    in this run), or it forwards to a real server (address, port) of a virtual server that is
 ///    ours by rule 2 with the same protocol (a NodePort shares its Service's endpoints with the
@@ -52,7 +53,7 @@ pub struct KernelView<'a> {
 /// a leak is visible and harmless next to deleting another owner's service.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Ownership {
-    /// Node IPs NodePorts open on.
+    /// Node IPs NodePorts open on, now or earlier in this run.
     pub node_ips: BTreeSet<IpAddr>,
     /// The NodePort range.
     pub node_port_range: (u16, u16),

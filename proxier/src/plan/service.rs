@@ -156,6 +156,7 @@ fn plan_port<'a>(
                 real_servers: real_servers(&endpoints, chosen, protocol),
                 owner: port.name.clone(),
                 role,
+                local_only: role == VirtualServerRole::ClusterIp && internal_local,
                 allowed_sources: if role == VirtualServerRole::LoadBalancer {
                     port.load_balancer_source_ranges.clone()
                 } else {
@@ -223,6 +224,7 @@ fn plan_port<'a>(
                 real_servers: real_servers(&endpoints, local.as_ref().unwrap_or(&none), protocol),
                 owner: port.name.clone(),
                 role: VirtualServerRole::ExternalLocal,
+                local_only: true,
                 allowed_sources: Vec::new(),
             },
         ));

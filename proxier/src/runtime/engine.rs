@@ -6,20 +6,21 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::dataplane::Dataplane;
 use crate::error::Error;
 use crate::model::ClusterState;
-use crate::plan::{DesiredState, Planner, RealServerCounts};
+use crate::plan::{DesiredState, HealthChecks, NoLocalEndpoints, Planner, RealServerCounts};
 use crate::reconcile::{reconcile, reconcile_changes, Observed, Op, Terminations};
 
-/// What failed in a sync (retried by the next full resync).
+/// What failed in a sync (retried by the next full resync). `Display` names what failed; the
+/// cause is the `source` (print the chain with [`crate::Report`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SyncFailure {
     /// The kernel could not be read: nothing was planned against it or applied.
-    #[error("kernel state unreadable: {0}")]
+    #[error("kernel state unreadable")]
     KernelUnreadable(#[source] Error),
     /// The packet rules could not be written.
-    #[error("packet rules: {0}")]
+    #[error("packet rules not written")]
     PacketRules(#[source] Error),
     /// An operation failed.
-    #[error("{op}: {error}")]
+    #[error("{op}")]
     Operation {
         /// The operation.
         op: Op,
@@ -58,6 +59,16 @@ pub struct SyncOutcome {
     /// plan (every full sync, and incremental syncs that changed virtual servers or
     /// addresses).
     pub real_servers: Option<RealServerCounts>,
+    /// The health checks to serve, whenever `real_servers` is set (the service health
+    /// server follows them).
+    pub health_checks: Option<HealthChecks>,
+    /// Service ports with a `Local` policy and no local endpoint, computed with
+    /// `real_servers`.
+    pub no_local_endpoints: Option<NoLocalEndpoints>,
+    /// Conntrack flushes still owed after this sync (retried by the next one).
+    pub flushes_owed: usize,
+    /// Failed conntrack flushes dropped so far because too many were owed (cumulative).
+    pub flushes_dropped: u64,
 }
 
 impl SyncOutcome {
@@ -85,6 +96,8 @@ pub struct Proxier<D> {
     dataplane: D,
     mirror: Observed,
     terminations: Terminations,
+    /// The node's addresses changed where NodePorts open: the next sync re-plans everything.
+    replan_all: bool,
 }
 
 impl<D: Dataplane> Proxier<D> {
@@ -96,6 +109,7 @@ impl<D: Dataplane> Proxier<D> {
             dataplane,
             mirror: Observed::default(),
             terminations: Terminations::new(),
+            replan_all: false,
         }
     }
 
@@ -104,6 +118,31 @@ impl<D: Dataplane> Proxier<D> {
     pub fn with_drain_bound(mut self, bound: Duration) -> Self {
         self.terminations = self.terminations.with_drain_bound(bound);
         self
+    }
+
+    /// Takes the node's local addresses from the dataplane when they changed (rtnetlink
+    /// notifications on the kernel's side); returns whether that changed where NodePorts
+    /// open, which the next sync then carries out. A failed read changes nothing.
+    pub fn poll_node_addresses(&mut self) -> bool {
+        match self.dataplane.local_addresses() {
+            Ok(Some(local)) => self.set_local_addresses(local),
+            Ok(None) => false,
+            Err(error) => {
+                tracing::warn!(error = %error.report(), "node addresses not read; NodePorts stay where they are");
+                false
+            }
+        }
+    }
+
+    /// Sets the node's local addresses (see [`Planner::set_local_addresses`]); returns whether
+    /// NodePorts move, which the next sync carries out.
+    pub fn set_local_addresses(&mut self, local: Vec<std::net::IpAddr>) -> bool {
+        let changed = self.planner.set_local_addresses(local);
+        if changed {
+            tracing::info!(node_port_ips = ?self.planner.desired().node_port_ips, "NodePort addresses changed");
+            self.replan_all = true;
+        }
+        changed
     }
 
     /// The cluster objects; changes made here are synced by [`Proxier::incremental_sync`].
@@ -121,6 +160,11 @@ impl<D: Dataplane> Proxier<D> {
         &self.mirror
     }
 
+    /// The dataplane, to read.
+    pub fn dataplane(&self) -> &D {
+        &self.dataplane
+    }
+
     /// The dataplane (for tests and start-up work outside the engine's operations).
     pub fn dataplane_mut(&mut self) -> &mut D {
         &mut self.dataplane
@@ -132,6 +176,8 @@ impl<D: Dataplane> Proxier<D> {
     pub fn full_sync(&mut self) -> Result<SyncOutcome, Error> {
         let started = Instant::now();
         self.mirror = self.dataplane.observe()?;
+        self.planner.follow_node(&mut self.cluster);
+        self.replan_all = false;
         self.planner.plan_all(&mut self.cluster);
         self.terminations.set_now(SystemTime::now());
         let ops = reconcile(self.planner.desired(), &self.mirror, &self.terminations);
@@ -142,7 +188,12 @@ impl<D: Dataplane> Proxier<D> {
     /// plan changed.
     pub fn incremental_sync(&mut self) -> SyncOutcome {
         let started = Instant::now();
-        let changes = self.planner.replan(&mut self.cluster);
+        self.planner.follow_node(&mut self.cluster);
+        let changes = if std::mem::take(&mut self.replan_all) {
+            self.planner.plan_all(&mut self.cluster)
+        } else {
+            self.planner.replan(&mut self.cluster)
+        };
         self.terminations.set_now(SystemTime::now());
         let ops = reconcile_changes(
             self.planner.desired(),
@@ -160,9 +211,13 @@ impl<D: Dataplane> Proxier<D> {
         let mut failures = Vec::new();
         let mut applied = 0;
         let mut real_servers = None;
+        let mut health_checks = None;
+        let mut no_local_endpoints = None;
         // Packet rules first: a new VIP is masqueraded from its first packet.
         if packet_rules {
             real_servers = Some(self.planner.desired().real_server_counts());
+            health_checks = Some(self.planner.health_checks());
+            no_local_endpoints = Some(self.planner.desired().no_local_endpoints());
             let rules = self.planner.packet_rules();
             match self.dataplane.program_packet_rules(&rules) {
                 Ok(_) => applied += 1,
@@ -179,6 +234,10 @@ impl<D: Dataplane> Proxier<D> {
                 failures,
                 elapsed: started.elapsed(),
                 real_servers,
+                health_checks,
+                no_local_endpoints,
+                flushes_owed: self.terminations.owed().count(),
+                flushes_dropped: self.terminations.dropped(),
                 ..SyncOutcome::default()
             };
         }
@@ -209,6 +268,10 @@ impl<D: Dataplane> Proxier<D> {
             failures,
             elapsed: started.elapsed(),
             real_servers,
+            health_checks,
+            no_local_endpoints,
+            flushes_owed: self.terminations.owed().count(),
+            flushes_dropped: self.terminations.dropped(),
         }
     }
 }

@@ -86,21 +86,24 @@ pub async fn run<D: Dataplane, S: Source>(
     mut on_sync: impl FnMut(SyncKind, &SyncOutcome),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let poll = |source: &mut S, proxier: &mut Proxier<D>| -> bool {
+    let poll = |source: &mut S, proxier: &mut Proxier<D>| -> Result<bool, Error> {
         match source.poll_changes(proxier.cluster_mut()) {
             Ok(found) => {
                 for skipped in &found.skipped {
                     tracing::warn!(%skipped, "object skipped");
                 }
-                found.changed
+                Ok(found.changed)
             }
+            // Not a failure of the source: the process must restart (kube-proxy exits too).
+            Err(error @ Error::NodeAddressesChanged { .. }) => Err(error),
             Err(error) => {
                 tracing::error!(error = %error.report(), "source unavailable; kernel state kept as it is");
-                false
+                Ok(false)
             }
         }
     };
-    poll(source, proxier);
+    poll(source, proxier)?;
+    proxier.poll_node_addresses();
     let outcome = proxier.full_sync()?;
     tracing::info!(?outcome, "initial sync (kernel state adopted)");
     on_sync(SyncKind::Initial, &outcome);
@@ -117,7 +120,8 @@ pub async fn run<D: Dataplane, S: Source>(
             () = &mut shutdown => break,
             () = tokio::time::sleep(timing.poll_period) => {}
         }
-        pending |= poll(source, proxier);
+        pending |= poll(source, proxier)?;
+        pending |= proxier.poll_node_addresses();
         let now = Instant::now();
         if now >= next_resync || backoff.is_due(now) {
             match proxier.full_sync() {

@@ -148,3 +148,173 @@ fn the_fake_dataplane_sees_the_plans_packet_rules() {
     // Written at the initial sync and again when the cluster IP moved.
     assert_eq!(fake.packet_rule_writes, 2);
 }
+
+/// Issue 13 item 12: the plan follows the local Node's zone (kube-proxy resyncs on a Node
+/// update; topology hints are read against the node's labels). Endpoints hinted for zone-a
+/// serve while node-a is in zone-a; after a Node update moves it to zone-b, the next
+/// incremental sync serves the zone-b endpoint instead, with no restart (file source).
+#[test]
+fn the_plan_follows_the_local_nodes_zone() {
+    use crate::plan::RealServerIntent;
+    let node_yaml = |zone: &str| {
+        format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: node-a\n  labels: {{topology.kubernetes.io/zone: {zone}}}\n\
+             status:\n  addresses: [{{type: InternalIP, address: 192.168.1.10}}]\n"
+        )
+    };
+    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  \
+        namespace: default\n  labels: {kubernetes.io/service-name: web}\naddressType: IPv4\n\
+        ports:\n- {name: http, port: 8080, protocol: TCP}\nendpoints:\n\
+        - addresses: [10.244.1.5]\n  conditions: {ready: true}\n  hints: {forZones: [{name: zone-a}]}\n\
+        - addresses: [10.244.2.5]\n  conditions: {ready: true}\n  hints: {forZones: [{name: zone-b}]}\n";
+    let service = SERVICE.replace("CLUSTER_IP", "10.96.0.9");
+    let node = NodeContext {
+        name: "node-a".into(),
+        node_ips: vec![],
+        zone: Some("zone-a".into()),
+    };
+    let mut proxier = Proxier::new(
+        Planner::new(node, Config::default()),
+        FakeDataplane::default(),
+    );
+    let mut snapshot = SnapshotSync::new();
+    let serving = |proxier: &Proxier<FakeDataplane>| -> Vec<String> {
+        proxier
+            .desired()
+            .virtual_servers
+            .values()
+            .flat_map(|vs| vs.real_servers.values())
+            .filter(|rs| rs.intent == RealServerIntent::Serve)
+            .map(|rs| rs.real_server.key.address.to_string())
+            .collect()
+    };
+    let mut apply = |proxier: &mut Proxier<FakeDataplane>, zone: &str| {
+        let yaml = format!("{service}---\n{slice}---\n{}", node_yaml(zone));
+        let (objects, problems) = parse_documents("script", &yaml);
+        assert!(problems.is_empty(), "{problems:?}");
+        snapshot.poll(&objects, problems, proxier.cluster_mut())
+    };
+    apply(&mut proxier, "zone-a");
+    proxier.full_sync().unwrap();
+    assert_eq!(serving(&proxier), ["10.244.1.5"]);
+    let poll = apply(&mut proxier, "zone-b");
+    assert!(poll.changed, "a Node update is a change");
+    let outcome = proxier.incremental_sync();
+    assert_eq!(outcome.failed, 0);
+    assert_eq!(serving(&proxier), ["10.244.2.5"], "zone-b's endpoint now");
+}
+
+/// Issue 13 item 1: with `nodePortAddresses` unset, NodePorts open on every local address (a
+/// second NIC, a keepalived VIP) as kube-proxy's do, follow addresses added and removed while
+/// running, adopt kube-proxy's NodePort virtual server on the second address without a
+/// flap, and leave a foreign virtual server there alone. Fails on the old behaviour
+/// (NodePorts only on the Node's IPs, read once).
+#[test]
+fn node_ports_follow_the_local_addresses_and_adopt_kube_proxys_on_a_second_nic() {
+    use crate::fixtures::{cluster, http_backend, ip, service, tcp, with_ports};
+    use crate::reconcile::{Observed, Op};
+    use netlink_ipvs::{IpvsState, Protocol, RealServer, ServiceState, VirtualServer};
+
+    let with_backend = |key, backend| {
+        let mut state = ServiceState {
+            service: VirtualServer::new(key),
+            real_servers: Default::default(),
+        };
+        let rs = RealServer::masq(ip(backend), 8080);
+        state.real_servers.insert(rs.key, rs);
+        (key, state)
+    };
+    // What kube-proxy left: its NodePort on the second NIC, and someone else's virtual
+    // server (its own backend) in the NodePort range on the same address.
+    let kube_proxys = tcp("192.168.50.1", 30080);
+    let foreign = tcp("192.168.50.1", 30999);
+    let kernel = Observed {
+        ipvs: IpvsState {
+            services: [
+                with_backend(kube_proxys, "10.244.1.5"),
+                with_backend(foreign, "10.9.9.9"),
+            ]
+            .into(),
+        },
+        addresses: Default::default(),
+    };
+    let web = with_ports(
+        service("web", &["10.96.0.80"], &[("http", Protocol::Tcp, 80)]),
+        |p| p.node_port = Some(30080),
+    );
+    let node = NodeContext {
+        name: "node-a".into(),
+        node_ips: vec![ip("10.0.1.1")],
+        zone: None,
+    };
+    let mut proxier = Proxier::new(
+        Planner::new(node, Config::default()),
+        FakeDataplane::with_state(kernel),
+    );
+    *proxier.cluster_mut() = cluster(vec![web], vec![http_backend("web", "10.244.1.5")]);
+    let local = |extra: &[&str]| {
+        let mut all = vec![ip("10.0.1.1"), ip("192.168.50.1"), ip("127.0.0.1")];
+        all.extend(extra.iter().map(|a| ip(a)));
+        all
+    };
+    let node_ports = |p: &Proxier<FakeDataplane>| -> Vec<String> {
+        p.dataplane()
+            .state
+            .ipvs
+            .services
+            .keys()
+            .filter(|k| k.to_string().contains(":30"))
+            .map(ToString::to_string)
+            .collect()
+    };
+
+    proxier.dataplane_mut().local_addresses = Some(local(&[]));
+    assert!(proxier.poll_node_addresses());
+    proxier.full_sync().unwrap();
+    assert_eq!(
+        node_ports(&proxier),
+        [
+            "TCP  10.0.1.1:30080",
+            "TCP  192.168.50.1:30080",
+            "TCP  192.168.50.1:30999"
+        ]
+    );
+    assert!(
+        !proxier.dataplane_mut().log.iter().any(|op| matches!(
+            op,
+            Op::DeleteVirtualServer(key) if *key == kube_proxys || *key == foreign
+        )),
+        "kube-proxy's NodePort is adopted in place and the foreign one kept: {:?}",
+        proxier.dataplane_mut().log
+    );
+
+    // A keepalived VIP comes: NodePorts open there at the next sync.
+    proxier.dataplane_mut().local_addresses = Some(local(&["192.168.50.100"]));
+    assert!(proxier.poll_node_addresses());
+    assert!(!proxier.poll_node_addresses(), "no notification, no change");
+    proxier.incremental_sync();
+    assert!(node_ports(&proxier).contains(&"TCP  192.168.50.100:30080".to_owned()));
+
+    // It goes: its NodePort goes too; the foreign one stays.
+    proxier.dataplane_mut().local_addresses = Some(local(&[]));
+    assert!(proxier.poll_node_addresses());
+    let outcome = proxier.incremental_sync();
+    assert_eq!(outcome.failed, 0, "{:?}", outcome.failures);
+    assert_eq!(
+        node_ports(&proxier),
+        [
+            "TCP  10.0.1.1:30080",
+            "TCP  192.168.50.1:30080",
+            "TCP  192.168.50.1:30999"
+        ]
+    );
+    let rules = proxier.dataplane_mut().packet_rules.clone().unwrap();
+    assert_eq!(
+        rules.node_ips,
+        [ip("10.0.1.1"), ip("192.168.50.1")].into(),
+        "the packet rules mark NodePort traffic on the current addresses only"
+    );
+    // An unchanged address list (our own VIP bindings notify too) changes nothing.
+    proxier.dataplane_mut().local_addresses = Some(local(&[]));
+    assert!(!proxier.poll_node_addresses());
+}

@@ -17,11 +17,35 @@ use crate::error::Error;
 use crate::model::ClusterState;
 use crate::source::{parse_documents, KubeObject, SnapshotSync, Source, SourcePoll};
 
+/// What identifies one version of a file without reading it: a rewrite changes at least one
+/// of these. The modification time alone misses a rewrite of the same length within the
+/// file system's timestamp granularity (or with its mtime set back, as `cp -p` does); an
+/// atomic replacement (write a temporary file, rename it over) always brings a new inode, and
+/// an in-place write moves the change time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    changed: (i64, i64),
+    inode: (u64, u64),
+    length: u64,
+}
+
+impl FileStamp {
+    fn of(meta: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        Self {
+            modified: meta.modified().ok(),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+            inode: (meta.dev(), meta.ino()),
+            length: meta.len(),
+        }
+    }
+}
+
 /// One file as last read.
 #[derive(Debug)]
 struct FileSnapshot {
-    modified: Option<SystemTime>,
-    length: u64,
+    stamp: FileStamp,
     objects: Vec<KubeObject>,
 }
 
@@ -80,6 +104,14 @@ impl DirectorySource {
     pub fn poll(&mut self) -> Result<Poll, Error> {
         let mut poll = Poll::default();
         let is_directory = self.path.is_dir();
+        // A source that is not there at the start is a mistake (a typo, a missing mount),
+        // never an empty cluster.
+        if self.was_directory.is_none() && !self.path.exists() {
+            return Err(Error::Config {
+                field: "source",
+                reason: format!("{}: no such file or directory", self.path.display()),
+            });
+        }
         if self.was_directory == Some(true) && !is_directory {
             return Err(Error::Config {
                 field: "source",
@@ -98,11 +130,10 @@ impl DirectorySource {
             let Ok(meta) = fs::metadata(&path) else {
                 continue;
             };
-            let (modified, length) = (meta.modified().ok(), meta.len());
-            if let Some(old) = self.files.get(&path) {
-                if old.modified == modified && old.length == length {
-                    continue;
-                }
+            let stamp = FileStamp::of(&meta);
+            let length = stamp.length;
+            if self.files.get(&path).is_some_and(|old| old.stamp == stamp) {
+                continue;
             }
             let text = match crate::yaml::read_file(&path) {
                 Ok(text) => text,
@@ -131,18 +162,10 @@ impl DirectorySource {
             match self.files.get_mut(&path) {
                 Some(old) if keep_old => {
                     // Remember the new stamp so the broken file is not re-read every poll.
-                    old.modified = modified;
-                    old.length = length;
+                    old.stamp = stamp;
                 }
                 _ => {
-                    self.files.insert(
-                        path,
-                        FileSnapshot {
-                            modified,
-                            length,
-                            objects,
-                        },
-                    );
+                    self.files.insert(path, FileSnapshot { stamp, objects });
                     poll.changed = true;
                 }
             }
@@ -237,6 +260,55 @@ mod tests {
             0,
             "removal is the way to delete"
         );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A rewrite of the same length whose modification time did not move (timestamp
+    /// granularity, or set back) is still seen: in place (the change time moves) and by an
+    /// atomic rename (a new inode). Before, ready -> terminating (same length) could be missed,
+    /// and the endpoint was then deleted while still at full weight.
+    #[test]
+    fn a_same_length_rewrite_with_the_same_mtime_is_seen() {
+        let dir = directory("same-length");
+        let file = dir.join("web.yaml");
+        let mut watch = DirectoryWatch::new(DirectorySource::new(&dir));
+        let mut cluster = ClusterState::new();
+        assert_eq!(services(&mut watch, &mut cluster).0, 1);
+        let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+        let ip = |cluster: &ClusterState| {
+            cluster
+                .services()
+                .flat_map(|s| s.ports.iter().flat_map(|p| p.cluster_ips.clone()))
+                .collect::<Vec<_>>()
+        };
+        let before = ip(&cluster);
+        // In place, same length, mtime restored.
+        let rewritten = SERVICE.replace("10.96.0.1", "10.96.0.2");
+        assert_eq!(rewritten.len(), SERVICE.len());
+        fs::write(&file, &rewritten).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let (_, poll) = services(&mut watch, &mut cluster);
+        assert!(poll.changed, "in-place rewrite seen");
+        let in_place = ip(&cluster);
+        assert_ne!(in_place, before);
+        // Atomic replacement, same length, same mtime.
+        let tmp = dir.join("web.tmp~");
+        fs::write(&tmp, SERVICE.replace("10.96.0.1", "10.96.0.3")).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        fs::rename(&tmp, &file).unwrap();
+        let (_, poll) = services(&mut watch, &mut cluster);
+        assert!(poll.changed, "renamed-over rewrite seen");
+        assert_ne!(ip(&cluster), in_place);
         let _ = fs::remove_dir_all(&dir);
     }
 

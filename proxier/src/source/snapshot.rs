@@ -44,7 +44,7 @@ impl SnapshotSync {
         let mut slices = BTreeMap::new();
         for object in objects {
             match object {
-                KubeObject::Service(raw) => match service_from_k8s(raw) {
+                KubeObject::Service(raw) => match service_from_k8s(raw, &mut report.skipped) {
                     Ok(service) => {
                         services.insert(service.name.clone(), service);
                     }
@@ -67,7 +67,12 @@ impl SnapshotSync {
                     }
                 },
                 KubeObject::Node(raw) => match node_from_k8s(raw) {
-                    Ok(node) => cluster.upsert_node(node),
+                    // A changed Node is a change: its zone may change every plan.
+                    Ok(node) if cluster.node(&node.name) != Some(&node) => {
+                        cluster.upsert_node(node);
+                        report.upserted += 1;
+                    }
+                    Ok(_) => {}
                     Err(error) => report.skipped.push(error),
                 },
             }

@@ -87,13 +87,16 @@ pub fn parse_documents(name: &str, text: &str) -> (Vec<KubeObject>, Vec<Error>) 
     (objects, problems)
 }
 
-/// Builds a cluster from objects; rejected ones are returned with their reasons.
+/// Builds a cluster from objects; rejected ones (and entries left out of a Service) are
+/// returned with their reasons.
 pub fn load_cluster(objects: &[KubeObject]) -> (ClusterState, Vec<Error>) {
     let mut cluster = ClusterState::new();
     let mut rejected = Vec::new();
     for object in objects {
         let result = match object {
-            KubeObject::Service(s) => service_from_k8s(s).map(|s| cluster.upsert_service(s)),
+            KubeObject::Service(s) => {
+                service_from_k8s(s, &mut rejected).map(|s| cluster.upsert_service(s))
+            }
             KubeObject::EndpointSlice(s) => {
                 endpoint_slice_from_k8s(s).map(|s| cluster.upsert_slice(s))
             }

@@ -5,7 +5,7 @@ use netlink_ipvs::{IpvsHandle, ServiceKey};
 
 use super::{ipvs_error, InterfaceHandle};
 use crate::error::Error;
-use crate::plan::{KernelView, Ownership};
+use crate::plan::{node_port_ips, KernelView, Ownership};
 use netlink_nftables::NftablesHandle;
 
 /// What cleanup removed and what it left alone.
@@ -25,7 +25,8 @@ pub struct CleanupReport {
 /// server is ours by the one rule the engine uses ([`Ownership::owns`], ARCHITECTURE.md rule
 /// 2) against the kernel as it is: cleanup plans nothing, so a NodePort virtual server is
 /// recognised by the real servers it shares with a virtual server on a bound VIP, and
-/// nothing inside `excludeCIDRs` is touched.
+/// nothing inside `excludeCIDRs` is touched. With no node IP given, NodePorts are looked for on
+/// every local address, where `run` opens them with `nodePortAddresses` unset.
 pub fn cleanup(
     interface: &str,
     table: &str,
@@ -33,10 +34,17 @@ pub fn cleanup(
 ) -> Result<CleanupReport, Error> {
     let mut report = CleanupReport::default();
     let mut links = InterfaceHandle::connect()?;
-    let bound = match links.link_index(interface)? {
+    let index = links.link_index(interface)?;
+    let bound = match index {
         Some(index) => links.addresses(index)?,
         None => Default::default(),
     };
+    let mut ownership = ownership.clone();
+    if ownership.node_ips.is_empty() {
+        // No interface has index 0: without our interface, every address counts.
+        let local = links.addresses_outside(index.unwrap_or(0))?;
+        ownership.node_ips = node_port_ips(&[], &[], &local).into_iter().collect();
+    }
     let mut ipvs = IpvsHandle::connect().map_err(|e| ipvs_error("connect to IPVS", e))?;
     let state = ipvs.state().map_err(|e| ipvs_error("dump IPVS", e))?;
     let kernel = KernelView {

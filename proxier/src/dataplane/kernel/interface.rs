@@ -20,6 +20,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 
 use crate::error::{Errno, Error};
+use crate::plan::is_ipv6_link_local;
 
 /// An rtnetlink connection, in the network namespace of the thread that opened it.
 pub struct InterfaceHandle {
@@ -48,30 +49,47 @@ impl RouteReply {
         })
     }
 
+    /// Every (interface index, address) in the answer to an address dump.
+    fn address_entries(&self) -> impl Iterator<Item = (u32, IpAddr)> + '_ {
+        let messages = match self {
+            RouteReply::Done(messages) => messages.as_slice(),
+            RouteReply::Errno(_) => &[],
+        };
+        messages.iter().filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) => a
+                .attributes
+                .iter()
+                .find_map(|attr| match attr {
+                    AddressAttribute::Local(ip) => Some(*ip),
+                    AddressAttribute::Address(ip) if a.header.family == AddressFamily::Inet6 => {
+                        Some(*ip)
+                    }
+                    _ => None,
+                })
+                .map(|ip| (a.header.index, ip)),
+            _ => None,
+        })
+    }
+
     /// The addresses on the interface with `index` in the answer to an address dump (IPv6
     /// link-local ones are the kernel's, not virtual IPs, and are left out).
     pub fn addresses_on(&self, index: u32) -> BTreeSet<IpAddr> {
-        let RouteReply::Done(messages) = self else {
-            return BTreeSet::new();
-        };
-        messages
-            .iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
-                    a.attributes.iter().find_map(|attr| match attr {
-                        AddressAttribute::Local(ip) => Some(*ip),
-                        AddressAttribute::Address(ip)
-                            if a.header.family == AddressFamily::Inet6 =>
-                        {
-                            Some(*ip)
-                        }
-                        _ => None,
-                    })
-                }
-                _ => None,
-            })
-            .filter(|ip| !is_link_local(ip))
+        self.address_entries()
+            .filter(|(i, ip)| *i == index && !is_ipv6_link_local(ip))
+            .map(|(_, ip)| ip)
             .collect()
+    }
+
+    /// The addresses on every interface but the one with `index`, all of them (which count
+    /// as node addresses is the planner's rule), in dump order without duplicates.
+    pub fn addresses_off(&self, index: u32) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = Vec::new();
+        for (_, ip) in self.address_entries().filter(|(i, _)| *i != index) {
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+        out
     }
 }
 
@@ -250,6 +268,20 @@ impl InterfaceHandle {
         }
     }
 
+    /// The node's local addresses on every interface but the one with `index` (our dummy
+    /// interface): the input of `nodePortAddresses`.
+    pub fn addresses_outside(&mut self, index: u32) -> Result<Vec<IpAddr>, Error> {
+        let what = "dump the node's addresses";
+        match self.request(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+            what,
+        )? {
+            reply @ RouteReply::Done(_) => Ok(reply.addresses_off(index)),
+            RouteReply::Errno(errno) => Err(kernel_error(what.to_owned(), errno)),
+        }
+    }
+
     fn address_message(index: u32, ip: IpAddr) -> AddressMessage {
         let mut message = AddressMessage::default();
         message.header.index = index;
@@ -301,13 +333,6 @@ fn kernel_error(op: String, errno: i32) -> Error {
     Error::Kernel {
         op,
         errno: Errno(errno),
-    }
-}
-
-fn is_link_local(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
-        IpAddr::V4(_) => false,
     }
 }
 

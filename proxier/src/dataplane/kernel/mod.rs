@@ -2,16 +2,19 @@
 //! interface through rtnetlink, conntrack flushes through conntrack-gc (one pass for all the
 //! filters of a sync). No external binary is ever executed.
 
+mod addresses;
 mod cleanup;
 mod interface;
 mod sysctl;
 
+pub use addresses::{notifies_change, AddressWatch};
 pub use cleanup::{cleanup, CleanupReport};
 pub use interface::{InterfaceHandle, RouteAnswer, RouteReply};
 pub use sysctl::{
     apply_sysctls, kernel_release, kernel_version, wanted_sysctls, Sysctl, SysctlChange,
 };
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use netlink_ipvs::{IpvsError, IpvsHandle, IpvsOperation};
@@ -41,7 +44,18 @@ pub struct KernelDataplane {
     replace_rules: bool,
     interface: String,
     interface_index: u32,
-    flushed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    counters: Arc<KernelCounters>,
+    /// Set by [`KernelDataplane::follow_node_addresses`].
+    address_watch: Option<AddressWatch>,
+}
+
+/// What the kernel dataplane counts for the metrics (shared with the `/metrics` handler).
+#[derive(Debug, Default)]
+pub struct KernelCounters {
+    /// Conntrack entries deleted for removed endpoints and services.
+    pub conntrack_flushed: AtomicU64,
+    /// Virtual servers left out of an IPVS dump (unreadable or vanished while it was read).
+    pub ipvs_dump_skipped: AtomicU64,
 }
 
 impl KernelDataplane {
@@ -63,13 +77,22 @@ impl KernelDataplane {
             replace_rules: true,
             interface: interface.to_owned(),
             interface_index,
-            flushed: Default::default(),
+            counters: Arc::default(),
+            address_watch: None,
         })
     }
 
-    /// The number of conntrack entries deleted so far (shared, for metrics).
-    pub fn conntrack_flushed_counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
-        self.flushed.clone()
+    /// Follows the node's local addresses (rtnetlink notifications), so that NodePorts open on
+    /// the addresses `nodePortAddresses` selects as they come and go
+    /// ([`Dataplane::local_addresses`]). Without it NodePorts stay on the node's given IPs.
+    pub fn follow_node_addresses(&mut self) -> Result<(), Error> {
+        self.address_watch = Some(AddressWatch::open()?);
+        Ok(())
+    }
+
+    /// What this dataplane counts (shared, for metrics).
+    pub fn counters(&self) -> Arc<KernelCounters> {
+        self.counters.clone()
     }
 
     /// Writes the sysctls IPVS mode needs (see [`wanted_sysctls`]) under `root` (`/` on a node)
@@ -126,8 +149,9 @@ impl KernelDataplane {
             .collect();
         match self.conntrack.flush(&filters) {
             Ok(report) => {
-                self.flushed
-                    .fetch_add(report.deleted, std::sync::atomic::Ordering::Relaxed);
+                self.counters
+                    .conntrack_flushed
+                    .fetch_add(report.deleted, Ordering::Relaxed);
                 tracing::info!(
                     examined = report.examined,
                     deleted = report.deleted,
@@ -203,6 +227,9 @@ impl Dataplane for KernelDataplane {
             .map_err(|e| ipvs_error("dump IPVS", e))?;
         // One unreadable (foreign) or vanishing virtual server does not fail the resync: it is
         // left out of the mirror (an owned one is read again at the next resync).
+        self.counters
+            .ipvs_dump_skipped
+            .fetch_add(report.skipped.len() as u64, Ordering::Relaxed);
         for skipped in &report.skipped {
             tracing::warn!(
                 service = ?skipped.key,
@@ -219,6 +246,16 @@ impl Dataplane for KernelDataplane {
         let addresses = self.links.addresses(index)?;
         self.replace_rules = true;
         Ok(Observed { ipvs, addresses })
+    }
+
+    fn local_addresses(&mut self) -> Result<Option<Vec<std::net::IpAddr>>, Error> {
+        let Some(watch) = &mut self.address_watch else {
+            return Ok(None);
+        };
+        if !watch.changed(self.interface_index)? {
+            return Ok(None);
+        }
+        self.links.addresses_outside(self.interface_index).map(Some)
     }
 
     /// Writes our nftables table (atomically, one transaction): after a full resync it is

@@ -13,8 +13,12 @@
 //!   set service-ips-v4 / service-ips-v6   ClusterIPs, ExternalIPs, LoadBalancer ingress IPs
 //!   set node-ips-v4 / node-ips-v6         addresses where NodePorts open
 //!   set node-ports                        inet_proto . inet_service
+//!   set service-ports-v4 / -v6            daddr . inet_proto . inet_service of every service
+//!   set masquerade-destinations-v4 / -v6  ETP=Cluster ExternalIP and LB IP:ports
+//!   set health-check-ports                TCP healthCheckNodePorts
 //!   chain source-ranges-N                 allowed source ranges of one LoadBalancer, then drop
 //!   chain prerouting  { type filter hook prerouting priority mangle; policy accept; }
+//!   chain input       { type filter hook input priority filter; policy accept; }
 //!   chain output      { type route hook output priority mangle; policy accept; }
 //!   chain postrouting { type nat hook postrouting priority srcnat; policy accept; }
 //! }
@@ -26,11 +30,19 @@
 //! 2. `externalTrafficPolicy: Local` traffic that comes from outside the cluster CIDR(s) (and not
 //!    from the node itself) gets `meta mark set MARK` and is accepted: the fwmark virtual server
 //!    with local endpoints catches it, and it is not masqueraded (the client IP is kept);
-//! 3. traffic to a node IP + NodePort gets the masquerade bit (any source);
+//! 3. traffic to a node IP + NodePort, and to an ETP=Cluster ExternalIP or LoadBalancer
+//!    IP:port, gets the masquerade bit (any source, whatever the cluster CIDR: kube-proxy's
+//!    `KUBE-NODE-PORT`, `KUBE-EXTERNAL-IP`, `KUBE-LOAD-BALANCER`);
 //! 4. traffic to a service IP from outside the cluster CIDR(s) of its family gets the masquerade
 //!    bit; with `masquerade_all`, from any source. When no cluster CIDR of that family is known
 //!    and `masquerade_all` is off, external traffic to service IPs is *not* masqueraded (as
 //!    kube-proxy without `clusterCIDR`): only NodePort traffic and the node's own traffic are.
+//!
+//! input (kube-proxy's `KUBE-IPVS-FILTER`, kubernetes#72236): a packet to a known service
+//! IP:port or to a health-check node port passes; a *new* connection to any other port of a
+//! service IP (sshd, the kubelet on a ClusterIP) is rejected (ICMP port unreachable, as
+//! iptables' `REJECT`). Established and related traffic is untouched. IPVS takes local-in
+//! traffic at priority `NF_IP_PRI_NAT_SRC - 1`, after this chain.
 //!
 //! output (the node's own traffic) sets the masquerade bit for service IPs and NodePorts.
 //! postrouting masquerades (`fully-random`) what carries the bit and clears the bit, as

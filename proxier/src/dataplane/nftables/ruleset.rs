@@ -4,18 +4,24 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use netlink_ipvs::Family;
+use netlink_ipvs::{Family, Protocol};
 use netlink_nftables::attr::{self, msg};
 use netlink_nftables::expr::{CmpOp, Verdict};
 use netlink_nftables::{address_bytes, NftMessage, Rule, SetKey, SetRef};
 use netlink_packet_core::NLM_F_CREATE;
 
 use super::PacketRules;
+use crate::plan::Destination;
 
 /// Chain names: one per hook we use, plus one regular chain per LoadBalancer with source ranges.
 pub(super) const PREROUTING: &str = "prerouting";
+pub(super) const INPUT: &str = "input";
+pub(super) const ETP_LOCAL_MARK: &str = "etp-local-mark";
+pub(super) const ETP_LOCAL_UNMARK: &str = "etp-local-unmark";
 pub(super) const OUTPUT: &str = "output";
 pub(super) const POSTROUTING: &str = "postrouting";
+mod local_in;
+
 const SOURCE_RANGES_PREFIX: &str = "source-ranges-";
 
 /// nft's data type numbers (`enum datatypes` of nftables' `datatype.h`); the kernel stores them
@@ -24,6 +30,7 @@ const TYPE_IPADDR: u32 = 7;
 const TYPE_IP6ADDR: u32 = 8;
 const TYPE_INET_PROTOCOL: u32 = 12;
 const TYPE_INET_SERVICE: u32 = 13;
+const TYPE_MARK: u32 = 19;
 const TYPE_BITS: u32 = 6;
 
 /// The sets of our table.
@@ -33,10 +40,18 @@ pub(super) enum SetName {
     NodeIps(Family),
     NodePorts,
     Hairpin(Family),
+    /// address . inet_proto . inet_service of every service IP:port.
+    ServicePorts(Family),
+    /// address . inet_proto . inet_service masqueraded from any source.
+    MasqueradeDestinations(Family),
+    /// TCP health-check node ports.
+    HealthCheckPorts,
+    /// The fwmarks of ETP=Local virtual servers.
+    EtpLocalMarks,
 }
 
 impl SetName {
-    pub(super) const ALL: [SetName; 7] = [
+    pub(super) const ALL: [SetName; 13] = [
         SetName::ServiceIps(Family::V4),
         SetName::ServiceIps(Family::V6),
         SetName::NodeIps(Family::V4),
@@ -44,6 +59,12 @@ impl SetName {
         SetName::NodePorts,
         SetName::Hairpin(Family::V4),
         SetName::Hairpin(Family::V6),
+        SetName::ServicePorts(Family::V4),
+        SetName::ServicePorts(Family::V6),
+        SetName::MasqueradeDestinations(Family::V4),
+        SetName::MasqueradeDestinations(Family::V6),
+        SetName::HealthCheckPorts,
+        SetName::EtpLocalMarks,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -55,6 +76,12 @@ impl SetName {
             SetName::NodePorts => "node-ports",
             SetName::Hairpin(Family::V4) => "hairpin-v4",
             SetName::Hairpin(Family::V6) => "hairpin-v6",
+            SetName::ServicePorts(Family::V4) => "service-ports-v4",
+            SetName::ServicePorts(Family::V6) => "service-ports-v6",
+            SetName::MasqueradeDestinations(Family::V4) => "masquerade-destinations-v4",
+            SetName::MasqueradeDestinations(Family::V6) => "masquerade-destinations-v6",
+            SetName::HealthCheckPorts => "health-check-ports",
+            SetName::EtpLocalMarks => "etp-local-marks",
         }
     }
 
@@ -68,6 +95,12 @@ impl SetName {
             SetName::NodePorts => 5,
             SetName::Hairpin(Family::V4) => 6,
             SetName::Hairpin(Family::V6) => 7,
+            SetName::ServicePorts(Family::V4) => 8,
+            SetName::ServicePorts(Family::V6) => 9,
+            SetName::MasqueradeDestinations(Family::V4) => 10,
+            SetName::MasqueradeDestinations(Family::V6) => 11,
+            SetName::HealthCheckPorts => 12,
+            SetName::EtpLocalMarks => 13,
         }
     }
 
@@ -88,6 +121,18 @@ impl SetName {
             // saddr . daddr of the same endpoint.
             SetName::Hairpin(Family::V4) => ((TYPE_IPADDR << TYPE_BITS) | TYPE_IPADDR, 8),
             SetName::Hairpin(Family::V6) => ((TYPE_IP6ADDR << TYPE_BITS) | TYPE_IP6ADDR, 32),
+            // daddr . inet_proto . inet_service, each padded to a 4-byte register.
+            SetName::ServicePorts(family) | SetName::MasqueradeDestinations(family) => {
+                let (address_type, address_len) = match family {
+                    Family::V4 => (TYPE_IPADDR, 4),
+                    Family::V6 => (TYPE_IP6ADDR, 16),
+                };
+                let data_type = (((address_type << TYPE_BITS) | TYPE_INET_PROTOCOL) << TYPE_BITS)
+                    | TYPE_INET_SERVICE;
+                (data_type, address_len + 8)
+            }
+            SetName::HealthCheckPorts => (TYPE_INET_SERVICE, 2),
+            SetName::EtpLocalMarks => (TYPE_MARK, 4),
         };
         SetKey { data_type, len }
     }
@@ -128,19 +173,50 @@ fn set_keys(rules: &PacketRules) -> Vec<(SetName, BTreeSet<Vec<u8>>)> {
             .map(|address| [address.clone(), address].concat())
             .collect();
         sets.push((SetName::Hairpin(family), hairpin));
+        let destinations = |set: &BTreeSet<Destination>| -> BTreeSet<Vec<u8>> {
+            set.iter()
+                .filter(|(ip, _, _)| Family::of(ip) == family)
+                .map(|(ip, protocol, port)| {
+                    [address_bytes(*ip), port_key(*protocol, *port)].concat()
+                })
+                .collect()
+        };
+        sets.push((
+            SetName::ServicePorts(family),
+            destinations(&rules.service_ports),
+        ));
+        sets.push((
+            SetName::MasqueradeDestinations(family),
+            destinations(&rules.masquerade_destinations),
+        ));
     }
     let ports = rules
         .node_ports
         .iter()
-        .map(|(protocol, port)| {
-            let mut key = vec![protocol.number(), 0, 0, 0];
-            key.extend_from_slice(&port.to_be_bytes());
-            key.extend_from_slice(&[0, 0]);
-            key
-        })
+        .map(|(protocol, port)| port_key(*protocol, *port))
         .collect();
     sets.push((SetName::NodePorts, ports));
+    let health = rules
+        .health_check_node_ports
+        .iter()
+        .map(|port| port.to_be_bytes().to_vec())
+        .collect();
+    sets.push((SetName::HealthCheckPorts, health));
+    let marks = rules
+        .external_local
+        .iter()
+        .map(|mark| mark.mark.to_ne_bytes().to_vec())
+        .collect();
+    sets.push((SetName::EtpLocalMarks, marks));
     sets
+}
+
+/// `inet_proto . inet_service` as set key bytes: each field padded to a 4-byte register.
+fn port_key(protocol: Protocol, port: u16) -> Vec<u8> {
+    let mut key = vec![protocol.number(), 0, 0, 0];
+    key.extend_from_slice(&port.to_be_bytes());
+    key.extend_from_slice(&[0, 0]);
+    key
 }
 
 fn push_elements(out: &mut Vec<NftMessage>, table: &str, rules: &PacketRules) {
@@ -165,6 +241,9 @@ pub(super) fn update_messages(old: &PacketRules, new: &PacketRules) -> Option<Ve
         node_ips: BTreeSet::new(),
         node_ports: BTreeSet::new(),
         hairpin_endpoints: BTreeSet::new(),
+        service_ports: BTreeSet::new(),
+        masquerade_destinations: BTreeSet::new(),
+        health_check_node_ports: BTreeSet::new(),
         ..rules.clone()
     };
     if without_sets(old) != without_sets(new) {
@@ -203,6 +282,27 @@ fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
         "filter",
         attr::NF_INET_PRE_ROUTING,
         attr::PRIORITY_MANGLE,
+    ));
+    out.push(NftMessage::base_chain(
+        table,
+        INPUT,
+        "filter",
+        attr::NF_INET_LOCAL_IN,
+        attr::PRIORITY_FILTER,
+    ));
+    out.push(NftMessage::base_chain(
+        table,
+        ETP_LOCAL_MARK,
+        "filter",
+        attr::NF_INET_LOCAL_IN,
+        attr::PRIORITY_BEFORE_IPVS,
+    ));
+    out.push(NftMessage::base_chain(
+        table,
+        ETP_LOCAL_UNMARK,
+        "filter",
+        attr::NF_INET_LOCAL_OUT,
+        attr::PRIORITY_RAW - 10,
     ));
     out.push(NftMessage::base_chain(
         table,
@@ -259,25 +359,28 @@ fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
         out.push(NftMessage::rule(table, PREROUTING, &what, jump));
     }
 
-    // 2. ETP=Local: external traffic gets the fwmark of the local-only virtual server and is
-    //    accepted here, so it never gets the masquerade bit (the client address is kept).
+    // 2. ETP=Local: external traffic is accepted here, so it never gets the masquerade bit
+    //    (the client address is kept). Its fwmark is set later, just before IPVS
+    //    (`local_in::etp_local_marks`).
     for mark in &rules.external_local {
-        let family = Family::of(&mark.address);
-        let mut rule = Rule::default().not_from_loopback().nfproto(family);
-        for net in rules.cluster_cidrs_of(family) {
-            rule = rule.saddr_prefix(CmpOp::Neq, net);
-        }
-        let rule = rule
-            .daddr(mark.address)
-            .l4_port(mark.protocol, mark.port)
-            .mark_set(mark.mark)
-            .verdict(Verdict::Accept);
-        let what = format!("externalTrafficPolicy=Local mark {:#x}", mark.mark);
+        let rule = local_in::external_to(rules, mark).verdict(Verdict::Accept);
+        let what = format!(
+            "externalTrafficPolicy=Local {}:{}: client address kept",
+            mark.address, mark.port
+        );
         out.push(NftMessage::rule(table, PREROUTING, &what, rule));
     }
+    local_in::etp_local_marks(out, rules);
 
     // 3. Masquerade requests.
     for family in [Family::V4, Family::V6] {
+        let external = Rule::default()
+            .nfproto(family)
+            .daddr_l4_port_in(family, SetName::MasqueradeDestinations(family).set_ref())
+            .mark_or(masq);
+        let what = "masquerade ExternalIPs and LoadBalancer IPs (any source)";
+        out.push(NftMessage::rule(table, PREROUTING, what, external));
+
         let node_ports = Rule::default()
             .nfproto(family)
             .daddr_in(family, SetName::NodeIps(family).set_ref())
@@ -328,6 +431,8 @@ fn push_chains(out: &mut Vec<NftMessage>, rules: &PacketRules) {
             local_node_ports,
         ));
     }
+
+    local_in::input_filter(out, rules);
 
     // 4. Hairpin: a local pod that reached itself through a Service (IPVS rewrote the
     //    destination to the pod's own address) is masqueraded, or its reply would bypass IPVS.

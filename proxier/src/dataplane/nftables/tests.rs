@@ -123,10 +123,11 @@ fn ruleset_shape() {
         .collect();
     // Source ranges first, then the ETP=Local mark, then masquerade requests.
     assert!(prerouting[0].contains("LoadBalancer 203.0.113.8 source ranges"));
-    assert!(prerouting[1].contains("externalTrafficPolicy=Local mark 0x100"));
+    assert!(prerouting[1].contains("externalTrafficPolicy=Local 203.0.113.7:80"));
     assert!(prerouting[2..].iter().all(|d| d.contains("masquerade")));
-    // NodePorts and service IPs for both families (both have a cluster CIDR).
-    assert_eq!(prerouting.len(), 2 + 4);
+    // External destinations, NodePorts and service IPs for both families (both have a
+    // cluster CIDR).
+    assert_eq!(prerouting.len(), 2 + 6);
     let etp = rules_in(&messages, "prerouting")[1];
     let names = expression_names(etp);
     assert_eq!(
@@ -153,8 +154,11 @@ fn ruleset_shape() {
     assert_eq!(rules_in(&messages, "output").len(), 4);
 }
 
+/// kube-proxy without `clusterCIDR`: ClusterIP traffic from outside is not masqueraded, but
+/// NodePorts, ExternalIPs and LoadBalancer IPs are (whatever the source), and so is the
+/// node's own traffic.
 #[test]
-fn unknown_cluster_cidr_masquerades_only_node_ports_and_local_traffic() {
+fn unknown_cluster_cidr_masquerades_node_ports_external_destinations_and_local_traffic() {
     let rules = PacketRules {
         cluster_cidrs: vec![],
         ..sample_rules()
@@ -165,8 +169,22 @@ fn unknown_cluster_cidr_masquerades_only_node_ports_and_local_traffic() {
         .iter()
         .filter(|m| m.description.contains("masquerade"))
         .collect();
-    assert_eq!(masq.len(), 2, "NodePorts (v4, v6) only");
-    assert!(masq.iter().all(|m| m.description.contains("NodePorts")));
+    assert_eq!(
+        masq.len(),
+        4,
+        "NodePorts and external destinations (v4, v6)"
+    );
+    assert!(masq.iter().all(|m| !m.description.contains("service IPs")));
+    let external: Vec<_> = masq
+        .iter()
+        .filter(|m| m.description.contains("ExternalIPs and LoadBalancer IPs"))
+        .collect();
+    assert_eq!(external.len(), 2);
+    // nfproto, daddr . l4proto . dport lookup (no source match), mark |= bit.
+    assert_eq!(
+        expression_names(external[0]),
+        ["meta", "cmp", "payload", "meta", "payload", "lookup", "meta", "bitwise", "meta"]
+    );
     assert_eq!(rules_in(&messages, "output").len(), 4);
 
     let all = PacketRules {
@@ -184,6 +202,114 @@ fn unknown_cluster_cidr_masquerades_only_node_ports_and_local_traffic() {
         expression_names(service[0]),
         ["meta", "cmp", "payload", "lookup", "meta", "bitwise", "meta"]
     );
+}
+
+/// kube-proxy's KUBE-IPVS-FILTER (#72236) in our own table: an input chain at filter priority
+/// (IPVS takes local-in traffic after it) lets known service IP:ports and health-check node
+/// ports through and rejects new connections to other ports of service IPs.
+#[test]
+fn input_filter_rejects_new_connections_to_unknown_ports_of_service_ips() {
+    let mut rules = sample_rules();
+    rules.service_ports = [(ip("10.96.0.1"), Protocol::Tcp, 443)].into();
+    rules.health_check_node_ports = [31000].into();
+    let messages = replace_table_messages(&rules);
+    let input = rules_in(&messages, "input");
+    let descriptions: Vec<&str> = input.iter().map(|m| m.description.as_str()).collect();
+    assert_eq!(
+        descriptions,
+        [
+            "add rule inet proxier input: service IP:ports",
+            "add rule inet proxier input: service IP:ports",
+            "add rule inet proxier input: health-check node ports",
+            "add rule inet proxier input: reject other ports of service IPs",
+            "add rule inet proxier input: reject other ports of service IPs",
+        ]
+    );
+    assert_eq!(
+        expression_names(input[0]),
+        [
+            "meta",
+            "cmp",
+            "payload",
+            "meta",
+            "payload",
+            "lookup",
+            "immediate"
+        ]
+    );
+    assert_eq!(
+        expression_names(input[3]),
+        ["meta", "cmp", "ct", "bitwise", "cmp", "payload", "lookup", "reject"],
+        "ct state new, ip daddr @service-ips-v4, reject"
+    );
+    let elements = |set: &str| {
+        messages
+            .iter()
+            .find(|m| m.kind == msg::NEWSETELEM && m.description.ends_with(set))
+            .map(|m| m.attrs.iter().flat_map(Attr::to_bytes).collect::<Vec<u8>>())
+            .unwrap_or_else(|| panic!("{set} has elements"))
+    };
+    let key: Vec<u8> = [10, 96, 0, 1, 6, 0, 0, 0, 1, 187, 0, 0].into();
+    assert!(
+        elements("service-ports-v4")
+            .windows(key.len())
+            .any(|w| w == key.as_slice()),
+        "10.96.0.1 . tcp . 443, each field in a 4-byte register"
+    );
+    assert!(elements("health-check-ports")
+        .windows(2)
+        .any(|w| w == 31000u16.to_be_bytes()));
+}
+
+/// Item 8: IPVS finds a firewall-mark virtual server only by the packet's whole mark, so the
+/// ETP=Local fwmark is borrowed: prerouting only accepts (no mark), `etp-local-mark` (local-in,
+/// just before IPVS) keeps the packet's own mark in `skb->priority` and sets the fwmark, and
+/// `etp-local-unmark` (local-out, before everything: IPVS forwards through local-out) gives
+/// the mark back. No rule of ours sets the whole mark anywhere else; the masquerade bit is
+/// only OR-ed in and XOR-ed out (kube-proxy's `--or-mark`, `--xor-mark`).
+#[test]
+fn etp_local_borrows_the_mark_for_ipvs_and_gives_it_back() {
+    let messages = replace_table_messages(&sample_rules());
+    let etp = expression_names(rules_in(&messages, "prerouting")[1]);
+    assert_eq!(
+        etp[etp.len() - 3..],
+        ["payload", "cmp", "immediate"],
+        "prerouting: tcp dport 80 accept, no mark set"
+    );
+    let mark = rules_in(&messages, "etp-local-mark");
+    assert_eq!(mark.len(), 1);
+    assert_eq!(
+        expression_names(mark[0])[expression_names(mark[0]).len() - 4..],
+        ["meta", "meta", "immediate", "meta"],
+        "meta priority set meta mark, meta mark set 0x100"
+    );
+    let unmark = rules_in(&messages, "etp-local-unmark");
+    assert_eq!(unmark.len(), 1);
+    assert_eq!(
+        expression_names(unmark[0]),
+        ["meta", "lookup", "meta", "meta", "immediate", "meta"],
+        "meta mark @etp-local-marks meta mark set meta priority meta priority set 0"
+    );
+    let chains: Vec<&str> = messages
+        .iter()
+        .filter(|m| m.kind == msg::NEWCHAIN)
+        .map(|m| m.description.as_str())
+        .collect();
+    assert!(chains.contains(&"add chain inet proxier etp-local-mark (type filter)"));
+    assert!(chains.contains(&"add chain inet proxier etp-local-unmark (type filter)"));
+    // Every mark write of the table: the ETP=Local borrow, or the masquerade bit OR-ed/XOR-ed.
+    for m in messages.iter().filter(|m| m.kind == msg::NEWRULE) {
+        let names = expression_names(m);
+        let immediates = names.iter().filter(|n| *n == "immediate").count();
+        let chain = rule_chain(m);
+        if chain != "etp-local-mark" && chain != "etp-local-unmark" {
+            assert!(
+                immediates <= 1 && (immediates == 0 || names.last().unwrap() == "immediate"),
+                "{}: no mark set from a constant outside the borrow",
+                m.description
+            );
+        }
+    }
 }
 
 #[test]

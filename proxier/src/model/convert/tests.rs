@@ -10,7 +10,15 @@ use crate::model::EndpointState;
 
 fn svc(yaml: &str) -> Result<Service, Error> {
     let object: core::Service = serde_yaml::from_str(yaml).unwrap();
-    service_from_k8s(&object)
+    service_from_k8s(&object, &mut Vec::new())
+}
+
+/// The Service and the entries left out of it.
+fn svc_skipping(yaml: &str) -> (Service, Vec<Error>) {
+    let object: core::Service = serde_yaml::from_str(yaml).unwrap();
+    let mut skipped = Vec::new();
+    let service = service_from_k8s(&object, &mut skipped).unwrap();
+    (service, skipped)
 }
 
 fn reason<T: std::fmt::Debug>(result: Result<T, Error>) -> RejectReason {
@@ -137,8 +145,37 @@ fn endpoint_slice_conditions_hints_and_ports() {
         ]
     );
     assert!(slice.endpoints[0].zone_hints.contains("zone-a"));
-    // conditions.serving unset takes ready's value (API defaulting).
-    assert!(!slice.endpoints[2].serving);
+}
+
+/// kube-proxy's endpointslicecache: `serving := Serving == nil || *Serving` — unset means
+/// serving whatever `ready` says (it is not "same as ready"); `ready` and `terminating` unset
+/// mean ready and not terminating.
+#[test]
+fn serving_unset_means_serving_as_kube_proxy() {
+    let cases: [(&str, bool, EndpointState); 5] = [
+        ("{}", true, EndpointState::Ready),
+        ("{ready: false}", true, EndpointState::NotReady),
+        (
+            "{ready: false, terminating: true}",
+            true,
+            EndpointState::Terminating { serving: true },
+        ),
+        (
+            "{ready: false, serving: false, terminating: true}",
+            false,
+            EndpointState::Terminating { serving: false },
+        ),
+        ("{ready: true, serving: false}", false, EndpointState::Ready),
+    ];
+    for (conditions, serving, state) in cases {
+        let yaml = format!(
+            "{SLICE}addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n\
+             - addresses: [10.244.1.5]\n  conditions: {conditions}\n"
+        );
+        let endpoint = &eps(&yaml).unwrap().endpoints[0];
+        assert_eq!(endpoint.serving, serving, "{conditions}");
+        assert_eq!(endpoint.state(), state, "{conditions}");
+    }
 }
 
 #[test]
@@ -212,4 +249,46 @@ fn load_balancer_source_ranges() {
             ..
         }
     ));
+    // One bad range among good ones is left out alone (kube-proxy's MapCIDRsByIPFamily).
+    let (service, skipped) = svc_skipping(&with_ranges("[10.0.0.0/33, 198.51.100.0/24]"));
+    let ranges = &service.ports[0].load_balancer_source_ranges;
+    assert_eq!(ranges, &[("198.51.100.0".parse::<IpAddr>().unwrap(), 24)]);
+    assert_eq!(skipped.len(), 1);
+}
+
+/// kube-proxy (pkg/proxy/util `MapIPsByIPFamily`, `netutils.ParseIPSloppy`) skips a bad
+/// `externalIPs` entry or LoadBalancer ingress IP alone ("Skipping invalid IP") and keeps the
+/// Service, ClusterIP included; a legacy IPv4 with leading zeros is read as decimal. proxier
+/// does the same and reports each entry it leaves out.
+#[test]
+fn bad_ip_entries_are_skipped_alone_as_kube_proxy() {
+    let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+    let yaml = format!(
+        "{BASE}spec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.20\n  \
+         externalIPs: [192.168.001.010, 'not-an-ip', 198.51.100.7, '', 10.0.0.300]\n  \
+         ports: [{{name: http, port: 80, nodePort: 30080}}]\n\
+         status:\n  loadBalancer:\n    ingress: [{{ip: 203.0.113.10}}, {{ip: 203.0.113.999}}]\n"
+    );
+    let (service, skipped) = svc_skipping(&yaml);
+    let http = &service.ports[0];
+    assert_eq!(http.cluster_ips, vec![ip("10.96.0.20")]);
+    assert_eq!(
+        http.external_ips,
+        vec![ip("192.168.1.10"), ip("198.51.100.7")],
+        "leading zeros are decimal; the bad entries are left out, the empty one silently"
+    );
+    assert_eq!(http.load_balancer_ips, vec![ip("203.0.113.10")]);
+    let reported: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        reported,
+        [
+            "Service shop/web: skipped spec.externalIPs: invalid IP \"not-an-ip\"; the rest of the object is used",
+            "Service shop/web: skipped spec.externalIPs: invalid IP \"10.0.0.300\"; the rest of the object is used",
+            "Service shop/web: skipped status.loadBalancer.ingress.ip: invalid IP \"203.0.113.999\"; the rest of the object is used",
+        ]
+    );
+    #[cfg(feature = "kernel")]
+    assert!(skipped
+        .iter()
+        .all(|e| crate::observability::skip_reason(e) == "invalid_ip"));
 }

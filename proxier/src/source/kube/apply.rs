@@ -4,6 +4,7 @@
 //! only once the relist is complete, so a relist never empties the cluster on the way.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 use ::kube::runtime::watcher::Event;
@@ -56,6 +57,8 @@ pub struct Applied {
     pub skipped: Vec<Error>,
     /// `last-change-trigger-time`s of the slices that changed.
     pub triggers: Vec<SystemTime>,
+    /// The local Node's InternalIPs changed (old, new): the process must restart.
+    pub node_addresses_changed: Option<(Vec<IpAddr>, Vec<IpAddr>)>,
 }
 
 /// The state of one kind's watch: last good models and the keys seen by a running relist.
@@ -83,6 +86,21 @@ pub struct KubeApplier {
     slices: Tracked<EndpointSlice>,
     node: Tracked<Node>,
     node_deleting: bool,
+}
+
+/// The taint the cluster autoscaler puts on a Node it is about to delete (KEP-3836).
+pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
+/// Whether a Node may take load-balancer traffic, as kube-proxy's health server decides
+/// (`ProxyHealthServer.SyncNode`): not being deleted, and without the
+/// [`TO_BE_DELETED_TAINT`] (of any effect). It becomes eligible again when the taint goes.
+pub fn node_eligible(node: &core::Node) -> bool {
+    let tainted = node
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.taints.as_ref())
+        .is_some_and(|taints| taints.iter().any(|t| t.key == TO_BE_DELETED_TAINT));
+    node.metadata.deletion_timestamp.is_none() && !tainted
 }
 
 fn trigger_time(meta: &ObjectMeta) -> Option<SystemTime> {
@@ -118,7 +136,7 @@ impl KubeApplier {
         match event {
             WatchEvent::Service(event) => self.service_event(event, cluster, out),
             WatchEvent::EndpointSlice(event) => self.slice_event(event, cluster, out),
-            WatchEvent::Node(event) => self.node_event(event, cluster),
+            WatchEvent::Node(event) => self.node_event(event, cluster, out),
         }
     }
 
@@ -140,7 +158,12 @@ impl KubeApplier {
         apply_event(&mut self.slices, event, cluster, out);
     }
 
-    fn node_event(&mut self, event: Event<core::Node>, cluster: &mut ClusterState) {
+    fn node_event(
+        &mut self,
+        event: Event<core::Node>,
+        cluster: &mut ClusterState,
+        out: &mut Applied,
+    ) {
         let tracked = &mut self.node;
         match event {
             Event::Init => tracked.relist = Some(BTreeSet::new()),
@@ -149,18 +172,18 @@ impl KubeApplier {
                 if let Some(seen) = tracked.relist.as_mut() {
                     seen.insert(key.clone());
                 }
-                self.node_deleting = raw.metadata.deletion_timestamp.is_some();
+                self.node_deleting = !node_eligible(&raw);
                 match node_from_k8s(&raw) {
                     Ok(node) => {
-                        if let Some(old) = tracked.objects.get(&key) {
-                            if old.internal_ips != node.internal_ips || old.zone != node.zone {
-                                tracing::warn!(
-                                    node = %node.name,
-                                    "the node's addresses or zone changed: restart proxier to \
-                                     plan for them (kube-proxy restarts too)"
-                                );
-                            }
+                        let old = tracked.objects.get(&key);
+                        if let Some(old) = old.filter(|o| o.internal_ips != node.internal_ips) {
+                            // kube-proxy exits so that its DaemonSet restarts it.
+                            out.node_addresses_changed =
+                                Some((old.internal_ips.clone(), node.internal_ips.clone()));
                         }
+                        // A zone (label) change re-plans every Service (the engine follows
+                        // the Node, as kube-proxy resyncs on a Node update).
+                        out.changed |= old != Some(&node);
                         cluster.upsert_node(node.clone());
                         tracked.objects.insert(key, node);
                     }
@@ -184,8 +207,8 @@ trait Proxied: Sized + Clone + PartialEq {
     type Raw;
     /// Its metadata.
     fn meta(raw: &Self::Raw) -> &ObjectMeta;
-    /// The model, or why the object is skipped.
-    fn convert(raw: &Self::Raw) -> Result<Self, Error>;
+    /// The model, or why the object is skipped; entries of it left out alone go to `skipped`.
+    fn convert(raw: &Self::Raw, skipped: &mut Vec<Error>) -> Result<Self, Error>;
     /// Puts the model into the cluster.
     fn upsert(self, cluster: &mut ClusterState);
     /// Takes it out again.
@@ -199,8 +222,8 @@ impl Proxied for Service {
     fn meta(raw: &Self::Raw) -> &ObjectMeta {
         &raw.metadata
     }
-    fn convert(raw: &Self::Raw) -> Result<Self, Error> {
-        service_from_k8s(raw)
+    fn convert(raw: &Self::Raw, skipped: &mut Vec<Error>) -> Result<Self, Error> {
+        service_from_k8s(raw, skipped)
     }
     fn upsert(self, cluster: &mut ClusterState) {
         cluster.upsert_service(self);
@@ -215,7 +238,7 @@ impl Proxied for EndpointSlice {
     fn meta(raw: &Self::Raw) -> &ObjectMeta {
         &raw.metadata
     }
-    fn convert(raw: &Self::Raw) -> Result<Self, Error> {
+    fn convert(raw: &Self::Raw, _skipped: &mut Vec<Error>) -> Result<Self, Error> {
         endpoint_slice_from_k8s(raw)
     }
     fn upsert(self, cluster: &mut ClusterState) {
@@ -251,7 +274,7 @@ fn apply_event<T: Proxied>(
             if let Some(seen) = tracked.relist.as_mut() {
                 seen.insert(key.clone());
             }
-            match T::convert(&raw) {
+            match T::convert(&raw, &mut out.skipped) {
                 Ok(model) => {
                     if tracked.objects.get(&key) != Some(&model) {
                         model.clone().upsert(cluster);

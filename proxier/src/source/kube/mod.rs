@@ -12,7 +12,9 @@ mod apply;
 #[cfg(test)]
 mod tests;
 
-pub use apply::{Applied, KubeApplier, WatchEvent, LAST_CHANGE_TRIGGER_TIME};
+pub use apply::{
+    node_eligible, Applied, KubeApplier, WatchEvent, LAST_CHANGE_TRIGGER_TIME, TO_BE_DELETED_TAINT,
+};
 
 use std::time::Duration;
 
@@ -124,6 +126,9 @@ impl KubeSource {
                 ),
             }
         }
+        if let Some((old, new)) = applied.node_addresses_changed.take() {
+            return Err(Error::NodeAddressesChanged { old, new });
+        }
         Ok(self.finish(applied))
     }
 
@@ -163,6 +168,9 @@ impl Source for KubeSource {
                     return Err(closed());
                 }
             }
+        }
+        if let Some((old, new)) = applied.node_addresses_changed.take() {
+            return Err(Error::NodeAddressesChanged { old, new });
         }
         Ok(self.finish(applied))
     }

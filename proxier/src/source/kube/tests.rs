@@ -209,14 +209,19 @@ async fn invalid_update_keeps_last_good_and_relist_removes_vanished_only_at_init
     assert!(source.poll_changes(&mut cluster).is_err());
 }
 
-#[tokio::test]
-async fn trigger_times_and_node_deletion_reach_the_observer() {
+/// An observer of a proxy resyncing every 30 s, without Events.
+fn observer() -> crate::observability::Observer {
     use crate::observability::{EventPublisher, Metrics, Observer};
-    let observer = Observer::new(
+    Observer::new(
         Metrics::new(),
         Duration::from_secs(30),
         EventPublisher::disabled(),
-    );
+    )
+}
+
+#[tokio::test]
+async fn trigger_times_and_node_deletion_reach_the_observer() {
+    let observer = observer();
     let mut feed = Feed::new(|s| s);
     observer.record_poll(&feed.sync().await);
     let triggered = slice("web-1", "web", "10.244.1.9", Some("2024-05-01T10:00:00Z"));
@@ -227,7 +232,9 @@ async fn trigger_times_and_node_deletion_reach_the_observer() {
         .record_sync(false, Duration::from_millis(1), synced_at);
     let text = observer.metrics.render();
     assert!(
-        text.contains("kubeproxy_network_programming_duration_seconds_sum 3\n"),
+        text.contains(
+            "kubeproxy_network_programming_duration_seconds_sum{ip_family=\"IPv4\"} 3.0\n"
+        ),
         "{text}"
     );
     let mut deleting = node("node-a", "192.168.1.10");
@@ -239,4 +246,95 @@ async fn trigger_times_and_node_deletion_reach_the_observer() {
         .health
         .status(std::time::Instant::now(), std::time::SystemTime::now());
     assert!(!status.node_eligible);
+}
+
+/// Issue 13 item 12. kube-proxy (pkg/proxy/node.go, `NodeManager.OnNodeChange`) exits when the
+/// node's IPs change, so that its DaemonSet restarts it with them; a label (zone) change is a
+/// change to sync (kube-proxy's proxiers resync on `OnNodeUpdate`). proxier's source does the
+/// same: a zone change is reported as a change, an InternalIP change as
+/// `Error::NodeAddressesChanged`, which ends `runtime::run`.
+#[tokio::test]
+async fn a_node_zone_change_is_a_change_and_an_address_change_asks_for_a_restart() {
+    let mut feed = Feed::new(|s| s);
+    feed.sync().await;
+    let same = feed.deliver(WatchEvent::Node(Event::Apply(node(
+        "node-a",
+        "192.168.1.10",
+    ))));
+    assert!(!same.changed, "an unchanged Node is no change");
+    let mut moved = node("node-a", "192.168.1.10");
+    moved
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("topology.kubernetes.io/zone".into(), "z2".into());
+    let poll = feed.deliver(WatchEvent::Node(Event::Apply(moved)));
+    assert!(poll.changed, "a zone change is a change");
+    assert_eq!(
+        feed.cluster.node("node-a").and_then(|n| n.zone.as_deref()),
+        Some("z2")
+    );
+    feed.send([WatchEvent::Node(Event::Apply(node(
+        "node-a",
+        "192.168.1.99",
+    )))]);
+    match feed.source.poll_changes(&mut feed.cluster) {
+        Err(Error::NodeAddressesChanged { old, new }) => {
+            assert_eq!(
+                old,
+                vec!["192.168.1.10".parse::<std::net::IpAddr>().unwrap()]
+            );
+            assert_eq!(
+                new,
+                vec!["192.168.1.99".parse::<std::net::IpAddr>().unwrap()]
+            );
+        }
+        other => panic!("expected NodeAddressesChanged, got {other:?}"),
+    }
+}
+
+/// KEP-3836: the cluster autoscaler's `ToBeDeletedByClusterAutoscaler` taint (any effect)
+/// turns `/healthz` 503 while `/livez` stays 200, as kube-proxy's health server does; the
+/// node is eligible again once the taint is removed.
+#[tokio::test]
+async fn the_autoscaler_taint_fails_healthz_not_livez_until_it_goes() {
+    let observer = observer();
+    let mut feed = Feed::new(|s| s);
+    observer.record_poll(&feed.sync().await);
+    let status = |observer: &crate::observability::Observer| {
+        observer
+            .health
+            .status(std::time::Instant::now(), std::time::SystemTime::now())
+    };
+    assert_eq!(status(&observer).healthz().0, 200);
+    let mut tainted = node("node-a", "192.168.1.10");
+    tainted.spec = Some(core::NodeSpec {
+        taints: Some(vec![core::Taint {
+            key: super::TO_BE_DELETED_TAINT.to_owned(),
+            value: Some("1700000000".to_owned()),
+            effect: "NoSchedule".to_owned(),
+            ..core::Taint::default()
+        }]),
+        ..core::NodeSpec::default()
+    });
+    observer.record_poll(&feed.deliver(WatchEvent::Node(Event::Apply(tainted))));
+    let now = status(&observer);
+    assert_eq!((now.healthz().0, now.livez().0), (503, 200));
+    assert!(now.healthz().1.contains("\"nodeEligible\": false"));
+    let mut other_taint = node("node-a", "192.168.1.10");
+    other_taint.spec = Some(core::NodeSpec {
+        taints: Some(vec![core::Taint {
+            key: "node.kubernetes.io/unschedulable".to_owned(),
+            effect: "NoSchedule".to_owned(),
+            ..core::Taint::default()
+        }]),
+        ..core::NodeSpec::default()
+    });
+    observer.record_poll(&feed.deliver(WatchEvent::Node(Event::Apply(other_taint))));
+    assert_eq!(
+        status(&observer).healthz().0,
+        200,
+        "another taint is not the autoscaler's"
+    );
 }
