@@ -240,11 +240,7 @@ fn init_node(settings: &ProxySettings) -> anyhow::Result<()> {
     let mut dataplane =
         KernelDataplane::connect(DEFAULT_INTERFACE).context("opening the kernel dataplane")?;
     let root = host_root();
-    match conntrack_gc::apply_sizing(
-        &root,
-        &settings.conntrack,
-        machine_cpus(),
-    ) {
+    match conntrack_gc::apply_sizing(&root, &settings.conntrack, machine_cpus()) {
         Ok(report) => {
             for entry in &report.entries {
                 tracing::info!(%entry, "conntrack sizing");
@@ -447,11 +443,7 @@ async fn run(
 
     let root = host_root();
     tracing::info!(root = %root.root().display(), "host files");
-    match conntrack_gc::apply_sizing(
-        &root,
-        &settings.conntrack,
-        machine_cpus(),
-    ) {
+    match conntrack_gc::apply_sizing(&root, &settings.conntrack, machine_cpus()) {
         Ok(report) => observer.record_sizing(&node, &report),
         Err(error) => tracing::warn!(%error, "conntrack sizing skipped"),
     }

@@ -35,12 +35,22 @@ spec:
 "#;
 
 fn slice(endpoints: &[&str]) -> String {
+    slice_with(endpoints, &[])
+}
+
+/// The slice with `ready` endpoints and `terminating` ones (terminating, no longer serving).
+fn slice_with(ready: &[&str], terminating: &[&str]) -> String {
     let mut text = String::from(
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: dns-abc\n  namespace: kube-system\n  labels: {kubernetes.io/service-name: dns}\naddressType: IPv4\nports:\n- {name: dns, port: 53, protocol: UDP}\n- {name: web, port: 8080, protocol: TCP}\nendpoints:\n",
     );
-    for ip in endpoints {
+    for ip in ready {
         text.push_str(&format!(
             "- addresses: [{ip}]\n  conditions: {{ready: true, serving: true, terminating: false}}\n  nodeName: node-a\n"
+        ));
+    }
+    for ip in terminating {
+        text.push_str(&format!(
+            "- addresses: [{ip}]\n  conditions: {{ready: false, serving: false, terminating: true}}\n  nodeName: node-a\n"
         ));
     }
     text
@@ -161,12 +171,28 @@ fn program_serve_adopt_and_remove_an_endpoint() {
         "foreign service kept:\n{listing}"
     );
 
-    // Backend b's endpoint leaves the slice: its real servers go at once, and its UDP
-    // conntrack entries are flushed over ctnetlink.
+    // Backend b's pod terminates (no longer serving), then its endpoint leaves the slice: its
+    // real servers go at once, and its UDP conntrack entries are flushed over ctnetlink. (An
+    // endpoint that left while alive would drain instead: issue 13 item 6,
+    // endpoint_departures.rs.)
     let before = witness(CONNTRACK, &["-L", "-p", "udp", "--reply-src", "10.0.3.2"]);
     assert!(
         before.contains("10.96.0.10"),
         "entries to flush exist first:\n{before}"
+    );
+    load(
+        &mut sync,
+        &mut proxier,
+        &format!("{SERVICE}---\n{}", slice_with(&["10.0.2.2"], &["10.0.3.2"])),
+    );
+    let terminating = proxier.incremental_sync();
+    assert_eq!(terminating.failed, 0, "{:?}", terminating.failures);
+    let marked = witness(IPVSADM, &["-Ln", "--thresholds"]);
+    assert!(
+        marked
+            .lines()
+            .any(|l| l.contains("10.0.3.2:8080") && l.contains("1073741824")),
+        "the terminating mark is on b's TCP real server:\n{marked}"
     );
     load(
         &mut sync,
