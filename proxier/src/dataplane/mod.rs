@@ -2,12 +2,14 @@
 //! implementation (netlink-ipvs, rtnetlink, conntrack-gc) comes with the runtime; [`FakeDataplane`]
 //! is the strict recording fake the engine's sequence tests run against.
 
+#[cfg(any(test, feature = "fake"))]
 mod fake;
 #[cfg(feature = "kernel")]
 pub mod kernel;
 #[cfg(feature = "kernel")]
 pub mod nftables;
 
+#[cfg(any(test, feature = "fake"))]
 pub use fake::FakeDataplane;
 
 use crate::error::Error;
