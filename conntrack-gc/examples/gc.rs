@@ -30,8 +30,7 @@ pub fn flush_and_size(
     port: u16,
     root: &FsRoot,
 ) -> Result<(FlushReport, SizingReport), conntrack_gc::Error> {
-    let flushed =
-        Conntrack::open()?.flush(&[ConntrackFilter::service_ip(protocol, ip, port)])?;
+    let flushed = Conntrack::open()?.flush(&[ConntrackFilter::service_ip(protocol, ip, port)])?;
     let sized = apply_sizing(root, &table_limits(), cpu_count())?;
     Ok((flushed, sized))
 }

@@ -39,7 +39,12 @@ pub fn program(path: &Path) -> Result<SyncOutcome, proxier::Error> {
 /// `static_lb [FILE]` (default: the example file next to this one).
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args().nth(1).map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/static-lb.yaml")),
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/static-lb.yaml"
+            ))
+        },
         PathBuf::from,
     );
     let outcome = program(&path)?;

@@ -7,12 +7,10 @@
 //! not implement yields one warning when it is set to something other than its zero value, and
 //! never an error; a value proxier cannot honour safely (`mode: iptables`) is an error.
 
-#[cfg(feature = "kernel")]
 mod settings;
 #[cfg(test)]
 mod tests;
 
-#[cfg(feature = "kernel")]
 pub use settings::{ConfigWarning, ProxySettings, DEFAULT_HEALTHZ_PORT, DEFAULT_METRICS_PORT};
 
 use std::collections::BTreeMap;
@@ -135,7 +133,7 @@ pub struct KubeProxyConfiguration {
 
 impl KubeProxyConfiguration {
     /// Parses the YAML (or JSON) text of a configuration file (under the limits of
-    /// [`crate::yaml::check_limits`]).
+    /// [`crate::yaml`]), read once.
     pub fn from_yaml(text: &str) -> Result<Self, Error> {
         let config: Self = crate::yaml::from_str("KubeProxyConfiguration", text)?;
         let bad = |field, reason: String| Err(Error::Config { field, reason });

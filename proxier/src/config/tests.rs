@@ -41,7 +41,6 @@ fn cidr_matching_and_parse_errors() {
     );
 }
 
-#[cfg(feature = "kernel")]
 mod settings {
     use std::net::SocketAddr;
     use std::time::Duration;

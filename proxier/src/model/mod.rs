@@ -1,7 +1,7 @@
 //! Our view of Services, EndpointSlices and Nodes: only what a service proxy needs, validated.
 //!
-//! Conversions from `k8s-openapi` live in [`convert`]; the cluster-wide collection with change
-//! tracking is [`ClusterState`].
+//! Conversions from `k8s-openapi` are [`service_from_k8s`], [`endpoint_slice_from_k8s`] and
+//! [`node_from_k8s`]; the cluster-wide collection with change tracking is [`ClusterState`].
 
 mod convert;
 mod state;
@@ -129,6 +129,7 @@ pub struct EndpointPort {
 
 /// What an endpoint's conditions say, in the order KEP-1669 uses them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum EndpointState {
     /// Ready (and so serving and not terminating).
     Ready,

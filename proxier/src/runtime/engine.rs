@@ -11,6 +11,7 @@ use crate::reconcile::{reconcile, reconcile_changes, Observed, Op, Terminations}
 
 /// What failed in a sync (retried by the next full resync).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SyncFailure {
     /// The kernel could not be read: nothing was planned against it or applied.
     #[error("kernel state unreadable: {0}")]

@@ -157,7 +157,9 @@ mod tests {
         assert!(poll.changed);
         assert_eq!(cluster.services().count(), 1);
         assert_eq!(cluster.slices(&name).count(), 1);
-        sender.send(FeedUpdate::RemoveService(name.clone())).unwrap();
+        sender
+            .send(FeedUpdate::RemoveService(name.clone()))
+            .unwrap();
         assert!(feed.poll_changes(&mut cluster).unwrap().changed);
         assert!(cluster.service(&name).is_none());
         drop(feed);

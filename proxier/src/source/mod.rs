@@ -1,7 +1,7 @@
 //! Where cluster objects come from: a [`Source`] is polled by the runtime and applies what
 //! changed to a [`ClusterState`]. Here: YAML documents (`kubectl get -o yaml` output, files of a
 //! directory, followed by [`DirectoryWatch`]) and, with the `kube` feature, the Kubernetes API
-//! ([`kube::KubeSource`]); an embedder with its own watch sends objects through a [`Feed`].
+//! (`kube::KubeSource`); an embedder with its own watch sends objects through a [`Feed`].
 //! Every snapshot-shaped source goes through one [`SnapshotSync`].
 
 mod directory;

@@ -9,6 +9,7 @@ use crate::model::{endpoint_slice_from_k8s, node_from_k8s, service_from_k8s, Clu
 
 /// An object this proxy reads.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum KubeObject {
     /// A Service.
     Service(Box<core::Service>),
@@ -25,12 +26,7 @@ fn typed<T: serde::de::DeserializeOwned>(value: Value, context: &str) -> Result<
     })
 }
 
-fn collect(
-    value: Value,
-    context: &str,
-    objects: &mut Vec<KubeObject>,
-    problems: &mut Vec<Error>,
-) {
+fn collect(value: Value, context: &str, objects: &mut Vec<KubeObject>, problems: &mut Vec<Error>) {
     let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
     let api_version = value
         .get("apiVersion")
