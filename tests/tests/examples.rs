@@ -123,14 +123,18 @@ fn conntrack_gc_example_flushes_by_filter_and_reports_sizing() {
 }
 
 #[test]
-fn cni_example_programs_its_own_objects_through_a_feed() {
+fn cni_example_programs_its_own_source_of_k8s_objects_and_model_types() {
     let _ns = NetNs::fresh();
     cni_example::main().expect("the example runs");
     let listing = witness(IPVSADM, &["-Ln"]);
     println!("{listing}");
+    // From the watch (k8s-openapi objects through the feed) and from the IPAM (model types).
     assert_virtual_server(&listing, "TCP  10.96.7.7:80 rr", &["10.244.7.7:8080"]);
+    assert_virtual_server(&listing, "UDP  10.96.7.53:53 rr", &["10.244.7.53:5353"]);
     let addresses = witness(IP, &["-o", "addr", "show", "dev", "kube-ipvs0"]);
-    assert!(addresses.contains("10.96.7.7/32"), "{addresses}");
+    for vip in ["10.96.7.7/32", "10.96.7.53/32"] {
+        assert!(addresses.contains(vip), "{addresses}");
+    }
 }
 
 #[test]

@@ -11,7 +11,9 @@ use std::fmt;
 use std::net::IpAddr;
 
 pub use convert::{endpoint_slice_from_k8s, node_from_k8s, service_from_k8s};
-use netlink_ipvs::{Family, Protocol};
+/// The transport protocol and address family of ports and slices (the one vocabulary of the
+/// workspace, `netlink_base`'s), re-exported so that model objects can be built from here.
+pub use netlink_ipvs::{Family, Protocol};
 pub use state::ClusterState;
 
 /// Defined with the errors (it names objects in messages and Events); part of the model's
