@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 /// What went wrong in a flush or in sizing.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The socket failed (or the kernel did not answer in time).
     #[error(transparent)]

@@ -23,6 +23,7 @@ pub const DEFAULT_BATCH: usize = 128;
 
 /// Whether the kernel filtered the dump for us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KernelFiltering {
     /// Not asked: the filters share no family (or kernel filtering was switched off).
     NotRequested,

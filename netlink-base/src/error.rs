@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// A netlink socket call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A socket call failed.
     #[error("{call} failed")]

@@ -33,7 +33,7 @@ impl NetlinkSocket {
     }
 
     /// Like [`NetlinkSocket::open`], but connected to the user-space netlink socket bound to
-    /// `port_id` (see [`NetlinkSocket::port_id`]) instead of the kernel: a peer under the
+    /// `port_id` (see [`SilentPeer::port_id`]) instead of the kernel: a peer under the
     /// caller's control, e.g. one that never answers, to show that a request then ends in
     /// [`Error::Timeout`] instead of hanging.
     pub fn open_to_peer(protocol: isize, port_id: u32) -> Result<Self, Error> {

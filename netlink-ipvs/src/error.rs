@@ -4,6 +4,7 @@ use std::io;
 
 /// What went wrong talking to IPVS. Operation-level variants name the operation that failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IpvsError {
     /// The operation cannot be encoded for the kernel (checked before anything is sent).
     #[error("{operation}: {reason}")]
@@ -76,6 +77,7 @@ pub enum IpvsError {
 /// Why the attributes of a dumped service or destination do not make an entry (a kernel
 /// reply this crate cannot read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EntryError {
     /// A required attribute is missing (its name says which: "service scheduler", ...).
     #[error("{0} missing")]

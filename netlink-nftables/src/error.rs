@@ -4,6 +4,7 @@ use std::io;
 
 /// What went wrong with an nf_tables transaction.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NftablesError {
     /// The kernel refused a message of the transaction, so it refused the whole transaction
     /// (nothing changed).

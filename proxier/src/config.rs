@@ -7,12 +7,10 @@
 //! not implement yields one warning when it is set to something other than its zero value, and
 //! never an error; a value proxier cannot honour safely (`mode: iptables`) is an error.
 
-#[cfg(feature = "kernel")]
 mod settings;
 #[cfg(test)]
 mod tests;
 
-#[cfg(feature = "kernel")]
 pub use settings::{
     ConfigWarning, ProxySettings, DEFAULT_DRAIN_BOUND, DEFAULT_HEALTHZ_PORT, DEFAULT_METRICS_PORT,
 };
@@ -49,7 +47,7 @@ pub struct IpvsSection {
     pub exclude_cidrs: Option<Vec<String>>,
     /// Every other field of the section.
     #[serde(flatten)]
-    pub other: BTreeMap<String, serde_yaml::Value>,
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 /// The `iptables` section: in v1alpha1 it holds `masqueradeAll`, which IPVS mode uses too.
@@ -60,7 +58,7 @@ pub struct IptablesSection {
     pub masquerade_all: bool,
     /// The iptables-only fields (`masqueradeBit`, `syncPeriod`, ...): irrelevant in IPVS mode.
     #[serde(flatten)]
-    pub other: BTreeMap<String, serde_yaml::Value>,
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 /// The `clientConnection` section.
@@ -73,7 +71,7 @@ pub struct ClientConnection {
     pub kubeconfig: String,
     /// `qps`, `burst`, `contentType`, `acceptContentTypes`: not implemented.
     #[serde(flatten)]
-    pub other: BTreeMap<String, serde_yaml::Value>,
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 /// The `logging` section (component-base logging options).
@@ -86,7 +84,7 @@ pub struct LoggingSection {
     pub format: String,
     /// Every other field (format options, flush frequency).
     #[serde(flatten)]
-    pub other: BTreeMap<String, serde_yaml::Value>,
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 /// `KubeProxyConfiguration` as read from YAML: known fields typed, the rest kept by name so
@@ -130,25 +128,21 @@ pub struct KubeProxyConfiguration {
     pub iptables: IptablesSection,
     /// `conntrack`, kept raw: `null` fields take kube-proxy's defaults (see
     /// [`ProxySettings::conntrack`]).
-    pub conntrack: Option<serde_yaml::Value>,
+    pub conntrack: Option<serde_json::Value>,
     /// `clientConnection`.
     pub client_connection: ClientConnection,
     /// `logging`.
     pub logging: LoggingSection,
     /// Every other top-level field.
     #[serde(flatten)]
-    pub other: BTreeMap<String, serde_yaml::Value>,
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 impl KubeProxyConfiguration {
     /// Parses the YAML (or JSON) text of a configuration file (under the limits of
-    /// [`crate::yaml::check_limits`]).
+    /// [`crate::yaml`]), read once.
     pub fn from_yaml(text: &str) -> Result<Self, Error> {
-        crate::yaml::check_limits("KubeProxyConfiguration", text)?;
-        let config: Self = serde_yaml::from_str(text).map_err(|source| Error::Yaml {
-            context: "KubeProxyConfiguration".to_owned(),
-            source,
-        })?;
+        let config: Self = crate::yaml::from_str("KubeProxyConfiguration", text)?;
         let bad = |field, reason: String| Err(Error::Config { field, reason });
         if !config.kind.is_empty() && config.kind != "KubeProxyConfiguration" {
             return bad(
@@ -182,16 +176,15 @@ impl KubeProxyConfiguration {
 }
 
 /// Whether a YAML value is Go's zero value (what an unset field is written as).
-pub(crate) fn is_zero(value: &serde_yaml::Value) -> bool {
-    use serde_yaml::Value;
+pub(crate) fn is_zero(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
     match value {
         Value::Null => true,
         Value::Bool(b) => !b,
         Value::Number(n) => n.as_f64() == Some(0.0),
         Value::String(s) => matches!(s.as_str(), "" | "0" | "0s"),
-        Value::Sequence(items) => items.is_empty(),
-        Value::Mapping(map) => map.values().all(is_zero),
-        Value::Tagged(tagged) => is_zero(&tagged.value),
+        Value::Array(items) => items.is_empty(),
+        Value::Object(map) => map.values().all(is_zero),
     }
 }
 

@@ -29,6 +29,7 @@ impl fmt::Display for ObjectRef {
 /// ours to proxy (a headless Service); [`RejectReason::is_invalid`] tells them apart so that a
 /// caller can count bad objects separately.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RejectReason {
     /// The object has no name (or no namespace where one is required).
     MissingName,
@@ -144,6 +145,7 @@ impl fmt::Display for Errno {
 
 /// Why an input file was refused before it was parsed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum InputRefusal {
     /// Not a regular file (a FIFO, a device, a socket, a directory).
     #[error("not a regular file but a {0}; only regular files are read")]
@@ -165,8 +167,23 @@ pub enum InputRefusal {
     OverBudget(Box<serde_saphyr::Error>),
 }
 
+/// Why a YAML document could not be read (see [`crate::yaml`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum YamlError {
+    /// Not YAML, or not the shape of what it is read as (a list where a mapping belongs, a
+    /// number for a boolean); the parser's message names the line and column.
+    #[error("{}", .0.without_snippet())]
+    Syntax(Box<serde_saphyr::Error>),
+    /// A document does not fit the object its `kind` names (a string where a port number
+    /// belongs, ...).
+    #[error(transparent)]
+    Object(serde_json::Error),
+}
+
 /// Errors of the proxier crate.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A Kubernetes object was not turned into proxy state.
     #[error("{object}: {reason}")]
@@ -202,7 +219,7 @@ pub enum Error {
         context: String,
         /// The parser's error.
         #[source]
-        source: serde_yaml::Error,
+        source: YamlError,
     },
     /// An input file (cluster YAML, configuration) refused before parsing: not a regular file,
     /// too large, or over the YAML limits (see [`crate::yaml`]).
@@ -285,7 +302,7 @@ pub enum Error {
         errno: Errno,
     },
     /// The Kubernetes API could not be used.
-    #[cfg(feature = "kernel")]
+    #[cfg(feature = "kube")]
     #[error("Kubernetes API: {operation}")]
     Api {
         /// What was being done.
@@ -294,6 +311,10 @@ pub enum Error {
         #[source]
         source: Box<kube::Error>,
     },
+    /// A [`crate::source::FeedSender`] sent to a [`crate::source::Feed`] that is gone (its sync
+    /// loop ended).
+    #[error("the feed's sync loop has ended")]
+    FeedClosed,
     /// A health or metrics endpoint could not listen.
     #[error("listen on {address}")]
     Serve {

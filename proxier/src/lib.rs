@@ -1,7 +1,4 @@
-//! proxier: a kube-proxy IPVS-mode replacement.
-//!
-//! Sources → model → plan → reconcile → dataplane; see ARCHITECTURE.md in the repository. Everything up to
-//! [`reconcile`] is pure: plain functions over plain data.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -12,7 +9,7 @@ mod error;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod model;
-#[cfg(feature = "kernel")]
+#[cfg(feature = "kube")]
 pub mod observability;
 pub mod plan;
 pub mod reconcile;
@@ -20,4 +17,8 @@ pub mod runtime;
 pub mod source;
 pub mod yaml;
 
-pub use error::{Errno, Error, InputRefusal, RejectReason, Report};
+/// The k8s-openapi crate the [`model`] converts from, re-exported so that an embedder builds
+/// objects with the exact version proxier reads.
+pub use k8s_openapi;
+
+pub use error::{Errno, Error, InputRefusal, RejectReason, Report, YamlError};

@@ -1,31 +1,41 @@
-//! The one way proxier reads a YAML file: the cluster files of `--source`/`-f` and the
-//! `KubeProxyConfiguration` of `--config` both come through [`read_file`] and [`check_limits`].
+//! The one way proxier reads YAML: the cluster files of `--source`/`-f`, the
+//! `KubeProxyConfiguration` of `--config` and an embedder's text all come through
+//! [`read_file`] and then [`from_str`] or [`documents`].
 //!
 //! A YAML file is input from whoever can write it, and YAML can make a small file expensive:
 //! an alias bomb (anchors that alias each other) expands a 10 KB file to gigabytes, a deep
 //! `[[[[…` nesting costs the parser seconds per 100 KB, and a FIFO given as a file blocks the
-//! reader for ever. So, before `serde_yaml` sees a byte:
+//! reader for ever. So:
 //!
 //! - only a regular file is read, opened non-blocking (a FIFO or a device is refused without
 //!   waiting for a writer) and at most [`MAX_FILE_BYTES`] long;
-//! - the text is scanned by serde-saphyr's streaming parser (no tree is built) under a budget:
-//!   nesting depth [`MAX_DEPTH`], at most [`MAX_ALIASES`] aliases and [`MAX_REPLAYED_EVENTS`]
-//!   events replayed by alias expansion in total. Kubernetes objects nest about 10 deep and
-//!   `kubectl` never writes aliases, so legitimate files are far inside these figures.
+//! - the text is parsed once, by serde-saphyr's streaming parser, under a budget: nesting depth
+//!   [`MAX_DEPTH`], at most [`MAX_ALIASES`] aliases and [`MAX_REPLAYED_EVENTS`] events replayed
+//!   by alias expansion. Kubernetes objects nest about 10 deep and `kubectl` never writes
+//!   aliases, so legitimate files are far inside these figures. Text over the budget is
+//!   refused with [`Error::InputRefused`]; a syntax error is [`Error::Yaml`] with its line and
+//!   column (documents before it are kept).
 //!
-//! A syntax error found by the scan is not reported from here: `serde_yaml` reads the same text
-//! next and reports it with its own position (and keeps the documents before it).
+//! ```
+//! let (documents, error) = proxier::yaml::documents("example", "a: 1\n---\nb: [2, 3]\n");
+//! assert!(error.is_none());
+//! assert_eq!(documents[1]["b"][1], 3);
+//!
+//! let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n";
+//! assert!(proxier::yaml::check_limits("small", bomb).is_ok());
+//! ```
 
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize as _;
 use serde_saphyr::granit_parser::ErrorKind;
 use serde_saphyr::localizer::ExternalMessageSource;
 
-use crate::error::{Error, InputRefusal};
+use crate::error::{Error, InputRefusal, YamlError};
 
 /// The largest YAML file read, in bytes (64 MiB: ten thousand Services with their
 /// EndpointSlices take about 40 MiB of YAML).
@@ -49,8 +59,8 @@ fn refused(context: &str, reason: InputRefusal) -> Error {
 }
 
 /// Reads the YAML (or JSON) file at `path` as text: a regular file of at most
-/// [`MAX_FILE_BYTES`], opened without blocking. The text still has to pass [`check_limits`]
-/// (the parsers of this crate call it).
+/// [`MAX_FILE_BYTES`], opened without blocking. The text is then parsed under the budget by
+/// [`from_str`] or [`documents`].
 pub fn read_file(path: &Path) -> Result<String, Error> {
     let context = path.display().to_string();
     let unreadable = |e| refused(&context, InputRefusal::Unreadable(e));
@@ -100,9 +110,7 @@ pub fn read_file(path: &Path) -> Result<String, Error> {
     Ok(text)
 }
 
-/// Scans `text` (every document of it) under the nesting and alias budgets; `context` names it
-/// in the error. Syntax errors pass: the parser that follows reports them.
-pub fn check_limits(context: &str, text: &str) -> Result<(), Error> {
+fn too_large(context: &str, text: &str) -> Result<(), Error> {
     if text.len() as u64 > MAX_FILE_BYTES {
         return Err(refused(
             context,
@@ -112,7 +120,12 @@ pub fn check_limits(context: &str, text: &str) -> Result<(), Error> {
             },
         ));
     }
-    let options = serde_saphyr::options! {
+    Ok(())
+}
+
+/// The budget every YAML text is parsed under.
+fn options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
         budget: serde_saphyr::budget! {
             max_depth: MAX_DEPTH,
             // The scanner looks ahead through `[[[…` (each could open a key) before the parser
@@ -124,6 +137,7 @@ pub fn check_limits(context: &str, text: &str) -> Result<(), Error> {
             max_nodes: usize::MAX,
             max_documents: usize::MAX,
             max_total_scalar_bytes: usize::MAX,
+            max_reader_input_bytes: None,
             // Many aliases of one anchor are fine as long as the expansion stays small.
             enforce_alias_anchor_ratio: false,
         },
@@ -131,8 +145,55 @@ pub fn check_limits(context: &str, text: &str) -> Result<(), Error> {
             max_total_replayed_events: MAX_REPLAYED_EVENTS,
             max_replay_stack_depth: MAX_DEPTH,
         },
-    };
-    match serde_saphyr::from_multiple_with_options::<Shape>(text, options) {
+    }
+}
+
+/// A parser error as this crate's: over the budget → [`Error::InputRefused`], anything else
+/// (syntax, a value of the wrong type) → [`Error::Yaml`].
+fn parse_error(context: &str, error: serde_saphyr::Error) -> Error {
+    if is_over_budget(&error) {
+        refused(context, InputRefusal::OverBudget(Box::new(error)))
+    } else {
+        Error::Yaml {
+            context: context.to_owned(),
+            source: YamlError::Syntax(Box::new(error)),
+        }
+    }
+}
+
+/// Parses the one YAML (or JSON) document of `text` as a `T` under the budget; `context`
+/// names the text in errors.
+pub fn from_str<T: DeserializeOwned>(context: &str, text: &str) -> Result<T, Error> {
+    too_large(context, text)?;
+    serde_saphyr::from_str_with_options(text, options()).map_err(|e| parse_error(context, e))
+}
+
+/// Parses every document of `text` (`---`-separated; empty ones skipped) into untyped trees
+/// under the budget. A document that cannot be read ends the stream (YAML cannot be
+/// resynchronised after a syntax error): the documents before it are returned with the error.
+pub fn documents(context: &str, text: &str) -> (Vec<serde_json::Value>, Option<Error>) {
+    if let Err(e) = too_large(context, text) {
+        return (Vec::new(), Some(e));
+    }
+    let mut documents = Vec::new();
+    let mut reader = text.as_bytes();
+    for document in serde_saphyr::read_with_options(&mut reader, options()) {
+        match document {
+            Ok(value) => documents.push(value),
+            Err(e) => {
+                let at = format!("{context} document {}", documents.len() + 1);
+                return (documents, Some(parse_error(&at, e)));
+            }
+        }
+    }
+    (documents, None)
+}
+
+/// Checks `text` (every document of it) against the nesting and alias budgets without keeping
+/// anything; `context` names it in the error. Syntax errors pass: only the limits are judged.
+pub fn check_limits(context: &str, text: &str) -> Result<(), Error> {
+    too_large(context, text)?;
+    match serde_saphyr::from_multiple_with_options::<Shape>(text, options()) {
         Err(error) if is_over_budget(&error) => {
             Err(refused(context, InputRefusal::OverBudget(Box::new(error))))
         }
@@ -163,8 +224,8 @@ fn is_over_budget(mut error: &serde_saphyr::Error) -> bool {
     )
 }
 
-/// Any YAML node, visited to the end (aliases replayed) and kept as nothing: what the scan
-/// deserializes into, so that alias expansion is counted without building a tree.
+/// Any YAML node, visited to the end (aliases replayed) and kept as nothing: what
+/// [`check_limits`] deserializes into, so that alias expansion is counted without building a tree.
 struct Shape;
 
 impl<'de> serde::Deserialize<'de> for Shape {

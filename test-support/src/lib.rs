@@ -1,5 +1,5 @@
 //! Test support for proxier's workspace, in one place: a fresh network namespace per test
-//! ([`netns`]), the outside witnesses run by absolute path ([`witness`]), host knobs
+//! ([`netns`]), the outside witnesses run by absolute path ([`mod@witness`]), host knobs
 //! ([`sysctl`]), a routed lab of namespaces joined by veths ([`lab`]), UDP and TCP clients,
 //! servers and load generators ([`udp`], [`tcp`]), the `proxier` binary as a child process
 //! ([`process`]), cluster files ([`yaml`]), a fake Kubernetes API server ([`fake_api`]) and

@@ -3,6 +3,7 @@
 //! `cargo xtask test` is the one test command: host tests, then the real-kernel suite in a VM.
 //! `cargo xtask vmtest [FILTER]` runs only the VM part. See the README for the rest.
 
+mod api;
 mod host;
 mod image;
 mod image_check;
@@ -23,7 +24,10 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  test                     host tests (cargo test --workspace) then the real-kernel VM suite
+  test                     the public API listings, host tests (cargo test --workspace), then
+                           the real-kernel VM suite
+  api [--check]            rewrite each published crate's public-api.txt from its source
+                           (--check: only report the ones that differ)
   vmtest [FILTER] [--negative-control]
                            only the VM suite; FILTER is passed to every test binary
   vmbench ipvs [SERVICES]  program SERVICES x 10 IPVS entries three ways in the VM and compare
@@ -65,12 +69,14 @@ fn run() -> Result<ExitCode> {
             if !rest.is_empty() {
                 bail!("`cargo xtask test` takes no arguments; use `cargo xtask vmtest FILTER`");
             }
-            let mut tally = host_tests()?;
+            let mut tally = api_check()?;
+            tally.add(&host_tests()?);
             tally.add(&vm_tests(&VmTestOptions::default())?);
             tally
         }
         "vmtest" => vm_tests(&VmTestOptions::parse(rest)?)?,
         "vmbench" => return vm_bench(rest),
+        "api" => return api_command(rest),
         "demo" => return vm_program("demo", &[], false),
         "image" => return build_image(rest),
         "-h" | "--help" | "help" => {
@@ -160,6 +166,45 @@ fn workspace_root() -> PathBuf {
         .parent()
         .map(PathBuf::from)
         .unwrap_or(manifest_dir)
+}
+
+/// `cargo xtask api [--check]`.
+fn api_command(args: &[String]) -> Result<ExitCode> {
+    match args {
+        [] => {
+            api::write_all(&workspace_root())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        [check] if check == "--check" => Ok(if api_check()?.failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        _ => bail!("usage: cargo xtask api [--check]"),
+    }
+}
+
+/// The public API listings against the source: one pass or one failure.
+fn api_check() -> Result<Tally> {
+    println!("== public API listings (<crate>/public-api.txt) ==");
+    let stale = api::stale(&workspace_root())?;
+    if stale.is_empty() {
+        println!("public API listings: all {} current", api::CRATES.len());
+        return Ok(Tally {
+            passed: 1,
+            failed: 0,
+        });
+    }
+    for krate in &stale {
+        eprintln!(
+            "xtask: {krate}'s public API differs from {krate}/public-api.txt; if the change is \
+             on purpose run `cargo xtask api` and commit the listing (`git diff` shows it)"
+        );
+    }
+    Ok(Tally {
+        passed: 0,
+        failed: 1,
+    })
 }
 
 /// `cargo test --workspace` on the host, except the crate whose tests need the VM kernel.

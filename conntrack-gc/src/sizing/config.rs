@@ -55,31 +55,63 @@ impl ConntrackConfig {
     }
 }
 
+/// Why a Go duration string does not parse (each variant keeps the text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurationError {
+    /// A leading `-`: durations here are never negative.
+    #[error("negative duration {0:?}")]
+    Negative(String),
+    /// Nothing but whitespace (or a lone `+`).
+    #[error("empty duration")]
+    Empty,
+    /// A number without a unit (`"30"`).
+    #[error("missing unit in {0:?}")]
+    MissingUnit(String),
+    /// A unit without a number (`"h"`).
+    #[error("expected a number in {0:?}")]
+    ExpectedNumber(String),
+    /// Digits and dots that are no number (`"1.2.3s"`).
+    #[error("bad number in {0:?}")]
+    BadNumber(String),
+    /// A unit Go does not know.
+    #[error("unknown unit {unit:?} in {text:?}")]
+    UnknownUnit {
+        /// The unit found.
+        unit: String,
+        /// The whole text.
+        text: String,
+    },
+    /// More than `u64::MAX` nanoseconds.
+    #[error("duration {0:?} out of range")]
+    OutOfRange(String),
+}
+
 /// Parses a Go `time.Duration` string (`"24h0m0s"`, `"1.5h"`, `"300ms"`, `"0s"`, `"0"`).
-pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_go_duration(text: &str) -> Result<Duration, DurationError> {
     let s = text.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
     }
     if s.starts_with('-') {
-        return Err(format!("negative duration {text:?}"));
+        return Err(DurationError::Negative(text.to_owned()));
     }
     let s = s.strip_prefix('+').unwrap_or(s);
     if s.is_empty() {
-        return Err("empty duration".to_owned());
+        return Err(DurationError::Empty);
     }
     let mut total_nanos: f64 = 0.0;
     let mut rest = s;
     while !rest.is_empty() {
         let number_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("missing unit in {text:?}"))?;
+            .ok_or_else(|| DurationError::MissingUnit(text.to_owned()))?;
         if number_len == 0 {
-            return Err(format!("expected a number in {text:?}"));
+            return Err(DurationError::ExpectedNumber(text.to_owned()));
         }
         let number: f64 = rest[..number_len]
             .parse()
-            .map_err(|_| format!("bad number in {text:?}"))?;
+            .map_err(|_| DurationError::BadNumber(text.to_owned()))?;
         rest = &rest[number_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -91,13 +123,18 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            unit => return Err(format!("unknown unit {unit:?} in {text:?}")),
+            unit => {
+                return Err(DurationError::UnknownUnit {
+                    unit: unit.to_owned(),
+                    text: text.to_owned(),
+                })
+            }
         };
         rest = &rest[unit_len..];
         total_nanos += number * scale;
     }
     if !total_nanos.is_finite() || total_nanos > u64::MAX as f64 {
-        return Err(format!("duration {text:?} out of range"));
+        return Err(DurationError::OutOfRange(text.to_owned()));
     }
     Ok(Duration::from_nanos(total_nanos.round() as u64))
 }

@@ -16,7 +16,7 @@ use std::io;
 
 use tracing::{info, warn};
 
-pub use config::{format_go_duration, parse_go_duration, ConntrackConfig};
+pub use config::{format_go_duration, parse_go_duration, ConntrackConfig, DurationError};
 pub use host::{FillLevel, FsRoot, HostFiles, Knob, COUNT_PATH};
 pub use plan::{decide, parse_cpu_list, wanted_values, Decision, KnobPolicy, SizingReason};
 

@@ -146,7 +146,7 @@ fn bind_address(text: &str, field: &'static str, default: SocketAddr) -> Result<
 
 fn warn_other(
     prefix: &str,
-    other: &BTreeMap<String, serde_yaml::Value>,
+    other: &BTreeMap<String, serde_json::Value>,
     message: &str,
     warnings: &mut Vec<ConfigWarning>,
 ) {
@@ -176,7 +176,7 @@ fn conntrack_defaults() -> ConntrackConfig {
 }
 
 fn conntrack(
-    raw: Option<&serde_yaml::Value>,
+    raw: Option<&serde_json::Value>,
     warnings: &mut Vec<ConfigWarning>,
 ) -> Result<ConntrackConfig, Error> {
     const KNOWN: &[&str] = &[
@@ -194,7 +194,7 @@ fn conntrack(
         return Ok(defaults);
     };
     let mut config: ConntrackConfig =
-        serde_yaml::from_value(raw.clone()).map_err(|e| Error::Config {
+        serde_json::from_value(raw.clone()).map_err(|e| Error::Config {
             field: "conntrack",
             reason: e.to_string(),
         })?;
@@ -205,9 +205,9 @@ fn conntrack(
     if !is_set("min") {
         config.min = defaults.min;
     }
-    if let Some(map) = raw.as_mapping() {
+    if let Some(map) = raw.as_object() {
         for (key, value) in map {
-            let key = key.as_str().unwrap_or("?");
+            let key = key.as_str();
             if !KNOWN.contains(&key) && !is_zero(value) {
                 warnings.push(ConfigWarning {
                     field: format!("conntrack.{key}"),

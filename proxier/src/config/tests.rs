@@ -49,7 +49,6 @@ fn cidr_matching_and_parse_errors() {
     );
 }
 
-#[cfg(feature = "kernel")]
 mod settings {
     use std::net::SocketAddr;
     use std::time::Duration;
@@ -60,7 +59,7 @@ mod settings {
     const KUBEADM_CONFIGMAP: &str = include_str!("testdata/kubeadm-kube-proxy.yaml");
 
     fn config_conf() -> String {
-        let map: serde_yaml::Value = serde_yaml::from_str(KUBEADM_CONFIGMAP).unwrap();
+        let map: serde_json::Value = serde_saphyr::from_str(KUBEADM_CONFIGMAP).unwrap();
         map["data"]["config.conf"].as_str().unwrap().to_owned()
     }
 

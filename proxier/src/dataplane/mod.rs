@@ -1,13 +1,16 @@
 //! The one seam to the kernel: [`Dataplane`] applies [`Op`]s and observes state. The real
-//! implementation (netlink-ipvs, rtnetlink, conntrack-gc) comes with the runtime; [`FakeDataplane`]
-//! is the strict recording fake the engine's sequence tests run against.
+//! implementation (netlink-ipvs, rtnetlink, conntrack-gc) comes with the runtime;
+//! `FakeDataplane` (feature `fake`) is the strict recording fake the engine's sequence tests run
+//! against.
 
+#[cfg(any(test, feature = "fake"))]
 mod fake;
 #[cfg(feature = "kernel")]
 pub mod kernel;
 #[cfg(feature = "kernel")]
 pub mod nftables;
 
+#[cfg(any(test, feature = "fake"))]
 pub use fake::FakeDataplane;
 
 use crate::error::Error;

@@ -4,11 +4,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use conntrack_gc::sizing::parse_go_duration;
+use conntrack_gc::sizing::{parse_go_duration, DurationError};
 use proxier::config::LogFormat;
 
 /// A Go duration flag value (`30s`, `1m`, `2h22m`).
-fn go_duration(text: &str) -> Result<Duration, String> {
+fn go_duration(text: &str) -> Result<Duration, DurationError> {
     parse_go_duration(text)
 }
 

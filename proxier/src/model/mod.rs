@@ -1,7 +1,7 @@
 //! Our view of Services, EndpointSlices and Nodes: only what a service proxy needs, validated.
 //!
-//! Conversions from `k8s-openapi` live in [`convert`]; the cluster-wide collection with change
-//! tracking is [`ClusterState`].
+//! Conversions from `k8s-openapi` are [`service_from_k8s`], [`endpoint_slice_from_k8s`] and
+//! [`node_from_k8s`]; the cluster-wide collection with change tracking is [`ClusterState`].
 
 mod convert;
 mod state;
@@ -11,7 +11,9 @@ use std::fmt;
 use std::net::IpAddr;
 
 pub use convert::{endpoint_slice_from_k8s, node_from_k8s, service_from_k8s};
-use netlink_ipvs::{Family, Protocol};
+/// The transport protocol and address family of ports and slices (the one vocabulary of the
+/// workspace, `netlink_base`'s), re-exported so that model objects can be built from here.
+pub use netlink_ipvs::{Family, Protocol};
 pub use state::{ChangeTally, ClusterState};
 
 /// Defined with the errors (it names objects in messages and Events); part of the model's
@@ -132,6 +134,7 @@ pub struct EndpointPort {
 
 /// What an endpoint's conditions say, in the order KEP-1669 uses them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum EndpointState {
     /// Ready (and so serving and not terminating).
     Ready,

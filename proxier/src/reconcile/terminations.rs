@@ -80,7 +80,7 @@ impl Terminations {
         self.owed.iter()
     }
 
-    /// Failed flushes dropped so far because [`MAX_OWED_FLUSHES`] were already owed.
+    /// Failed flushes dropped so far because `MAX_OWED_FLUSHES` were already owed.
     pub fn dropped(&self) -> u64 {
         self.dropped
     }

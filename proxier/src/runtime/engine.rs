@@ -12,6 +12,7 @@ use crate::reconcile::{reconcile, reconcile_changes, Observed, Op, Terminations}
 /// What failed in a sync (retried by the next full resync). `Display` names what failed; the
 /// cause is the `source` (print the chain with [`crate::Report`]).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SyncFailure {
     /// The kernel could not be read: nothing was planned against it or applied.
     #[error("kernel state unreadable")]

@@ -67,6 +67,7 @@ impl Backoff {
 
 /// Which kind of sync ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SyncKind {
     /// Start-up: the kernel state was adopted.
     Initial,

@@ -1,15 +1,18 @@
 //! Where cluster objects come from: a [`Source`] is polled by the runtime and applies what
 //! changed to a [`ClusterState`]. Here: YAML documents (`kubectl get -o yaml` output, files of a
-//! directory, followed by [`DirectoryWatch`]) and, with the `kernel` feature, the Kubernetes API
-//! ([`kube::KubeSource`]). Every snapshot-shaped source goes through one [`SnapshotSync`].
+//! directory, followed by [`DirectoryWatch`]) and, with the `kube` feature, the Kubernetes API
+//! (`kube::KubeSource`); an embedder with its own watch sends objects through a [`Feed`].
+//! Every snapshot-shaped source goes through one [`SnapshotSync`].
 
 mod directory;
-#[cfg(feature = "kernel")]
+mod feed;
+#[cfg(feature = "kube")]
 pub mod kube;
 mod snapshot;
 mod yaml;
 
 pub use directory::{DirectorySource, DirectoryWatch, Poll};
+pub use feed::{Feed, FeedSender, FeedUpdate};
 pub use snapshot::{SnapshotReport, SnapshotSync};
 
 pub use yaml::{load_cluster, parse_documents, KubeObject};

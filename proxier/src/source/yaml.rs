@@ -2,13 +2,14 @@
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
-use serde::Deserialize;
+use serde_json::Value;
 
-use crate::error::Error;
+use crate::error::{Error, YamlError};
 use crate::model::{endpoint_slice_from_k8s, node_from_k8s, service_from_k8s, ClusterState};
 
 /// An object this proxy reads.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum KubeObject {
     /// A Service.
     Service(Box<core::Service>),
@@ -18,22 +19,14 @@ pub enum KubeObject {
     Node(Box<core::Node>),
 }
 
-fn typed<T: serde::de::DeserializeOwned>(
-    value: serde_yaml::Value,
-    context: &str,
-) -> Result<T, Error> {
-    serde_yaml::from_value(value).map_err(|source| Error::Yaml {
+fn typed<T: serde::de::DeserializeOwned>(value: Value, context: &str) -> Result<T, Error> {
+    serde_json::from_value(value).map_err(|source| Error::Yaml {
         context: context.to_owned(),
-        source,
+        source: YamlError::Object(source),
     })
 }
 
-fn collect(
-    value: serde_yaml::Value,
-    context: &str,
-    objects: &mut Vec<KubeObject>,
-    problems: &mut Vec<Error>,
-) {
+fn collect(value: Value, context: &str, objects: &mut Vec<KubeObject>, problems: &mut Vec<Error>) {
     let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
     let api_version = value
         .get("apiVersion")
@@ -46,7 +39,10 @@ fn collect(
         }
         ("Node", "v1") => typed(value, context).map(|o| Some(KubeObject::Node(Box::new(o)))),
         (kind, _) if kind.ends_with("List") => {
-            if let Some(serde_yaml::Value::Sequence(items)) = value.get("items").cloned() {
+            if let Value::Object(mut list) = value {
+                let Some(Value::Array(items)) = list.remove("items") else {
+                    return;
+                };
                 for (i, item) in items.into_iter().enumerate() {
                     collect(item, &format!("{context} item {i}"), objects, problems);
                 }
@@ -65,25 +61,19 @@ fn collect(
 
 /// Parses every document of `text` (`name` is used in messages). Unreadable documents are
 /// returned as errors beside the objects that could be read; text over the YAML limits of
-/// [`crate::yaml::check_limits`] is not parsed at all.
+/// [`crate::yaml`] yields no object (read once, by [`crate::yaml::documents`]).
 pub fn parse_documents(name: &str, text: &str) -> (Vec<KubeObject>, Vec<Error>) {
     let mut objects = Vec::new();
-    let mut problems = Vec::new();
-    if let Err(refused) = crate::yaml::check_limits(name, text) {
+    let (documents, error) = crate::yaml::documents(name, text);
+    if let Some(refused @ Error::InputRefused { .. }) = error {
         return (objects, vec![refused]);
     }
-    for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    let mut problems = Vec::new();
+    for (i, value) in documents.into_iter().enumerate() {
         let context = format!("{name} document {}", i + 1);
-        match serde_yaml::Value::deserialize(document) {
-            Ok(serde_yaml::Value::Null) => {}
-            Ok(value) => collect(value, &context, &mut objects, &mut problems),
-            Err(source) => {
-                problems.push(Error::Yaml { context, source });
-                // The YAML stream cannot be resynchronised after a syntax error.
-                break;
-            }
-        }
+        collect(value, &context, &mut objects, &mut problems);
     }
+    problems.extend(error);
     (objects, problems)
 }
 

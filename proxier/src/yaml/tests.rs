@@ -113,7 +113,7 @@ spec:
 fn syntax_errors_are_left_to_the_parser() {
     check_limits("broken.yaml", "ipvs: [unclosed").expect("not a limit");
     let Err(Error::Yaml { .. }) = KubeProxyConfiguration::from_yaml("ipvs: [unclosed") else {
-        panic!("serde_yaml reports the syntax error");
+        panic!("the parser reports the syntax error");
     };
 }
 

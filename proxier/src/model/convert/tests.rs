@@ -9,13 +9,13 @@ use super::*;
 use crate::model::EndpointState;
 
 fn svc(yaml: &str) -> Result<Service, Error> {
-    let object: core::Service = serde_yaml::from_str(yaml).unwrap();
+    let object: core::Service = serde_saphyr::from_str(yaml).unwrap();
     service_from_k8s(&object, &mut Vec::new())
 }
 
 /// The Service and the entries left out of it.
 fn svc_skipping(yaml: &str) -> (Service, Vec<Error>) {
-    let object: core::Service = serde_yaml::from_str(yaml).unwrap();
+    let object: core::Service = serde_saphyr::from_str(yaml).unwrap();
     let mut skipped = Vec::new();
     let service = service_from_k8s(&object, &mut skipped).unwrap();
     (service, skipped)
@@ -102,7 +102,7 @@ fn skipped_and_rejected_services() {
 }
 
 fn eps(yaml: &str) -> Result<EndpointSlice, Error> {
-    let object: discovery::EndpointSlice = serde_yaml::from_str(yaml).unwrap();
+    let object: discovery::EndpointSlice = serde_saphyr::from_str(yaml).unwrap();
     endpoint_slice_from_k8s(&object)
 }
 
@@ -201,7 +201,7 @@ fn rejected_endpoint_slices() {
 fn node_internal_ips_and_zone() {
     let yaml = "apiVersion: v1\nkind: Node\nmetadata: {name: node-a, labels: {topology.kubernetes.io/zone: zone-a}}\n\
                 status: {addresses: [{type: InternalIP, address: 192.168.1.10}, {type: Hostname, address: node-a}, {type: InternalIP, address: 'fd00::10'}]}";
-    let node: core::Node = serde_yaml::from_str(yaml).unwrap();
+    let node: core::Node = serde_saphyr::from_str(yaml).unwrap();
     let node = node_from_k8s(&node).unwrap();
     assert_eq!(node.internal_ips.len(), 2);
     assert_eq!(node.zone.as_deref(), Some("zone-a"));

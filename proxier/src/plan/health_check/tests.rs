@@ -10,7 +10,7 @@ use crate::plan::Planner;
 use netlink_ipvs::Protocol;
 
 fn health_check_port(yaml: &str) -> Option<u16> {
-    let object: core::Service = serde_yaml::from_str(yaml).unwrap();
+    let object: core::Service = serde_saphyr::from_str(yaml).unwrap();
     service_from_k8s(&object, &mut Vec::new())
         .unwrap()
         .health_check_node_port

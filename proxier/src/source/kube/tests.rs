@@ -6,7 +6,7 @@ use super::*;
 use crate::model::ServiceName;
 
 fn service(name: &str, cluster_ip: &str) -> core::Service {
-    serde_yaml::from_str(&format!(
+    serde_saphyr::from_str(&format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n  \
          resourceVersion: \"10\"\nspec:\n  type: ClusterIP\n  clusterIP: {cluster_ip}\n  \
          clusterIPs: [{cluster_ip}]\n  ports:\n  - name: http\n    port: 80\n    \
@@ -23,7 +23,7 @@ fn slice(name: &str, service: &str, ip: &str, trigger: Option<&str>) -> discover
             )
         })
         .unwrap_or_default();
-    serde_yaml::from_str(&format!(
+    serde_saphyr::from_str(&format!(
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\naddressType: IPv4\nmetadata:\n  \
          name: {name}\n  namespace: default\n{annotations}  labels:\n    \
          kubernetes.io/service-name: {service}\nendpoints:\n- addresses: [\"{ip}\"]\n  \
@@ -34,7 +34,7 @@ fn slice(name: &str, service: &str, ip: &str, trigger: Option<&str>) -> discover
 }
 
 fn node(name: &str, ip: &str) -> core::Node {
-    serde_yaml::from_str(&format!(
+    serde_saphyr::from_str(&format!(
         "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n    \
          topology.kubernetes.io/zone: z1\nstatus:\n  addresses:\n  - type: InternalIP\n    \
          address: {ip}\n"
