@@ -162,7 +162,7 @@ impl ClusterState {
     }
 
     /// Takes the set of Services changed since the last call.
-    /// Planning it also settles the pending changes of [`ClusterState::changes`].
+    /// Planning it also settles the pending changes of `ClusterState::changes`.
     pub fn take_dirty(&mut self) -> BTreeSet<ServiceName> {
         self.changes.services_pending.clear();
         self.changes.endpoints_pending.clear();
