@@ -376,25 +376,4 @@ mod tests {
             "dump IPVS: no netlink answer within 10s"
         );
     }
-
-    /// A sync failure (the text of the `SyncFailed` Event and of the logs) carries its root
-    /// cause once: no layer formats the cause it also returns as its `source`.
-    #[test]
-    fn a_sync_failure_carries_its_root_cause_once() {
-        use crate::runtime::SyncFailure;
-        let failure = SyncFailure::KernelUnreadable(Error::Ipvs {
-            operation: "dump IPVS".into(),
-            source: netlink_ipvs::IpvsError::Kernel {
-                operation: "get services".into(),
-                source: std::io::Error::from_raw_os_error(1),
-            },
-        });
-        let chain = crate::Report::new(&failure).to_string();
-        assert_eq!(
-            chain,
-            "kernel state unreadable: dump IPVS: get services: Operation not permitted (os error 1)"
-        );
-        assert_eq!(chain.matches("get services").count(), 1);
-        assert_eq!(chain.matches("dump IPVS").count(), 1);
-    }
 }

@@ -318,3 +318,26 @@ fn node_ports_follow_the_local_addresses_and_adopt_kube_proxys_on_a_second_nic()
     proxier.dataplane_mut().local_addresses = Some(local(&[]));
     assert!(!proxier.poll_node_addresses());
 }
+
+/// A sync failure (the text of the `SyncFailed` Event and of the logs) carries its root
+/// cause once: no layer formats the cause it also returns as its `source`.
+#[cfg(feature = "kernel")]
+#[test]
+fn a_sync_failure_carries_its_root_cause_once() {
+    use crate::error::Error;
+    use crate::runtime::SyncFailure;
+    let failure = SyncFailure::KernelUnreadable(Error::Ipvs {
+        operation: "dump IPVS".into(),
+        source: netlink_ipvs::IpvsError::Kernel {
+            operation: "get services".into(),
+            source: std::io::Error::from_raw_os_error(1),
+        },
+    });
+    let chain = crate::Report::new(&failure).to_string();
+    assert_eq!(
+        chain,
+        "kernel state unreadable: dump IPVS: get services: Operation not permitted (os error 1)"
+    );
+    assert_eq!(chain.matches("get services").count(), 1);
+    assert_eq!(chain.matches("dump IPVS").count(), 1);
+}
