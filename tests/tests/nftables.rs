@@ -55,7 +55,8 @@ fn sample_rules() -> PacketRules {
 
 /// What `nft list table inet proxier` must print for [`sample_rules`]. (nft prints the
 /// protocols of the `inet_proto . inet_service` keys as numbers: the set carries no nft
-/// userdata, only the kernel's key type.)
+/// userdata, only the kernel's key type. For the same reason it reads the host-order mark
+/// 0x100 of `etp-local-marks`, stored as the register holds it, byte-swapped: 0x00010000.)
 const SAMPLE_LISTING: &str = "table inet proxier {
 	set service-ips-v4 {
 		type ipv4_addr
@@ -114,7 +115,7 @@ const SAMPLE_LISTING: &str = "table inet proxier {
 
 	set etp-local-marks {
 		type mark
-		elements = { 0x00000100 }
+		elements = { 0x00010000 }
 	}
 
 	chain prerouting {
@@ -139,7 +140,7 @@ const SAMPLE_LISTING: &str = "table inet proxier {
 	}
 
 	chain etp-local-mark {
-		type filter hook input priority srcnat - 3; policy accept;
+		type filter hook input priority 97; policy accept;
 		iif != \"lo\" ip saddr != 10.244.0.0/16 ip daddr 203.0.113.7 tcp dport 80 meta priority set meta mark meta mark set 0x00000100
 	}
 
