@@ -436,14 +436,16 @@ fn long_tcp_connection_survives_a_selector_switch_while_a_terminated_pod_s_is_cu
     // A restart recognises the drain (the mark is on the real server): not re-added, not cut.
     let _ = proxier.stop();
     let mut restarted = ProxierProcess::run(&source, &args);
-    restarted.wait_for_log("synced");
+    restarted.wait_for_log("initial sync");
     std::thread::sleep(Duration::from_secs(2));
     let after_restart = witness(IPVSADM, &["-Ln"]);
     assert!(
         after_restart
             .lines()
             .any(|line| line.contains("10.0.2.2:8080") && line.contains("Masq    0")),
-        "still draining after the restart:\n{after_restart}"
+        "still draining after the restart:\n{after_restart}\nafter {:?}; the restarted proxier's log:\n{}",
+        switched.elapsed(),
+        restarted.log()
     );
     assert_eq!(
         to_a.ping(6).as_deref(),

@@ -156,10 +156,15 @@ fn node_ports_open_on_every_local_address_and_follow_addresses_added_and_removed
     let opened = added.elapsed();
     assert_eq!(node.answers(&format!("{ADDED}:30080")), ["pod-a"; 3]);
 
-    // The endpoint moves to pod b: every NodePort follows, the adopted one too.
+    // The endpoint moves to pod b: every NodePort follows, the adopted one too. Pod a left
+    // its slice while alive (no terminating phase), so it drains at weight 0 (issue 13 item
+    // 6) and takes no new connection.
     node.write_source(&source, 1);
     wait_for_ipvs("the NodePorts on pod b", Duration::from_secs(10), |l| {
-        !l.contains("10.0.2.2:8080")
+        l.contains("10.0.3.2:8080")
+            && l.lines()
+                .filter(|line| line.contains("10.0.2.2:8080"))
+                .all(|line| line.contains("Masq    0"))
     });
     for target in ["10.0.1.1:30080", &kube_proxys, &format!("{ADDED}:30080")] {
         assert_eq!(node.answers(target), ["pod-b"; 3], "{target}");

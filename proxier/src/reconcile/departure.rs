@@ -74,11 +74,13 @@ pub enum Departure {
 /// |-----------|------------------------------------|--------------|
 /// | UDP, SCTP | any                                | `Delete`     |
 /// | TCP       | `Terminating`                      | `Delete`     |
-/// | TCP       | `DrainingSince(t)`, now − t ≥ bound | `Delete`     |
-/// | TCP       | `DrainingSince(t)`, now − t < bound | `Draining`   |
+/// | TCP       | `DrainingSince(t)`, now − t > bound | `Delete`     |
+/// | TCP       | `DrainingSince(t)`, now − t ≤ bound | `Draining`   |
 /// | TCP       | `None`                             | `StartDrain` |
 ///
-/// A drain start more than one bound in the future (the clock went back) counts as over.
+/// Times are whole seconds, so a drain is over only when more than `bound` whole seconds have
+/// passed: it then never ends before the bound (at most a second and a resync after it). A
+/// drain start more than one bound in the future (the clock went back) counts as over.
 pub fn departure(protocol: Protocol, current: &RealServer, now: u32, bound: u32) -> Departure {
     if protocol != Protocol::Tcp {
         return Departure::Delete;
@@ -86,7 +88,7 @@ pub fn departure(protocol: Protocol, current: &RealServer, now: u32, bound: u32)
     match DepartureMark::of(current) {
         DepartureMark::Terminating => Departure::Delete,
         DepartureMark::DrainingSince(since) => {
-            let over = now.saturating_sub(since) >= bound || since > now.saturating_add(bound);
+            let over = now.saturating_sub(since) > bound || since > now.saturating_add(bound);
             if over {
                 Departure::Delete
             } else {
@@ -144,7 +146,9 @@ mod tests {
                 Departure::StartDrain { since: now },
             ),
             (Protocol::Tcp, rs(0, now - 10), Departure::Draining),
-            (Protocol::Tcp, rs(0, now - bound), Departure::Delete),
+            // Whole seconds: exactly `bound` may be up to a second short of it.
+            (Protocol::Tcp, rs(0, now - bound), Departure::Draining),
+            (Protocol::Tcp, rs(0, now - bound - 1), Departure::Delete),
             (Protocol::Tcp, rs(0, now + 10), Departure::Draining),
             (Protocol::Tcp, rs(0, now + bound + 1), Departure::Delete),
             // Weight back above 0 with thresholds: not a drain of ours; start one.

@@ -213,8 +213,11 @@ fn tcp_endpoint_unselected_while_alive_drains_with_a_bound() {
     let mut restarted = Terminations::new().with_drain_bound(std::time::Duration::from_secs(60));
     restarted.set_now(start + std::time::Duration::from_secs(30));
     assert_eq!(reconcile(&switched, &draining, &restarted), vec![]);
-    // Over the bound: deleted, no flush (TCP).
+    // Exactly the bound in whole seconds may be up to a second short of it: still draining.
     t.set_now(start + std::time::Duration::from_secs(60));
+    assert_eq!(reconcile(&switched, &draining, &t), vec![]);
+    // Over the bound: deleted, no flush (TCP).
+    t.set_now(start + std::time::Duration::from_secs(61));
     assert_eq!(
         reconcile(&switched, &draining, &t),
         vec![Op::DeleteRealServer {
