@@ -148,7 +148,7 @@ fn main() {
         tally(&tcp_reads(&client, "10.96.0.80:80", 4))
     );
     let out = Command::new(PROXIER)
-        .args(["cleanup", "--node-ip", "10.0.1.1"])
+        .args(["cleanup"])
         .env("PROXIER_LOG", "warn")
         .output()
         .unwrap();
