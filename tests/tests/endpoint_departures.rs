@@ -69,6 +69,25 @@ struct DnsLab {
     pinned_to_b: Vec<u16>,
 }
 
+/// Waits until pod b's real server is gone from IPVS and its flows through the service are
+/// flushed from conntrack; returns how long the deletion took to show.
+fn b_deleted_and_flushed(lab: &DnsLab) -> Duration {
+    let took = lab
+        .proxier
+        .wait_for_ipvs("b's real server deleted", Duration::from_secs(10), |l| {
+            !l.contains("10.0.3.2:5353")
+        });
+    wait_for(
+        "b's service flows flushed",
+        Duration::from_secs(5),
+        || match entries("10.0.3.2", VIP).len() {
+            0 => Ok(()),
+            n => Err(format!("{n} left")),
+        },
+    );
+    took
+}
+
 fn dns_lab(tag: &str) -> DnsLab {
     let network = PodNetwork::new(tag, 2);
     let stop = Arc::new(AtomicBool::new(false));
@@ -127,19 +146,7 @@ fn pinned_udp_flow_leaves_a_pod_that_turns_not_ready() {
         &lab.slice,
         &slice_yaml("dns", DNS_PORTS, &[Endpoint::ready("10.0.2.2"), not_ready]),
     );
-    let took = lab
-        .proxier
-        .wait_for_ipvs("b's real server deleted", Duration::from_secs(10), |l| {
-            !l.contains("10.0.3.2:5353")
-        });
-    wait_for(
-        "b's service flows flushed",
-        Duration::from_secs(5),
-        || match entries("10.0.3.2", VIP).len() {
-            0 => Ok(()),
-            n => Err(format!("{n} left")),
-        },
-    );
+    let took = b_deleted_and_flushed(&lab);
     // The same 5-tuple now reaches a (the first datagram may die with the old IPVS
     // connection: expire_nodest_conn).
     let mut answers = Vec::new();
@@ -189,18 +196,7 @@ fn pod_to_pod_udp_flow_survives_its_endpoint_s_removal() {
         &lab.slice,
         &slice_yaml("dns", DNS_PORTS, &[Endpoint::ready("10.0.2.2")]),
     );
-    lab.proxier
-        .wait_for_ipvs("b's real server deleted", Duration::from_secs(10), |l| {
-            !l.contains("10.0.3.2:5353")
-        });
-    wait_for(
-        "b's service flows flushed",
-        Duration::from_secs(5),
-        || match entries("10.0.3.2", VIP).len() {
-            0 => Ok(()),
-            n => Err(format!("{n} left")),
-        },
-    );
+    b_deleted_and_flushed(&lab);
     let survivors = entries("10.0.3.2", &direct_entry);
     assert_eq!(
         survivors.len(),
