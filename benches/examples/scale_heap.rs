@@ -1,0 +1,213 @@
+//! Heap and per-change cost of the file source + engine at scale, on the host, without a
+//! kernel: `cargo run --release -p proxier-benches --example scale_heap -- [SERVICES]
+//! [FLIPS]` (default 10,000 Services × 10 endpoints in 100 files, 20 flips).
+//!
+//! Writes the input (`write_scale_input`: FILES files of Services + EndpointSlices, ClusterIP
+//! 10.96.0.0 + i + 1, endpoints 10.128.0.0 + 10 i …), loads it through `DirectoryWatch` into a
+//! `Proxier` over a dataplane that only keeps the "kernel" table (`TableDataplane`), then flips
+//! one endpoint ready ⇄ terminating by renaming a rewritten file over the old one, `FLIPS`
+//! times, with a full resync every 5 flips. Prints RSS after start and after the flips, and the
+//! per-flip time of the source poll and of the incremental sync.
+//!
+//! With `PROXIER_DHAT=1` it runs under the dhat heap profiler (slower; RSS then includes
+//! dhat's own books) and writes `dhat-heap.json` (top sites: open it in dhat's viewer, or
+//! `benches/dhat_top.py dhat-heap.json`).
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use proxier::config::Config;
+use proxier::dataplane::{ApplyReport, Dataplane};
+use proxier::plan::{NodeContext, PacketRules, Planner};
+use proxier::reconcile::{Observed, Op};
+use proxier::runtime::Proxier;
+use proxier::source::{DirectorySource, DirectoryWatch, Source};
+
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
+
+const ENDPOINTS: u32 = 10;
+const FILES: u32 = 100;
+
+/// A dataplane that keeps only what a kernel would have (no log), so the heap is proxier's.
+#[derive(Default)]
+struct TableDataplane {
+    table: Observed,
+    rules: Option<PacketRules>,
+}
+
+impl Dataplane for TableDataplane {
+    fn observe(&mut self) -> Result<Observed, proxier::Error> {
+        Ok(self.table.clone())
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> ApplyReport {
+        let results = ops
+            .iter()
+            .map(|op| {
+                self.table
+                    .apply(op)
+                    .map_err(|errno| proxier::Error::Kernel {
+                        op: op.to_string(),
+                        errno,
+                    })
+            })
+            .collect();
+        ApplyReport { results }
+    }
+
+    fn program_packet_rules(&mut self, rules: &PacketRules) -> Result<bool, proxier::Error> {
+        if self.rules.as_ref() == Some(rules) {
+            return Ok(false);
+        }
+        self.rules = Some(rules.clone());
+        Ok(true)
+    }
+}
+
+fn nth(base: Ipv4Addr, n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(base) + n)
+}
+
+/// The YAML of Services `range` with their slices; endpoint 0 of Service `flipped` (if any)
+/// terminating.
+fn file_text(range: std::ops::Range<u32>, flipped: Option<u32>) -> String {
+    let mut text = String::new();
+    for i in range {
+        let vip = nth(Ipv4Addr::new(10, 96, 0, 0), i + 1);
+        let _ = write!(
+            text,
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: default}}\n\
+             spec:\n  clusterIP: {vip}\n  ports:\n  - {{name: http, port: 80, protocol: TCP, targetPort: 8080}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-{i}-abcde\n  namespace: default\n  labels: {{kubernetes.io/service-name: svc-{i}}}\n\
+             addressType: IPv4\nports:\n- {{name: http, port: 8080, protocol: TCP}}\nendpoints:\n"
+        );
+        for j in 0..ENDPOINTS {
+            let address = nth(Ipv4Addr::new(10, 128, 0, 0), i * ENDPOINTS + j);
+            let conditions = if flipped == Some(i) && j == 0 {
+                "{ready: false, serving: true, terminating: true}"
+            } else {
+                "{ready: true}"
+            };
+            let _ = writeln!(
+                text,
+                "- addresses: [{address}]\n  nodeName: node-{}\n  conditions: {conditions}",
+                j % 5
+            );
+        }
+        text.push_str("---\n");
+    }
+    text
+}
+
+/// Writes `services` Services × 10 endpoints into `FILES` files of `dir`.
+fn write_scale_input(dir: &Path, services: u32) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let per_file = services.div_ceil(FILES);
+    for f in 0..FILES {
+        let range = (f * per_file).min(services)..((f + 1) * per_file).min(services);
+        std::fs::write(file_path(dir, f), file_text(range, None))?;
+    }
+    Ok(())
+}
+
+fn file_path(dir: &Path, f: u32) -> PathBuf {
+    dir.join(format!("services-{f:03}.yaml"))
+}
+
+fn rss_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort_unstable();
+    times.get(times.len() / 2).copied().unwrap_or_default()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let services: u32 = args.next().map_or(Ok(10_000), |a| a.parse())?;
+    let flips: u32 = args.next().map_or(Ok(20), |a| a.parse())?;
+    let profiler = std::env::var_os("PROXIER_DHAT").map(|_| dhat::Profiler::new_heap());
+    let dir = std::env::temp_dir().join(format!("proxier-scale-{services}-{}", std::process::id()));
+    write_scale_input(&dir, services)?;
+
+    let started = Instant::now();
+    let node = NodeContext {
+        name: "node-0".into(),
+        node_ips: vec!["192.168.1.10".parse()?],
+        zone: None,
+    };
+    let mut proxier = Proxier::new(
+        Planner::new(node, Config::default()),
+        TableDataplane::default(),
+    );
+    let mut source = DirectoryWatch::new(DirectorySource::new(&dir));
+    source.poll_changes(proxier.cluster_mut())?;
+    let outcome = proxier.full_sync()?;
+    println!(
+        "start: {services} services x {ENDPOINTS} endpoints in {FILES} files: {:.2?}, {} operations, RSS {} KiB",
+        started.elapsed(),
+        outcome.operations,
+        rss_kib("VmRSS:")
+    );
+    let start_rss = rss_kib("VmRSS:");
+
+    let per_file = services.div_ceil(FILES);
+    let (mut polls, mut syncs) = (Vec::new(), Vec::new());
+    let mut operations = 0;
+    for flip in 0..flips {
+        // Service k of file f: endpoint 0 terminating on odd flips, ready again on even ones.
+        let f = flip % FILES;
+        let range = (f * per_file).min(services)..((f + 1) * per_file).min(services);
+        let flipped = (flip / FILES % 2 == 0).then_some(range.start);
+        let tmp = dir.join("flip.tmp~");
+        std::fs::write(&tmp, file_text(range, flipped))?;
+        std::fs::rename(&tmp, file_path(&dir, f))?;
+        let t = Instant::now();
+        let poll = source.poll_changes(proxier.cluster_mut())?;
+        polls.push(t.elapsed());
+        let t = Instant::now();
+        let outcome = proxier.incremental_sync();
+        syncs.push(t.elapsed());
+        operations += outcome.operations;
+        assert!(poll.changed, "flip {flip} seen");
+        if flip % 5 == 4 {
+            proxier.full_sync()?;
+        }
+    }
+    let end_rss = rss_kib("VmRSS:");
+    println!(
+        "flips: {flips}, operations {operations}; per flip median: poll {:.2?}, sync {:.2?}; max: poll {:.2?}, sync {:.2?}",
+        median(&mut polls.clone()),
+        median(&mut syncs.clone()),
+        polls.iter().max().copied().unwrap_or_default(),
+        syncs.iter().max().copied().unwrap_or_default(),
+    );
+    println!(
+        "RSS: after start {start_rss} KiB, after flips and {} resyncs {end_rss} KiB, peak (VmHWM) {} KiB",
+        flips / 5,
+        rss_kib("VmHWM:")
+    );
+    if profiler.is_some() {
+        let stats = dhat::HeapStats::get();
+        println!(
+            "dhat: peak {} bytes in {} blocks; now {} bytes in {} blocks; total {} bytes",
+            stats.max_bytes,
+            stats.max_blocks,
+            stats.curr_bytes,
+            stats.curr_blocks,
+            stats.total_bytes
+        );
+    }
+    drop(profiler);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
