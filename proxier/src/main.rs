@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 use kube_proxy_flags::{FlagWarning, KubeProxyFlags};
 use proxier::config::{Config, ConfigWarning, KubeProxyConfiguration, ProxySettings};
 use proxier::plan::{NodeContext, Planner};
-use proxier::source::{load_cluster, parse_documents, DirectorySource};
+use proxier::source::{load_cluster, parse_documents, DirectorySource, FileChange, KubeObject};
 
 /// A kube-proxy IPVS-mode replacement.
 #[derive(Debug, Parser)]
@@ -369,9 +369,18 @@ async fn run(
     // report, not whatever the kernel says next.
     let probed = match &origin {
         Origin::Directory(path) => {
-            let mut probe = DirectorySource::new(path);
-            probe.poll()?;
-            let (probed, _) = load_cluster(&probe.objects());
+            // Only the Node is wanted here: other objects are dropped file by file.
+            let mut nodes = Vec::new();
+            DirectorySource::new(path).poll(|_, change| {
+                if let FileChange::Objects(objects) = change {
+                    nodes.extend(
+                        objects
+                            .into_iter()
+                            .filter(|o| matches!(o, KubeObject::Node(_))),
+                    );
+                }
+            })?;
+            let (probed, _) = load_cluster(&nodes);
             Some(probed.node(&node).cloned())
         }
         Origin::Api { .. } => None,

@@ -130,6 +130,17 @@ impl ClusterState {
         }
     }
 
+    /// Removes the EndpointSlice `name` of `namespace`, whichever Service it belongs to.
+    pub fn remove_slice_named(&mut self, namespace: &str, name: &str) {
+        if let Some(service) = self
+            .slice_owner
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+        {
+            self.remove_slice(&service, name);
+        }
+    }
+
     /// Adds or replaces a Node. Node changes do not dirty Services: the caller re-plans
     /// everything when the local node's zone or addresses change.
     pub fn upsert_node(&mut self, node: Node) {
@@ -149,6 +160,14 @@ impl ClusterState {
     /// A Service by name.
     pub fn service(&self, name: &ServiceName) -> Option<&Service> {
         self.services.get(name)
+    }
+
+    /// The EndpointSlice `name` of `namespace`, whichever Service it belongs to.
+    pub fn slice(&self, namespace: &str, name: &str) -> Option<&EndpointSlice> {
+        let service = self
+            .slice_owner
+            .get(&(namespace.to_owned(), name.to_owned()))?;
+        self.slices.get(service)?.get(name)
     }
 
     /// All Services, by name.

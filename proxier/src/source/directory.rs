@@ -42,14 +42,15 @@ impl FileStamp {
     }
 }
 
-/// One file as last read.
+/// One file as last read: its stamp, and whether it held objects (the objects themselves are
+/// not kept: their models live in the cluster).
 #[derive(Debug)]
 struct FileSnapshot {
     stamp: FileStamp,
-    objects: Vec<KubeObject>,
+    has_objects: bool,
 }
 
-/// The files of one directory (or one file) and the objects they hold.
+/// The files of one directory (or one file), by stamp.
 #[derive(Debug)]
 pub struct DirectorySource {
     path: PathBuf,
@@ -65,6 +66,16 @@ pub struct Poll {
     pub changed: bool,
     /// Documents that could not be read (their file's previous objects are kept).
     pub problems: Vec<Error>,
+}
+
+/// What happened to one file, as [`DirectorySource::poll`] hands it over.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FileChange {
+    /// The file is new or changed: all of its objects now.
+    Objects(Vec<KubeObject>),
+    /// The file was removed: its objects go.
+    Removed,
 }
 
 impl DirectorySource {
@@ -98,10 +109,11 @@ impl DirectorySource {
         Ok(files)
     }
 
-    /// Re-reads files whose modification time or length changed, and forgets removed ones.
-    /// Fails, changing nothing, when the source directory vanished or stopped being a
-    /// directory.
-    pub fn poll(&mut self) -> Result<Poll, Error> {
+    /// Re-reads only the files whose [`FileStamp`] changed, handing each one's objects to
+    /// `changed` (one file at a time, so a start-up holds one file's objects at once), and
+    /// hands over the files removed since the last poll. Fails, changing nothing, when the
+    /// source directory vanished or stopped being a directory.
+    pub fn poll(&mut self, mut changed: impl FnMut(&Path, FileChange)) -> Result<Poll, Error> {
         let mut poll = Poll::default();
         let is_directory = self.path.is_dir();
         // A source that is not there at the start is a mistake (a typo, a missing mount),
@@ -123,9 +135,17 @@ impl DirectorySource {
         }
         self.was_directory.get_or_insert(is_directory);
         let present = Self::input_files(&self.path)?;
-        let before = self.files.len();
-        self.files.retain(|path, _| present.contains(path));
-        poll.changed |= self.files.len() != before;
+        let removed: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|path| present.binary_search(path).is_err())
+            .cloned()
+            .collect();
+        for path in removed {
+            self.files.remove(&path);
+            changed(&path, FileChange::Removed);
+            poll.changed = true;
+        }
         for path in present {
             let Ok(meta) = fs::metadata(&path) else {
                 continue;
@@ -143,10 +163,8 @@ impl DirectorySource {
                 }
             };
             let (objects, mut problems) = parse_documents(&path.display().to_string(), &text);
-            let had_objects = self
-                .files
-                .get(&path)
-                .is_some_and(|old| !old.objects.is_empty());
+            drop(text);
+            let had_objects = self.files.get(&path).is_some_and(|old| old.has_objects);
             if objects.is_empty() && problems.is_empty() && had_objects {
                 problems.push(Error::Config {
                     field: "source",
@@ -165,7 +183,9 @@ impl DirectorySource {
                     old.stamp = stamp;
                 }
                 _ => {
-                    self.files.insert(path, FileSnapshot { stamp, objects });
+                    let has_objects = !objects.is_empty();
+                    changed(&path, FileChange::Objects(objects));
+                    self.files.insert(path, FileSnapshot { stamp, has_objects });
                     poll.changed = true;
                 }
             }
@@ -173,20 +193,24 @@ impl DirectorySource {
         Ok(poll)
     }
 
-    /// Every object of every file, in file order.
-    pub fn objects(&self) -> Vec<KubeObject> {
-        self.files
-            .values()
-            .flat_map(|f| f.objects.iter().cloned())
-            .collect()
+    /// Makes the next [`DirectorySource::poll`] read `path` again, changed or not.
+    fn reread(&mut self, path: &Path) {
+        if let Some(file) = self.files.get_mut(path) {
+            file.stamp.length = u64::MAX;
+        }
     }
 }
 
-/// A directory of YAML followed as a [`Source`].
+/// A directory of YAML followed as a [`Source`]: a change re-reads and re-applies only the
+/// files whose stamp changed; each file's objects are one snapshot ([`SnapshotSync`]), so
+/// what vanished from a changed file is removed and nothing else is looked at.
+///
+/// An object in several files is the version of the file read last; when one file drops it,
+/// the others that still hold it are read again in the same poll, so it stays.
 #[derive(Debug)]
 pub struct DirectoryWatch {
     directory: DirectorySource,
-    snapshot: SnapshotSync,
+    files: BTreeMap<PathBuf, SnapshotSync>,
 }
 
 impl DirectoryWatch {
@@ -194,136 +218,60 @@ impl DirectoryWatch {
     pub fn new(directory: DirectorySource) -> Self {
         Self {
             directory,
-            snapshot: SnapshotSync::new(),
+            files: BTreeMap::new(),
         }
+    }
+
+    /// One poll of the directory applied to `cluster`; returns the files that still hold an
+    /// object another file dropped (to be read again).
+    fn poll_once(
+        &mut self,
+        cluster: &mut ClusterState,
+        out: &mut SourcePoll,
+    ) -> Result<Vec<PathBuf>, Error> {
+        let files = &mut self.files;
+        let mut withdrawn = Vec::new();
+        let poll = self.directory.poll(|path, change| {
+            let report = match change {
+                FileChange::Objects(objects) => files
+                    .entry(path.to_owned())
+                    .or_default()
+                    .apply(&objects, cluster),
+                FileChange::Removed => match files.remove(path) {
+                    Some(mut sync) => sync.apply(&[], cluster),
+                    None => return,
+                },
+            };
+            out.changed |= report.upserted + report.removed > 0;
+            out.skipped.extend(report.skipped);
+            withdrawn.extend(report.withdrawn);
+        })?;
+        out.skipped.extend(poll.problems);
+        let mut reread = Vec::new();
+        for object in &withdrawn {
+            for (path, sync) in &self.files {
+                if sync.holds(object) && !reread.contains(path) {
+                    reread.push(path.clone());
+                }
+            }
+        }
+        Ok(reread)
     }
 }
 
 impl Source for DirectoryWatch {
     fn poll_changes(&mut self, cluster: &mut ClusterState) -> Result<SourcePoll, Error> {
-        let poll = self.directory.poll()?;
-        if !poll.changed {
-            return Ok(SourcePoll {
-                skipped: poll.problems,
-                ..SourcePoll::default()
-            });
+        let mut out = SourcePoll::default();
+        let reread = self.poll_once(cluster, &mut out)?;
+        if !reread.is_empty() {
+            for path in &reread {
+                self.directory.reread(path);
+            }
+            self.poll_once(cluster, &mut out)?;
         }
-        let objects = self.directory.objects();
-        Ok(self.snapshot.poll(&objects, poll.problems, cluster))
+        Ok(out)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  clusterIP: 10.96.0.1\n  ports:\n  - {name: http, port: 80, protocol: TCP}\n";
-
-    fn directory(test: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("proxier-dir-{test}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("web.yaml"), SERVICE).unwrap();
-        dir
-    }
-
-    fn services(watch: &mut DirectoryWatch, cluster: &mut ClusterState) -> (usize, SourcePoll) {
-        let poll = watch.poll_changes(cluster).unwrap();
-        (cluster.services().count(), poll)
-    }
-
-    /// Issue 12 item 8: a file truncated to 0 bytes (or to whitespace / a comment) keeps its
-    /// objects and is reported; only removing it removes them. (Before: read as an empty
-    /// cluster, every virtual server deleted.)
-    #[test]
-    fn a_truncated_file_keeps_its_objects_and_is_reported() {
-        let dir = directory("truncated");
-        let mut watch = DirectoryWatch::new(DirectorySource::new(&dir));
-        let mut cluster = ClusterState::new();
-        assert_eq!(services(&mut watch, &mut cluster).0, 1);
-        for truncated in ["", "\n", "# being rewritten\n"] {
-            fs::write(dir.join("web.yaml"), truncated).unwrap();
-            let (count, poll) = services(&mut watch, &mut cluster);
-            assert_eq!(count, 1, "{truncated:?}: nothing deleted");
-            assert_eq!(poll.skipped.len(), 1, "{truncated:?}: reported");
-            assert!(!poll.changed, "{truncated:?}");
-            println!("item 8: {truncated:?} -> {}", poll.skipped[0]);
-        }
-        // A half-written file (cut mid-document) keeps them too.
-        fs::write(dir.join("web.yaml"), &SERVICE[..SERVICE.len() - 20]).unwrap();
-        assert_eq!(services(&mut watch, &mut cluster).0, 1);
-        fs::write(dir.join("web.yaml"), SERVICE).unwrap();
-        assert_eq!(services(&mut watch, &mut cluster).0, 1);
-        fs::remove_file(dir.join("web.yaml")).unwrap();
-        assert_eq!(
-            services(&mut watch, &mut cluster).0,
-            0,
-            "removal is the way to delete"
-        );
-        let _ = fs::remove_dir_all(&dir);
-    }
-
-    /// A rewrite of the same length whose modification time did not move (timestamp
-    /// granularity, or set back) is still seen: in place (the change time moves) and by an
-    /// atomic rename (a new inode). Before, ready -> terminating (same length) could be missed,
-    /// and the endpoint was then deleted while still at full weight.
-    #[test]
-    fn a_same_length_rewrite_with_the_same_mtime_is_seen() {
-        let dir = directory("same-length");
-        let file = dir.join("web.yaml");
-        let mut watch = DirectoryWatch::new(DirectorySource::new(&dir));
-        let mut cluster = ClusterState::new();
-        assert_eq!(services(&mut watch, &mut cluster).0, 1);
-        let mtime = fs::metadata(&file).unwrap().modified().unwrap();
-        let ip = |cluster: &ClusterState| {
-            cluster
-                .services()
-                .flat_map(|s| s.ports.iter().flat_map(|p| p.cluster_ips.clone()))
-                .collect::<Vec<_>>()
-        };
-        let before = ip(&cluster);
-        // In place, same length, mtime restored.
-        let rewritten = SERVICE.replace("10.96.0.1", "10.96.0.2");
-        assert_eq!(rewritten.len(), SERVICE.len());
-        fs::write(&file, &rewritten).unwrap();
-        fs::File::options()
-            .write(true)
-            .open(&file)
-            .unwrap()
-            .set_modified(mtime)
-            .unwrap();
-        let (_, poll) = services(&mut watch, &mut cluster);
-        assert!(poll.changed, "in-place rewrite seen");
-        let in_place = ip(&cluster);
-        assert_ne!(in_place, before);
-        // Atomic replacement, same length, same mtime.
-        let tmp = dir.join("web.tmp~");
-        fs::write(&tmp, SERVICE.replace("10.96.0.1", "10.96.0.3")).unwrap();
-        fs::File::options()
-            .write(true)
-            .open(&tmp)
-            .unwrap()
-            .set_modified(mtime)
-            .unwrap();
-        fs::rename(&tmp, &file).unwrap();
-        let (_, poll) = services(&mut watch, &mut cluster);
-        assert!(poll.changed, "renamed-over rewrite seen");
-        assert_ne!(ip(&cluster), in_place);
-        let _ = fs::remove_dir_all(&dir);
-    }
-
-    /// Issue 12 item 8: a vanished source directory is an error (the loop keeps the kernel as
-    /// it is), not an empty cluster.
-    #[test]
-    fn a_vanished_directory_is_an_error_not_an_empty_cluster() {
-        let dir = directory("vanished");
-        let mut watch = DirectoryWatch::new(DirectorySource::new(&dir));
-        let mut cluster = ClusterState::new();
-        assert_eq!(services(&mut watch, &mut cluster).0, 1);
-        fs::remove_dir_all(&dir).unwrap();
-        let error = watch.poll_changes(&mut cluster).unwrap_err();
-        assert!(error.to_string().contains("vanished"), "{error}");
-        assert_eq!(cluster.services().count(), 1);
-        println!("item 8: vanished directory -> {error}");
-    }
-}
+mod tests;

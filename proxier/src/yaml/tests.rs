@@ -138,7 +138,7 @@ fn a_fifo_is_refused_without_blocking() {
     };
     eprintln!("{} ({:?})", e.report(), start.elapsed());
     // The file source given the FIFO itself (`-f FIFO`) reports it as a problem.
-    let poll = DirectorySource::new(&fifo).poll().unwrap();
+    let poll = DirectorySource::new(&fifo).poll(|_, _| {}).unwrap();
     assert!(matches!(
         poll.problems.as_slice(),
         [Error::InputRefused {

@@ -3,7 +3,7 @@
 //! relist (`Init` … `InitDone`, e.g. after 410 Gone) objects that vanished are removed, and
 //! only once the relist is complete, so a relist never empties the cluster on the way.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::error::Error;
 use crate::model::{
     endpoint_slice_from_k8s, node_from_k8s, service_from_k8s, ClusterState, EndpointSlice, Node,
-    Service,
+    Service, ServiceName,
 };
 use crate::source::keeps_last_good;
 
@@ -61,30 +61,29 @@ pub struct Applied {
     pub node_addresses_changed: Option<(Vec<IpAddr>, Vec<IpAddr>)>,
 }
 
-/// The state of one kind's watch: last good models and the keys seen by a running relist.
-#[derive(Debug)]
-struct Tracked<T> {
-    objects: BTreeMap<Key, T>,
+/// The state of one kind's watch: the keys of the objects it put into the cluster (their
+/// last good models live there, once), and the keys seen by a running relist.
+#[derive(Debug, Default)]
+struct Tracked {
+    objects: BTreeSet<Key>,
     relist: Option<BTreeSet<Key>>,
     synced: bool,
 }
 
-impl<T> Default for Tracked<T> {
-    fn default() -> Self {
-        Self {
-            objects: BTreeMap::new(),
-            relist: None,
-            synced: false,
-        }
-    }
+/// The local Node's watch: the Node itself is small and read by [`KubeApplier::local_node`].
+#[derive(Debug, Default)]
+struct TrackedNode {
+    object: Option<(Key, Node)>,
+    relist: Option<BTreeSet<Key>>,
+    synced: bool,
 }
 
 /// Applies watcher events of Services, EndpointSlices and the local Node to a cluster.
 #[derive(Debug, Default)]
 pub struct KubeApplier {
-    services: Tracked<Service>,
-    slices: Tracked<EndpointSlice>,
-    node: Tracked<Node>,
+    services: Tracked,
+    slices: Tracked,
+    node: TrackedNode,
     node_deleting: bool,
 }
 
@@ -123,7 +122,7 @@ impl KubeApplier {
 
     /// The local Node, if the API has it.
     pub fn local_node(&self) -> Option<&Node> {
-        self.node.objects.values().next()
+        self.node.object.as_ref().map(|(_, node)| node)
     }
 
     /// Whether the local Node is being deleted (its `/healthz` then fails, as kube-proxy's).
@@ -146,7 +145,7 @@ impl KubeApplier {
         cluster: &mut ClusterState,
         out: &mut Applied,
     ) {
-        apply_event(&mut self.services, event, cluster, out);
+        apply_event::<Service>(&mut self.services, event, cluster, out);
     }
 
     fn slice_event(
@@ -155,7 +154,7 @@ impl KubeApplier {
         cluster: &mut ClusterState,
         out: &mut Applied,
     ) {
-        apply_event(&mut self.slices, event, cluster, out);
+        apply_event::<EndpointSlice>(&mut self.slices, event, cluster, out);
     }
 
     fn node_event(
@@ -175,7 +174,11 @@ impl KubeApplier {
                 self.node_deleting = !node_eligible(&raw);
                 match node_from_k8s(&raw) {
                     Ok(node) => {
-                        let old = tracked.objects.get(&key);
+                        let old = tracked
+                            .object
+                            .as_ref()
+                            .filter(|(k, _)| *k == key)
+                            .map(|(_, node)| node);
                         if let Some(old) = old.filter(|o| o.internal_ips != node.internal_ips) {
                             // kube-proxy exits so that its DaemonSet restarts it.
                             out.node_addresses_changed =
@@ -185,7 +188,7 @@ impl KubeApplier {
                         // the Node, as kube-proxy resyncs on a Node update).
                         out.changed |= old != Some(&node);
                         cluster.upsert_node(node.clone());
-                        tracked.objects.insert(key, node);
+                        tracked.object = Some((key, node));
                     }
                     Err(error) => {
                         tracing::warn!(error = %error.report(), "local Node unreadable; kept as it was")
@@ -202,17 +205,19 @@ impl KubeApplier {
 }
 
 /// A proxied kind: how its API object becomes a model and how the model enters the cluster.
-trait Proxied: Sized + Clone + PartialEq {
+trait Proxied: Sized + PartialEq {
     /// The API object.
     type Raw;
     /// Its metadata.
     fn meta(raw: &Self::Raw) -> &ObjectMeta;
     /// The model, or why the object is skipped; entries of it left out alone go to `skipped`.
     fn convert(raw: &Self::Raw, skipped: &mut Vec<Error>) -> Result<Self, Error>;
+    /// The cluster's copy of the object `key` (the last good model).
+    fn current<'a>(cluster: &'a ClusterState, key: &Key) -> Option<&'a Self>;
     /// Puts the model into the cluster.
     fn upsert(self, cluster: &mut ClusterState);
-    /// Takes it out again.
-    fn remove(&self, cluster: &mut ClusterState);
+    /// Takes the object `key` out again.
+    fn remove(key: &Key, cluster: &mut ClusterState);
     /// Records what an accepted change says beyond the model (EndpointSlice trigger times).
     fn note_change(_raw: &Self::Raw, _out: &mut Applied) {}
 }
@@ -225,11 +230,20 @@ impl Proxied for Service {
     fn convert(raw: &Self::Raw, skipped: &mut Vec<Error>) -> Result<Self, Error> {
         service_from_k8s(raw, skipped)
     }
+    fn current<'a>(cluster: &'a ClusterState, key: &Key) -> Option<&'a Self> {
+        cluster.service(&ServiceName {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+        })
+    }
     fn upsert(self, cluster: &mut ClusterState) {
         cluster.upsert_service(self);
     }
-    fn remove(&self, cluster: &mut ClusterState) {
-        cluster.remove_service(&self.name);
+    fn remove(key: &Key, cluster: &mut ClusterState) {
+        cluster.remove_service(&ServiceName {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+        });
     }
 }
 
@@ -241,11 +255,14 @@ impl Proxied for EndpointSlice {
     fn convert(raw: &Self::Raw, _skipped: &mut Vec<Error>) -> Result<Self, Error> {
         endpoint_slice_from_k8s(raw)
     }
+    fn current<'a>(cluster: &'a ClusterState, key: &Key) -> Option<&'a Self> {
+        cluster.slice(&key.0, &key.1)
+    }
     fn upsert(self, cluster: &mut ClusterState) {
         cluster.upsert_slice(self);
     }
-    fn remove(&self, cluster: &mut ClusterState) {
-        cluster.remove_slice(&self.service, &self.name);
+    fn remove(key: &Key, cluster: &mut ClusterState) {
+        cluster.remove_slice_named(&key.0, &key.1);
     }
     fn note_change(raw: &Self::Raw, out: &mut Applied) {
         out.triggers.extend(trigger_time(&raw.metadata));
@@ -256,14 +273,14 @@ impl Proxied for EndpointSlice {
 /// good version, objects not proxied (headless, another proxy's) and deleted ones go out, and
 /// a relist removes what vanished only once it is complete.
 fn apply_event<T: Proxied>(
-    tracked: &mut Tracked<T>,
+    tracked: &mut Tracked,
     event: Event<T::Raw>,
     cluster: &mut ClusterState,
     out: &mut Applied,
 ) {
-    let mut remove = |tracked: &mut Tracked<T>, key: &Key, cluster: &mut ClusterState| {
-        if let Some(old) = tracked.objects.remove(key) {
-            old.remove(cluster);
+    let mut remove = |tracked: &mut Tracked, key: &Key, cluster: &mut ClusterState| {
+        if tracked.objects.remove(key) {
+            T::remove(key, cluster);
             out.changed = true;
         }
     };
@@ -276,12 +293,12 @@ fn apply_event<T: Proxied>(
             }
             match T::convert(&raw, &mut out.skipped) {
                 Ok(model) => {
-                    if tracked.objects.get(&key) != Some(&model) {
-                        model.clone().upsert(cluster);
-                        tracked.objects.insert(key, model);
+                    if T::current(cluster, &key) != Some(&model) {
+                        model.upsert(cluster);
                         out.changed = true;
                         T::note_change(&raw, out);
                     }
+                    tracked.objects.insert(key);
                 }
                 Err(error) => {
                     if !keeps_last_good(&error) {
@@ -294,12 +311,7 @@ fn apply_event<T: Proxied>(
         Event::Delete(raw) => remove(tracked, &key(T::meta(&raw)), cluster),
         Event::InitDone => {
             let seen = tracked.relist.take().unwrap_or_default();
-            let gone: Vec<Key> = tracked
-                .objects
-                .keys()
-                .filter(|k| !seen.contains(*k))
-                .cloned()
-                .collect();
+            let gone: Vec<Key> = tracked.objects.difference(&seen).cloned().collect();
             for key in gone {
                 remove(tracked, &key, cluster);
             }
