@@ -11,6 +11,7 @@ mod node_addresses;
 mod ownership;
 mod packet_rules;
 mod service;
+mod tally;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -28,6 +29,7 @@ pub use packet_rules::{
     PacketSettings, DEFAULT_MASQUERADE_MARK, DEFAULT_TABLE,
 };
 use service::{plan_service, PlanContext, ServicePlan};
+use tally::{RuleFootprint, ServiceTally};
 
 use crate::config::{Config, FWMARK_COUNT};
 use crate::model::{ClusterState, Node, ServiceName, ServicePort, ServicePortName};
@@ -231,44 +233,17 @@ pub struct RealServerCounts {
 
 impl DesiredState {
     /// Counts the planned real servers by intent.
+    /// (A walk of the whole plan: the sync loop reads [`Planner::real_server_counts`].)
     pub fn real_server_counts(&self) -> RealServerCounts {
-        let mut counts = RealServerCounts::default();
-        for vs in self.virtual_servers.values() {
-            for rs in vs.real_servers.values() {
-                match rs.intent {
-                    RealServerIntent::Serve => counts.serving += 1,
-                    RealServerIntent::Drain => counts.draining += 1,
-                    RealServerIntent::Remove => {}
-                }
-            }
-        }
-        counts
+        tally::count_real_servers(self.virtual_servers.values())
     }
 
     /// Service ports with a `Local` traffic policy and no endpoint on this node, by policy
     /// (`internal`, `external`) and family: kube-proxy's
     /// `sync_proxy_rules_no_local_endpoints_total`.
+    /// (A walk of the whole plan: the sync loop reads [`Planner::no_local_endpoints`].)
     pub fn no_local_endpoints(&self) -> NoLocalEndpoints {
-        let mut ports = BTreeSet::new();
-        for (key, vs) in &self.virtual_servers {
-            let policy = match vs.role {
-                VirtualServerRole::ClusterIp if vs.local_only => TrafficScope::Internal,
-                VirtualServerRole::ExternalLocal => TrafficScope::External,
-                _ => continue,
-            };
-            let serving = vs
-                .real_servers
-                .values()
-                .any(|rs| rs.intent == RealServerIntent::Serve);
-            if !serving {
-                ports.insert((policy, key.family(), &vs.owner));
-            }
-        }
-        let mut counts = NoLocalEndpoints::new();
-        for (policy, family, _) in ports {
-            *counts.entry((policy, family)).or_default() += 1;
-        }
-        counts
+        tally::count_no_local_endpoints(self.virtual_servers.iter())
     }
 
     /// The IPVS table this plan programs on a node that has none: serving real servers only
@@ -302,6 +277,10 @@ pub struct Changes {
     pub services: BTreeSet<ServiceKey>,
     /// Addresses whose binding may have changed.
     pub addresses: BTreeSet<IpAddr>,
+    /// Whether the packet rules may differ: a re-planned Service changed its virtual servers'
+    /// keys or roles, addresses, local endpoints, external-local marks or health check (a
+    /// weight flip does not), or everything was planned.
+    pub packet_rules: bool,
 }
 
 /// Two Services asked for the same virtual server; the first one planned keeps it.
@@ -322,6 +301,7 @@ struct Contribution {
     addresses: Vec<IpAddr>,
     external_local: Vec<(ServicePortName, Family, u32)>,
     local_endpoints: Vec<IpAddr>,
+    tally: ServiceTally,
 }
 
 /// Incremental planner.
@@ -338,6 +318,8 @@ pub struct Planner {
     marks: BTreeMap<(ServicePortName, Family), u32>,
     used_marks: BTreeSet<u32>,
     conflicts: Vec<Conflict>,
+    /// The sum of every Service's [`ServiceTally`].
+    tally: ServiceTally,
 }
 
 /// FNV-1a: a stable hash, so a Service gets the same firewall mark after a restart.
@@ -374,6 +356,7 @@ impl Planner {
             marks: BTreeMap::new(),
             used_marks: BTreeSet::new(),
             conflicts: Vec::new(),
+            tally: ServiceTally::default(),
         }
     }
 
@@ -425,6 +408,17 @@ impl Planner {
         &self.desired
     }
 
+    /// The planned real servers by intent, kept as Services are re-planned (the same figure
+    /// as [`DesiredState::real_server_counts`], without walking the plan).
+    pub fn real_server_counts(&self) -> RealServerCounts {
+        self.tally.real_servers
+    }
+
+    /// [`DesiredState::no_local_endpoints`], kept as Services are re-planned.
+    pub fn no_local_endpoints(&self) -> NoLocalEndpoints {
+        self.tally.no_local_endpoints.clone()
+    }
+
     /// The packet-rule intent of the current desired state.
     pub fn packet_rules(&self) -> PacketRules {
         packet_rules(&self.desired, &self.packet_settings)
@@ -445,6 +439,7 @@ impl Planner {
         for name in &names {
             self.replan_service(cluster, name, &mut changes);
         }
+        changes.packet_rules = true;
         changes
     }
 
@@ -499,6 +494,15 @@ impl Planner {
 
     fn replan_service(&mut self, cluster: &ClusterState, name: &ServiceName, out: &mut Changes) {
         let old = self.contributions.remove(name).unwrap_or_default();
+        let before = RuleFootprint::of(
+            &self.desired,
+            name,
+            &old.virtual_servers,
+            &old.addresses,
+            &old.local_endpoints,
+            old.external_local.iter().map(|(_, _, mark)| *mark),
+        );
+        old.tally.add_to(&mut self.tally, false);
         for key in &old.virtual_servers {
             if self
                 .desired
@@ -577,6 +581,7 @@ impl Planner {
             addresses: new.addresses,
             external_local: Vec::new(),
             local_endpoints: new.local_endpoints,
+            tally: ServiceTally::default(),
         };
         for (key, vs) in new.virtual_servers {
             out.services.insert(key);
@@ -608,6 +613,17 @@ impl Planner {
                 .push((rule.owner.clone(), rule.family, rule.mark));
             self.desired.external_local.insert(rule.mark, rule);
         }
+        accepted.tally = ServiceTally::of(&self.desired, &accepted.virtual_servers);
+        accepted.tally.add_to(&mut self.tally, true);
+        let after = RuleFootprint::of(
+            &self.desired,
+            name,
+            &accepted.virtual_servers,
+            &accepted.addresses,
+            &accepted.local_endpoints,
+            accepted.external_local.iter().map(|(_, _, mark)| *mark),
+        );
+        out.packet_rules |= before != after;
         if !accepted.virtual_servers.is_empty()
             || !accepted.addresses.is_empty()
             || !accepted.local_endpoints.is_empty()

@@ -479,6 +479,7 @@ fn reconcile_changes_sees_only_the_changed_keys() {
     let changes = crate::plan::Changes {
         services: [tcp("10.96.0.1", 1)].into(),
         addresses: BTreeSet::new(),
+        packet_rules: false,
     };
     assert_eq!(
         reconcile_changes(&desired, &observed, &Terminations::new(), &changes),
@@ -659,6 +660,7 @@ proptest! {
         let changes = crate::plan::Changes {
             services: desired.virtual_servers.keys().chain(observed.ipvs.services.keys()).copied().collect(),
             addresses: desired.addresses.keys().chain(observed.addresses.iter()).copied().collect(),
+            packet_rules: true,
         };
         prop_assert_eq!(
             reconcile_changes(&desired, &observed, &Terminations::new(), &changes),

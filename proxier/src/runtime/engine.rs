@@ -56,15 +56,13 @@ pub struct SyncOutcome {
     pub failures: Vec<SyncFailure>,
     /// Wall time from plan to the last answer.
     pub elapsed: Duration,
-    /// The planned real servers, when this sync brought the packet rules in line with the
-    /// plan (every full sync, and incremental syncs that changed virtual servers or
-    /// addresses).
+    /// The planned real servers (every sync that planned).
     pub real_servers: Option<RealServerCounts>,
-    /// The health checks to serve, whenever `real_servers` is set (the service health
-    /// server follows them).
+    /// The health checks to serve, when this sync brought the packet rules in line with the
+    /// plan (every full sync, and incremental syncs that changed what the packet rules or
+    /// health checks are made of); the service health server follows them.
     pub health_checks: Option<HealthChecks>,
-    /// Service ports with a `Local` policy and no local endpoint, computed with
-    /// `real_servers`.
+    /// Service ports with a `Local` policy and no local endpoint (every sync that planned).
     pub no_local_endpoints: Option<NoLocalEndpoints>,
     /// Conntrack flushes still owed after this sync (retried by the next one).
     pub flushes_owed: usize,
@@ -202,23 +200,21 @@ impl<D: Dataplane> Proxier<D> {
             &self.terminations,
             &changes,
         );
-        // Packet rules follow addresses and virtual servers: a re-plan that changed neither
-        // (an unchanged object re-sent) does not rebuild them.
-        let rules_may_change = !changes.services.is_empty() || !changes.addresses.is_empty();
-        self.apply(&ops, rules_may_change, started)
+        // Packet rules follow what Services put into them: a re-plan that changed none of it
+        // (a weight flip, an unchanged object re-sent) does not rebuild them.
+        self.apply(&ops, changes.packet_rules, started)
     }
 
     fn apply(&mut self, ops: &[Op], packet_rules: bool, started: Instant) -> SyncOutcome {
         let mut failures = Vec::new();
         let mut applied = 0;
-        let mut real_servers = None;
         let mut health_checks = None;
-        let mut no_local_endpoints = None;
+        // Kept by the planner as Services are re-planned: no walk of the plan per change.
+        let real_servers = Some(self.planner.real_server_counts());
+        let no_local_endpoints = Some(self.planner.no_local_endpoints());
         // Packet rules first: a new VIP is masqueraded from its first packet.
         if packet_rules {
-            real_servers = Some(self.planner.desired().real_server_counts());
             health_checks = Some(self.planner.health_checks());
-            no_local_endpoints = Some(self.planner.desired().no_local_endpoints());
             let rules = self.planner.packet_rules();
             match self.dataplane.program_packet_rules(&rules) {
                 Ok(_) => applied += 1,
