@@ -167,7 +167,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Service k of file f: endpoint 0 terminating on odd flips, ready again on even ones.
         let f = flip % FILES;
         let range = (f * per_file).min(services)..((f + 1) * per_file).min(services);
-        let flipped = (flip / FILES % 2 == 0).then_some(range.start);
+        let flipped = (flip / FILES).is_multiple_of(2).then_some(range.start);
         let tmp = dir.join("flip.tmp~");
         std::fs::write(&tmp, file_text(range, flipped))?;
         std::fs::rename(&tmp, file_path(&dir, f))?;

@@ -68,7 +68,9 @@ fn per_family<'a>(
 #[derive(Debug, Clone, Default)]
 pub struct ClusterState {
     services: BTreeMap<ServiceName, Service>,
-    slices: BTreeMap<ServiceName, BTreeMap<String, EndpointSlice>>,
+    /// The slices of each Service, sorted by name: a Service has a few, and a B-tree node per
+    /// Service would hold room for eleven.
+    slices: BTreeMap<ServiceName, Vec<EndpointSlice>>,
     /// (namespace, slice name) → the Service the slice currently belongs to.
     slice_owner: BTreeMap<(String, String), ServiceName>,
     nodes: BTreeMap<String, Node>,
@@ -109,16 +111,18 @@ impl ClusterState {
         self.slice_owner.insert(key, slice.service.clone());
         self.changes.slice(slice.family, &slice.service);
         self.dirty.insert(slice.service.clone());
-        self.slices
-            .entry(slice.service.clone())
-            .or_default()
-            .insert(slice.name.clone(), slice);
+        let slices = self.slices.entry(slice.service.clone()).or_default();
+        match slices.binary_search_by(|s| s.name.as_str().cmp(&slice.name)) {
+            Ok(at) => slices[at] = slice,
+            Err(at) => slices.insert(at, slice),
+        }
     }
 
     /// Removes an EndpointSlice.
     pub fn remove_slice(&mut self, service: &ServiceName, slice_name: &str) {
         if let Some(slices) = self.slices.get_mut(service) {
-            if let Some(slice) = slices.remove(slice_name) {
+            if let Ok(at) = slices.binary_search_by(|s| s.name.as_str().cmp(slice_name)) {
+                let slice = slices.remove(at);
                 self.changes.slice(slice.family, service);
                 self.slice_owner
                     .remove(&(service.namespace.clone(), slice_name.to_owned()));
@@ -167,7 +171,7 @@ impl ClusterState {
         let service = self
             .slice_owner
             .get(&(namespace.to_owned(), name.to_owned()))?;
-        self.slices.get(service)?.get(name)
+        self.slices.get(service)?.iter().find(|s| s.name == name)
     }
 
     /// All Services, by name.
@@ -177,7 +181,7 @@ impl ClusterState {
 
     /// The EndpointSlices of a Service, by slice name.
     pub fn slices(&self, name: &ServiceName) -> impl Iterator<Item = &EndpointSlice> + Clone {
-        self.slices.get(name).into_iter().flat_map(|s| s.values())
+        self.slices.get(name).into_iter().flatten()
     }
 
     /// Takes the set of Services changed since the last call.

@@ -98,10 +98,13 @@ impl ServiceTally {
     }
 }
 
+/// What one virtual server puts into the packet rules: its key, role and allowed sources.
+type RuleEntry = (ServiceKey, VirtualServerRole, Vec<(IpAddr, u8)>);
+
 /// What one Service puts into the packet rules ([`super::packet_rules`]).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct RuleFootprint {
-    virtual_servers: Vec<(ServiceKey, VirtualServerRole, Vec<(IpAddr, u8)>)>,
+    virtual_servers: Vec<RuleEntry>,
     addresses: Vec<IpAddr>,
     local_endpoints: Vec<IpAddr>,
     external_local: Vec<ExternalLocalRule>,
