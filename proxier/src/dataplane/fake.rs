@@ -1,7 +1,10 @@
 //! A strict in-memory dataplane: the kernel's errnos (via [`Observed::apply`]), every
 //! operation recorded, and failures injectable.
 
-use super::{ApplyReport, Dataplane};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use super::{ApplyReport, Dataplane, TableRead};
 use crate::error::{Errno, Error};
 use crate::plan::PacketRules;
 use crate::reconcile::{ConntrackFilter, Observed, Op};
@@ -39,6 +42,16 @@ impl FakeDataplane {
 impl Dataplane for FakeDataplane {
     fn observe(&mut self) -> Result<Observed, Error> {
         Ok(self.state.clone())
+    }
+
+    /// The table as it is now, handed over when the read thread runs.
+    fn table_read(&mut self) -> Result<Option<TableRead>, Error> {
+        let table = self.state.ipvs.clone();
+        Ok(Some(Box::new(move || Ok(table))))
+    }
+
+    fn observe_addresses(&mut self) -> Result<BTreeSet<IpAddr>, Error> {
+        Ok(self.state.addresses.clone())
     }
 
     fn apply(&mut self, ops: &[Op]) -> ApplyReport {

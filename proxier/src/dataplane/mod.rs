@@ -13,6 +13,11 @@ pub mod nftables;
 #[cfg(any(test, feature = "fake"))]
 pub use fake::FakeDataplane;
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use netlink_ipvs::IpvsState;
+
 use crate::error::Error;
 use crate::plan::PacketRules;
 use crate::reconcile::{Observed, Op};
@@ -39,10 +44,29 @@ impl ApplyReport {
     }
 }
 
+/// A read of the whole IPVS table (normalized, as [`Observed::ipvs`] holds it) that runs on
+/// another thread, on its own socket, while the sync loop goes on applying changes: the
+/// periodic resync's dump, which takes seconds at 10,000 virtual servers.
+pub type TableRead = Box<dyn FnOnce() -> Result<IpvsState, Error> + Send>;
+
 /// Applies operations to a node and reads its state back.
 pub trait Dataplane {
-    /// Reads the current state (a full dump: start-up and periodic resync).
+    /// Reads the current state (a full dump: start-up, and resyncs of a dataplane without a
+    /// [`Dataplane::table_read`]).
     fn observe(&mut self) -> Result<Observed, Error>;
+    /// The IPVS half of a periodic resync's read, to run off the sync loop; `None` (the
+    /// default): this dataplane is only read on the loop, through [`Dataplane::observe`].
+    /// A dataplane that answers `Some` also reads the rest with
+    /// [`Dataplane::observe_addresses`] once the table is in.
+    fn table_read(&mut self) -> Result<Option<TableRead>, Error> {
+        Ok(None)
+    }
+    /// The rest of a resync's read, on the loop, after a [`Dataplane::table_read`]: the
+    /// addresses bound on our dummy interface (and whatever else a full read repairs
+    /// besides the IPVS table).
+    fn observe_addresses(&mut self) -> Result<BTreeSet<IpAddr>, Error> {
+        self.observe().map(|observed| observed.addresses)
+    }
     /// Applies `ops` in order.
     fn apply(&mut self, ops: &[Op]) -> ApplyReport;
     /// Brings packet rules (masquerade, NodePorts, ETP=Local marks) in line with the plan's

@@ -122,6 +122,19 @@ impl Op {
         }
     }
 
+    /// The virtual server an IPVS operation changes; `None` for the address and conntrack
+    /// operations.
+    pub fn virtual_server(&self) -> Option<ServiceKey> {
+        match self {
+            Op::AddVirtualServer(vs) | Op::UpdateVirtualServer(vs) => Some(vs.key),
+            Op::DeleteVirtualServer(key)
+            | Op::AddRealServer { service: key, .. }
+            | Op::UpdateRealServer { service: key, .. }
+            | Op::DeleteRealServer { service: key, .. } => Some(*key),
+            Op::BindAddress(_) | Op::UnbindAddress(_) | Op::FlushConntrack(_) => None,
+        }
+    }
+
     /// The IPVS request this operation is (same variant name, same fields); `None` for the
     /// address and conntrack operations, which go to rtnetlink and ctnetlink.
     pub fn ipvs_operation(&self) -> Option<IpvsOperation> {

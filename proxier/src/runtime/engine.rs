@@ -1,9 +1,12 @@
 //! [`Proxier`]: plan → reconcile → apply against a [`Dataplane`], keeping a mirror of the
 //! kernel so that an incremental sync costs what changed, not what exists.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::dataplane::Dataplane;
+use netlink_ipvs::{IpvsState, ServiceKey};
+
+use crate::dataplane::{Dataplane, TableRead};
 use crate::error::Error;
 use crate::model::ClusterState;
 use crate::plan::{DesiredState, HealthChecks, NoLocalEndpoints, Planner, RealServerCounts};
@@ -97,6 +100,9 @@ pub struct Proxier<D> {
     terminations: Terminations,
     /// The node's addresses changed where NodePorts open: the next sync re-plans everything.
     replan_all: bool,
+    /// While a resync's table read runs off the loop ([`Proxier::begin_resync`]): the virtual
+    /// servers written since it began, whose mirror entries are newer than what it may read.
+    written_during_read: Option<BTreeSet<ServiceKey>>,
 }
 
 impl<D: Dataplane> Proxier<D> {
@@ -109,6 +115,7 @@ impl<D: Dataplane> Proxier<D> {
             mirror: Observed::default(),
             terminations: Terminations::new(),
             replan_all: false,
+            written_during_read: None,
         }
     }
 
@@ -169,18 +176,65 @@ impl<D: Dataplane> Proxier<D> {
         &mut self.dataplane
     }
 
-    /// Start-up and periodic resync: re-reads the kernel (repairing drift someone else caused
-    /// in our objects), plans everything and applies the difference. On a restart over
-    /// matching state this makes no write at all.
+    /// Start-up (and the periodic resync of a dataplane read only on the loop): re-reads the
+    /// kernel (repairing drift someone else caused in our objects), plans everything and
+    /// applies the difference. On a restart over matching state this makes no write at all.
     pub fn full_sync(&mut self) -> Result<SyncOutcome, Error> {
         let started = Instant::now();
         self.mirror = self.dataplane.observe()?;
         self.planner.follow_node(&mut self.cluster);
         self.replan_all = false;
         self.planner.plan_all(&mut self.cluster);
+        Ok(self.repair_all(started))
+    }
+
+    /// Starts a periodic resync whose IPVS dump runs off the loop: returns the read to run on
+    /// another thread (`None`: this dataplane is read on the loop only; call
+    /// [`Proxier::full_sync`] instead). Syncs may run meanwhile; hand the read's answer to
+    /// [`Proxier::finish_resync`].
+    pub fn begin_resync(&mut self) -> Result<Option<TableRead>, Error> {
+        let read = self.dataplane.table_read()?;
+        self.written_during_read = read.as_ref().map(|_| BTreeSet::new());
+        Ok(read)
+    }
+
+    /// Completes the resync [`Proxier::begin_resync`] started (at `started`) with its table:
+    /// the table becomes the mirror, except for the virtual servers written since the read
+    /// began (the mirror knows those better: the read may have missed the writes; drift in
+    /// them is repaired by the next resync); then the rest of the kernel is read and
+    /// everything is reconciled, as in [`Proxier::full_sync`]. The plan is kept up to date
+    /// by every sync, so only the Services changed since the last one are re-planned.
+    pub fn finish_resync(
+        &mut self,
+        table: Result<IpvsState, Error>,
+        started: Instant,
+    ) -> Result<SyncOutcome, Error> {
+        let written = self.written_during_read.take().unwrap_or_default();
+        let mut table = table?;
+        let addresses = self.dataplane.observe_addresses()?;
+        for key in written {
+            match self.mirror.ipvs.services.remove(&key) {
+                Some(state) => table.services.insert(key, state),
+                None => table.services.remove(&key),
+            };
+        }
+        // The old mirror is dropped here: one copy of the table at rest.
+        self.mirror.ipvs = table;
+        self.mirror.addresses = addresses;
+        self.planner.follow_node(&mut self.cluster);
+        if std::mem::take(&mut self.replan_all) {
+            self.planner.plan_all(&mut self.cluster);
+        } else {
+            self.planner.replan(&mut self.cluster);
+        }
+        Ok(self.repair_all(started))
+    }
+
+    /// Reconciles everything against the mirror and applies the difference.
+    fn repair_all(&mut self, started: Instant) -> SyncOutcome {
         self.terminations.set_now(SystemTime::now());
         let ops = reconcile(self.planner.desired(), &self.mirror, &self.terminations);
-        Ok(self.apply(&ops, true, started))
+        self.apply(&ops, true, started)
     }
 
     /// After source changes: re-plans only the dirty Services and reconciles only what their
@@ -247,6 +301,11 @@ impl<D: Dataplane> Proxier<D> {
                     // The kernel accepted it, so the mirror follows; a disagreement here
                     // only means the mirror was stale, which the next resync repairs.
                     let _ = self.mirror.apply(op);
+                    if let (Some(written), Some(key)) =
+                        (&mut self.written_during_read, op.virtual_server())
+                    {
+                        written.insert(key);
+                    }
                     tracing::debug!(%op, "applied");
                 }
                 Err(error) => {

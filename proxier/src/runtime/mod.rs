@@ -8,12 +8,17 @@
 
 mod engine;
 #[cfg(test)]
+mod resync_tests;
+#[cfg(test)]
 mod tests;
 
 pub use engine::{Proxier, SyncFailure, SyncOutcome};
 
 use std::future::Future;
 use std::time::{Duration, Instant};
+
+use netlink_ipvs::IpvsState;
+use tokio::task::JoinHandle;
 
 use crate::dataplane::Dataplane;
 use crate::error::Error;
@@ -115,39 +120,41 @@ pub async fn run<D: Dataplane, S: Source>(
     let mut last_sync = Instant::now();
     let mut next_resync = last_sync + timing.sync_period;
     let mut pending = false;
+    // The resync's table read in flight off the loop, with when it began.
+    let mut reading: Option<(Instant, JoinHandle<Result<IpvsState, Error>>)> = None;
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let table = tokio::select! {
             () = &mut shutdown => break,
-            () = tokio::time::sleep(timing.poll_period) => {}
-        }
+            () = tokio::time::sleep(timing.poll_period) => None,
+            table = table_read(&mut reading) => Some(table),
+        };
         pending |= poll(source, proxier)?;
         pending |= proxier.poll_node_addresses();
         let now = Instant::now();
-        if now >= next_resync || backoff.is_due(now) {
-            match proxier.full_sync() {
-                Ok(outcome) => {
-                    tracing::info!(?outcome, "full resync");
-                    if outcome.failed > 0 {
-                        backoff.failed(now);
-                    } else {
-                        backoff.succeeded();
-                    }
-                    on_sync(SyncKind::Full, &outcome);
-                }
-                Err(error) => {
-                    tracing::error!(error = %error.report(), "resync could not read the kernel; nothing changed");
-                    backoff.failed(now);
-                    on_sync(
-                        SyncKind::Full,
-                        &SyncOutcome::kernel_unreadable(error, now.elapsed()),
-                    );
-                }
-            }
-            next_resync = now + timing.sync_period;
+        if let Some((started, table)) = table {
+            // Changes polled so far are planned and applied with the repair.
+            let outcome = proxier.finish_resync(table, started);
+            resynced(outcome, started, &mut backoff, &mut on_sync);
+            reading = None;
             last_sync = now;
             pending = false;
-        } else if pending && now >= last_sync + timing.min_sync_period {
+        } else if reading.is_none() && (now >= next_resync || backoff.is_due(now)) {
+            next_resync = now + timing.sync_period;
+            match proxier.begin_resync() {
+                Ok(Some(read)) => {
+                    reading = Some((now, tokio::task::spawn_blocking(read)));
+                }
+                Ok(None) => {
+                    resynced(proxier.full_sync(), now, &mut backoff, &mut on_sync);
+                    last_sync = now;
+                    pending = false;
+                }
+                Err(error) => resynced(Err(error), now, &mut backoff, &mut on_sync),
+            }
+        }
+        // A change never waits for a resync's read: only for minSyncPeriod.
+        if pending && now >= last_sync + timing.min_sync_period {
             let outcome = proxier.incremental_sync();
             tracing::info!(?outcome, "sync");
             if outcome.failed > 0 {
@@ -159,4 +166,48 @@ pub async fn run<D: Dataplane, S: Source>(
         }
     }
     Ok(())
+}
+
+/// The answer of the table read in flight (with when it began); pending while there is none.
+async fn table_read(
+    reading: &mut Option<(Instant, JoinHandle<Result<IpvsState, Error>>)>,
+) -> (Instant, Result<IpvsState, Error>) {
+    let Some((started, handle)) = reading else {
+        return std::future::pending().await;
+    };
+    match handle.await {
+        Ok(table) => (*started, table),
+        // The read panicked (a bug): the loop goes down with it, as if it had run here. The
+        // task is never cancelled: the runtime outlives the loop.
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
+}
+
+/// Logs and reports a full resync's outcome, and schedules the retry of what failed.
+fn resynced(
+    outcome: Result<SyncOutcome, Error>,
+    started: Instant,
+    backoff: &mut Backoff,
+    on_sync: &mut impl FnMut(SyncKind, &SyncOutcome),
+) {
+    let now = Instant::now();
+    match outcome {
+        Ok(outcome) => {
+            tracing::info!(?outcome, "full resync");
+            if outcome.failed > 0 {
+                backoff.failed(now);
+            } else {
+                backoff.succeeded();
+            }
+            on_sync(SyncKind::Full, &outcome);
+        }
+        Err(error) => {
+            tracing::error!(error = %error.report(), "resync could not read the kernel; nothing changed");
+            backoff.failed(now);
+            on_sync(
+                SyncKind::Full,
+                &SyncOutcome::kernel_unreadable(error, started.elapsed()),
+            );
+        }
+    }
 }

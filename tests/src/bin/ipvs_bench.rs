@@ -70,6 +70,54 @@ fn main() {
         ratio(batched, restore),
         ratio(one_by_one, restore)
     );
+    dumps(&ops);
+}
+
+/// Reading the table back (what a full resync costs): our dump (one service dump, then one
+/// destination dump per service, like ipvsadm) against `ipvsadm -Sn`, wall and CPU time.
+fn dumps(ops: &[netlink_ipvs::IpvsOperation]) {
+    let _ns = NetNs::fresh();
+    let mut handle = IpvsHandle::connect().unwrap();
+    assert!(handle.apply(ops).iter().all(Result::is_ok));
+    for round in 1..=2 {
+        let (ours, ours_cpu) = measured(libc::RUSAGE_SELF, || {
+            let report = handle.state_report().unwrap();
+            assert!(report.skipped.is_empty());
+        });
+        let (theirs, theirs_cpu) = measured(libc::RUSAGE_CHILDREN, || {
+            let out = Command::new(IPVSADM)
+                .arg("-Sn")
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(out.success());
+        });
+        println!(
+            "dump round {round}: state_report {:.3} s wall, {:.3} s CPU; ipvsadm -Sn {:.3} s wall, {:.3} s CPU; ratio (CPU) {:.3}",
+            ours.as_secs_f64(),
+            ours_cpu.as_secs_f64(),
+            theirs.as_secs_f64(),
+            theirs_cpu.as_secs_f64(),
+            ratio(ours_cpu, theirs_cpu)
+        );
+    }
+}
+
+/// Wall time and CPU time (user + system, of `who`) of `work`.
+fn measured(who: libc::c_int, work: impl FnOnce()) -> (Duration, Duration) {
+    let cpu = || {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::getrusage(who, &mut usage) }, 0);
+        let time = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        time(usage.ru_utime) + time(usage.ru_stime)
+    };
+    let cpu_before = cpu();
+    let started = Instant::now();
+    work();
+    (started.elapsed(), cpu() - cpu_before)
 }
 
 /// Runs `program` in a fresh namespace, checks the result with a dump, and prints the time.

@@ -14,14 +14,16 @@ pub use sysctl::{
     apply_sysctls, kernel_release, kernel_version, wanted_sysctls, Sysctl, SysctlChange,
 };
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use netlink_ipvs::{IpvsError, IpvsHandle, IpvsOperation};
+use netlink_ipvs::{IpvsError, IpvsHandle, IpvsOperation, IpvsState};
 use netlink_nftables::NftablesHandle;
 
 use super::nftables::{replace_table, update_table};
-use super::{ApplyReport, Dataplane};
+use super::{ApplyReport, Dataplane, TableRead};
 use crate::error::{Errno, Error};
 use crate::plan::PacketRules;
 use crate::reconcile::{Observed, Op};
@@ -221,31 +223,26 @@ impl KernelDataplane {
 
 impl Dataplane for KernelDataplane {
     fn observe(&mut self) -> Result<Observed, Error> {
-        let report = self
-            .ipvs
-            .state_report()
-            .map_err(|e| ipvs_error("dump IPVS", e))?;
-        // One unreadable (foreign) or vanishing virtual server does not fail the resync: it is
-        // left out of the mirror (an owned one is read again at the next resync).
-        self.counters
-            .ipvs_dump_skipped
-            .fetch_add(report.skipped.len() as u64, Ordering::Relaxed);
-        for skipped in &report.skipped {
-            tracing::warn!(
-                service = ?skipped.key,
-                reason = %skipped.reason,
-                "virtual server left out of the IPVS dump"
-            );
-        }
-        let mut ipvs = report.state;
-        for service in ipvs.services.values_mut() {
-            service.service = service.service.normalized();
-        }
-        // kube-ipvs0 deleted by someone else is recreated here, once per full resync.
+        let ipvs = read_table(&mut self.ipvs, &self.counters)?;
+        let addresses = self.observe_addresses()?;
+        Ok(Observed { ipvs, addresses })
+    }
+
+    /// A dump on a socket of its own (opened here, in this thread's network namespace), so
+    /// that the loop's socket stays free for the changes that come meanwhile.
+    fn table_read(&mut self) -> Result<Option<TableRead>, Error> {
+        let mut ipvs = IpvsHandle::connect().map_err(|e| ipvs_error("connect to IPVS", e))?;
+        let counters = self.counters.clone();
+        Ok(Some(Box::new(move || read_table(&mut ipvs, &counters))))
+    }
+
+    /// The addresses on our dummy interface; kube-ipvs0 deleted by someone else is recreated
+    /// here, once per full resync, and the next packet-rule write replaces our table whole.
+    fn observe_addresses(&mut self) -> Result<BTreeSet<IpAddr>, Error> {
         let index = self.ensure_interface()?;
         let addresses = self.links.addresses(index)?;
         self.replace_rules = true;
-        Ok(Observed { ipvs, addresses })
+        Ok(addresses)
     }
 
     fn local_addresses(&mut self) -> Result<Option<Vec<std::net::IpAddr>>, Error> {
@@ -320,6 +317,30 @@ impl Dataplane for KernelDataplane {
         }
         ApplyReport { results }
     }
+}
+
+/// The whole IPVS table, normalized. One unreadable (foreign) or vanishing virtual server does
+/// not fail the read: it is left out (an owned one is read again at the next resync), counted
+/// and logged.
+fn read_table(ipvs: &mut IpvsHandle, counters: &KernelCounters) -> Result<IpvsState, Error> {
+    let report = ipvs
+        .state_report()
+        .map_err(|e| ipvs_error("dump IPVS", e))?;
+    counters
+        .ipvs_dump_skipped
+        .fetch_add(report.skipped.len() as u64, Ordering::Relaxed);
+    for skipped in &report.skipped {
+        tracing::warn!(
+            service = ?skipped.key,
+            reason = %skipped.reason,
+            "virtual server left out of the IPVS dump"
+        );
+    }
+    let mut table = report.state;
+    for service in table.services.values_mut() {
+        service.service = service.service.normalized();
+    }
+    Ok(table)
 }
 
 /// Which kernel interface an operation goes to.
