@@ -135,10 +135,14 @@ pub async fn run<D: Dataplane, S: Source>(
         if let Some((started, table)) = table {
             // Changes polled so far are planned and applied with the repair.
             let outcome = proxier.finish_resync(table, started);
-            resynced(outcome, started, &mut backoff, &mut on_sync);
+            // A resync that could not read the kernel planned and wrote nothing: what was
+            // polled meanwhile stays pending, and minSyncPeriod still counts from the last
+            // sync that wrote.
+            if resynced(outcome, started, &mut backoff, &mut on_sync) {
+                pending = false;
+                last_sync = now;
+            }
             reading = None;
-            last_sync = now;
-            pending = false;
         } else if reading.is_none() && (now >= next_resync || backoff.is_due(now)) {
             next_resync = now + timing.sync_period;
             match proxier.begin_resync() {
@@ -146,11 +150,14 @@ pub async fn run<D: Dataplane, S: Source>(
                     reading = Some((now, tokio::task::spawn_blocking(read)));
                 }
                 Ok(None) => {
-                    resynced(proxier.full_sync(), now, &mut backoff, &mut on_sync);
-                    last_sync = now;
-                    pending = false;
+                    if resynced(proxier.full_sync(), now, &mut backoff, &mut on_sync) {
+                        pending = false;
+                        last_sync = now;
+                    }
                 }
-                Err(error) => resynced(Err(error), now, &mut backoff, &mut on_sync),
+                Err(error) => {
+                    resynced(Err(error), now, &mut backoff, &mut on_sync);
+                }
             }
         }
         // A change never waits for a resync's read: only for minSyncPeriod.
@@ -183,13 +190,14 @@ async fn table_read(
     }
 }
 
-/// Logs and reports a full resync's outcome, and schedules the retry of what failed.
+/// Logs and reports a full resync's outcome, and schedules the retry of what failed. Returns
+/// whether the resync read the kernel (and so planned and applied everything pending).
 fn resynced(
     outcome: Result<SyncOutcome, Error>,
     started: Instant,
     backoff: &mut Backoff,
     on_sync: &mut impl FnMut(SyncKind, &SyncOutcome),
-) {
+) -> bool {
     let now = Instant::now();
     match outcome {
         Ok(outcome) => {
@@ -200,6 +208,7 @@ fn resynced(
                 backoff.succeeded();
             }
             on_sync(SyncKind::Full, &outcome);
+            true
         }
         Err(error) => {
             tracing::error!(error = %error.report(), "resync could not read the kernel; nothing changed");
@@ -208,6 +217,7 @@ fn resynced(
                 SyncKind::Full,
                 &SyncOutcome::kernel_unreadable(error, started.elapsed()),
             );
+            false
         }
     }
 }

@@ -13,7 +13,7 @@ use netlink_ipvs::{IpvsState, Protocol};
 use super::{run, Proxier, SyncKind, SyncTiming};
 use crate::config::Config;
 use crate::dataplane::{ApplyReport, Dataplane, FakeDataplane, TableRead};
-use crate::error::Error;
+use crate::error::{Errno, Error};
 use crate::fixtures::{ep, http_backend, node_a, service, slice, tcp};
 use crate::model::ClusterState;
 use crate::plan::{PacketRules, Planner};
@@ -92,6 +92,8 @@ impl Dataplane for SlowRead {
 struct ChangeDuringRead {
     step: usize,
     read_started: Arc<AtomicBool>,
+    /// Set once the change has been handed to the loop.
+    changed: Arc<AtomicBool>,
 }
 
 impl Source for ChangeDuringRead {
@@ -116,6 +118,7 @@ impl Source for ChangeDuringRead {
             1 if self.read_started.load(Ordering::SeqCst) => {
                 let endpoints = vec![ep("10.244.1.5", "node-a"), ep("10.244.1.6", "node-a")];
                 cluster.upsert_slice(slice("web", "web-1", &http, endpoints));
+                self.changed.store(true, Ordering::SeqCst);
                 true
             }
             _ => false,
@@ -146,6 +149,7 @@ fn a_change_during_a_resync_read_is_applied_at_once_and_the_repair_keeps_it() {
     let mut source = ChangeDuringRead {
         step: 0,
         read_started,
+        changed: Arc::default(),
     };
     let timing = SyncTiming {
         min_sync_period: Duration::ZERO,
@@ -215,5 +219,108 @@ fn a_change_during_a_resync_read_is_applied_at_once_and_the_repair_keeps_it() {
         proxier.observed().ipvs,
         proxier.dataplane().fake.state.ipvs,
         "the mirror follows the kernel"
+    );
+}
+
+/// The strict fake whose periodic reads all fail, each once the change has reached the loop.
+struct FailingRead {
+    fake: FakeDataplane,
+    read_started: Arc<AtomicBool>,
+    changed: Arc<AtomicBool>,
+}
+
+impl Dataplane for FailingRead {
+    fn observe(&mut self) -> Result<Observed, Error> {
+        self.fake.observe()
+    }
+
+    fn table_read(&mut self) -> Result<Option<TableRead>, Error> {
+        self.read_started.store(true, Ordering::SeqCst);
+        let changed = self.changed.clone();
+        Ok(Some(Box::new(move || {
+            let waited = std::time::Instant::now();
+            while !changed.load(Ordering::SeqCst) && waited.elapsed() < READ_HOLD {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(Error::Kernel {
+                op: "dump the IPVS table".into(),
+                errno: Errno::ESRCH,
+            })
+        })))
+    }
+
+    fn observe_addresses(&mut self) -> Result<BTreeSet<IpAddr>, Error> {
+        self.fake.observe_addresses()
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> ApplyReport {
+        self.fake.apply(ops)
+    }
+
+    fn program_packet_rules(&mut self, rules: &PacketRules) -> Result<bool, Error> {
+        self.fake.program_packet_rules(rules)
+    }
+}
+
+/// A change polled while a resync's read runs, but held back by `minSyncPeriod`, is still
+/// applied when that read fails. Fails on the first version of the off-loop read, which
+/// forgot what was pending whenever a resync ended, read or not: the change then waited for
+/// the next change (seen in the VM as the rollout soak's "old pod at weight 0" timeout).
+#[test]
+fn a_change_pending_when_a_resync_read_fails_is_still_applied() {
+    let read_started = Arc::new(AtomicBool::new(false));
+    let changed = Arc::new(AtomicBool::new(false));
+    let dataplane = FailingRead {
+        fake: FakeDataplane::default(),
+        read_started: read_started.clone(),
+        changed: changed.clone(),
+    };
+    let mut proxier = Proxier::new(Planner::new(node_a(), Config::default()), dataplane);
+    let mut source = ChangeDuringRead {
+        step: 0,
+        read_started,
+        changed,
+    };
+    let timing = SyncTiming {
+        // Longer than the resync period: the change, polled just after the read began,
+        // must wait for minSyncPeriod, by when the read has failed.
+        min_sync_period: Duration::from_millis(300),
+        sync_period: Duration::from_millis(200),
+        poll_period: Duration::from_millis(1),
+    };
+    let mut syncs = Vec::new();
+    let applied = Arc::new(AtomicBool::new(false));
+    let done = applied.clone();
+    let on_sync = |kind, outcome: &super::SyncOutcome| {
+        syncs.push((kind, outcome.operations));
+        if kind == SyncKind::Incremental {
+            done.store(true, Ordering::SeqCst);
+        }
+    };
+    let shutdown = async {
+        let wait = async {
+            while !applied.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(run(&mut proxier, &mut source, timing, on_sync, shutdown))
+        .unwrap();
+
+    assert!(
+        syncs.contains(&(SyncKind::Incremental, 1)),
+        "web's new endpoint applied after the failed read; syncs: {syncs:?}"
+    );
+    let web = &proxier.dataplane().fake.state.ipvs.services[&tcp("10.96.0.1", 80)];
+    assert_eq!(
+        web.real_servers.len(),
+        2,
+        "both of web's endpoints in the kernel"
     );
 }
