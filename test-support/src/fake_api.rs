@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -181,20 +182,62 @@ impl FakeApi {
         }
     }
 
-    /// A list response of `kind` honouring the selectors in `query`.
+    /// Puts many objects of `kind` at once, as if they had existed before any watch began:
+    /// one resourceVersion each, no watch events logged, one wake-up (a large initial cluster
+    /// that watches only ever see through their list).
+    pub fn load(&self, kind: &'static str, objects: impl IntoIterator<Item = (String, String)>) {
+        self.with(|state| {
+            let mut rv = state.rv;
+            let collection = state.collections.entry(kind).or_default();
+            for (name, template) in objects {
+                rv += 1;
+                collection.objects.insert(name, (rv, template));
+            }
+            state.rv = rv;
+        });
+    }
+
+    /// A list response of `kind` honouring the selectors in `query` and, as the API server
+    /// does, its paging: at most `limit` items from after the `continue` token (here the name
+    /// of the page's last object), with a `continue` token while more objects follow.
     pub fn list(&self, kind: &str, list_kind: &str, api_version: &str, query: &str) -> String {
         let state = self.state.lock().unwrap();
-        let items: Vec<String> = state.collections.get(kind).map_or(vec![], |c| {
-            c.objects
-                .iter()
-                .map(|(name, (rv, t))| (name, render(t, *rv)))
-                .filter(|(name, json)| selected(query, name, json))
-                .map(|(_, json)| json)
-                .collect()
-        });
+        let limit = param(query, "limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(usize::MAX);
+        let after = param(query, "continue").filter(|c| !c.is_empty());
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        if let Some(collection) = state.collections.get(kind) {
+            let start = match &after {
+                Some(name) => Bound::Excluded(name.as_str()),
+                None => Bound::Unbounded,
+            };
+            let range = collection
+                .objects
+                .range::<str, _>((start, Bound::Unbounded));
+            for (name, (rv, t)) in range {
+                let json = render(t, *rv);
+                if !selected(query, name, &json) {
+                    continue;
+                }
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                items.push(json);
+                last = Some(name.as_str());
+            }
+        }
+        let next = match (more, last) {
+            (true, Some(name)) => format!(",\"continue\":\"{name}\""),
+            _ => String::new(),
+        };
         format!(
             "{{\"kind\":\"{list_kind}\",\"apiVersion\":\"{api_version}\",\
-             \"metadata\":{{\"resourceVersion\":\"{}\"}},\"items\":[{}]}}",
+             \"metadata\":{{\"resourceVersion\":\"{}\"{next}}},\"items\":[{}]}}",
             state.rv,
             items.join(",")
         )
@@ -334,4 +377,42 @@ pub fn serve_dns_cluster() -> (tokio::runtime::Runtime, FakeApi, String) {
     api.put("nodes", "node-a", &node("node-a", "10.0.1.1"));
     let (address, _acceptor) = runtime.block_on(api.clone().serve());
     (runtime, api, format!("http://{address}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &str) -> Vec<String> {
+        list.split("\"metadata\":{\"name\":\"")
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_list_is_paged_by_limit_and_continue() {
+        let api = FakeApi::new();
+        api.load(
+            "services",
+            ["a", "b", "c", "d", "e"].map(|n| (n.to_owned(), service(n, "10.96.0.1", "TCP", 80))),
+        );
+        let list = |query: &str| api.list("services", "ServiceList", "v1", query);
+        let first = list("limit=2");
+        assert_eq!(names(&first), ["a", "b"]);
+        assert!(
+            first.contains(r#""resourceVersion":"5","continue":"b"}"#),
+            "{first}"
+        );
+        let second = list("limit=2&continue=b");
+        assert_eq!(names(&second), ["c", "d"]);
+        assert!(second.contains(r#""continue":"d""#), "{second}");
+        let last = list("limit=2&continue=d");
+        assert_eq!(names(&last), ["e"]);
+        assert!(!last.contains("continue"), "{last}");
+        assert_eq!(names(&list("")), ["a", "b", "c", "d", "e"]);
+        assert_eq!(names(&list("limit=5")), ["a", "b", "c", "d", "e"]);
+        assert!(!list("limit=5").contains("continue"));
+        assert_eq!(api.with(|s| s.collections["services"].log.len()), 0);
+    }
 }

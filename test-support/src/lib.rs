@@ -2,7 +2,8 @@
 //! ([`netns`]), the outside witnesses run by absolute path ([`mod@witness`]), host knobs
 //! ([`sysctl`]), a routed lab of namespaces joined by veths ([`lab`]), UDP and TCP clients,
 //! servers and load generators ([`udp`], [`tcp`]), the `proxier` binary as a child process
-//! ([`process`]), cluster files ([`yaml`]), a fake Kubernetes API server ([`fake_api`]) and
+//! ([`process`]), cluster files ([`yaml`]), a fake Kubernetes API server ([`fake_api`]), the
+//! scale benchmarks' cluster ([`scale_cluster`]) and
 //! kube-proxy's host set-up for the baseline runs of the incident tests ([`kube_proxy`]).
 //!
 //! It depends on no crate of the workspace (conntrack-gc's tests dev-depend on it); what needs
@@ -19,6 +20,7 @@ pub mod kube_proxy;
 pub mod lab;
 pub mod netns;
 pub mod process;
+pub mod scale_cluster;
 pub mod scrape;
 pub mod sysctl;
 pub mod tcp;

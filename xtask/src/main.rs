@@ -31,6 +31,12 @@ commands:
   vmtest [FILTER] [--negative-control]
                            only the VM suite; FILTER is passed to every test binary
   vmbench ipvs [SERVICES]  program SERVICES x 10 IPVS entries three ways in the VM and compare
+  vmbench scale [SERVICES...]
+                           the release binary at SERVICES x 10 endpoints (default 100 10000),
+                           file and Kubernetes sources: cold start, RSS, idle CPU, event ->
+                           kernel p50/p99 with resyncs running, issue 15's goals (VM: 4 GiB;
+                           SCALE_FLIPS, SCALE_SYNC_PERIOD, SCALE_RESTORE_MAX, SCALE_SOURCES
+                           are passed on)
   vmbench conntrack [SIZES]
                            flush 1000 of SIZES (default 100000,1000000) entries vs conntrack -D
   demo                     boot the VM, run proxier on examples/demo and show real traffic
@@ -262,8 +268,54 @@ fn vm_bench(args: &[String]) -> Result<ExitCode> {
     match args.split_first() {
         Some((name, rest)) if name == "ipvs" => vm_program("ipvs_bench", rest, true),
         Some((name, rest)) if name == "conntrack" => vm_conntrack_bench(rest),
-        _ => bail!("usage: cargo xtask vmbench ipvs [SERVICES] | conntrack [SIZES]"),
+        Some((name, rest)) if name == "scale" => vm_scale_bench(rest),
+        _ => bail!(
+            "usage: cargo xtask vmbench ipvs [SERVICES] | scale [SERVICES...] | conntrack [SIZES]"
+        ),
     }
+}
+
+/// Guest memory of the scale bench (the 10,000-service table and proxier beside it).
+const SCALE_MEMORY_MB: u32 = 4096;
+
+/// How long the scale bench may run unless `PROXIER_VM_TIMEOUT` says otherwise.
+const SCALE_TIMEOUT_SECS: u64 = 3 * 3600;
+
+/// The scale bench (`tests/src/bin/scale_bench`) in a VM with more memory; the `SCALE_*`
+/// variables of the host are exported to it.
+fn vm_scale_bench(args: &[String]) -> Result<ExitCode> {
+    for size in args {
+        size.parse::<usize>()
+            .with_context(|| format!("`{size}` is not a number of services"))?;
+    }
+    let root = workspace_root();
+    host::ensure_packages(host::VM_PACKAGES)?;
+    let binary =
+        testbins::build_static_bin(&root, testbins::KERNEL_TESTS_PACKAGE, "scale_bench", true)?;
+    let proxier = testbins::build_static_bin(&root, "proxier", "proxier", true)?;
+    let timeout = match std::env::var("PROXIER_VM_TIMEOUT") {
+        Ok(_) => vm::binary_timeout()?,
+        Err(_) => SCALE_TIMEOUT_SECS,
+    };
+    let exports: Vec<String> = [
+        "SCALE_FLIPS",
+        "SCALE_SYNC_PERIOD",
+        "SCALE_RESTORE_MAX",
+        "SCALE_SOURCES",
+    ]
+    .iter()
+    .filter_map(|name| {
+        let value = std::env::var(name).ok()?;
+        value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == ',')
+            .then(|| format!("export {name}={value}"))
+    })
+    .collect();
+    let payload = initramfs::Payload::program(&binary, args, timeout)
+        .with_file(&proxier.path, testbins::GUEST_PROXIER)
+        .with_setup(&exports.join("\n"));
+    boot_program(&root, payload, timeout, SCALE_MEMORY_MB)
 }
 
 /// Boots the VM to run one program of the kernel suite (with the `proxier` binary beside it);
@@ -276,7 +328,7 @@ fn vm_program(bin: &str, args: &[String], release: bool) -> Result<ExitCode> {
     let timeout = vm::binary_timeout()?;
     let payload = initramfs::Payload::program(&binary, args, timeout)
         .with_file(&proxier.path, testbins::GUEST_PROXIER);
-    boot_program(&root, payload, timeout)
+    boot_program(&root, payload, timeout, vm::DEFAULT_MEMORY_MB)
 }
 
 /// conntrack-gc's flush benchmark in the VM, where the table may be raised to 1,000,000+
@@ -293,14 +345,19 @@ fn vm_conntrack_bench(args: &[String]) -> Result<ExitCode> {
          echo 262144 > /sys/module/nf_conntrack/parameters/hashsize\n\
          export CONNTRACK_BENCH_SIZES={sizes}"
     ));
-    boot_program(&root, payload, timeout)
+    boot_program(&root, payload, timeout, vm::DEFAULT_MEMORY_MB)
 }
 
 /// Boots a one-program payload; the program's exit status is the verdict.
-fn boot_program(root: &Path, payload: initramfs::Payload, timeout: u64) -> Result<ExitCode> {
+fn boot_program(
+    root: &Path,
+    payload: initramfs::Payload,
+    timeout: u64,
+    memory_mb: u32,
+) -> Result<ExitCode> {
     let kernel = kernel::locate(&root.join("target/vm-kernel"))?;
     let image = initramfs::build(&root.join("target/vm-initramfs"), &kernel, &payload)?;
-    let run = vm::boot(&kernel, &image, vm::overall_timeout(timeout, 1))?;
+    let run = vm::boot_with_memory(&kernel, &image, vm::overall_timeout(timeout, 1), memory_mb)?;
     let results = report::parse_console(&run.console, &payload.binary_names());
     let tally = report::tally(&results);
     println!(

@@ -38,8 +38,21 @@ pub fn overall_timeout(per_binary: u64, binaries: usize) -> Duration {
     Duration::from_secs(per_binary * binaries as u64 + 120)
 }
 
+/// The VM's memory unless a command asks for more.
+pub const DEFAULT_MEMORY_MB: u32 = 2048;
+
 /// Boots `kernel` with `initramfs`, echoes the console, and returns it when the guest powers off.
 pub fn boot(kernel: &Kernel, initramfs: &Path, limit: Duration) -> Result<VmRun> {
+    boot_with_memory(kernel, initramfs, limit, DEFAULT_MEMORY_MB)
+}
+
+/// [`boot`] with `memory_mb` of guest memory.
+pub fn boot_with_memory(
+    kernel: &Kernel,
+    initramfs: &Path,
+    limit: Duration,
+    memory_mb: u32,
+) -> Result<VmRun> {
     let started = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
         .args([
@@ -48,7 +61,7 @@ pub fn boot(kernel: &Kernel, initramfs: &Path, limit: Duration) -> Result<VmRun>
             "-cpu",
             "max",
             "-m",
-            "2048",
+            &memory_mb.to_string(),
             "-smp",
             "2",
         ])
