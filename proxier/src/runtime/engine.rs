@@ -7,7 +7,9 @@ use crate::dataplane::Dataplane;
 use crate::error::Error;
 use crate::model::ClusterState;
 use crate::plan::{DesiredState, HealthChecks, NoLocalEndpoints, Planner, RealServerCounts};
-use crate::reconcile::{reconcile, reconcile_changes, Observed, Op, Terminations};
+use crate::reconcile::{owned, reconcile, reconcile_changes, Observed, Op, Terminations};
+
+use super::Preview;
 
 /// What failed in a sync (retried by the next full resync). `Display` names what failed; the
 /// cause is the `source` (print the chain with [`crate::Report`]).
@@ -183,6 +185,29 @@ impl<D: Dataplane> Proxier<D> {
         self.terminations.set_now(SystemTime::now());
         let ops = reconcile(self.planner.desired(), &self.mirror, &self.terminations);
         Ok(self.apply(&ops, true, started))
+    }
+
+    /// What [`Proxier::full_sync`] would do now, applying nothing: the kernel read, everything
+    /// planned and reconciled as the sync does, and the observed virtual servers it would leave
+    /// alone because they are not ours (`proxier plan --diff`).
+    pub fn preview(&mut self) -> Result<Preview, Error> {
+        self.mirror = self.dataplane.observe()?;
+        self.planner.follow_node(&mut self.cluster);
+        self.planner.plan_all(&mut self.cluster);
+        self.terminations.set_now(SystemTime::now());
+        let desired = self.planner.desired();
+        let ops = reconcile(desired, &self.mirror, &self.terminations);
+        let foreign = self
+            .mirror
+            .ipvs
+            .services
+            .iter()
+            .filter(|(key, _)| {
+                !desired.virtual_servers.contains_key(key) && !owned(desired, &self.mirror, key)
+            })
+            .map(|(_, state)| state.service.clone())
+            .collect();
+        Ok(Preview { ops, foreign })
     }
 
     /// After source changes: re-plans only the dirty Services and reconciles only what their

@@ -7,10 +7,12 @@
 //! timer.
 
 mod engine;
+mod preview;
 #[cfg(test)]
 mod tests;
 
 pub use engine::{Proxier, SyncFailure, SyncOutcome};
+pub use preview::Preview;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
