@@ -27,7 +27,7 @@ use proxier_kernel_tests::kube_proxy::{leftovers, write_ipvs_mode_state, Iptable
 use proxier_kernel_tests::lab::PodNetwork;
 use proxier_kernel_tests::{
     service_yaml, slice_yaml, source_dir, tally, tcp_port_load, tcp_reads, tcp_responder, udp_echo,
-    udp_load, wait_for_ipvs, witness, write_atomically, Endpoint, NetNs, ProxierProcess, IPVSADM,
+    udp_load, witness, write_atomically, Endpoint, NetNs, ProxierProcess, IPVSADM,
 };
 
 const POD_A: &str = "10.0.2.2";

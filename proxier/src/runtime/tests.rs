@@ -383,7 +383,7 @@ fn preview_of_a_takeover_over_matching_state_has_no_operation_and_keeps_foreign_
     let mut proxier = over_kernel(kube_proxy.clone());
     let preview = proxier.preview().unwrap();
     assert_eq!(preview.ops, [], "{preview}");
-    assert_eq!(preview.foreign, [foreign.clone()]);
+    assert_eq!(preview.foreign, std::slice::from_ref(&foreign));
     let text = preview.to_string();
     assert!(text.starts_with("0 IPVS operations\n"), "{text}");
     assert!(text.contains("1 foreign virtual servers kept"), "{text}");
