@@ -198,6 +198,12 @@ pub fn write_ipvs_mode_state(services: &[ServicePort], cluster_cidr: &str, flavo
         let path = ipvs_knob(name);
         std::fs::write(&path, value).unwrap_or_else(|e| panic!("write {path}: {e}"));
     }
+    // ipset names protocols through getprotobyname(3), as on a node; the VM has no
+    // /etc/protocols of its own.
+    if !std::path::Path::new("/etc/protocols").exists() {
+        std::fs::write("/etc/protocols", "tcp 6 TCP\nudp 17 UDP\nsctp 132 SCTP\n")
+            .expect("write /etc/protocols");
+    }
     witness(IP, &["link", "add", "kube-ipvs0", "type", "dummy"]);
     let mut ipvs = String::new();
     let mut sets: Vec<(&str, String)> = Vec::new();
