@@ -201,6 +201,7 @@ pub fn write_ipvs_mode_state(services: &[ServicePort], cluster_cidr: &str, flavo
     // ipset names protocols through getprotobyname(3), as on a node; the VM has no
     // /etc/protocols of its own.
     if !std::path::Path::new("/etc/protocols").exists() {
+        std::fs::create_dir_all("/etc").expect("create /etc");
         std::fs::write("/etc/protocols", "tcp 6 TCP\nudp 17 UDP\nsctp 132 SCTP\n")
             .expect("write /etc/protocols");
     }
