@@ -114,21 +114,22 @@ impl LegacyTables {
         Table::parse(self.family, info, &entries[NAMED_HEADER_LEN..])
     }
 
-    /// Replaces `old` by `removal.table` (the kernel checks `old`'s entry count), then adds the
-    /// old counters of the kept entries to the new ones. Returns whether the counters were carried.
-    fn replace(&self, old: &Table, removal: &Removal) -> Result<bool, io::Error> {
+    /// Replaces `old` by `removal.table` and adds the old counters of the kept entries to the new
+    /// ones; returns whether the counters were carried. The kernel refuses (`EAGAIN`) when the
+    /// table no longer has `old`'s entry count: another writer came between. Does not take
+    /// [`XTABLES_LOCK`]; [`remove_chains`](Self::remove_chains) does.
+    pub fn replace(&self, old: &Table, removal: &Removal) -> Result<bool, Error> {
+        let name = old.name();
         let num_counters = old.info().num_entries;
         let mut counters = vec![[0u64; 2]; num_counters as usize];
-        let mut request = removal
-            .table
-            .encode_replace(num_counters)
-            .map_err(|_| io::Error::from_raw_os_error(libc::ENAMETOOLONG))?;
+        let mut request = removal.table.encode_replace(num_counters)?;
         let pointer = counters.as_mut_ptr() as usize as u64;
         request[REPLACE_COUNTERS_POINTER..REPLACE_COUNTERS_POINTER + 8]
             .copy_from_slice(&pointer.to_ne_bytes());
         // The kernel writes the old table's counters through `pointer` during this call; `counters`
         // lives until the end of the function and is not touched meanwhile.
-        self.set(SO_SET_REPLACE, &request)?;
+        self.set(SO_SET_REPLACE, &request)
+            .map_err(|e| sockopt_error("IPT_SO_SET_REPLACE", name, e))?;
         let mut add = vec![0u8; NAMED_HEADER_LEN];
         add[..TABLE_NAME_LEN].copy_from_slice(&request[..TABLE_NAME_LEN]);
         add[32..36].copy_from_slice(&(removal.kept.len() as u32).to_ne_bytes());
@@ -150,11 +151,7 @@ impl LegacyTables {
         let _lock = xtables_lock()?;
         for attempts in 1..=MAX_ATTEMPTS {
             let old = match self.read(name) {
-                Err(Error::Sockopt { source, .. })
-                    if source.raw_os_error() == Some(libc::EAGAIN) =>
-                {
-                    continue
-                }
+                Err(e) if is_eagain(&e) => continue,
                 other => other?,
             };
             let removal = remove_chains(&old, names)?;
@@ -174,8 +171,8 @@ impl LegacyTables {
                     report.counters_carried = carried;
                     return Ok(report);
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
-                Err(e) => return Err(sockopt_error("IPT_SO_SET_REPLACE", name, e)),
+                Err(e) if is_eagain(&e) => continue,
+                Err(e) => return Err(e),
             }
         }
         Err(Error::ConcurrentWriter {
@@ -242,6 +239,11 @@ impl LegacyTables {
         }
         Ok(())
     }
+}
+
+/// The kernel's answer when the table changed between two calls.
+fn is_eagain(error: &Error) -> bool {
+    matches!(error, Error::Sockopt { source, .. } if source.raw_os_error() == Some(libc::EAGAIN))
 }
 
 fn sockopt_error(call: &'static str, table: &str, source: io::Error) -> Error {

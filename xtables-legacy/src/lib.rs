@@ -21,5 +21,6 @@ mod tests;
 
 pub use error::Error;
 pub use handle::{existing_tables, LegacyTables, RemovalReport, MAX_ATTEMPTS, XTABLES_LOCK};
+pub use netlink_base::Family;
 pub use remove::{remove_chains, Removal};
 pub use table::{Chain, Entry, Table, TableInfo, Target, Verdict, HOOKS, HOOK_NAMES, INFO_LEN};
