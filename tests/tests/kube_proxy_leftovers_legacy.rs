@@ -179,6 +179,14 @@ fn kube_proxy_chains_leave_natively_and_nothing_else_changes() {
     tables_after.sort();
     assert_eq!(tables_after, tables_before, "reading created no table");
 
+    // A second pass finds nothing of kube-proxy's (and changes no byte).
+    let again = LegacyTables::open(Family::V4)
+        .unwrap()
+        .remove_chains_everywhere(KUBE_PROXY_CHAINS)
+        .unwrap();
+    assert_eq!(again, []);
+    assert_eq!(save(IPTABLES_LEGACY_SAVE), after);
+
     // The new Service is reachable now.
     let mut client = connect_new_service().expect("the new Service after the removal");
     let (mut server, _) = listener.accept().unwrap();
@@ -187,14 +195,6 @@ fn kube_proxy_chains_leave_natively_and_nothing_else_changes() {
     server.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"ping");
     println!("connection to {NEW_SERVICE}:8080 refused before, answered after");
-
-    // A second pass finds nothing of kube-proxy's.
-    let again = LegacyTables::open(Family::V4)
-        .unwrap()
-        .remove_chains_everywhere(KUBE_PROXY_CHAINS)
-        .unwrap();
-    assert_eq!(again, []);
-    assert_eq!(save(IPTABLES_LEGACY_SAVE), after);
 }
 
 /// A writer that changes the table between our read and our replace makes the kernel refuse the
