@@ -205,6 +205,10 @@ impl<D: Dataplane> Proxier<D> {
             .any(|f| matches!(f, SyncFailure::PacketRules(_)));
         if self.leftovers_pending && rules_in_place {
             let report = self.dataplane.remove_kube_proxy_leftovers();
+            for failure in &report.failures {
+                tracing::warn!(step = %failure.step, error = %failure.error.report(), "kube-proxy leftover not removed; retried after the next resync");
+            }
+            tracing::info!(summary = %report.summary(), "kube-proxy leftovers");
             self.leftovers_pending = !report.failures.is_empty();
             outcome.leftovers = Some(report);
         }
