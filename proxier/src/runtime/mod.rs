@@ -8,6 +8,8 @@
 
 mod engine;
 #[cfg(test)]
+mod leftover_tests;
+#[cfg(test)]
 mod tests;
 
 pub use engine::{Proxier, SyncFailure, SyncOutcome};
