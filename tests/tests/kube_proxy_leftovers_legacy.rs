@@ -282,3 +282,48 @@ fn the_fixtures_are_what_this_kernel_holds() {
         );
     }
 }
+
+/// Through proxier's kernel dataplane: its recognition (`plan::kube_proxy_leftovers`) selects
+/// kube-proxy's chains per table, the iptables-legacy backend removes them, then kube-proxy's
+/// ipsets (no longer referenced) are destroyed; kubelet's filter KUBE-FIREWALL stays.
+#[test]
+fn the_kernel_dataplane_removes_legacy_leftovers() {
+    use proxier::dataplane::kernel::KernelDataplane;
+    use proxier::dataplane::Dataplane;
+
+    let _ns = NetNs::fresh();
+    feed(IPSET, &["restore"], IPSETS);
+    feed(IPTABLES_LEGACY_RESTORE, &["-c"], RULES);
+    feed(IP6TABLES_LEGACY_RESTORE, &["-c"], RULES6);
+    let before = save(IPTABLES_LEGACY_SAVE);
+    let before6 = save(IP6TABLES_LEGACY_SAVE);
+
+    let mut dataplane = KernelDataplane::connect("kube-ipvs0").unwrap();
+    let report = dataplane.remove_kube_proxy_leftovers();
+    println!("{}", report.summary());
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let legacy: Vec<(Family, usize, usize)> = report
+        .removed
+        .iter()
+        .filter(|r| r.backend == "iptables-legacy")
+        .map(|r| (r.family, r.removal.chains.len(), r.removal.rules.len()))
+        .collect();
+    assert_eq!(legacy, [(Family::V4, 11, 10), (Family::V6, 2, 2)]);
+    assert_eq!(save(IPTABLES_LEGACY_SAVE), without_kube_proxy(&before));
+    assert_eq!(save(IP6TABLES_LEGACY_SAVE), without_kube_proxy(&before6));
+    assert_eq!(
+        report.sets_destroyed.len(),
+        9,
+        "{:?}",
+        report.sets_destroyed
+    );
+    assert_eq!(witness(IPSET, &["list", "-n"]), "");
+    assert!(
+        report
+            .chains_kept
+            .iter()
+            .any(|c| c == "iptables-legacy ipv4 filter KUBE-FIREWALL"),
+        "{:?}",
+        report.chains_kept
+    );
+}

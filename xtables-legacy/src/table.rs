@@ -170,6 +170,15 @@ pub struct Chain {
     pub entries: Range<usize>,
 }
 
+impl Chain {
+    /// Indices of the chain's rules: without a user chain's ERROR head, and without the policy
+    /// (built-in) or RETURN (user chain) entry that closes every chain.
+    pub fn rules(&self) -> Range<usize> {
+        let first = self.entries.start + usize::from(!self.builtin);
+        first..self.entries.end.saturating_sub(1).max(first)
+    }
+}
+
 /// A whole legacy table of one family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
@@ -341,6 +350,19 @@ impl Table {
                 entries: start..stop,
             })
             .collect()
+    }
+
+    /// The user chain `entry`'s standard target jumps or goes to (`None` for a built-in verdict
+    /// or a fallthrough to the next entry): a jump lands on the entry after the chain's ERROR head.
+    pub fn jump_target(&self, entry: &Entry) -> Option<&str> {
+        let Target::Standard(Verdict::Jump(to)) = entry.target else {
+            return None;
+        };
+        let landing = self.index_of("jump", to).ok()?;
+        match &self.entries[landing.checked_sub(1)?].target {
+            Target::Error(name) => Some(name),
+            _ => None,
+        }
     }
 
     /// Index of the entry starting at byte `offset`.

@@ -265,3 +265,41 @@ fn a_jump_between_entries_is_refused() {
         Err(Error::NotAnEntry { what: "jump", .. })
     ));
 }
+
+#[test]
+fn rules_and_jump_targets_name_chains() {
+    let table = fixture(Family::V4, "v4-filter");
+    let chains = table.chains();
+    let rules_of = |name: &str| {
+        let chain = chains.iter().find(|c| c.name == name).unwrap();
+        table.entries()[chain.rules()]
+            .iter()
+            .map(|e| table.jump_target(e).map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    let some = |n: &str| Some(n.to_owned());
+    assert_eq!(
+        rules_of("FORWARD"),
+        [
+            some("KUBE-PROXY-FIREWALL"),
+            some("KUBE-FORWARD"),
+            some("KUBE-FORWARD"),
+            some("CNI-FORWARD")
+        ]
+    );
+    assert_eq!(
+        rules_of("KUBE-IPVS-FILTER"),
+        [None, None, None, None, None, None]
+    );
+    assert_eq!(rules_of("KUBE-SOURCE-RANGES-FIREWALL"), [None]);
+    // A rule without a target falls through to the next entry: no chain.
+    let nat = fixture(Family::V4, "v4-nat");
+    let chain = nat
+        .chains()
+        .into_iter()
+        .find(|c| c.name == "CNI-POSTROUTING")
+        .unwrap();
+    let counted = &nat.entries()[chain.rules().start];
+    assert!(matches!(counted.target, Target::Standard(Verdict::Jump(_))));
+    assert_eq!(nat.jump_target(counted), None);
+}

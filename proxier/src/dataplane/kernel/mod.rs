@@ -6,12 +6,14 @@ mod addresses;
 mod cleanup;
 mod interface;
 mod leftovers;
+mod legacy;
 mod sysctl;
 
 pub use addresses::{notifies_change, AddressWatch};
 pub use cleanup::{cleanup, CleanupReport};
 pub use interface::{InterfaceHandle, RouteAnswer, RouteReply};
 pub use leftovers::{removal_messages, ruleset, IptablesNft, KernelIpsets};
+pub use legacy::{legacy_chains, IptablesLegacy};
 pub use sysctl::{
     apply_sysctls, kernel_release, kernel_version, wanted_sysctls, Sysctl, SysctlChange,
 };
@@ -84,7 +86,7 @@ impl KernelDataplane {
             interface_index,
             counters: Arc::default(),
             address_watch: None,
-            leftover_backends: Vec::new(),
+            leftover_backends: vec![Box::new(IptablesLegacy)],
         })
     }
 
