@@ -124,6 +124,10 @@ struct RunArgs {
     /// The API server's URL (overrides the kubeconfig's).
     #[arg(long)]
     master: Option<String>,
+    /// Keep kube-proxy's leftover iptables chains, the rules jumping to them and its ipsets
+    /// (by default they are removed once proxier's own table is in place).
+    #[arg(long)]
+    keep_kube_proxy_rules: bool,
 }
 
 /// `proxier cleanup`.
@@ -361,6 +365,7 @@ async fn run(
     node_ips: Vec<IpAddr>,
     interface: String,
     origin: Origin,
+    remove_leftovers: bool,
 ) -> anyhow::Result<()> {
     use proxier::dataplane::kernel::KernelDataplane;
     use proxier::observability::{EventPublisher, Metrics, Observer};
@@ -464,7 +469,9 @@ async fn run(
             masquerade_all: settings.masquerade_all,
             ..PacketSettings::default()
         });
-    let mut proxier = Proxier::new(planner, dataplane).with_drain_bound(settings.drain_bound);
+    let mut proxier = Proxier::new(planner, dataplane)
+        .with_drain_bound(settings.drain_bound)
+        .with_kube_proxy_leftovers_removed(remove_leftovers);
     *proxier.cluster_mut() = cluster;
     let hook = |kind, outcome: &proxier::runtime::SyncOutcome| {
         logging::log_sync(kind, outcome);
@@ -681,7 +688,15 @@ fn dispatch(cli: Cli, resolved: Resolved) -> anyhow::Result<()> {
                 },
             };
             let (node_ips, interface) = (args.node_ips, args.interface);
-            block_on(run(settings, node, node_ips, interface, origin))
+            let remove_leftovers = !args.keep_kube_proxy_rules;
+            block_on(run(
+                settings,
+                node,
+                node_ips,
+                interface,
+                origin,
+                remove_leftovers,
+            ))
         }
         Some(Command::Cleanup(args)) => cleanup(args),
         Some(Command::Version) => {
@@ -720,5 +735,5 @@ fn kube_proxy(flags: KubeProxyFlags, settings: ProxySettings) -> anyhow::Result<
         master: flags.master,
     };
     let interface = proxier::dataplane::kernel::DEFAULT_INTERFACE.to_owned();
-    block_on(run(settings, node, Vec::new(), interface, origin))
+    block_on(run(settings, node, Vec::new(), interface, origin, true))
 }

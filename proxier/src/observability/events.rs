@@ -181,4 +181,31 @@ impl EventPublisher {
         };
         self.send(reference, event);
     }
+
+    /// An Event on the Node for kube-proxy's leftovers removed at takeover (Normal
+    /// `KubeProxyLeftoversRemoved`; Warning `KubeProxyLeftoversKept` when a step failed or a
+    /// set is still in use). `note` is the report's summary.
+    pub fn leftovers(&self, warning: bool, note: &str) -> bool {
+        if self.sender.is_none() || !self.first_time(("leftovers".to_owned(), note.to_owned())) {
+            return false;
+        }
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: if warning {
+                "KubeProxyLeftoversKept"
+            } else {
+                "KubeProxyLeftoversRemoved"
+            }
+            .to_owned(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "RemoveKubeProxyLeftovers".to_owned(),
+            secondary: None,
+        };
+        self.send(self.node_reference(), event);
+        true
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::dataplane::Dataplane;
+use crate::dataplane::{Dataplane, LeftoverReport};
 use crate::error::Error;
 use crate::model::ClusterState;
 use crate::plan::{DesiredState, HealthChecks, NoLocalEndpoints, Planner, RealServerCounts};
@@ -72,6 +72,9 @@ pub struct SyncOutcome {
     pub flushes_owed: usize,
     /// Failed conntrack flushes dropped so far because too many were owed (cumulative).
     pub flushes_dropped: u64,
+    /// kube-proxy's leftovers removed by this sync (the first full sync that put our packet
+    /// rules in place, when removal is on: [`Proxier::with_kube_proxy_leftovers_removed`]).
+    pub leftovers: Option<LeftoverReport>,
 }
 
 impl SyncOutcome {
@@ -101,6 +104,9 @@ pub struct Proxier<D> {
     terminations: Terminations,
     /// The node's addresses changed where NodePorts open: the next sync re-plans everything.
     replan_all: bool,
+    /// kube-proxy's leftovers are still to be removed (after a full sync that put our packet
+    /// rules in place).
+    leftovers_pending: bool,
 }
 
 impl<D: Dataplane> Proxier<D> {
@@ -113,7 +119,17 @@ impl<D: Dataplane> Proxier<D> {
             mirror: Observed::default(),
             terminations: Terminations::new(),
             replan_all: false,
+            leftovers_pending: false,
         }
+    }
+
+    /// Removes kube-proxy's leftover chains, rules and ipsets once (ARCHITECTURE.md rule 2):
+    /// after the first full sync whose packet rules are in place, and again after the next
+    /// full sync if a step failed. Off by default (an embedder opts in; the binary has
+    /// `--keep-kube-proxy-rules`).
+    pub fn with_kube_proxy_leftovers_removed(mut self, remove: bool) -> Self {
+        self.leftovers_pending = remove;
+        self
     }
 
     /// Unselected TCP real servers drain for at most `bound` (see
@@ -184,7 +200,21 @@ impl<D: Dataplane> Proxier<D> {
         self.planner.plan_all(&mut self.cluster);
         self.terminations.set_now(SystemTime::now());
         let ops = reconcile(self.planner.desired(), &self.mirror, &self.terminations);
-        Ok(self.apply(&ops, true, started))
+        let mut outcome = self.apply(&ops, true, started);
+        let rules_in_place = !outcome
+            .failures
+            .iter()
+            .any(|f| matches!(f, SyncFailure::PacketRules(_)));
+        if self.leftovers_pending && rules_in_place {
+            let report = self.dataplane.remove_kube_proxy_leftovers();
+            for failure in &report.failures {
+                tracing::warn!(step = %failure.step, error = %failure.error.report(), "kube-proxy leftover not removed; retried after the next resync");
+            }
+            tracing::info!(summary = %report.summary(), "kube-proxy leftovers");
+            self.leftovers_pending = !report.failures.is_empty();
+            outcome.leftovers = Some(report);
+        }
+        Ok(outcome)
     }
 
     /// What [`Proxier::full_sync`] would do now, applying nothing: the kernel read, everything
@@ -298,6 +328,7 @@ impl<D: Dataplane> Proxier<D> {
             no_local_endpoints,
             flushes_owed: self.terminations.owed().count(),
             flushes_dropped: self.terminations.dropped(),
+            leftovers: None,
         }
     }
 }

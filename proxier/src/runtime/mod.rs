@@ -9,6 +9,8 @@
 mod engine;
 mod preview;
 #[cfg(test)]
+mod leftover_tests;
+#[cfg(test)]
 mod tests;
 
 pub use engine::{Proxier, SyncFailure, SyncOutcome};
