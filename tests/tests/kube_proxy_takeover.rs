@@ -119,7 +119,9 @@ fn one(netns: &str, target: &str) -> String {
     tcp_reads(netns, target, 1).remove(0)
 }
 
-fn takeover(flavour: Iptables, tag: &str) {
+/// The scenario; with `keep`, proxier runs with `--keep-kube-proxy-rules` (kube-proxy's rules
+/// left in place: the behaviour before issue 14, whose failures the scenario must show).
+fn takeover(flavour: Iptables, tag: &str, keep: bool) {
     let _ns = NetNs::fresh();
     let mut network = PodNetwork::new(tag, 2);
     let client2 = network.lab.host("client2", CLIENT2, "10.0.9.1");
@@ -194,10 +196,11 @@ fn takeover(flavour: Iptables, tag: &str) {
     assert!(ok, "plan --diff failed:\n{diff}");
     let before = connection_counters();
 
-    let mut proxier = ProxierProcess::run(
-        &source,
-        &["--cluster-cidr", "10.0.0.0/8", "--node-ip", "10.0.1.1"],
-    );
+    let mut args = vec!["--cluster-cidr", "10.0.0.0/8", "--node-ip", "10.0.1.1"];
+    if keep {
+        args.push("--keep-kube-proxy-rules");
+    }
+    let mut proxier = ProxierProcess::run(&source, &args);
     let log = proxier.wait_for_log("initial sync");
     let initial = log
         .lines()
@@ -289,6 +292,25 @@ fn takeover(flavour: Iptables, tag: &str) {
         "the initial sync applies no operation to kube-proxy's correct objects: {initial}"
     );
     assert!(diff.contains("0 IPVS operations"), "plan --diff: {diff}");
+    if keep {
+        // kube-proxy's frozen rules: what issue 14 is about, shown here so that the
+        // assertions below could fail.
+        assert_eq!(after_takeover_leftovers, kube_proxy_leftovers, "kept");
+        assert!(
+            new_service.iter().all(|a| a.starts_with("failed")),
+            "kube-proxy's frozen KUBE-IPVS-FILTER rejects the new Service: {new_service:?}"
+        );
+        assert!(
+            newly_allowed.starts_with("failed"),
+            "kube-proxy's frozen source-range sets drop the newly allowed source: {newly_allowed}"
+        );
+        return;
+    }
+    assert_eq!(
+        after_takeover_leftovers,
+        Vec::<String>::new(),
+        "kube-proxy's chains and ipsets removed after proxier's table is in place"
+    );
     assert_eq!(
         new_service,
         ["a", "a", "a"],
@@ -306,10 +328,17 @@ fn takeover(flavour: Iptables, tag: &str) {
 
 #[test]
 fn takeover_from_kube_proxy_with_iptables_nft() {
-    takeover(Iptables::Nft, "kpn");
+    takeover(Iptables::Nft, "kpn", false);
+}
+
+/// The same with `--keep-kube-proxy-rules`: the old behaviour, whose failures the assertions
+/// of the two takeover tests exclude.
+#[test]
+fn kept_kube_proxy_rules_reject_a_new_service_and_a_newly_allowed_source() {
+    takeover(Iptables::Nft, "kpk", true);
 }
 
 #[test]
 fn takeover_from_kube_proxy_with_iptables_legacy() {
-    takeover(Iptables::Legacy, "kpl");
+    takeover(Iptables::Legacy, "kpl", false);
 }

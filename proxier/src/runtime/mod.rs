@@ -7,9 +7,9 @@
 //! timer.
 
 mod engine;
-mod preview;
 #[cfg(test)]
 mod leftover_tests;
+mod preview;
 #[cfg(test)]
 mod tests;
 
