@@ -292,6 +292,10 @@ fn takeover(flavour: Iptables, tag: &str, keep: bool) {
         "the initial sync applies no operation to kube-proxy's correct objects: {initial}"
     );
     assert!(diff.contains("0 IPVS operations"), "plan --diff: {diff}");
+    assert!(
+        diff.contains("KUBE-IPVS-FILTER") && diff.contains("  ipset KUBE-IPVS-IPS\n"),
+        "plan --diff lists kube-proxy's leftovers it would remove: {diff}"
+    );
     if keep {
         // kube-proxy's frozen rules: what issue 14 is about, shown here so that the
         // assertions below could fail.

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use netlink_ipvs::Family;
 
-use super::{remove_leftovers, ApplyReport, Dataplane, LeftoverBackend, LeftoverReport};
+use super::{
+    preview_leftovers, remove_leftovers, ApplyReport, Dataplane, LeftoverBackend, LeftoverReport,
+};
 use super::{SetBackend, SetDestroy};
 use crate::error::{Errno, Error};
 use crate::plan::kube_proxy_leftovers::{Removal, XtRuleset};
@@ -194,5 +196,10 @@ impl Dataplane for FakeDataplane {
         let leftovers = &mut self.leftovers;
         leftovers.passes += 1;
         remove_leftovers(&mut [&mut leftovers.nft], Some(&mut leftovers.sets))
+    }
+
+    fn preview_kube_proxy_leftovers(&mut self) -> LeftoverReport {
+        let leftovers = &mut self.leftovers;
+        preview_leftovers(&mut [&mut leftovers.nft], Some(&mut leftovers.sets))
     }
 }

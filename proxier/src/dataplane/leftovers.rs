@@ -137,6 +137,24 @@ pub fn remove_leftovers(
     backends: &mut [&mut dyn LeftoverBackend],
     sets: Option<&mut dyn SetBackend>,
 ) -> LeftoverReport {
+    leftover_pass(backends, sets, true)
+}
+
+/// What [`remove_leftovers`] would remove, reading only (`proxier plan --diff`): the report
+/// lists as removed and destroyed what a removal pass would remove and destroy.
+pub fn preview_leftovers(
+    backends: &mut [&mut dyn LeftoverBackend],
+    sets: Option<&mut dyn SetBackend>,
+) -> LeftoverReport {
+    leftover_pass(backends, sets, false)
+}
+
+/// [`remove_leftovers`]'s pass; with `remove` false nothing is removed or destroyed.
+fn leftover_pass(
+    backends: &mut [&mut dyn LeftoverBackend],
+    sets: Option<&mut dyn SetBackend>,
+    remove: bool,
+) -> LeftoverReport {
     let mut report = LeftoverReport::default();
     for backend in backends.iter_mut() {
         for family in [Family::V4, Family::V6] {
@@ -162,7 +180,12 @@ pub fn remove_leftovers(
             if removal.is_empty() {
                 continue;
             }
-            match backend.remove(family, &removal) {
+            let removed = if remove {
+                backend.remove(family, &removal)
+            } else {
+                Ok(())
+            };
+            match removed {
                 Ok(()) => report.removed.push(BackendRemoval {
                     backend: name,
                     family,
@@ -181,7 +204,12 @@ pub fn remove_leftovers(
                 let (theirs, others) = kube_proxy_leftovers::select_sets(&names);
                 report.sets_kept = others;
                 for name in theirs {
-                    match sets.destroy(&name) {
+                    let destroyed = if remove {
+                        sets.destroy(&name)
+                    } else {
+                        Ok(SetDestroy::Destroyed)
+                    };
+                    match destroyed {
                         Ok(SetDestroy::Destroyed) => report.sets_destroyed.push(name),
                         Ok(SetDestroy::InUse) => report.sets_in_use.push(name),
                         Ok(SetDestroy::Absent) => {}

@@ -14,8 +14,8 @@ pub mod nftables;
 #[cfg(any(test, feature = "fake"))]
 pub use fake::{FakeDataplane, FakeIpsets, FakeLeftovers, FakeXtables};
 pub use leftovers::{
-    family_name, remove_leftovers, BackendRemoval, LeftoverBackend, LeftoverFailure,
-    LeftoverReport, SetBackend, SetDestroy,
+    family_name, preview_leftovers, remove_leftovers, BackendRemoval, LeftoverBackend,
+    LeftoverFailure, LeftoverReport, SetBackend, SetDestroy,
 };
 
 use crate::error::Error;
@@ -63,6 +63,11 @@ pub trait Dataplane {
     /// called once proxier's own table is in place. A dataplane without backends removes
     /// nothing.
     fn remove_kube_proxy_leftovers(&mut self) -> LeftoverReport {
+        LeftoverReport::default()
+    }
+    /// What [`Dataplane::remove_kube_proxy_leftovers`] would remove now, removing nothing
+    /// ([`preview_leftovers`]).
+    fn preview_kube_proxy_leftovers(&mut self) -> LeftoverReport {
         LeftoverReport::default()
     }
 }

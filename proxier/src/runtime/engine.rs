@@ -237,7 +237,12 @@ impl<D: Dataplane> Proxier<D> {
             })
             .map(|(_, state)| state.service.clone())
             .collect();
-        Ok(Preview { ops, foreign })
+        let leftovers = self.dataplane.preview_kube_proxy_leftovers();
+        Ok(Preview {
+            ops,
+            foreign,
+            leftovers,
+        })
     }
 
     /// After source changes: re-plans only the dirty Services and reconciles only what their

@@ -6,16 +6,21 @@ use std::fmt;
 use netlink_ipvs::ipvsadm::Command;
 use netlink_ipvs::VirtualServer;
 
+use crate::dataplane::{family_name, LeftoverReport};
 use crate::reconcile::Op;
 
-/// The operations the initial sync would apply, and the virtual servers it would keep because
-/// they are not proxier's (ARCHITECTURE.md rule 2).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The operations the initial sync would apply, the virtual servers it would keep because
+/// they are not proxier's (ARCHITECTURE.md rule 2), and kube-proxy's leftovers it would remove
+/// once its table is in place.
+#[derive(Debug, Default)]
 pub struct Preview {
     /// The operations, in the order the sync would apply them.
     pub ops: Vec<Op>,
     /// Observed virtual servers neither planned nor owned: left as they are.
     pub foreign: Vec<VirtualServer>,
+    /// kube-proxy's leftovers as a removal pass would find them (`removed` and
+    /// `sets_destroyed`: what it would remove); nothing was removed.
+    pub leftovers: LeftoverReport,
 }
 
 impl Preview {
@@ -49,6 +54,29 @@ impl fmt::Display for Preview {
         )?;
         for vs in &self.foreign {
             writeln!(f, "  {}", Command::AddVirtualServer(vs))?;
+        }
+        let leftovers = &self.leftovers;
+        writeln!(
+            f,
+            "kube-proxy leftovers to remove once proxier's table is in place (unless --keep-kube-proxy-rules): {} rules jumping to its chains, {} chains, {} ipsets",
+            leftovers.rules_removed(),
+            leftovers.chains_removed(),
+            leftovers.sets_destroyed.len()
+        )?;
+        for removal in &leftovers.removed {
+            let family = family_name(removal.family);
+            for chain in &removal.removal.chains {
+                writeln!(f, "  chain {} {family} {chain}", removal.backend)?;
+            }
+        }
+        for set in &leftovers.sets_destroyed {
+            writeln!(f, "  ipset {set}")?;
+        }
+        for chain in &leftovers.chains_kept {
+            writeln!(f, "  kept (not kube-proxy's): chain {chain}")?;
+        }
+        for failure in &leftovers.failures {
+            writeln!(f, "  not read: {}: {}", failure.step, failure.error)?;
         }
         Ok(())
     }

@@ -381,6 +381,13 @@ fn preview_of_a_takeover_over_matching_state_has_no_operation_and_keeps_foreign_
         },
     );
     let mut proxier = over_kernel(kube_proxy.clone());
+    let sets = vec!["KUBE-CLUSTER-IP".to_owned(), "calico-ipam".to_owned()];
+    proxier
+        .dataplane_mut()
+        .leftovers
+        .sets
+        .names
+        .clone_from(&sets);
     let preview = proxier.preview().unwrap();
     assert_eq!(preview.ops, [], "{preview}");
     assert_eq!(preview.foreign, std::slice::from_ref(&foreign));
@@ -388,7 +395,17 @@ fn preview_of_a_takeover_over_matching_state_has_no_operation_and_keeps_foreign_
     assert!(text.starts_with("0 IPVS operations\n"), "{text}");
     assert!(text.contains("1 foreign virtual servers kept"), "{text}");
     assert!(text.contains("-A -t 192.0.2.1:80"), "{text}");
+    assert_eq!(preview.leftovers.sets_destroyed, ["KUBE-CLUSTER-IP"]);
+    assert!(
+        text.contains("0 chains, 1 ipsets\n  ipset KUBE-CLUSTER-IP\n"),
+        "{text}"
+    );
     assert!(proxier.dataplane().log.is_empty(), "nothing applied");
+    assert_eq!(
+        proxier.dataplane().leftovers.sets.names,
+        sets,
+        "nothing destroyed"
+    );
     assert_eq!(proxier.dataplane().state, kube_proxy);
 
     // A real server with another weight than planned: one update, shown as ipvsadm would.

@@ -233,8 +233,16 @@ impl KernelDataplane {
     }
 }
 
-impl Dataplane for KernelDataplane {
-    fn remove_kube_proxy_leftovers(&mut self) -> LeftoverReport {
+impl KernelDataplane {
+    /// `pass` ([`remove_leftovers`] or its preview) over iptables-nft, the other backends and
+    /// the kernel's ipsets.
+    fn leftover_pass(
+        &mut self,
+        pass: fn(
+            &mut [&mut dyn LeftoverBackend],
+            Option<&mut dyn super::SetBackend>,
+        ) -> LeftoverReport,
+    ) -> LeftoverReport {
         let mut nft = IptablesNft(&mut self.nftables);
         let mut backends: Vec<&mut dyn LeftoverBackend> = vec![&mut nft];
         for backend in &mut self.leftover_backends {
@@ -242,9 +250,9 @@ impl Dataplane for KernelDataplane {
         }
         // Sets last, on their own socket: a set referenced by a rule cannot be destroyed.
         match NftablesHandle::connect() {
-            Ok(handle) => remove_leftovers(&mut backends, Some(&mut KernelIpsets(handle))),
+            Ok(handle) => pass(&mut backends, Some(&mut KernelIpsets(handle))),
             Err(error) => {
-                let mut report = remove_leftovers(&mut backends, None);
+                let mut report = pass(&mut backends, None);
                 report.failures.push(super::LeftoverFailure {
                     step: "ipset: connect".to_owned(),
                     error: error.into(),
@@ -252,6 +260,16 @@ impl Dataplane for KernelDataplane {
                 report
             }
         }
+    }
+}
+
+impl Dataplane for KernelDataplane {
+    fn remove_kube_proxy_leftovers(&mut self) -> LeftoverReport {
+        self.leftover_pass(remove_leftovers)
+    }
+
+    fn preview_kube_proxy_leftovers(&mut self) -> LeftoverReport {
+        self.leftover_pass(super::preview_leftovers)
     }
 
     fn observe(&mut self) -> Result<Observed, Error> {
