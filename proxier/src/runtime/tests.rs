@@ -48,16 +48,18 @@ fn cluster(ip: &str) -> String {
 /// What a scripted run left: the proxy, the syncs (kind, operations) and the objects skipped.
 type ScriptRun = (Proxier<FakeDataplane>, Vec<(SyncKind, usize)>, usize);
 
-fn run_script(steps: Vec<Result<String, String>>) -> ScriptRun {
+/// A proxy for node-a (no node IPs, default configuration) over `dataplane`.
+fn node_a(dataplane: FakeDataplane) -> Proxier<FakeDataplane> {
     let node = NodeContext {
         name: "node-a".into(),
         node_ips: vec![],
         zone: None,
     };
-    let mut proxier = Proxier::new(
-        Planner::new(node, Config::default()),
-        FakeDataplane::default(),
-    );
+    Proxier::new(Planner::new(node, Config::default()), dataplane)
+}
+
+fn run_script(steps: Vec<Result<String, String>>) -> ScriptRun {
+    let mut proxier = node_a(FakeDataplane::default());
     let mut source = ScriptedSource {
         steps: steps.into(),
         snapshot: SnapshotSync::new(),
@@ -344,15 +346,7 @@ fn a_sync_failure_carries_its_root_cause_once() {
 
 /// A proxy for node-a over a fake kernel holding `state`, with Service `web` at 10.96.0.1.
 fn over_kernel(state: crate::reconcile::Observed) -> Proxier<FakeDataplane> {
-    let node = NodeContext {
-        name: "node-a".into(),
-        node_ips: vec![],
-        zone: None,
-    };
-    let mut proxier = Proxier::new(
-        Planner::new(node, Config::default()),
-        FakeDataplane::with_state(state),
-    );
+    let mut proxier = node_a(FakeDataplane::with_state(state));
     let (objects, problems) = parse_documents("web", &cluster("10.96.0.1"));
     assert!(problems.is_empty(), "{problems:?}");
     SnapshotSync::new().poll(&objects, problems, proxier.cluster_mut());
