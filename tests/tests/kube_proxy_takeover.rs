@@ -105,8 +105,11 @@ fn connection_counters() -> BTreeMap<String, u64> {
             [protocol @ ("TCP" | "UDP"), address, ..] => {
                 service = format!("{protocol} {address}");
             }
+            // The header line ("-> RemoteAddress:Port Conns …") has no number there.
             ["->", real, conns, ..] => {
-                counters.insert(format!("{service} -> {real}"), conns.parse().unwrap());
+                if let Ok(conns) = conns.parse() {
+                    counters.insert(format!("{service} -> {real}"), conns);
+                }
             }
             _ => {}
         }
