@@ -48,7 +48,7 @@ pub fn boot(kernel: &Kernel, initramfs: &Path, limit: Duration) -> Result<VmRun>
             "-cpu",
             "max",
             "-m",
-            "2048",
+            "3072",
             "-smp",
             "2",
         ])
