@@ -87,16 +87,25 @@ impl NftablesHandle {
         &mut self,
         emit_request: impl Fn(u32, &mut Vec<u8>),
     ) -> Result<DumpAnswers, NftablesError> {
-        let sequence = self.sequence.allocate();
-        let mut bytes = Vec::new();
-        emit_request(sequence, &mut bytes);
-        self.socket.send_all(&bytes)?;
+        self.send_request(emit_request)?;
         let mut answers = DumpAnswers::default();
         while !answers.done {
             let datagram = self.socket.receive()?;
             answers.feed(&datagram)?;
         }
         Ok(answers)
+    }
+
+    /// Sends one request with the next sequence number (returned).
+    fn send_request(
+        &mut self,
+        emit_request: impl Fn(u32, &mut Vec<u8>),
+    ) -> Result<u32, NftablesError> {
+        let sequence = self.sequence.allocate();
+        let mut bytes = Vec::new();
+        emit_request(sequence, &mut bytes);
+        self.socket.send_all(&bytes)?;
+        Ok(sequence)
     }
 
     fn request_dump(&mut self, request: &NftMessage) -> Result<DumpAnswers, NftablesError> {
@@ -109,10 +118,7 @@ impl NftablesHandle {
         &mut self,
         emit_request: impl Fn(u32, &mut Vec<u8>),
     ) -> Result<i32, NftablesError> {
-        let sequence = self.sequence.allocate();
-        let mut bytes = Vec::new();
-        emit_request(sequence, &mut bytes);
-        self.socket.send_all(&bytes)?;
+        let sequence = self.send_request(emit_request)?;
         let mut tracker = AckTracker::new(sequence, 1);
         while !tracker.complete() {
             let datagram = self.socket.receive()?;

@@ -171,20 +171,16 @@ impl NftMessage {
 
     /// `DELRULE`: the rule with `handle` in `FAMILY TABLE CHAIN`.
     pub fn delete_rule(family: u8, table: &str, chain: &str, handle: u64) -> Self {
-        NftMessage {
-            kind: msg::DELRULE,
-            flags: 0,
-            family,
-            attrs: vec![
-                Attr::Str(attr::NFTA_RULE_TABLE, table.to_owned()),
-                Attr::Str(attr::NFTA_RULE_CHAIN, chain.to_owned()),
-                Attr::Bytes(attr::NFTA_RULE_HANDLE, handle.to_be_bytes().to_vec()),
-            ],
-            description: format!(
-                "delete rule {} {table} {chain} handle {handle}",
-                family_name(family)
-            ),
-        }
+        let mut rule = Self::flush_chain(family, table, chain);
+        rule.attrs.push(Attr::Bytes(
+            attr::NFTA_RULE_HANDLE,
+            handle.to_be_bytes().to_vec(),
+        ));
+        rule.description = format!(
+            "delete rule {} {table} {chain} handle {handle}",
+            family_name(family)
+        );
+        rule
     }
 
     /// `DELRULE` without a handle: flushes chain `FAMILY TABLE CHAIN`.

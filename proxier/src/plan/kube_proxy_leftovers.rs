@@ -205,4 +205,4 @@ pub fn select_sets(names: &[String]) -> (Vec<String>, Vec<String>) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -5,22 +5,9 @@ use netlink_ipvs::Family;
 use super::Proxier;
 use crate::config::Config;
 use crate::dataplane::{FakeDataplane, FakeIpsets};
-use crate::plan::kube_proxy_leftovers::{XtChain, XtRule, XtRuleset};
+use crate::plan::kube_proxy_leftovers::tests::chain;
+use crate::plan::kube_proxy_leftovers::XtRuleset;
 use crate::plan::{NodeContext, Planner};
-
-fn chain(table: &str, name: &str, rules: &[(u64, Option<&str>)]) -> XtChain {
-    XtChain {
-        table: table.into(),
-        name: name.into(),
-        rules: rules
-            .iter()
-            .map(|(handle, target)| XtRule {
-                handle: *handle,
-                target: target.map(str::to_owned),
-            })
-            .collect(),
-    }
-}
 
 /// kube-proxy's chains and sets next to kubelet's and a CNI's.
 fn node() -> FakeDataplane {

@@ -14,6 +14,13 @@ use crate::plan::kube_proxy_leftovers::{Removal, XtChain, XtRule, XtRuleset};
 /// `EINVAL`: nfnetlink's answer when the ipset subsystem is not in the kernel.
 const EINVAL: i32 = 22;
 
+/// How often a set found in use is asked again: nf_tables releases a deleted rule's
+/// references (an `xt_set` match) after its transaction, from a work queue, so a set freed
+/// by our own removal may still be held for a moment.
+const IN_USE_ATTEMPTS: u32 = 10;
+/// The pause between those attempts.
+const IN_USE_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// iptables-nft: the `ip`/`ip6` tables iptables-nft writes, read and changed over nf_tables
 /// netlink.
 pub struct IptablesNft<'a>(pub &'a mut NftablesHandle);
@@ -111,11 +118,17 @@ impl SetBackend for KernelIpsets {
         let Some(set) = SetName::new(name) else {
             return Ok(SetDestroy::Absent);
         };
-        match self.0.destroy_ipset(&set) {
-            Ok(Destroyed::Destroyed) => Ok(SetDestroy::Destroyed),
-            Ok(Destroyed::Absent) => Ok(SetDestroy::Absent),
-            Err(NftablesError::SetInUse { .. }) => Ok(SetDestroy::InUse),
-            Err(e) => Err(e.into()),
+        for attempt in 1..=IN_USE_ATTEMPTS {
+            match self.0.destroy_ipset(&set) {
+                Ok(Destroyed::Destroyed) => return Ok(SetDestroy::Destroyed),
+                Ok(Destroyed::Absent) => return Ok(SetDestroy::Absent),
+                Err(NftablesError::SetInUse { .. }) if attempt < IN_USE_ATTEMPTS => {
+                    std::thread::sleep(IN_USE_PAUSE);
+                }
+                Err(NftablesError::SetInUse { .. }) => return Ok(SetDestroy::InUse),
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(SetDestroy::InUse)
     }
 }

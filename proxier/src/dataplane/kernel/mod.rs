@@ -5,6 +5,8 @@
 mod addresses;
 mod cleanup;
 mod interface;
+#[cfg(test)]
+mod leftover_tests;
 mod leftovers;
 mod legacy;
 mod sysctl;

@@ -1,6 +1,7 @@
 use super::*;
 
-fn chain(table: &str, name: &str, rules: &[(u64, Option<&str>)]) -> XtChain {
+/// A chain of `(handle, jump target)` rules (shared with the engine's tests).
+pub(crate) fn chain(table: &str, name: &str, rules: &[(u64, Option<&str>)]) -> XtChain {
     XtChain {
         table: table.into(),
         name: name.into(),
