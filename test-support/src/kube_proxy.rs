@@ -259,8 +259,12 @@ pub fn write_ipvs_mode_state(services: &[ServicePort], cluster_cidr: &str, flavo
         };
         restore.push_str(&format!("create {name} {kind} {options}\n"));
     }
+    // A set holds an entry once (two Services' ports on one endpoint share a hairpin entry).
+    let mut added = std::collections::BTreeSet::new();
     for (name, entry) in &sets {
-        restore.push_str(&format!("add {name} {entry}\n"));
+        if added.insert((name, entry)) {
+            restore.push_str(&format!("add {name} {entry}\n"));
+        }
     }
     feed(IPSET, &["restore"], &restore);
     let has = |set: &str| sets.iter().any(|(name, _)| *name == set);
