@@ -16,6 +16,10 @@ pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
 pub const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 /// `NFNL_MSG_BATCH_END`.
 pub const NFNL_MSG_BATCH_END: u16 = 0x11;
+/// `NLMSG_DONE`: the end of a dump.
+pub const NLMSG_DONE: u16 = 3;
+/// `NLM_F_DUMP_INTR`: the dump was interrupted by a change (the kernel's generation moved).
+pub const NLM_F_DUMP_INTR: u16 = 0x10;
 /// `NFNETLINK_V0`.
 pub const NFNETLINK_V0: u8 = 0;
 
@@ -32,7 +36,11 @@ pub mod msg {
     pub const GETTABLE: u8 = 1;
     pub const DELTABLE: u8 = 2;
     pub const NEWCHAIN: u8 = 3;
+    pub const GETCHAIN: u8 = 4;
+    pub const DELCHAIN: u8 = 5;
     pub const NEWRULE: u8 = 6;
+    pub const GETRULE: u8 = 7;
+    pub const DELRULE: u8 = 8;
     pub const NEWSET: u8 = 9;
     pub const NEWSETELEM: u8 = 12;
     pub const DELSETELEM: u8 = 14;
@@ -42,6 +50,7 @@ pub mod msg {
 pub const NFTA_TABLE_NAME: u16 = 1;
 /// `enum nft_chain_attributes`.
 pub const NFTA_CHAIN_TABLE: u16 = 1;
+pub const NFTA_CHAIN_HANDLE: u16 = 2;
 pub const NFTA_CHAIN_NAME: u16 = 3;
 pub const NFTA_CHAIN_HOOK: u16 = 4;
 pub const NFTA_CHAIN_POLICY: u16 = 5;
@@ -52,6 +61,7 @@ pub const NFTA_HOOK_PRIORITY: u16 = 2;
 /// `enum nft_rule_attributes`.
 pub const NFTA_RULE_TABLE: u16 = 1;
 pub const NFTA_RULE_CHAIN: u16 = 2;
+pub const NFTA_RULE_HANDLE: u16 = 3;
 pub const NFTA_RULE_EXPRESSIONS: u16 = 4;
 /// `enum nft_list_attributes`.
 pub const NFTA_LIST_ELEM: u16 = 1;
@@ -111,6 +121,7 @@ pub const PRIORITY_BEFORE_IPVS: i32 = PRIORITY_SRCNAT - 3;
 pub const NF_DROP: i32 = 0;
 pub const NF_ACCEPT: i32 = 1;
 pub const NFT_JUMP: i32 = -3;
+pub const NFT_GOTO: i32 = -4;
 pub const NFT_RETURN: i32 = -5;
 
 /// One netlink attribute of an nf_tables message. Nested attributes carry `NLA_F_NESTED`, as

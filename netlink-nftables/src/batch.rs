@@ -73,7 +73,7 @@ pub fn emit_batch_end(sequence: u32, out: &mut Vec<u8>) {
     set_length(out, start);
 }
 
-fn emit_header(
+pub(crate) fn emit_header(
     out: &mut Vec<u8>,
     message_type: u16,
     flags: u16,
@@ -94,7 +94,7 @@ fn emit_header(
     debug_assert_eq!(out.len() % 4, 0, "headers keep 4-byte alignment");
 }
 
-fn set_length(out: &mut [u8], start: usize) {
+pub(crate) fn set_length(out: &mut [u8], start: usize) {
     let len = (out.len() - start) as u32;
     out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
 }

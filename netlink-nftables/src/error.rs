@@ -17,10 +17,26 @@ pub enum NftablesError {
         /// How many other messages were refused.
         others: usize,
     },
+    /// A reply could not be parsed (what was wrong with it).
+    #[error("malformed nfnetlink reply: {0}")]
+    Malformed(&'static str),
+    /// A dump kept being interrupted by changes to the ruleset.
+    #[error("{0}: interrupted by concurrent changes, {DUMP_ATTEMPTS} times")]
+    DumpInterrupted(String),
+    /// An ipset is still referenced (by an iptables rule, another set): the kernel keeps it
+    /// (`IPSET_ERR_BUSY`).
+    #[error("ipset {set} is in use")]
+    SetInUse {
+        /// The set's name.
+        set: String,
+    },
     /// The socket failed (or the kernel did not answer in time).
     #[error(transparent)]
     Socket(#[from] netlink_base::Error),
 }
+
+/// How many times a dump is tried while the ruleset keeps changing under it.
+pub const DUMP_ATTEMPTS: usize = 3;
 
 fn refused_others(others: usize) -> String {
     if others == 0 {
@@ -35,7 +51,10 @@ impl NftablesError {
     pub fn errno(&self) -> Option<i32> {
         match self {
             NftablesError::Refused { errno, .. } => Some(*errno),
-            NftablesError::Socket(_) => None,
+            NftablesError::Socket(_)
+            | NftablesError::Malformed(_)
+            | NftablesError::DumpInterrupted(_)
+            | NftablesError::SetInUse { .. } => None,
         }
     }
 }

@@ -6,7 +6,8 @@ use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use crate::attr::msg;
 use crate::batch::encode_batch;
-use crate::error::NftablesError;
+use crate::dump::{DumpAnswers, NftReply};
+use crate::error::{NftablesError, DUMP_ATTEMPTS};
 use crate::message::NftMessage;
 
 /// `ENOENT`: no such table.
@@ -61,22 +62,78 @@ impl NftablesHandle {
         absent_is_false(self.transaction(&[message]))
     }
 
-    /// Whether table `inet TABLE` exists.
-    pub fn table_exists(&mut self, table: &str) -> Result<bool, NftablesError> {
-        let message = NftMessage::table(msg::GETTABLE, table, 0, "get");
+    /// Every object of `kind` (`msg::GETTABLE`, `GETCHAIN`, `GETRULE`) in `family`, dumped
+    /// again when the ruleset changed while it was read.
+    pub fn dump(&mut self, kind: u8, family: u8) -> Result<Vec<NftReply>, NftablesError> {
+        let request = NftMessage::dump(kind, family);
+        for _ in 0..DUMP_ATTEMPTS {
+            let answers = self.request_dump(&request)?;
+            if let Some(errno) = answers.errno {
+                return Err(NftablesError::Refused {
+                    message: request.description,
+                    errno,
+                    others: 0,
+                });
+            }
+            if !answers.interrupted {
+                return Ok(answers.replies);
+            }
+        }
+        Err(NftablesError::DumpInterrupted(request.description))
+    }
+
+    /// Sends one dump request (`request` emitted with `emit_request`) and reads its answer.
+    pub(crate) fn dump_with(
+        &mut self,
+        emit_request: impl Fn(u32, &mut Vec<u8>),
+    ) -> Result<DumpAnswers, NftablesError> {
+        self.send_request(emit_request)?;
+        let mut answers = DumpAnswers::default();
+        while !answers.done {
+            let datagram = self.socket.receive()?;
+            answers.feed(&datagram)?;
+        }
+        Ok(answers)
+    }
+
+    /// Sends one request with the next sequence number (returned).
+    fn send_request(
+        &mut self,
+        emit_request: impl Fn(u32, &mut Vec<u8>),
+    ) -> Result<u32, NftablesError> {
         let sequence = self.sequence.allocate();
         let mut bytes = Vec::new();
-        message.emit(sequence, true, &mut bytes);
+        emit_request(sequence, &mut bytes);
         self.socket.send_all(&bytes)?;
+        Ok(sequence)
+    }
+
+    fn request_dump(&mut self, request: &NftMessage) -> Result<DumpAnswers, NftablesError> {
+        self.dump_with(|sequence, out| request.emit(sequence, false, out))
+    }
+
+    /// Sends one request asking for an ACK (`emit_request`) and returns the kernel's errno
+    /// (0: done); replies before the ACK are ignored.
+    pub(crate) fn acknowledged(
+        &mut self,
+        emit_request: impl Fn(u32, &mut Vec<u8>),
+    ) -> Result<i32, NftablesError> {
+        let sequence = self.send_request(emit_request)?;
         let mut tracker = AckTracker::new(sequence, 1);
         while !tracker.complete() {
             let datagram = self.socket.receive()?;
-            // The NEWTABLE reply to GETTABLE needs no action; its ACK follows.
             for ack in split_messages(&datagram).filter_map(Ack::parse) {
                 tracker.record(ack.sequence, ack.errno);
             }
         }
-        let errno = tracker.into_errnos().pop().flatten().unwrap_or(0);
+        Ok(tracker.into_errnos().pop().flatten().unwrap_or(0))
+    }
+
+    /// Whether table `inet TABLE` exists.
+    pub fn table_exists(&mut self, table: &str) -> Result<bool, NftablesError> {
+        let message = NftMessage::table(msg::GETTABLE, table, 0, "get");
+        // The NEWTABLE reply to GETTABLE needs no action; its ACK follows.
+        let errno = self.acknowledged(|sequence, out| message.emit(sequence, true, out))?;
         absent_is_false(refusal(&[message], &[Some(errno)], None))
     }
 }

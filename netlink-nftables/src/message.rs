@@ -168,4 +168,56 @@ impl NftMessage {
             })
             .collect()
     }
+
+    /// `DELRULE`: the rule with `handle` in `FAMILY TABLE CHAIN`.
+    pub fn delete_rule(family: u8, table: &str, chain: &str, handle: u64) -> Self {
+        let mut rule = Self::flush_chain(family, table, chain);
+        rule.attrs.push(Attr::Bytes(
+            attr::NFTA_RULE_HANDLE,
+            handle.to_be_bytes().to_vec(),
+        ));
+        rule.description = format!(
+            "delete rule {} {table} {chain} handle {handle}",
+            family_name(family)
+        );
+        rule
+    }
+
+    /// `DELRULE` without a handle: flushes chain `FAMILY TABLE CHAIN`.
+    pub fn flush_chain(family: u8, table: &str, chain: &str) -> Self {
+        NftMessage {
+            kind: msg::DELRULE,
+            flags: 0,
+            family,
+            attrs: vec![
+                Attr::Str(attr::NFTA_RULE_TABLE, table.to_owned()),
+                Attr::Str(attr::NFTA_RULE_CHAIN, chain.to_owned()),
+            ],
+            description: format!("flush chain {} {table} {chain}", family_name(family)),
+        }
+    }
+
+    /// `DELCHAIN`: chain `FAMILY TABLE CHAIN` (it must be empty and not jumped to).
+    pub fn delete_chain(family: u8, table: &str, chain: &str) -> Self {
+        NftMessage {
+            kind: msg::DELCHAIN,
+            flags: 0,
+            family,
+            attrs: vec![
+                Attr::Str(attr::NFTA_CHAIN_TABLE, table.to_owned()),
+                Attr::Str(attr::NFTA_CHAIN_NAME, chain.to_owned()),
+            ],
+            description: format!("delete chain {} {table} {chain}", family_name(family)),
+        }
+    }
+}
+
+/// nft's name of an `NFPROTO_*` family.
+fn family_name(family: u8) -> &'static str {
+    match family {
+        attr::NFPROTO_INET => "inet",
+        attr::NFPROTO_IPV4 => "ip",
+        attr::NFPROTO_IPV6 => "ip6",
+        _ => "family",
+    }
 }

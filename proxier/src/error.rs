@@ -269,6 +269,16 @@ pub enum Error {
         #[source]
         source: std::sync::Arc<conntrack_gc::Error>,
     },
+    /// iptables-legacy's tables could not be read or replaced (kube-proxy's leftovers).
+    #[cfg(feature = "kernel")]
+    #[error("iptables-legacy: {operation}")]
+    Xtables {
+        /// What was being done.
+        operation: String,
+        /// xtables-legacy's error.
+        #[source]
+        source: xtables_legacy::Error,
+    },
     /// Our nftables table could not be read or written.
     #[cfg(feature = "kernel")]
     #[error(transparent)]

@@ -61,6 +61,14 @@ enum Command {
         /// Also print the addresses to bind on the dummy interface.
         #[arg(long)]
         addresses: bool,
+        /// Read this node's kernel (as `run` does at start) and print what `run` would change
+        /// at takeover instead of the whole plan: the operations, and the foreign virtual
+        /// servers it would keep. Nothing is applied.
+        #[arg(long, conflicts_with = "addresses")]
+        diff: bool,
+        /// The dummy interface holding virtual IPs (with --diff).
+        #[arg(long, default_value = proxier::dataplane::kernel::DEFAULT_INTERFACE, value_parser = interface_name)]
+        interface: String,
     },
     /// Program this node's kernel and keep it in line with the API server (or `--source`).
     Run(RunArgs),
@@ -116,6 +124,10 @@ struct RunArgs {
     /// The API server's URL (overrides the kubeconfig's).
     #[arg(long)]
     master: Option<String>,
+    /// Keep kube-proxy's leftover iptables chains, the rules jumping to them and its ipsets
+    /// (by default they are removed once proxier's own table is in place).
+    #[arg(long)]
+    keep_kube_proxy_rules: bool,
 }
 
 /// `proxier cleanup`.
@@ -353,6 +365,7 @@ async fn run(
     node_ips: Vec<IpAddr>,
     interface: String,
     origin: Origin,
+    remove_leftovers: bool,
 ) -> anyhow::Result<()> {
     use proxier::dataplane::kernel::KernelDataplane;
     use proxier::observability::{EventPublisher, Metrics, Observer};
@@ -465,7 +478,9 @@ async fn run(
             masquerade_all: settings.masquerade_all,
             ..PacketSettings::default()
         });
-    let mut proxier = Proxier::new(planner, dataplane).with_drain_bound(settings.drain_bound);
+    let mut proxier = Proxier::new(planner, dataplane)
+        .with_drain_bound(settings.drain_bound)
+        .with_kube_proxy_leftovers_removed(remove_leftovers);
     *proxier.cluster_mut() = cluster;
     let hook = |kind, outcome: &proxier::runtime::SyncOutcome| {
         logging::log_sync(kind, outcome);
@@ -529,13 +544,21 @@ fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `proxier plan` prints.
+enum PlanOutput {
+    /// The whole IPVS plan (and with `true` the addresses to bind).
+    Listing(bool),
+    /// What `run` would change on this node's kernel, read through the dummy interface named.
+    Diff(String),
+}
+
 /// `proxier plan`, with the engine configuration [`resolve`] read (as for `run`).
 fn plan(
     path: &Path,
     node: String,
     node_ips: Vec<IpAddr>,
     config: Config,
-    addresses: bool,
+    output: PlanOutput,
 ) -> anyhow::Result<()> {
     let mut objects = Vec::new();
     for file in DirectorySource::input_files(path)? {
@@ -555,7 +578,19 @@ fn plan(
         eprintln!("no Node {node} in the input: no zone, and NodePorts only on --node-ip");
     }
     // `plan` reads no bindAddress: the node's IPs are the given ones or the Node's.
+    let follow_addresses = node_ips.is_empty();
     let context = NodeContext::resolve(node, node_ips, None, node_object);
+    let addresses = match output {
+        PlanOutput::Listing(addresses) => addresses,
+        PlanOutput::Diff(interface) => {
+            return plan_diff(
+                Planner::new(context, config),
+                cluster,
+                &interface,
+                follow_addresses,
+            )
+        }
+    };
     let mut planner = Planner::new(context, config);
     planner.plan_all(&mut cluster);
     for conflict in planner.conflicts() {
@@ -576,6 +611,29 @@ fn plan(
             println!("{ip}");
         }
     }
+    Ok(())
+}
+
+/// `proxier plan --diff`: the initial sync of `run` against this node's kernel, not applied.
+fn plan_diff(
+    planner: Planner,
+    cluster: proxier::model::ClusterState,
+    interface: &str,
+    follow_addresses: bool,
+) -> anyhow::Result<()> {
+    use proxier::dataplane::kernel::KernelDataplane;
+    let mut dataplane =
+        KernelDataplane::connect(interface).context("opening the kernel dataplane")?;
+    if follow_addresses {
+        dataplane
+            .follow_node_addresses()
+            .context("reading the node's addresses")?;
+    }
+    let mut proxier = proxier::runtime::Proxier::new(planner, dataplane);
+    *proxier.cluster_mut() = cluster;
+    proxier.poll_node_addresses();
+    let preview = proxier.preview().context("reading the kernel")?;
+    print!("{preview}");
     Ok(())
 }
 
@@ -618,8 +676,17 @@ fn dispatch(cli: Cli, resolved: Resolved) -> anyhow::Result<()> {
             node,
             node_ips,
             addresses,
+            diff,
+            interface,
             ..
-        }) => plan(&path, node, node_ips, settings.engine, addresses),
+        }) => {
+            let output = if diff {
+                PlanOutput::Diff(interface)
+            } else {
+                PlanOutput::Listing(addresses)
+            };
+            plan(&path, node, node_ips, settings.engine, output)
+        }
         Some(Command::Run(args)) => {
             let node = node_name(args.node.clone().or(settings.hostname_override.clone()))?;
             let origin = match &args.source {
@@ -630,7 +697,15 @@ fn dispatch(cli: Cli, resolved: Resolved) -> anyhow::Result<()> {
                 },
             };
             let (node_ips, interface) = (args.node_ips, args.interface);
-            block_on(run(settings, node, node_ips, interface, origin))
+            let remove_leftovers = !args.keep_kube_proxy_rules;
+            block_on(run(
+                settings,
+                node,
+                node_ips,
+                interface,
+                origin,
+                remove_leftovers,
+            ))
         }
         Some(Command::Cleanup(args)) => cleanup(args),
         Some(Command::Version) => {
@@ -669,5 +744,5 @@ fn kube_proxy(flags: KubeProxyFlags, settings: ProxySettings) -> anyhow::Result<
         master: flags.master,
     };
     let interface = proxier::dataplane::kernel::DEFAULT_INTERFACE.to_owned();
-    block_on(run(settings, node, Vec::new(), interface, origin))
+    block_on(run(settings, node, Vec::new(), interface, origin, true))
 }

@@ -20,6 +20,7 @@ pub const CRATES: &[&str] = &[
     "netlink-ipvs",
     "netlink-nftables",
     "conntrack-gc",
+    "xtables-legacy",
     "proxier",
 ];
 

@@ -20,6 +20,7 @@ const TOOLS: &[&str] = &[
     "/usr/sbin/ip",
     "/usr/sbin/xtables-legacy-multi",
     "/usr/sbin/xtables-nft-multi",
+    "/usr/sbin/ipset",
 ];
 
 /// Names the xtables multi-call binaries answer to.
@@ -27,7 +28,15 @@ const XTABLES_LINKS: &[(&str, &str)] = &[
     ("iptables-legacy", "xtables-legacy-multi"),
     ("iptables-legacy-save", "xtables-legacy-multi"),
     ("iptables-nft", "xtables-nft-multi"),
+    ("iptables-legacy-restore", "xtables-legacy-multi"),
+    ("ip6tables-legacy", "xtables-legacy-multi"),
+    ("ip6tables-legacy-save", "xtables-legacy-multi"),
+    ("ip6tables-legacy-restore", "xtables-legacy-multi"),
     ("iptables-nft-save", "xtables-nft-multi"),
+    ("iptables-nft-restore", "xtables-nft-multi"),
+    ("ip6tables-nft", "xtables-nft-multi"),
+    ("ip6tables-nft-save", "xtables-nft-multi"),
+    ("ip6tables-nft-restore", "xtables-nft-multi"),
 ];
 
 /// Data directories the tools read at run time.

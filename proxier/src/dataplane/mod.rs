@@ -7,11 +7,16 @@
 mod fake;
 #[cfg(feature = "kernel")]
 pub mod kernel;
+mod leftovers;
 #[cfg(feature = "kernel")]
 pub mod nftables;
 
 #[cfg(any(test, feature = "fake"))]
-pub use fake::FakeDataplane;
+pub use fake::{FakeDataplane, FakeIpsets, FakeLeftovers, FakeXtables};
+pub use leftovers::{
+    family_name, preview_leftovers, remove_leftovers, BackendRemoval, LeftoverBackend,
+    LeftoverFailure, LeftoverReport, SetBackend, SetDestroy,
+};
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -77,6 +82,17 @@ pub trait Dataplane {
     /// `None` = unchanged, or not followed (then NodePorts stay on the node's given IPs).
     fn local_addresses(&mut self) -> Result<Option<Vec<std::net::IpAddr>>, Error> {
         Ok(None)
+    }
+    /// Removes kube-proxy's leftovers ([`remove_leftovers`] over this dataplane's backends);
+    /// called once proxier's own table is in place. A dataplane without backends removes
+    /// nothing.
+    fn remove_kube_proxy_leftovers(&mut self) -> LeftoverReport {
+        LeftoverReport::default()
+    }
+    /// What [`Dataplane::remove_kube_proxy_leftovers`] would remove now, removing nothing
+    /// ([`preview_leftovers`]).
+    fn preview_kube_proxy_leftovers(&mut self) -> LeftoverReport {
+        LeftoverReport::default()
     }
 }
 

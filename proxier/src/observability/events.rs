@@ -163,22 +163,46 @@ impl EventPublisher {
             uid: Some(node.to_owned()),
             ..ObjectReference::default()
         };
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: if warning {
-                "ConntrackSizingFailed"
-            } else {
-                "ConntrackSizing"
-            }
-            .to_owned(),
-            note: Some(note.chars().take(1000).collect()),
-            action: "SizeConntrack".to_owned(),
-            secondary: None,
-        };
+        let event = normal_or_warning(
+            warning,
+            ("ConntrackSizing", "ConntrackSizingFailed"),
+            "SizeConntrack",
+            note,
+        );
         self.send(reference, event);
+    }
+
+    /// An Event on the Node for kube-proxy's leftovers removed at takeover (Normal
+    /// `KubeProxyLeftoversRemoved`; Warning `KubeProxyLeftoversKept` when a step failed or a
+    /// set is still in use). `note` is the report's summary.
+    pub fn leftovers(&self, warning: bool, note: &str) -> bool {
+        if self.sender.is_none() || !self.first_time(("leftovers".to_owned(), note.to_owned())) {
+            return false;
+        }
+        let event = normal_or_warning(
+            warning,
+            ("KubeProxyLeftoversRemoved", "KubeProxyLeftoversKept"),
+            "RemoveKubeProxyLeftovers",
+            note,
+        );
+        self.send(self.node_reference(), event);
+        true
+    }
+}
+
+/// An Event of type Normal (`reasons.0`) or Warning (`reasons.1`), its note cut to 1000
+/// characters.
+fn normal_or_warning(warning: bool, reasons: (&str, &str), action: &str, note: &str) -> Event {
+    let (type_, reason) = if warning {
+        (EventType::Warning, reasons.1)
+    } else {
+        (EventType::Normal, reasons.0)
+    };
+    Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.to_owned(),
+        secondary: None,
     }
 }

@@ -73,6 +73,11 @@ pub(super) struct ByOperation {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct ByLeftoverKind {
+    pub(super) kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(super) struct BySizing {
     pub(super) knob: String,
     pub(super) decision: String,

@@ -17,9 +17,9 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use super::exposition::{
-    network_programming_histogram, sync_duration_histogram, ByCode, ByFamily, ByOperation,
-    ByPolicy, ByReason, BySizing, ByState, ConstCounterCell, FloatGauge, Histograms, IpFamily,
-    Readings,
+    network_programming_histogram, sync_duration_histogram, ByCode, ByFamily, ByLeftoverKind,
+    ByOperation, ByPolicy, ByReason, BySizing, ByState, ConstCounterCell, FloatGauge, Histograms,
+    IpFamily, Readings,
 };
 use super::process::ProcessCollector;
 use crate::dataplane::kernel::KernelCounters;
@@ -64,6 +64,7 @@ pub struct Metrics {
     sizing: Labelled<BySizing, Gauge>,
     sizing_taken: Mutex<BTreeMap<String, String>>,
     sync_failures: Labelled<ByOperation, Counter>,
+    leftovers_removed: Labelled<ByLeftoverKind, Counter>,
     failing_operations: Gauge,
     flushes_owed: Gauge,
     flushes_dropped: Gauge,
@@ -114,6 +115,7 @@ impl Default for Metrics {
             sizing: Labelled::default(),
             sizing_taken: Mutex::new(BTreeMap::new()),
             sync_failures: Labelled::default(),
+            leftovers_removed: Labelled::default(),
             failing_operations: Gauge::default(),
             flushes_owed: Gauge::default(),
             flushes_dropped: Gauge::default(),
@@ -227,6 +229,11 @@ impl Metrics {
             "proxier_sync_failures",
             "Writes a sync could not apply (retried), by operation",
             self.sync_failures.clone(),
+        );
+        r.register(
+            "proxier_kube_proxy_leftovers_removed",
+            "kube-proxy's leftover iptables rules, chains and ipsets removed at takeover, by kind",
+            self.leftovers_removed.clone(),
         );
         r.register(
             "proxier_sync_failing_operations",
@@ -457,6 +464,13 @@ impl Metrics {
         self.sync_failures
             .get_or_create(&ByOperation { operation })
             .inc();
+    }
+
+    /// Counts kube-proxy's leftovers removed: `kind` is `rule`, `chain` or `ipset`.
+    pub fn count_leftovers_removed(&self, kind: &'static str, count: usize) {
+        self.leftovers_removed
+            .get_or_create(&ByLeftoverKind { kind })
+            .inc_by(count as u64);
     }
 
     /// Sets how many writes the last full resync could not apply.

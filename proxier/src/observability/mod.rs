@@ -12,6 +12,8 @@ pub mod events;
 mod exposition;
 mod health;
 pub mod http;
+#[cfg(test)]
+mod leftover_tests;
 mod metrics;
 #[cfg(test)]
 mod parity_tests;
@@ -111,6 +113,9 @@ impl Observer {
         }
         self.metrics
             .set_flushes(outcome.flushes_owed, outcome.flushes_dropped);
+        if let Some(report) = &outcome.leftovers {
+            self.record_leftovers(report);
+        }
         if !outcome.counts_as_sync() {
             self.queued(now);
             return;
@@ -124,6 +129,21 @@ impl Observer {
             self.metrics.set_no_local_endpoints(counts);
         }
         self.health.updated(Instant::now(), now);
+    }
+
+    /// Meters kube-proxy's leftovers removed (by kind) and reports them in an Event on the
+    /// Node when anything was removed or kept back.
+    pub fn record_leftovers(&self, report: &crate::dataplane::LeftoverReport) {
+        self.metrics
+            .count_leftovers_removed("rule", report.rules_removed());
+        self.metrics
+            .count_leftovers_removed("chain", report.chains_removed());
+        self.metrics
+            .count_leftovers_removed("ipset", report.sets_destroyed.len());
+        let warning = !report.failures.is_empty() || !report.sets_in_use.is_empty();
+        if report.removed_anything() || warning {
+            self.events.leftovers(warning, &report.summary());
+        }
     }
 
     /// Records what one poll of a source found: an update queued when something changed,

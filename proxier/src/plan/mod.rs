@@ -7,6 +7,7 @@
 
 mod endpoints;
 mod health_check;
+pub mod kube_proxy_leftovers;
 mod node_addresses;
 mod ownership;
 mod packet_rules;

@@ -6,11 +6,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use netlink_ipvs::{IpvsState, ServiceKey};
 
-use crate::dataplane::{Dataplane, TableRead};
+use crate::dataplane::{Dataplane, LeftoverReport, TableRead};
 use crate::error::Error;
 use crate::model::ClusterState;
 use crate::plan::{DesiredState, HealthChecks, NoLocalEndpoints, Planner, RealServerCounts};
-use crate::reconcile::{reconcile, reconcile_changes, Observed, Op, Terminations};
+use crate::reconcile::{owned, reconcile, reconcile_changes, Observed, Op, Terminations};
+
+use super::Preview;
 
 /// What failed in a sync (retried by the next full resync). `Display` names what failed; the
 /// cause is the `source` (print the chain with [`crate::Report`]).
@@ -71,6 +73,9 @@ pub struct SyncOutcome {
     pub flushes_owed: usize,
     /// Failed conntrack flushes dropped so far because too many were owed (cumulative).
     pub flushes_dropped: u64,
+    /// kube-proxy's leftovers removed by this sync (the first full sync that put our packet
+    /// rules in place, when removal is on: [`Proxier::with_kube_proxy_leftovers_removed`]).
+    pub leftovers: Option<LeftoverReport>,
 }
 
 impl SyncOutcome {
@@ -103,6 +108,9 @@ pub struct Proxier<D> {
     /// While a resync's table read runs off the loop ([`Proxier::begin_resync`]): the virtual
     /// servers written since it began, whose mirror entries are newer than what it may read.
     written_during_read: Option<BTreeSet<ServiceKey>>,
+    /// kube-proxy's leftovers are still to be removed (after a full sync that put our packet
+    /// rules in place).
+    leftovers_pending: bool,
 }
 
 impl<D: Dataplane> Proxier<D> {
@@ -116,7 +124,17 @@ impl<D: Dataplane> Proxier<D> {
             terminations: Terminations::new(),
             replan_all: false,
             written_during_read: None,
+            leftovers_pending: false,
         }
+    }
+
+    /// Removes kube-proxy's leftover chains, rules and ipsets once (ARCHITECTURE.md rule 2):
+    /// after the first full sync whose packet rules are in place, and again after the next
+    /// full sync if a step failed. Off by default (an embedder opts in; the binary has
+    /// `--keep-kube-proxy-rules`).
+    pub fn with_kube_proxy_leftovers_removed(mut self, remove: bool) -> Self {
+        self.leftovers_pending = remove;
+        self
     }
 
     /// Unselected TCP real servers drain for at most `bound` (see
@@ -234,7 +252,49 @@ impl<D: Dataplane> Proxier<D> {
     fn repair_all(&mut self, started: Instant) -> SyncOutcome {
         self.terminations.set_now(SystemTime::now());
         let ops = reconcile(self.planner.desired(), &self.mirror, &self.terminations);
-        self.apply(&ops, true, started)
+        let mut outcome = self.apply(&ops, true, started);
+        let rules_in_place = !outcome
+            .failures
+            .iter()
+            .any(|f| matches!(f, SyncFailure::PacketRules(_)));
+        if self.leftovers_pending && rules_in_place {
+            let report = self.dataplane.remove_kube_proxy_leftovers();
+            for failure in &report.failures {
+                tracing::warn!(step = %failure.step, error = %failure.error.report(), "kube-proxy leftover not removed; retried after the next resync");
+            }
+            tracing::info!(summary = %report.summary(), "kube-proxy leftovers");
+            self.leftovers_pending = !report.failures.is_empty();
+            outcome.leftovers = Some(report);
+        }
+        outcome
+    }
+
+    /// What [`Proxier::full_sync`] would do now, applying nothing: the kernel read, everything
+    /// planned and reconciled as the sync does, and the observed virtual servers it would leave
+    /// alone because they are not ours (`proxier plan --diff`).
+    pub fn preview(&mut self) -> Result<Preview, Error> {
+        self.mirror = self.dataplane.observe()?;
+        self.planner.follow_node(&mut self.cluster);
+        self.planner.plan_all(&mut self.cluster);
+        self.terminations.set_now(SystemTime::now());
+        let desired = self.planner.desired();
+        let ops = reconcile(desired, &self.mirror, &self.terminations);
+        let foreign = self
+            .mirror
+            .ipvs
+            .services
+            .iter()
+            .filter(|(key, _)| {
+                !desired.virtual_servers.contains_key(key) && !owned(desired, &self.mirror, key)
+            })
+            .map(|(_, state)| state.service.clone())
+            .collect();
+        let leftovers = self.dataplane.preview_kube_proxy_leftovers();
+        Ok(Preview {
+            ops,
+            foreign,
+            leftovers,
+        })
     }
 
     /// After source changes: re-plans only the dirty Services and reconciles only what their
@@ -328,6 +388,7 @@ impl<D: Dataplane> Proxier<D> {
             no_local_endpoints,
             flushes_owed: self.terminations.owed().count(),
             flushes_dropped: self.terminations.dropped(),
+            leftovers: None,
         }
     }
 }

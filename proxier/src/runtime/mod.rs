@@ -8,11 +8,15 @@
 
 mod engine;
 #[cfg(test)]
+mod leftover_tests;
+mod preview;
+#[cfg(test)]
 mod resync_tests;
 #[cfg(test)]
 mod tests;
 
 pub use engine::{Proxier, SyncFailure, SyncOutcome};
+pub use preview::Preview;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

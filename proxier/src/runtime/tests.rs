@@ -48,16 +48,18 @@ fn cluster(ip: &str) -> String {
 /// What a scripted run left: the proxy, the syncs (kind, operations) and the objects skipped.
 type ScriptRun = (Proxier<FakeDataplane>, Vec<(SyncKind, usize)>, usize);
 
-fn run_script(steps: Vec<Result<String, String>>) -> ScriptRun {
+/// A proxy for node-a (no node IPs, default configuration) over `dataplane`.
+fn node_a(dataplane: FakeDataplane) -> Proxier<FakeDataplane> {
     let node = NodeContext {
         name: "node-a".into(),
         node_ips: vec![],
         zone: None,
     };
-    let mut proxier = Proxier::new(
-        Planner::new(node, Config::default()),
-        FakeDataplane::default(),
-    );
+    Proxier::new(Planner::new(node, Config::default()), dataplane)
+}
+
+fn run_script(steps: Vec<Result<String, String>>) -> ScriptRun {
+    let mut proxier = node_a(FakeDataplane::default());
     let mut source = ScriptedSource {
         steps: steps.into(),
         snapshot: SnapshotSync::new(),
@@ -340,4 +342,81 @@ fn a_sync_failure_carries_its_root_cause_once() {
     );
     assert_eq!(chain.matches("get services").count(), 1);
     assert_eq!(chain.matches("dump IPVS").count(), 1);
+}
+
+/// A proxy for node-a over a fake kernel holding `state`, with Service `web` at 10.96.0.1.
+fn over_kernel(state: crate::reconcile::Observed) -> Proxier<FakeDataplane> {
+    let mut proxier = node_a(FakeDataplane::with_state(state));
+    let (objects, problems) = parse_documents("web", &cluster("10.96.0.1"));
+    assert!(problems.is_empty(), "{problems:?}");
+    SnapshotSync::new().poll(&objects, problems, proxier.cluster_mut());
+    proxier
+}
+
+/// `plan --diff` (issue 14 item 3): over what kube-proxy programmed for the same Service (the
+/// same virtual server, real server and address) a takeover applies no operation, and a
+/// virtual server that is not ours is listed as kept; nothing is applied by the preview.
+#[test]
+fn preview_of_a_takeover_over_matching_state_has_no_operation_and_keeps_foreign_servers() {
+    use netlink_ipvs::{Protocol, RealServer, ServiceKey, ServiceState, VirtualServer};
+    let mut programmed = over_kernel(Default::default());
+    programmed.full_sync().unwrap();
+    let mut kube_proxy = programmed.dataplane().state.clone();
+    let foreign = VirtualServer::new(ServiceKey::Address {
+        protocol: Protocol::Tcp,
+        address: "192.0.2.1".parse().unwrap(),
+        port: 80,
+    });
+    kube_proxy.ipvs.services.insert(
+        foreign.key,
+        ServiceState {
+            service: foreign.clone(),
+            real_servers: Default::default(),
+        },
+    );
+    let mut proxier = over_kernel(kube_proxy.clone());
+    let sets = vec!["KUBE-CLUSTER-IP".to_owned(), "calico-ipam".to_owned()];
+    proxier
+        .dataplane_mut()
+        .leftovers
+        .sets
+        .names
+        .clone_from(&sets);
+    let preview = proxier.preview().unwrap();
+    assert_eq!(preview.ops, [], "{preview}");
+    assert_eq!(preview.foreign, std::slice::from_ref(&foreign));
+    let text = preview.to_string();
+    assert!(text.starts_with("0 IPVS operations\n"), "{text}");
+    assert!(text.contains("1 foreign virtual servers kept"), "{text}");
+    assert!(text.contains("-A -t 192.0.2.1:80"), "{text}");
+    assert_eq!(preview.leftovers.sets_destroyed, ["KUBE-CLUSTER-IP"]);
+    assert!(
+        text.contains("0 chains, 1 ipsets\n  ipset KUBE-CLUSTER-IP\n"),
+        "{text}"
+    );
+    assert!(proxier.dataplane().log.is_empty(), "nothing applied");
+    assert_eq!(
+        proxier.dataplane().leftovers.sets.names,
+        sets,
+        "nothing destroyed"
+    );
+    assert_eq!(proxier.dataplane().state, kube_proxy);
+
+    // A real server with another weight than planned: one update, shown as ipvsadm would.
+    let service = kube_proxy
+        .ipvs
+        .services
+        .values_mut()
+        .find(|s| s.service.key != foreign.key)
+        .unwrap();
+    let real_server: &mut RealServer = service.real_servers.values_mut().next().unwrap();
+    real_server.weight = 5;
+    let preview = over_kernel(kube_proxy).preview().unwrap();
+    assert_eq!(preview.ipvs_operations(), 1, "{preview}");
+    assert!(
+        preview
+            .to_string()
+            .contains("  -e -t 10.96.0.1:80 -r 10.244.1.5:8080"),
+        "{preview}"
+    );
 }

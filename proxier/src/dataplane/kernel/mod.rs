@@ -5,11 +5,17 @@
 mod addresses;
 mod cleanup;
 mod interface;
+#[cfg(test)]
+mod leftover_tests;
+mod leftovers;
+mod legacy;
 mod sysctl;
 
 pub use addresses::{notifies_change, AddressWatch};
 pub use cleanup::{cleanup, CleanupReport};
 pub use interface::{InterfaceHandle, RouteAnswer, RouteReply};
+pub use leftovers::{removal_messages, ruleset, IptablesNft, KernelIpsets};
+pub use legacy::{legacy_chains, IptablesLegacy};
 pub use sysctl::{
     apply_sysctls, kernel_release, kernel_version, wanted_sysctls, Sysctl, SysctlChange,
 };
@@ -23,7 +29,7 @@ use netlink_ipvs::{IpvsError, IpvsHandle, IpvsOperation, IpvsState};
 use netlink_nftables::NftablesHandle;
 
 use super::nftables::{replace_table, update_table};
-use super::{ApplyReport, Dataplane, TableRead};
+use super::{remove_leftovers, ApplyReport, Dataplane, LeftoverBackend, LeftoverReport, TableRead};
 use crate::error::{Errno, Error};
 use crate::plan::PacketRules;
 use crate::reconcile::{Observed, Op};
@@ -49,6 +55,9 @@ pub struct KernelDataplane {
     counters: Arc<KernelCounters>,
     /// Set by [`KernelDataplane::follow_node_addresses`].
     address_watch: Option<AddressWatch>,
+    /// iptables-legacy (or another backend) for kube-proxy's leftovers, besides
+    /// iptables-nft ([`KernelDataplane::add_leftover_backend`]).
+    leftover_backends: Vec<Box<dyn LeftoverBackend + Send>>,
 }
 
 /// What the kernel dataplane counts for the metrics (shared with the `/metrics` handler).
@@ -81,6 +90,7 @@ impl KernelDataplane {
             interface_index,
             counters: Arc::default(),
             address_watch: None,
+            leftover_backends: vec![Box::new(IptablesLegacy)],
         })
     }
 
@@ -90,6 +100,12 @@ impl KernelDataplane {
     pub fn follow_node_addresses(&mut self) -> Result<(), Error> {
         self.address_watch = Some(AddressWatch::open()?);
         Ok(())
+    }
+
+    /// Adds a backend kube-proxy's leftovers are also removed from (iptables-legacy);
+    /// iptables-nft and ipsets are always looked at.
+    pub fn add_leftover_backend(&mut self, backend: Box<dyn LeftoverBackend + Send>) {
+        self.leftover_backends.push(backend);
     }
 
     /// What this dataplane counts (shared, for metrics).
@@ -221,7 +237,45 @@ impl KernelDataplane {
     }
 }
 
+impl KernelDataplane {
+    /// `pass` ([`remove_leftovers`] or its preview) over iptables-nft, the other backends and
+    /// the kernel's ipsets.
+    fn leftover_pass(
+        &mut self,
+        pass: fn(
+            &mut [&mut dyn LeftoverBackend],
+            Option<&mut dyn super::SetBackend>,
+        ) -> LeftoverReport,
+    ) -> LeftoverReport {
+        let mut nft = IptablesNft(&mut self.nftables);
+        let mut backends: Vec<&mut dyn LeftoverBackend> = vec![&mut nft];
+        for backend in &mut self.leftover_backends {
+            backends.push(backend.as_mut());
+        }
+        // Sets last, on their own socket: a set referenced by a rule cannot be destroyed.
+        match NftablesHandle::connect() {
+            Ok(handle) => pass(&mut backends, Some(&mut KernelIpsets(handle))),
+            Err(error) => {
+                let mut report = pass(&mut backends, None);
+                report.failures.push(super::LeftoverFailure {
+                    step: "ipset: connect".to_owned(),
+                    error: error.into(),
+                });
+                report
+            }
+        }
+    }
+}
+
 impl Dataplane for KernelDataplane {
+    fn remove_kube_proxy_leftovers(&mut self) -> LeftoverReport {
+        self.leftover_pass(remove_leftovers)
+    }
+
+    fn preview_kube_proxy_leftovers(&mut self) -> LeftoverReport {
+        self.leftover_pass(super::preview_leftovers)
+    }
+
     fn observe(&mut self) -> Result<Observed, Error> {
         let ipvs = read_table(&mut self.ipvs, &self.counters)?;
         let addresses = self.observe_addresses()?;
