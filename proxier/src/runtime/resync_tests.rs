@@ -170,21 +170,14 @@ fn a_change_during_a_resync_read_is_applied_at_once_and_the_repair_keeps_it() {
             SyncKind::Initial => {}
         }
     };
-    let shutdown = async {
-        let wait = async {
-            while !resynced.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime
-        .block_on(run(&mut proxier, &mut source, timing, on_sync, shutdown))
-        .unwrap();
+    run_until(
+        &mut proxier,
+        &mut source,
+        timing,
+        on_sync,
+        &resynced,
+        Duration::from_secs(10),
+    );
 
     assert_eq!(
         syncs,
@@ -220,6 +213,32 @@ fn a_change_during_a_resync_read_is_applied_at_once_and_the_repair_keeps_it() {
         proxier.dataplane().fake.state.ipvs,
         "the mirror follows the kernel"
     );
+}
+
+/// Runs the loop until `flag` is set (or `limit` passes).
+fn run_until<D: Dataplane, S: Source>(
+    proxier: &mut Proxier<D>,
+    source: &mut S,
+    timing: SyncTiming,
+    on_sync: impl FnMut(SyncKind, &super::SyncOutcome),
+    flag: &AtomicBool,
+    limit: Duration,
+) {
+    let shutdown = async {
+        let wait = async {
+            while !flag.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(run(proxier, source, timing, on_sync, shutdown))
+        .unwrap();
 }
 
 /// The strict fake whose periodic reads all fail, each once the change has reached the loop.
@@ -297,21 +316,14 @@ fn a_change_pending_when_a_resync_read_fails_is_still_applied() {
             done.store(true, Ordering::SeqCst);
         }
     };
-    let shutdown = async {
-        let wait = async {
-            while !applied.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime
-        .block_on(run(&mut proxier, &mut source, timing, on_sync, shutdown))
-        .unwrap();
+    run_until(
+        &mut proxier,
+        &mut source,
+        timing,
+        on_sync,
+        &applied,
+        Duration::from_secs(3),
+    );
 
     assert!(
         syncs.contains(&(SyncKind::Incremental, 1)),
