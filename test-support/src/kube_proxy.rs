@@ -199,10 +199,13 @@ pub fn write_ipvs_mode_state(services: &[ServicePort], cluster_cidr: &str, flavo
         std::fs::write(&path, value).unwrap_or_else(|e| panic!("write {path}: {e}"));
     }
     // ipset names protocols through getprotobyname(3), as on a node; the VM has no
-    // /etc/protocols of its own.
-    if !std::path::Path::new("/etc/protocols").exists() {
+    // /etc/protocols of its own. One written here is removed once ipset has read it: later
+    // tests in the same VM compare `nft` listings, which name protocols when the file exists.
+    let protocols = std::path::Path::new("/etc/protocols");
+    let wrote_protocols = !protocols.exists();
+    if wrote_protocols {
         std::fs::create_dir_all("/etc").expect("create /etc");
-        std::fs::write("/etc/protocols", "tcp 6 TCP\nudp 17 UDP\nsctp 132 SCTP\n")
+        std::fs::write(protocols, "tcp 6 TCP\nudp 17 UDP\nsctp 132 SCTP\n")
             .expect("write /etc/protocols");
     }
     witness(IP, &["link", "add", "kube-ipvs0", "type", "dummy"]);
@@ -267,6 +270,9 @@ pub fn write_ipvs_mode_state(services: &[ServicePort], cluster_cidr: &str, flavo
         }
     }
     feed(IPSET, &["restore"], &restore);
+    if wrote_protocols {
+        std::fs::remove_file(protocols).expect("remove /etc/protocols");
+    }
     let has = |set: &str| sets.iter().any(|(name, _)| *name == set);
     feed(
         flavour.restore(),
