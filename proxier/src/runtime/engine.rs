@@ -199,11 +199,24 @@ impl<D: Dataplane> Proxier<D> {
     /// applies the difference. On a restart over matching state this makes no write at all.
     pub fn full_sync(&mut self) -> Result<SyncOutcome, Error> {
         let started = Instant::now();
+        self.observe_and_plan_all()?;
+        Ok(self.repair_all(started))
+    }
+
+    /// Re-reads the kernel into the mirror and plans every Service (the start of a full sync
+    /// and of its preview).
+    fn observe_and_plan_all(&mut self) -> Result<(), Error> {
         self.mirror = self.dataplane.observe()?;
         self.planner.follow_node(&mut self.cluster);
         self.replan_all = false;
         self.planner.plan_all(&mut self.cluster);
-        Ok(self.repair_all(started))
+        Ok(())
+    }
+
+    /// Everything the plan wants against the mirror, as of now.
+    fn reconcile_all(&mut self) -> Vec<Op> {
+        self.terminations.set_now(SystemTime::now());
+        reconcile(self.planner.desired(), &self.mirror, &self.terminations)
     }
 
     /// Starts a periodic resync whose IPVS dump runs off the loop: returns the read to run on
@@ -250,8 +263,7 @@ impl<D: Dataplane> Proxier<D> {
 
     /// Reconciles everything against the mirror and applies the difference.
     fn repair_all(&mut self, started: Instant) -> SyncOutcome {
-        self.terminations.set_now(SystemTime::now());
-        let ops = reconcile(self.planner.desired(), &self.mirror, &self.terminations);
+        let ops = self.reconcile_all();
         let mut outcome = self.apply(&ops, true, started);
         let rules_in_place = !outcome
             .failures
@@ -273,12 +285,9 @@ impl<D: Dataplane> Proxier<D> {
     /// planned and reconciled as the sync does, and the observed virtual servers it would leave
     /// alone because they are not ours (`proxier plan --diff`).
     pub fn preview(&mut self) -> Result<Preview, Error> {
-        self.mirror = self.dataplane.observe()?;
-        self.planner.follow_node(&mut self.cluster);
-        self.planner.plan_all(&mut self.cluster);
-        self.terminations.set_now(SystemTime::now());
+        self.observe_and_plan_all()?;
+        let ops = self.reconcile_all();
         let desired = self.planner.desired();
-        let ops = reconcile(desired, &self.mirror, &self.terminations);
         let foreign = self
             .mirror
             .ipvs
