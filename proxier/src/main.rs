@@ -4,6 +4,7 @@
 //! ([`kube_proxy_flags`]) and runs the proxy against the API server, so kube-proxy's DaemonSet
 //! runs it unchanged. The subcommands (`run`, `plan`, `cleanup`, `version`) are proxier's own.
 
+mod heap;
 mod kube_proxy_flags;
 mod logging;
 
@@ -370,7 +371,7 @@ async fn run(
     use proxier::dataplane::kernel::KernelDataplane;
     use proxier::observability::{EventPublisher, Metrics, Observer};
     use proxier::plan::PacketSettings;
-    use proxier::runtime::{Proxier, SyncTiming};
+    use proxier::runtime::{Proxier, SyncKind, SyncTiming};
     use proxier::source::DirectoryWatch;
 
     let timing = SyncTiming {
@@ -485,6 +486,10 @@ async fn run(
     let hook = |kind, outcome: &proxier::runtime::SyncOutcome| {
         logging::log_sync(kind, outcome);
         observer.on_sync(kind, outcome);
+        // These syncs have just freed a whole kernel table (and, at start, the initial list).
+        if matches!(kind, SyncKind::Initial | SyncKind::Full) {
+            heap::release_free_memory();
+        }
     };
     match (origin, api_source) {
         (_, Some(source)) => {
@@ -638,6 +643,7 @@ fn plan_diff(
 }
 
 fn main() -> ExitCode {
+    heap::limit_arenas();
     let cli = Cli::parse();
     let resolved = resolve(&cli);
     // The logger follows the settings (logging.verbosity and .format, --v, --logging-format);

@@ -10,7 +10,8 @@
 //!
 //! Environment: `SCALE_FLIPS` (default 100), `SCALE_SYNC_PERIOD` (seconds, default 20),
 //! `SCALE_RESTORE_MAX` (the most Services `ipvsadm -R` restores; a larger table's time is
-//! scaled linearly from that many, default 2,000), `SCALE_SOURCES` (`file,kube`).
+//! scaled linearly from that many; default: the whole table, restored once per size, as both
+//! sources program the same table), `SCALE_SOURCES` (`file,kube`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -67,7 +68,7 @@ fn main() {
     let settings = Settings {
         flips: env_number("SCALE_FLIPS", 100),
         sync_period: env_number("SCALE_SYNC_PERIOD", 20) as u64,
-        restore_max: env_number("SCALE_RESTORE_MAX", 2_000),
+        restore_max: env_number("SCALE_RESTORE_MAX", usize::MAX),
         sources: sources
             .split(',')
             .map(|s| match s {
@@ -79,14 +80,27 @@ fn main() {
     };
     println!(
         "scale bench: sizes {sizes:?} x {PER_SERVICE} endpoints, {} flips, --min-sync-period 100ms \
-         --sync-period {}s, ipvsadm -R of at most {} services (scaled linearly beyond)",
-        settings.flips, settings.sync_period, settings.restore_max
+         --sync-period {}s, ipvsadm -R of {}",
+        settings.flips,
+        settings.sync_period,
+        match settings.restore_max {
+            usize::MAX => "the whole table".to_owned(),
+            max => format!("at most {max} services (scaled linearly beyond)"),
+        }
     );
     let mut runs = Vec::new();
     for &size in &sizes {
+        // The same table for both sources: restored once.
+        let (restore, restored) =
+            ipvsadm_restore(&ScaleCluster::new(size, PER_SERVICE), settings.restore_max);
+        println!(
+            "[{:>6.0} s] {size} x {PER_SERVICE}: ipvsadm -R of {restored} services: {restore:?}",
+            started.elapsed().as_secs_f64()
+        );
+        let restore = restore.mul_f64(size as f64 / restored as f64);
         for &source in &settings.sources {
             let run_started = Instant::now();
-            let figures = measure(size, source, &settings);
+            let figures = measure(size, source, &settings, (restore, restored));
             println!(
                 "[{:>6.0} s] {size} x {PER_SERVICE} {}: {figures:?} ({:.0} s)",
                 started.elapsed().as_secs_f64(),
@@ -109,7 +123,12 @@ fn main() {
 }
 
 /// One size × source, in a fresh network namespace.
-fn measure(size: usize, source: SourceKind, settings: &Settings) -> Figures {
+fn measure(
+    size: usize,
+    source: SourceKind,
+    settings: &Settings,
+    (restore, restored): (Duration, usize),
+) -> Figures {
     let _ns = NetNs::fresh();
     let mut cluster = ScaleCluster::new(size, PER_SERVICE);
     let tag = format!("scale-{size}-{}", source.name());
@@ -153,7 +172,7 @@ fn measure(size: usize, source: SourceKind, settings: &Settings) -> Figures {
     wait_for_count(&mut proxier, "initial sync", 1, Duration::from_secs(1800));
     let cold_start = spawned.elapsed();
     let pid = proxier.id();
-    let rss_start_kb = vm_rss_kb(pid);
+    let rss_start_kb = settled_rss_kb(pid);
 
     // Idle: from just after one resync to just after the third one after it.
     let period = Duration::from_secs(settings.sync_period);
@@ -192,15 +211,14 @@ fn measure(size: usize, source: SourceKind, settings: &Settings) -> Figures {
         resync_wait * 3,
     );
     let resyncs_during_flips = count(&proxier.log(), "full resync") - resyncs_before;
-    let rss_after_kb = vm_rss_kb(pid);
+    let rss_after_kb = settled_rss_kb(pid);
     proxier.assert_running();
     drop(proxier);
     drop(api);
 
-    let (restore, restored) = ipvsadm_restore(&cluster, settings.restore_max);
     Figures {
         cold_start,
-        restore: restore.mul_f64(size as f64 / restored as f64),
+        restore,
         restored,
         rss_start_kb,
         rss_after_kb,
@@ -264,6 +282,16 @@ fn wait_for_count(proxier: &mut ProxierProcess, needle: &str, n: usize, timeout:
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// How long after a sync's log line the resident size is read: the line is written before
+/// the sync's end (the binary returns freed memory to the OS right after it).
+const RSS_SETTLE: Duration = Duration::from_secs(2);
+
+/// `VmRSS` of process `pid` [`RSS_SETTLE`] after now, in kB.
+fn settled_rss_kb(pid: u32) -> u64 {
+    std::thread::sleep(RSS_SETTLE);
+    vm_rss_kb(pid)
 }
 
 /// `VmRSS` of process `pid`, in kB.
