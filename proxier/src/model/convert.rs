@@ -377,6 +377,9 @@ fn convert_slice(
                 .unwrap_or_else(BTreeSet::new),
         });
     }
+    // Kept for the slice's lifetime (10,000s of them): no growth slack.
+    ports.shrink_to_fit();
+    endpoints.shrink_to_fit();
     Ok(EndpointSlice {
         name: object.name.clone(),
         service: ServiceName {

@@ -114,7 +114,11 @@ impl ClusterState {
         let slices = self.slices.entry(slice.service.clone()).or_default();
         match slices.binary_search_by(|s| s.name.as_str().cmp(&slice.name)) {
             Ok(at) => slices[at] = slice,
-            Err(at) => slices.insert(at, slice),
+            Err(at) => {
+                slices.insert(at, slice);
+                // Most Services have one slice: no growth slack kept per Service.
+                slices.shrink_to_fit();
+            }
         }
     }
 
