@@ -15,7 +15,10 @@ use std::time::SystemTime;
 
 use crate::error::Error;
 use crate::model::ClusterState;
+use crate::source::snapshot::{Digest, DocumentPart};
+use crate::source::yaml::parse_documents_from;
 use crate::source::{parse_documents, KubeObject, SnapshotSync, Source, SourcePoll};
+use crate::yaml::split;
 
 /// What identifies one version of a file without reading it: a rewrite changes at least one
 /// of these. The modification time alone misses a rewrite of the same length within the
@@ -42,12 +45,35 @@ impl FileStamp {
     }
 }
 
-/// One file as last read: its stamp, and whether it held objects (the objects themselves are
-/// not kept: their models live in the cluster).
+/// One file as last read: its stamp, whether it held objects, and the digests of its
+/// documents (the objects themselves are not kept: their models live in the cluster).
 #[derive(Debug)]
 struct FileSnapshot {
     stamp: FileStamp,
     has_objects: bool,
+    /// Its documents as last handed over, sorted by digest (empty when the file was read
+    /// whole: see [`split::documents`]).
+    documents: Vec<DocumentRecord>,
+}
+
+/// One document of a file as last handed over.
+#[derive(Debug, Clone, Copy)]
+struct DocumentRecord {
+    digest: Digest,
+    /// How many YAML documents the piece held (0 or 1), for the numbers in messages.
+    documents: usize,
+    /// How many objects of ours it held.
+    objects: usize,
+}
+
+impl FileSnapshot {
+    fn document(&self, digest: Digest) -> Option<&DocumentRecord> {
+        let at = self
+            .documents
+            .binary_search_by_key(&digest, |d| d.digest)
+            .ok()?;
+        self.documents.get(at)
+    }
 }
 
 /// The files of one directory (or one file), by stamp.
@@ -72,10 +98,93 @@ pub struct Poll {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum FileChange {
-    /// The file is new or changed: all of its objects now.
-    Objects(Vec<KubeObject>),
+    /// The file is new or changed: its documents now, in order, the new or changed ones
+    /// parsed.
+    Documents(Vec<FileDocument>),
     /// The file was removed: its objects go.
     Removed,
+}
+
+/// One document of a changed file.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FileDocument {
+    /// Byte for byte a document the file held at the last hand-over (by digest): not parsed
+    /// again, its objects are those it had.
+    Unchanged(u64),
+    /// A new or changed document (or the whole file, where it cannot be cut into documents),
+    /// by digest, and its objects.
+    Parsed(u64, Vec<KubeObject>),
+}
+
+impl FileChange {
+    /// The objects this change parsed (all of the file's when nothing was unchanged).
+    pub fn parsed_objects(self) -> impl Iterator<Item = KubeObject> {
+        let documents = match self {
+            FileChange::Documents(documents) => documents,
+            FileChange::Removed => Vec::new(),
+        };
+        documents.into_iter().flat_map(|document| match document {
+            FileDocument::Parsed(_, objects) => objects,
+            FileDocument::Unchanged(_) => Vec::new(),
+        })
+    }
+}
+
+/// A changed file read, documents whose digest `old` knows not parsed again.
+struct FileRead {
+    documents: Vec<FileDocument>,
+    records: Vec<DocumentRecord>,
+    objects: usize,
+    problems: Vec<Error>,
+}
+
+impl FileRead {
+    /// Reads `text` (of the file `name`): cut into documents where that is exact, each new
+    /// one parsed on its own; parsed whole otherwise.
+    fn of(name: &str, text: &str, json: bool, old: Option<&FileSnapshot>) -> Self {
+        let mut read = FileRead {
+            documents: Vec::new(),
+            records: Vec::new(),
+            objects: 0,
+            problems: Vec::new(),
+        };
+        let Some(pieces) = split::documents(text).filter(|_| !json) else {
+            let (objects, problems) = parse_documents(name, text);
+            read.objects = objects.len();
+            read.problems = problems;
+            read.documents
+                .push(FileDocument::Parsed(split::digest(text), objects));
+            return read;
+        };
+        let mut number = 1;
+        for piece in pieces {
+            let digest = split::digest(piece);
+            let record = match old.and_then(|old| old.document(digest)) {
+                Some(record) => {
+                    read.documents.push(FileDocument::Unchanged(digest));
+                    *record
+                }
+                None => {
+                    let parsed = parse_documents_from(name, piece, number);
+                    let record = DocumentRecord {
+                        digest,
+                        documents: parsed.documents,
+                        objects: parsed.objects.len(),
+                    };
+                    read.documents
+                        .push(FileDocument::Parsed(digest, parsed.objects));
+                    read.problems.extend(parsed.problems);
+                    record
+                }
+            };
+            number += record.documents;
+            read.objects += record.objects;
+            read.records.push(record);
+        }
+        read.records.sort_unstable_by_key(|d| d.digest);
+        read
+    }
 }
 
 impl DirectorySource {
@@ -109,10 +218,11 @@ impl DirectorySource {
         Ok(files)
     }
 
-    /// Re-reads only the files whose [`FileStamp`] changed, handing each one's objects to
-    /// `changed` (one file at a time, so a start-up holds one file's objects at once), and
-    /// hands over the files removed since the last poll. Fails, changing nothing, when the
-    /// source directory vanished or stopped being a directory.
+    /// Re-reads only the files whose [`FileStamp`] changed, handing each one's documents to
+    /// `changed` (one file at a time, so a start-up holds one file's objects at once; only
+    /// the documents whose bytes changed are parsed), and hands over the files removed since
+    /// the last poll. Fails, changing nothing, when the source directory vanished or stopped
+    /// being a directory.
     pub fn poll(&mut self, mut changed: impl FnMut(&Path, FileChange)) -> Result<Poll, Error> {
         let mut poll = Poll::default();
         let is_directory = self.path.is_dir();
@@ -162,10 +272,13 @@ impl DirectorySource {
                     continue;
                 }
             };
-            let (objects, mut problems) = parse_documents(&path.display().to_string(), &text);
+            let json = path.extension().is_some_and(|e| e == "json");
+            let old = self.files.get(&path);
+            let read = FileRead::of(&path.display().to_string(), &text, json, old);
             drop(text);
-            let had_objects = self.files.get(&path).is_some_and(|old| old.has_objects);
-            if objects.is_empty() && problems.is_empty() && had_objects {
+            let mut problems = read.problems;
+            let had_objects = old.is_some_and(|old| old.has_objects);
+            if read.objects == 0 && problems.is_empty() && had_objects {
                 problems.push(Error::Config {
                     field: "source",
                     reason: format!(
@@ -183,9 +296,13 @@ impl DirectorySource {
                     old.stamp = stamp;
                 }
                 _ => {
-                    let has_objects = !objects.is_empty();
-                    changed(&path, FileChange::Objects(objects));
-                    self.files.insert(path, FileSnapshot { stamp, has_objects });
+                    changed(&path, FileChange::Documents(read.documents));
+                    let file = FileSnapshot {
+                        stamp,
+                        has_objects: read.objects > 0,
+                        documents: read.records,
+                    };
+                    self.files.insert(path, file);
                     poll.changed = true;
                 }
             }
@@ -193,20 +310,33 @@ impl DirectorySource {
         Ok(poll)
     }
 
-    /// Makes the next [`DirectorySource::poll`] read `path` again, changed or not.
+    /// Makes the next [`DirectorySource::poll`] read and parse all of `path` again, changed
+    /// or not.
     fn reread(&mut self, path: &Path) {
         if let Some(file) = self.files.get_mut(path) {
             file.stamp.length = u64::MAX;
+            file.documents.clear();
+        }
+    }
+
+    /// Makes the next read of `path` parse all of it (see [`DirectoryWatch`]).
+    fn forget_documents(&mut self, path: &Path) {
+        if let Some(file) = self.files.get_mut(path) {
+            file.documents.clear();
         }
     }
 }
 
-/// A directory of YAML followed as a [`Source`]: a change re-reads and re-applies only the
-/// files whose stamp changed; each file's objects are one snapshot ([`SnapshotSync`]), so
-/// what vanished from a changed file is removed and nothing else is looked at.
+/// A directory of YAML followed as a [`Source`]: a change re-reads only the files whose stamp
+/// changed and re-applies only their documents whose bytes changed; each file's objects are
+/// one snapshot ([`SnapshotSync`]), so what vanished from a changed file is removed and
+/// nothing else is looked at. An object that moves between documents of a file in one change
+/// stays (it is in the new snapshot).
 ///
 /// An object in several files is the version of the file read last; when one file drops it,
-/// the others that still hold it are read again in the same poll, so it stays.
+/// the others that still hold it are read again in the same poll, so it stays. An object in
+/// several documents of one file is the version of the last one: when a changed document
+/// holds an object an unchanged one also holds, the whole file is applied again.
 #[derive(Debug)]
 pub struct DirectoryWatch {
     directory: DirectorySource,
@@ -231,12 +361,28 @@ impl DirectoryWatch {
     ) -> Result<Vec<PathBuf>, Error> {
         let files = &mut self.files;
         let mut withdrawn = Vec::new();
+        let mut reread = Vec::new();
+        let mut duplicated = Vec::new();
         let poll = self.directory.poll(|path, change| {
             let report = match change {
-                FileChange::Objects(objects) => files
-                    .entry(path.to_owned())
-                    .or_default()
-                    .apply(&objects, cluster),
+                FileChange::Documents(documents) => {
+                    let partial = (documents.iter())
+                        .any(|document| matches!(document, FileDocument::Unchanged(_)));
+                    let parts: Vec<DocumentPart<'_>> = (documents.iter())
+                        .map(|document| match document {
+                            FileDocument::Unchanged(digest) => DocumentPart::Unchanged(*digest),
+                            FileDocument::Parsed(digest, objects) => {
+                                DocumentPart::Parsed(*digest, objects)
+                            }
+                        })
+                        .collect();
+                    let sync = files.entry(path.to_owned()).or_default();
+                    let report = sync.apply_documents(&parts, cluster);
+                    if report.duplicated {
+                        duplicated.push((path.to_owned(), partial));
+                    }
+                    report
+                }
                 FileChange::Removed => match files.remove(path) {
                     Some(mut sync) => sync.apply(&[], cluster),
                     None => return,
@@ -247,7 +393,15 @@ impl DirectoryWatch {
             withdrawn.extend(report.withdrawn);
         })?;
         out.skipped.extend(poll.problems);
-        let mut reread = Vec::new();
+        // A file with an object in two different documents is read whole from now on (the
+        // last document's version wins, as in one read of the file); when it was read by
+        // parts, it is read again, whole, in this poll.
+        for (path, partial) in duplicated {
+            self.directory.forget_documents(&path);
+            if partial {
+                reread.push(path);
+            }
+        }
         for object in &withdrawn {
             for (path, sync) in &self.files {
                 if sync.holds(object) && !reread.contains(path) {
