@@ -185,6 +185,12 @@ pub(crate) fn documents_from(
     if let Err(e) = too_large(context, text) {
         return (Vec::new(), Some(e));
     }
+    // serde-saphyr's `&str` input scans the text in place; its reader input decodes it char
+    // by char into a buffer. A text that does not read is read again by the reader, which
+    // hands over the documents before the error.
+    if let Ok(documents) = serde_saphyr::from_multiple_with_options(text, options()) {
+        return (documents, None);
+    }
     let mut documents = Vec::new();
     let mut reader = text.as_bytes();
     for document in serde_saphyr::read_with_options(&mut reader, options()) {

@@ -283,11 +283,7 @@ fn a_document_edited_among_unchanged_ones_is_the_only_one_parsed() {
     let mut source = DirectorySource::new(&dir);
     assert_eq!(parsed_and_unchanged(&mut source), (7, 0), "web + 3 × 2");
     fs::write(dir.join("app.yaml"), three_services("10.244.0.9")).unwrap();
-    assert_eq!(
-        parsed_and_unchanged(&mut source),
-        (1, 5),
-        "db's slice only"
-    );
+    assert_eq!(parsed_and_unchanged(&mut source), (1, 5), "db's slice only");
 
     fs::write(dir.join("app.yaml"), three_services("10.244.0.3")).unwrap();
     let mut watch = DirectoryWatch::new(DirectorySource::new(&dir));
@@ -329,7 +325,11 @@ fn a_document_made_invalid_keeps_the_last_good_version_across_other_edits() {
     let (count, poll) = services(&mut watch, &mut cluster);
     assert_eq!(count, 3, "db kept");
     assert_eq!(poll.skipped.len(), 1, "{:?}", poll.skipped);
-    assert_eq!(cluster.service(&name("db")).cloned(), good, "last good version");
+    assert_eq!(
+        cluster.service(&name("db")).cloned(),
+        good,
+        "last good version"
+    );
     fs::write(dir.join("app.yaml"), file("10.96.0.300", "10.244.0.8")).unwrap();
     let (count, poll) = services(&mut watch, &mut cluster);
     assert_eq!(count, 3, "db still kept");
@@ -343,7 +343,11 @@ fn a_document_made_invalid_keeps_the_last_good_version_across_other_edits() {
     );
     fs::write(dir.join("app.yaml"), file("10.96.0.7", "10.244.0.8")).unwrap();
     services(&mut watch, &mut cluster);
-    assert_ne!(cluster.service(&name("db")).cloned(), good, "fixed: new version");
+    assert_ne!(
+        cluster.service(&name("db")).cloned(),
+        good,
+        "fixed: new version"
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -355,13 +359,21 @@ fn a_document_moved_or_reordered_is_never_withdrawn() {
     let dir = directory("moved-document");
     let api = |endpoint: &str| service_file("api", "10.96.0.2", endpoint);
     let db = service_file("db", "10.96.0.3", "10.244.0.3");
-    fs::write(dir.join("app.yaml"), format!("{}---\n{db}", api("10.244.0.2"))).unwrap();
+    fs::write(
+        dir.join("app.yaml"),
+        format!("{}---\n{db}", api("10.244.0.2")),
+    )
+    .unwrap();
     let mut watch = DirectoryWatch::new(DirectorySource::new(&dir));
     let mut cluster = ClusterState::new();
     assert_eq!(services(&mut watch, &mut cluster).0, 3);
     cluster.take_dirty();
     // Reordered, bytes unchanged.
-    fs::write(dir.join("app.yaml"), format!("{db}---\n{}", api("10.244.0.2"))).unwrap();
+    fs::write(
+        dir.join("app.yaml"),
+        format!("{db}---\n{}", api("10.244.0.2")),
+    )
+    .unwrap();
     let (count, poll) = services(&mut watch, &mut cluster);
     assert_eq!(count, 3);
     assert!(!poll.changed, "nothing changed");
@@ -378,7 +390,11 @@ fn a_document_moved_or_reordered_is_never_withdrawn() {
     .unwrap();
     let (count, poll) = services(&mut watch, &mut cluster);
     assert_eq!(count, 3, "{poll:?}");
-    assert_eq!(endpoints(&cluster, "api"), ["10.244.0.9"], "updated, not withdrawn");
+    assert_eq!(
+        endpoints(&cluster, "api"),
+        ["10.244.0.9"],
+        "updated, not withdrawn"
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -441,23 +457,38 @@ fn duplicate_documents_resolve_as_a_whole_read_does() {
     // The first copy edited, the last unchanged: the last one's version.
     write(format!("{}---\n{}", api("10.96.0.5"), api("10.96.0.2")));
     services(&mut watch, &mut cluster);
-    assert_eq!(ips(&cluster), ["10.96.0.2".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(
+        ips(&cluster),
+        ["10.96.0.2".parse::<std::net::IpAddr>().unwrap()]
+    );
     // The last copy edited: its version.
     write(format!("{}---\n{}", api("10.96.0.5"), api("10.96.0.6")));
     services(&mut watch, &mut cluster);
-    assert_eq!(ips(&cluster), ["10.96.0.6".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(
+        ips(&cluster),
+        ["10.96.0.6".parse::<std::net::IpAddr>().unwrap()]
+    );
     // The first edited again, the last unchanged.
     write(format!("{}---\n{}", api("10.96.0.7"), api("10.96.0.6")));
     services(&mut watch, &mut cluster);
-    assert_eq!(ips(&cluster), ["10.96.0.6".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(
+        ips(&cluster),
+        ["10.96.0.6".parse::<std::net::IpAddr>().unwrap()]
+    );
     // The last copy removed: the first one's version stays.
     write(api("10.96.0.7"));
     assert_eq!(services(&mut watch, &mut cluster).0, 2, "api kept");
-    assert_eq!(ips(&cluster), ["10.96.0.7".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(
+        ips(&cluster),
+        ["10.96.0.7".parse::<std::net::IpAddr>().unwrap()]
+    );
     // A new first copy before the unchanged one: the unchanged (last) one's version.
     write(format!("{}---\n{}", api("10.96.0.8"), api("10.96.0.7")));
     services(&mut watch, &mut cluster);
-    assert_eq!(ips(&cluster), ["10.96.0.7".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(
+        ips(&cluster),
+        ["10.96.0.7".parse::<std::net::IpAddr>().unwrap()]
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -471,7 +502,10 @@ fn a_marker_inside_a_block_scalar_is_text() {
             "metadata: {name: api, namespace: default}\n",
             "metadata:\n  name: api\n  namespace: default\n  annotations:\n    note: |\n      before\n      ---\n      ...\n      after\n",
         );
-        format!("{annotated}---\n{}", service_file("db", "10.96.0.3", "10.244.0.3"))
+        format!(
+            "{annotated}---\n{}",
+            service_file("db", "10.96.0.3", "10.244.0.3")
+        )
     };
     fs::write(dir.join("app.yaml"), file("10.244.0.2")).unwrap();
     let mut watch = DirectoryWatch::new(DirectorySource::new(&dir));
