@@ -117,20 +117,6 @@ pub enum FileDocument {
     Parsed(u64, Vec<KubeObject>),
 }
 
-impl FileChange {
-    /// The objects this change parsed (all of the file's when nothing was unchanged).
-    pub fn parsed_objects(self) -> impl Iterator<Item = KubeObject> {
-        let documents = match self {
-            FileChange::Documents(documents) => documents,
-            FileChange::Removed => Vec::new(),
-        };
-        documents.into_iter().flat_map(|document| match document {
-            FileDocument::Parsed(_, objects) => objects,
-            FileDocument::Unchanged(_) => Vec::new(),
-        })
-    }
-}
-
 /// A changed file read, documents whose digest `old` knows not parsed again.
 struct FileRead {
     documents: Vec<FileDocument>,
