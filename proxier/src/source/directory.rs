@@ -242,58 +242,102 @@ impl DirectorySource {
             changed(&path, FileChange::Removed);
             poll.changed = true;
         }
-        for path in present {
-            let Ok(meta) = fs::metadata(&path) else {
-                continue;
-            };
-            let stamp = FileStamp::of(&meta);
-            let length = stamp.length;
-            if self.files.get(&path).is_some_and(|old| old.stamp == stamp) {
-                continue;
-            }
-            let text = match crate::yaml::read_file(&path) {
-                Ok(text) => text,
-                Err(e) => {
-                    poll.problems.push(e);
-                    continue;
-                }
-            };
-            let json = path.extension().is_some_and(|e| e == "json");
-            let old = self.files.get(&path);
-            let read = FileRead::of(&path.display().to_string(), &text, json, old);
-            drop(text);
-            let mut problems = read.problems;
-            let had_objects = old.is_some_and(|old| old.has_objects);
-            if read.objects == 0 && problems.is_empty() && had_objects {
-                problems.push(Error::Config {
-                    field: "source",
-                    reason: format!(
-                        "{}: no objects any more ({length} bytes; truncated?); its previous \
-                         objects are kept until the file is removed",
-                        path.display()
-                    ),
-                });
-            }
-            let keep_old = !problems.is_empty() && self.files.contains_key(&path);
-            poll.problems.extend(problems);
-            match self.files.get_mut(&path) {
-                Some(old) if keep_old => {
-                    // Remember the new stamp so the broken file is not re-read every poll.
-                    old.stamp = stamp;
-                }
-                _ => {
-                    changed(&path, FileChange::Documents(read.documents));
-                    let file = FileSnapshot {
-                        stamp,
-                        has_objects: read.objects > 0,
-                        documents: read.records,
-                    };
-                    self.files.insert(path, file);
-                    poll.changed = true;
+        let stale: Vec<(PathBuf, FileStamp)> = (present.into_iter())
+            .filter_map(|path| {
+                let stamp = FileStamp::of(&fs::metadata(&path).ok()?);
+                let fresh = self.files.get(&path).is_some_and(|old| old.stamp == stamp);
+                (!fresh).then_some((path, stamp))
+            })
+            .collect();
+        // Two files at once where there are two CPUs: a start-up reads every file.
+        let width = match std::thread::available_parallelism() {
+            Ok(cpus) if cpus.get() >= 2 => 2,
+            _ => 1,
+        };
+        for batch in stale.chunks(width) {
+            let reads = self.read_batch(batch);
+            for ((path, stamp), read) in batch.iter().zip(reads) {
+                match read {
+                    Ok(read) => self.hand_over(path, *stamp, read, &mut poll, &mut changed),
+                    Err(e) => poll.problems.push(e),
                 }
             }
         }
         Ok(poll)
+    }
+
+    /// Reads and parses the changed file `path` (its known documents are not parsed again).
+    fn read(&self, path: &Path) -> Result<FileRead, Error> {
+        let text = crate::yaml::read_file(path)?;
+        let json = path.extension().is_some_and(|e| e == "json");
+        let name = path.display().to_string();
+        Ok(FileRead::of(&name, &text, json, self.files.get(path)))
+    }
+
+    /// [`DirectorySource::read`] of one or two files, two on two threads (each file's
+    /// objects are then held at once: two files' instead of one).
+    fn read_batch(&self, batch: &[(PathBuf, FileStamp)]) -> Vec<Result<FileRead, Error>> {
+        if let [(first, _), (second, _)] = batch {
+            let both = std::thread::scope(|scope| {
+                let other = std::thread::Builder::new()
+                    .name("proxier-read".into())
+                    .spawn_scoped(scope, || self.read(second))
+                    .ok()?;
+                let first = self.read(first);
+                // A panic of the reading thread is this thread's panic.
+                let second = other
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                Some(vec![first, second])
+            });
+            if let Some(both) = both {
+                return both;
+            }
+        }
+        batch.iter().map(|(path, _)| self.read(path)).collect()
+    }
+
+    /// Hands the changed file `path` over to `changed`, or keeps its previous objects when
+    /// it has problems (see the module documentation).
+    fn hand_over(
+        &mut self,
+        path: &Path,
+        stamp: FileStamp,
+        read: FileRead,
+        poll: &mut Poll,
+        changed: &mut impl FnMut(&Path, FileChange),
+    ) {
+        let mut problems = read.problems;
+        let had_objects = self.files.get(path).is_some_and(|old| old.has_objects);
+        if read.objects == 0 && problems.is_empty() && had_objects {
+            problems.push(Error::Config {
+                field: "source",
+                reason: format!(
+                    "{}: no objects any more ({} bytes; truncated?); its previous objects are \
+                     kept until the file is removed",
+                    path.display(),
+                    stamp.length
+                ),
+            });
+        }
+        let keep_old = !problems.is_empty() && self.files.contains_key(path);
+        poll.problems.extend(problems);
+        match self.files.get_mut(path) {
+            Some(old) if keep_old => {
+                // Remember the new stamp so the broken file is not re-read every poll.
+                old.stamp = stamp;
+            }
+            _ => {
+                changed(path, FileChange::Documents(read.documents));
+                let file = FileSnapshot {
+                    stamp,
+                    has_objects: read.objects > 0,
+                    documents: read.records,
+                };
+                self.files.insert(path.to_owned(), file);
+                poll.changed = true;
+            }
+        }
     }
 
     /// Makes the next [`DirectorySource::poll`] read and parse all of `path` again, changed
