@@ -210,4 +210,13 @@ fn a_stream_is_cut_at_its_document_markers_only() {
     assert_eq!(pieces, whole);
     assert_eq!(split::digest("---\na: 1\n"), split::digest("a: 1\n"));
     assert_ne!(split::digest("a: 1\n"), split::digest("a: 2\n"));
+    // The zero padding of the last word is told apart by the length.
+    assert_ne!(split::digest("a"), split::digest("a\0"));
+    assert_ne!(split::digest(""), split::digest("\0\0\0\0\0\0\0\0"));
+    let flip =
+        |ready: &str| format!("endpoints:\n- addresses: [10.0.0.1]\n  conditions: {ready}\n");
+    assert_ne!(
+        split::digest(&flip("{ready: true}")),
+        split::digest(&flip("{ready: false, serving: true, terminating: true}"))
+    );
 }
