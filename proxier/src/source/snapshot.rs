@@ -7,7 +7,7 @@
 //! hand over only a file's changed documents and name the unchanged ones
 //! ([`SnapshotSync::apply_documents`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::error::Error;
 use crate::model::{
@@ -84,58 +84,62 @@ impl SnapshotSync {
         cluster: &mut ClusterState,
     ) -> SnapshotReport {
         let mut report = SnapshotReport::default();
-        let unchanged: HashSet<Digest> = parts
-            .iter()
-            .filter_map(|part| match part {
-                DocumentPart::Unchanged(digest) => Some(*digest),
-                DocumentPart::Parsed(..) => None,
-            })
+        let mut unchanged = HashSet::new();
+        let mut parsed = HashSet::new();
+        for part in parts {
+            match part {
+                DocumentPart::Unchanged(digest) => unchanged.insert(*digest),
+                DocumentPart::Parsed(digest, _) => parsed.insert(*digest),
+            };
+        }
+        // What came from documents that changed or went: withdrawn unless held again. The
+        // rest stays as it is, neither copied nor compared.
+        let mut gone_services: BTreeSet<ServiceName> = (self.services.iter())
+            .filter(|(_, digest)| !unchanged.contains(*digest))
+            .map(|(name, _)| name.clone())
             .collect();
-        let kept = |digest: &Digest| unchanged.contains(digest);
-        let mut next = SnapshotSync {
-            services: (self.services.iter())
-                .filter(|(_, digest)| kept(digest))
-                .map(|(name, digest)| (name.clone(), *digest))
-                .collect(),
-            slices: (self.slices.iter())
-                .filter(|(_, digest)| kept(digest))
-                .map(|(key, digest)| (key.clone(), *digest))
-                .collect(),
-        };
+        let mut gone_slices: BTreeSet<SliceKey> = (self.slices.iter())
+            .filter(|(_, digest)| !unchanged.contains(*digest))
+            .map(|(key, _)| key.clone())
+            .collect();
         for part in parts {
             let DocumentPart::Parsed(digest, objects) = part else {
                 continue;
             };
             for object in *objects {
                 let previous = match self.upsert(object, cluster, &mut report) {
-                    Some(Withdrawn::Service(name)) => next.services.insert(name, *digest),
-                    Some(Withdrawn::Slice(key)) => next.slices.insert(key, *digest),
+                    Some(Withdrawn::Service(name)) => {
+                        gone_services.remove(&name);
+                        self.services.insert(name, *digest)
+                    }
+                    Some(Withdrawn::Slice(key)) => {
+                        gone_slices.remove(&key);
+                        self.slices.insert(key, *digest)
+                    }
                     None => None,
                 };
-                report.duplicated |= previous.is_some_and(|d| d != *digest);
+                // Held by another document of this snapshot too.
+                report.duplicated |= previous.is_some_and(|d| {
+                    d != *digest && (unchanged.contains(&d) || parsed.contains(&d))
+                });
             }
         }
-        for name in self.services.keys() {
-            if next.services.contains_key(name) {
-                continue;
-            }
-            if cluster.service(name).is_some() {
-                cluster.remove_service(name);
+        for name in gone_services {
+            self.services.remove(&name);
+            if cluster.service(&name).is_some() {
+                cluster.remove_service(&name);
                 report.removed += 1;
             }
-            report.withdrawn.push(Withdrawn::Service(name.clone()));
+            report.withdrawn.push(Withdrawn::Service(name));
         }
-        for key in self.slices.keys() {
-            if next.slices.contains_key(key) {
-                continue;
-            }
+        for key in gone_slices {
+            self.slices.remove(&key);
             if cluster.slice(&key.0, &key.1).is_some() {
                 cluster.remove_slice_named(&key.0, &key.1);
                 report.removed += 1;
             }
-            report.withdrawn.push(Withdrawn::Slice(key.clone()));
+            report.withdrawn.push(Withdrawn::Slice(key));
         }
-        *self = next;
         report
     }
 
