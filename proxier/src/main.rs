@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use kube_proxy_flags::{FlagWarning, KubeProxyFlags};
 use proxier::config::{Config, ConfigWarning, KubeProxyConfiguration, ProxySettings};
 use proxier::plan::{NodeContext, Planner};
-use proxier::source::{load_cluster, parse_documents, DirectorySource, FileChange, KubeObject};
+use proxier::source::{load_cluster, parse_documents, DirectorySource};
 
 /// A kube-proxy IPVS-mode replacement.
 #[derive(Debug, Parser)]
@@ -372,30 +372,25 @@ async fn run(
     use proxier::observability::{EventPublisher, Metrics, Observer};
     use proxier::plan::PacketSettings;
     use proxier::runtime::{Proxier, SyncKind, SyncTiming};
-    use proxier::source::DirectoryWatch;
+    use proxier::source::{DirectoryWatch, Source as _};
 
     let timing = SyncTiming {
         min_sync_period: settings.min_sync_period,
         sync_period: settings.sync_period,
         ..SyncTiming::default()
     };
-    // The source is read before the kernel is touched: a missing directory is the error to
-    // report, not whatever the kernel says next.
-    let probed = match &origin {
+    // The source is read (once) before the kernel is touched: a missing directory is the
+    // error to report, not whatever the kernel says next; the Node is known before the first
+    // plan.
+    let mut cluster = proxier::model::ClusterState::new();
+    let directory = match &origin {
         Origin::Directory(path) => {
-            // Only the Node is wanted here: other objects are dropped file by file.
-            let mut nodes = Vec::new();
-            DirectorySource::new(path).poll(|_, change| {
-                if let FileChange::Objects(objects) = change {
-                    nodes.extend(
-                        objects
-                            .into_iter()
-                            .filter(|o| matches!(o, KubeObject::Node(_))),
-                    );
-                }
-            })?;
-            let (probed, _) = load_cluster(&nodes);
-            Some(probed.node(&node).cloned())
+            let mut source = DirectoryWatch::new(DirectorySource::new(path));
+            let first = source.poll_changes(&mut cluster)?;
+            for skipped in &first.skipped {
+                tracing::warn!(%skipped, "object skipped");
+            }
+            Some((source, first))
         }
         Origin::Api { .. } => None,
     };
@@ -431,9 +426,8 @@ async fn run(
     // Unhealthy if the first sync does not come within 2 × syncPeriod (API unreachable).
     observer.health.queued(std::time::Instant::now());
 
-    let mut cluster = proxier::model::ClusterState::new();
     let (node_object, api_source) = match (&origin, client) {
-        (Origin::Directory(_), _) => (probed.flatten(), None),
+        (Origin::Directory(_), _) => (cluster.node(&node).cloned(), None),
         (Origin::Api { .. }, Some(client)) => {
             let mut source = proxier::source::kube::KubeSource::start(client, &node);
             tokio::select! {
@@ -491,19 +485,19 @@ async fn run(
             heap::release_free_memory();
         }
     };
-    match (origin, api_source) {
+    match (directory, api_source) {
         (_, Some(source)) => {
             let mut source = observer.watch_source(source);
             proxier::runtime::run(&mut proxier, &mut source, timing, hook, shutdown_signal())
                 .await?;
         }
-        (Origin::Directory(path), None) => {
-            let source = DirectoryWatch::new(DirectorySource::new(&path));
+        (Some((source, first)), None) => {
+            observer.record_poll(&first);
             let mut source = observer.watch_source(source);
             proxier::runtime::run(&mut proxier, &mut source, timing, hook, shutdown_signal())
                 .await?;
         }
-        (Origin::Api { .. }, None) => anyhow::bail!("no API source"),
+        (None, None) => anyhow::bail!("no API source"),
     }
     tracing::info!("stopped; kernel state left as it is");
     Ok(())

@@ -172,8 +172,24 @@ pub fn from_str<T: DeserializeOwned>(context: &str, text: &str) -> Result<T, Err
 /// under the budget. A document that cannot be read ends the stream (YAML cannot be
 /// resynchronised after a syntax error): the documents before it are returned with the error.
 pub fn documents(context: &str, text: &str) -> (Vec<serde_json::Value>, Option<Error>) {
+    documents_from(context, text, 1)
+}
+
+/// [`documents`] of a text whose first document is document `first` of a larger stream (one
+/// piece of [`split::documents`]), for the numbers in errors.
+pub(crate) fn documents_from(
+    context: &str,
+    text: &str,
+    first: usize,
+) -> (Vec<serde_json::Value>, Option<Error>) {
     if let Err(e) = too_large(context, text) {
         return (Vec::new(), Some(e));
+    }
+    // serde-saphyr's `&str` input scans the text in place; its reader input decodes it char
+    // by char into a buffer. A text that does not read is read again by the reader, which
+    // hands over the documents before the error.
+    if let Ok(documents) = serde_saphyr::from_multiple_with_options(text, options()) {
+        return (documents, None);
     }
     let mut documents = Vec::new();
     let mut reader = text.as_bytes();
@@ -181,7 +197,7 @@ pub fn documents(context: &str, text: &str) -> (Vec<serde_json::Value>, Option<E
         match document {
             Ok(value) => documents.push(value),
             Err(e) => {
-                let at = format!("{context} document {}", documents.len() + 1);
+                let at = format!("{context} document {}", first + documents.len());
                 return (documents, Some(parse_error(&at, e)));
             }
         }
@@ -293,6 +309,8 @@ impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
         variant.newtype_variant::<Shape>()
     }
 }
+
+pub(crate) mod split;
 
 #[cfg(test)]
 mod tests;

@@ -15,7 +15,10 @@ use std::time::SystemTime;
 
 use crate::error::Error;
 use crate::model::ClusterState;
+use crate::source::snapshot::{Digest, DocumentPart};
+use crate::source::yaml::parse_documents_from;
 use crate::source::{parse_documents, KubeObject, SnapshotSync, Source, SourcePoll};
+use crate::yaml::split;
 
 /// What identifies one version of a file without reading it: a rewrite changes at least one
 /// of these. The modification time alone misses a rewrite of the same length within the
@@ -42,12 +45,35 @@ impl FileStamp {
     }
 }
 
-/// One file as last read: its stamp, and whether it held objects (the objects themselves are
-/// not kept: their models live in the cluster).
+/// One file as last read: its stamp, whether it held objects, and the digests of its
+/// documents (the objects themselves are not kept: their models live in the cluster).
 #[derive(Debug)]
 struct FileSnapshot {
     stamp: FileStamp,
     has_objects: bool,
+    /// Its documents as last handed over, sorted by digest (empty when the file was read
+    /// whole: see [`split::documents`]).
+    documents: Vec<DocumentRecord>,
+}
+
+/// One document of a file as last handed over.
+#[derive(Debug, Clone, Copy)]
+struct DocumentRecord {
+    digest: Digest,
+    /// How many YAML documents the piece held (0 or 1), for the numbers in messages.
+    documents: usize,
+    /// How many objects of ours it held.
+    objects: usize,
+}
+
+impl FileSnapshot {
+    fn document(&self, digest: Digest) -> Option<&DocumentRecord> {
+        let at = self
+            .documents
+            .binary_search_by_key(&digest, |d| d.digest)
+            .ok()?;
+        self.documents.get(at)
+    }
 }
 
 /// The files of one directory (or one file), by stamp.
@@ -72,10 +98,79 @@ pub struct Poll {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum FileChange {
-    /// The file is new or changed: all of its objects now.
-    Objects(Vec<KubeObject>),
+    /// The file is new or changed: its documents now, in order, the new or changed ones
+    /// parsed.
+    Documents(Vec<FileDocument>),
     /// The file was removed: its objects go.
     Removed,
+}
+
+/// One document of a changed file.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FileDocument {
+    /// Byte for byte a document the file held at the last hand-over (by digest): not parsed
+    /// again, its objects are those it had.
+    Unchanged(u64),
+    /// A new or changed document (or the whole file, where it cannot be cut into documents),
+    /// by digest, and its objects.
+    Parsed(u64, Vec<KubeObject>),
+}
+
+/// A changed file read, documents whose digest `old` knows not parsed again.
+struct FileRead {
+    documents: Vec<FileDocument>,
+    records: Vec<DocumentRecord>,
+    objects: usize,
+    problems: Vec<Error>,
+}
+
+impl FileRead {
+    /// Reads `text` (of the file `name`): cut into documents where that is exact, each new
+    /// one parsed on its own; parsed whole otherwise.
+    fn of(name: &str, text: &str, json: bool, old: Option<&FileSnapshot>) -> Self {
+        let mut read = FileRead {
+            documents: Vec::new(),
+            records: Vec::new(),
+            objects: 0,
+            problems: Vec::new(),
+        };
+        let Some(pieces) = split::documents(text).filter(|_| !json) else {
+            let (objects, problems) = parse_documents(name, text);
+            read.objects = objects.len();
+            read.problems = problems;
+            read.documents
+                .push(FileDocument::Parsed(split::digest(text), objects));
+            return read;
+        };
+        let mut number = 1;
+        for piece in pieces {
+            let digest = split::digest(piece);
+            let record = match old.and_then(|old| old.document(digest)) {
+                Some(record) => {
+                    read.documents.push(FileDocument::Unchanged(digest));
+                    *record
+                }
+                None => {
+                    let parsed = parse_documents_from(name, piece, number);
+                    let record = DocumentRecord {
+                        digest,
+                        documents: parsed.documents,
+                        objects: parsed.objects.len(),
+                    };
+                    read.documents
+                        .push(FileDocument::Parsed(digest, parsed.objects));
+                    read.problems.extend(parsed.problems);
+                    record
+                }
+            };
+            number += record.documents;
+            read.objects += record.objects;
+            read.records.push(record);
+        }
+        read.records.sort_unstable_by_key(|d| d.digest);
+        read
+    }
 }
 
 impl DirectorySource {
@@ -109,10 +204,11 @@ impl DirectorySource {
         Ok(files)
     }
 
-    /// Re-reads only the files whose [`FileStamp`] changed, handing each one's objects to
-    /// `changed` (one file at a time, so a start-up holds one file's objects at once), and
-    /// hands over the files removed since the last poll. Fails, changing nothing, when the
-    /// source directory vanished or stopped being a directory.
+    /// Re-reads only the files whose [`FileStamp`] changed, handing each one's documents to
+    /// `changed` (one file at a time, so a start-up holds one file's objects at once; only
+    /// the documents whose bytes changed are parsed), and hands over the files removed since
+    /// the last poll. Fails, changing nothing, when the source directory vanished or stopped
+    /// being a directory.
     pub fn poll(&mut self, mut changed: impl FnMut(&Path, FileChange)) -> Result<Poll, Error> {
         let mut poll = Poll::default();
         let is_directory = self.path.is_dir();
@@ -146,67 +242,131 @@ impl DirectorySource {
             changed(&path, FileChange::Removed);
             poll.changed = true;
         }
-        for path in present {
-            let Ok(meta) = fs::metadata(&path) else {
-                continue;
-            };
-            let stamp = FileStamp::of(&meta);
-            let length = stamp.length;
-            if self.files.get(&path).is_some_and(|old| old.stamp == stamp) {
-                continue;
-            }
-            let text = match crate::yaml::read_file(&path) {
-                Ok(text) => text,
-                Err(e) => {
-                    poll.problems.push(e);
-                    continue;
-                }
-            };
-            let (objects, mut problems) = parse_documents(&path.display().to_string(), &text);
-            drop(text);
-            let had_objects = self.files.get(&path).is_some_and(|old| old.has_objects);
-            if objects.is_empty() && problems.is_empty() && had_objects {
-                problems.push(Error::Config {
-                    field: "source",
-                    reason: format!(
-                        "{}: no objects any more ({length} bytes; truncated?); its previous \
-                         objects are kept until the file is removed",
-                        path.display()
-                    ),
-                });
-            }
-            let keep_old = !problems.is_empty() && self.files.contains_key(&path);
-            poll.problems.extend(problems);
-            match self.files.get_mut(&path) {
-                Some(old) if keep_old => {
-                    // Remember the new stamp so the broken file is not re-read every poll.
-                    old.stamp = stamp;
-                }
-                _ => {
-                    let has_objects = !objects.is_empty();
-                    changed(&path, FileChange::Objects(objects));
-                    self.files.insert(path, FileSnapshot { stamp, has_objects });
-                    poll.changed = true;
+        let stale: Vec<(PathBuf, FileStamp)> = (present.into_iter())
+            .filter_map(|path| {
+                let stamp = FileStamp::of(&fs::metadata(&path).ok()?);
+                let fresh = self.files.get(&path).is_some_and(|old| old.stamp == stamp);
+                (!fresh).then_some((path, stamp))
+            })
+            .collect();
+        // Two files at once where there are two CPUs: a start-up reads every file.
+        let width = match std::thread::available_parallelism() {
+            Ok(cpus) if cpus.get() >= 2 => 2,
+            _ => 1,
+        };
+        for batch in stale.chunks(width) {
+            let reads = self.read_batch(batch);
+            for ((path, stamp), read) in batch.iter().zip(reads) {
+                match read {
+                    Ok(read) => self.hand_over(path, *stamp, read, &mut poll, &mut changed),
+                    Err(e) => poll.problems.push(e),
                 }
             }
         }
         Ok(poll)
     }
 
-    /// Makes the next [`DirectorySource::poll`] read `path` again, changed or not.
+    /// Reads and parses the changed file `path` (its known documents are not parsed again).
+    fn read(&self, path: &Path) -> Result<FileRead, Error> {
+        let text = crate::yaml::read_file(path)?;
+        let json = path.extension().is_some_and(|e| e == "json");
+        let name = path.display().to_string();
+        Ok(FileRead::of(&name, &text, json, self.files.get(path)))
+    }
+
+    /// [`DirectorySource::read`] of one or two files, two on two threads (each file's
+    /// objects are then held at once: two files' instead of one).
+    fn read_batch(&self, batch: &[(PathBuf, FileStamp)]) -> Vec<Result<FileRead, Error>> {
+        if let [(first, _), (second, _)] = batch {
+            let both = std::thread::scope(|scope| {
+                let other = std::thread::Builder::new()
+                    .name("proxier-read".into())
+                    .spawn_scoped(scope, || self.read(second))
+                    .ok()?;
+                let first = self.read(first);
+                // A panic of the reading thread is this thread's panic.
+                let second = other
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                Some(vec![first, second])
+            });
+            if let Some(both) = both {
+                return both;
+            }
+        }
+        batch.iter().map(|(path, _)| self.read(path)).collect()
+    }
+
+    /// Hands the changed file `path` over to `changed`, or keeps its previous objects when
+    /// it has problems (see the module documentation).
+    fn hand_over(
+        &mut self,
+        path: &Path,
+        stamp: FileStamp,
+        read: FileRead,
+        poll: &mut Poll,
+        changed: &mut impl FnMut(&Path, FileChange),
+    ) {
+        let mut problems = read.problems;
+        let had_objects = self.files.get(path).is_some_and(|old| old.has_objects);
+        if read.objects == 0 && problems.is_empty() && had_objects {
+            problems.push(Error::Config {
+                field: "source",
+                reason: format!(
+                    "{}: no objects any more ({} bytes; truncated?); its previous objects are \
+                     kept until the file is removed",
+                    path.display(),
+                    stamp.length
+                ),
+            });
+        }
+        let keep_old = !problems.is_empty() && self.files.contains_key(path);
+        poll.problems.extend(problems);
+        match self.files.get_mut(path) {
+            Some(old) if keep_old => {
+                // Remember the new stamp so the broken file is not re-read every poll.
+                old.stamp = stamp;
+            }
+            _ => {
+                changed(path, FileChange::Documents(read.documents));
+                let file = FileSnapshot {
+                    stamp,
+                    has_objects: read.objects > 0,
+                    documents: read.records,
+                };
+                self.files.insert(path.to_owned(), file);
+                poll.changed = true;
+            }
+        }
+    }
+
+    /// Makes the next [`DirectorySource::poll`] read and parse all of `path` again, changed
+    /// or not.
     fn reread(&mut self, path: &Path) {
         if let Some(file) = self.files.get_mut(path) {
             file.stamp.length = u64::MAX;
+            file.documents.clear();
+        }
+    }
+
+    /// Makes the next read of `path` parse all of it (see [`DirectoryWatch`]).
+    fn forget_documents(&mut self, path: &Path) {
+        if let Some(file) = self.files.get_mut(path) {
+            file.documents.clear();
         }
     }
 }
 
-/// A directory of YAML followed as a [`Source`]: a change re-reads and re-applies only the
-/// files whose stamp changed; each file's objects are one snapshot ([`SnapshotSync`]), so
-/// what vanished from a changed file is removed and nothing else is looked at.
+/// A directory of YAML followed as a [`Source`]: a change re-reads only the files whose stamp
+/// changed and re-applies only their documents whose bytes changed; each file's objects are
+/// one snapshot ([`SnapshotSync`]), so what vanished from a changed file is removed and
+/// nothing else is looked at. An object that moves between documents of a file in one change
+/// stays (it is in the new snapshot).
 ///
 /// An object in several files is the version of the file read last; when one file drops it,
-/// the others that still hold it are read again in the same poll, so it stays.
+/// the others that still hold it are read again in the same poll, so it stays. An object in
+/// several documents of one file is the version of the last one: when a changed document
+/// holds an object an unchanged one also holds, the whole file is applied again.
 #[derive(Debug)]
 pub struct DirectoryWatch {
     directory: DirectorySource,
@@ -231,12 +391,28 @@ impl DirectoryWatch {
     ) -> Result<Vec<PathBuf>, Error> {
         let files = &mut self.files;
         let mut withdrawn = Vec::new();
+        let mut reread = Vec::new();
+        let mut duplicated = Vec::new();
         let poll = self.directory.poll(|path, change| {
             let report = match change {
-                FileChange::Objects(objects) => files
-                    .entry(path.to_owned())
-                    .or_default()
-                    .apply(&objects, cluster),
+                FileChange::Documents(documents) => {
+                    let partial = (documents.iter())
+                        .any(|document| matches!(document, FileDocument::Unchanged(_)));
+                    let parts: Vec<DocumentPart<'_>> = (documents.iter())
+                        .map(|document| match document {
+                            FileDocument::Unchanged(digest) => DocumentPart::Unchanged(*digest),
+                            FileDocument::Parsed(digest, objects) => {
+                                DocumentPart::Parsed(*digest, objects)
+                            }
+                        })
+                        .collect();
+                    let sync = files.entry(path.to_owned()).or_default();
+                    let report = sync.apply_documents(&parts, cluster);
+                    if report.duplicated {
+                        duplicated.push((path.to_owned(), partial));
+                    }
+                    report
+                }
                 FileChange::Removed => match files.remove(path) {
                     Some(mut sync) => sync.apply(&[], cluster),
                     None => return,
@@ -247,7 +423,15 @@ impl DirectoryWatch {
             withdrawn.extend(report.withdrawn);
         })?;
         out.skipped.extend(poll.problems);
-        let mut reread = Vec::new();
+        // A file with an object in two different documents is read whole from now on (the
+        // last document's version wins, as in one read of the file); when it was read by
+        // parts, it is read again, whole, in this poll.
+        for (path, partial) in duplicated {
+            self.directory.forget_documents(&path);
+            if partial {
+                reread.push(path);
+            }
+        }
         for object in &withdrawn {
             for (path, sync) in &self.files {
                 if sync.holds(object) && !reread.contains(path) {

@@ -11,7 +11,7 @@ pub mod kube;
 mod snapshot;
 mod yaml;
 
-pub use directory::{DirectorySource, DirectoryWatch, FileChange, Poll};
+pub use directory::{DirectorySource, DirectoryWatch, FileChange, FileDocument, Poll};
 pub use feed::{Feed, FeedSender, FeedUpdate};
 pub use snapshot::{SnapshotReport, SnapshotSync};
 

@@ -2,9 +2,12 @@
 //! so that only what changed is marked dirty, and bad input never removes applied state.
 //!
 //! A sync keeps only the identities of what its snapshot contributed: the models themselves
-//! live once, in the cluster, and each new object is compared with the cluster's copy.
+//! live once, in the cluster, and each new object is compared with the cluster's copy. Each
+//! identity remembers the digest of the document it came from, so that the file source can
+//! hand over only a file's changed documents and name the unchanged ones
+//! ([`SnapshotSync::apply_documents`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::error::Error;
 use crate::model::{
@@ -15,18 +18,31 @@ use crate::source::{keeps_last_good, KubeObject, SourcePoll};
 /// An EndpointSlice's identity: (namespace, name).
 pub(crate) type SliceKey = (String, String);
 
-/// An object a snapshot stopped holding (see [`SnapshotReport`]).
+/// An object's identity in a snapshot; in [`SnapshotReport`], one the snapshot stopped holding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Withdrawn {
     Service(ServiceName),
     Slice(SliceKey),
 }
 
-/// What the last snapshot contributed, by object identity.
+/// The digest of the document an object came from ([`crate::yaml::split::digest`]; 0 for a
+/// snapshot handed over whole).
+pub(crate) type Digest = u64;
+
+/// What the last snapshot contributed, by object identity, with the document each came from.
 #[derive(Debug, Default)]
 pub struct SnapshotSync {
-    services: BTreeSet<ServiceName>,
-    slices: BTreeSet<SliceKey>,
+    services: BTreeMap<ServiceName, Digest>,
+    slices: BTreeMap<SliceKey, Digest>,
+}
+
+/// One document of a snapshot handed over by parts ([`SnapshotSync::apply_documents`]).
+#[derive(Debug)]
+pub(crate) enum DocumentPart<'a> {
+    /// A document the last snapshot held with the same bytes: its objects stay as they are.
+    Unchanged(Digest),
+    /// A new or changed document and its objects.
+    Parsed(Digest, &'a [KubeObject]),
 }
 
 /// Counts of one snapshot, for logs and metrics.
@@ -40,6 +56,9 @@ pub struct SnapshotReport {
     pub skipped: Vec<Error>,
     /// The objects removed, for a caller that merges several snapshots (the file source).
     pub(crate) withdrawn: Vec<Withdrawn>,
+    /// Whether two different documents hold the same object: which version wins depends on
+    /// their order, which only a snapshot handed over whole keeps.
+    pub(crate) duplicated: bool,
 }
 
 impl SnapshotSync {
@@ -53,43 +72,119 @@ impl SnapshotSync {
     /// that is absent, or valid but not proxied (headless, another proxy's), is removed.
     /// Only objects that differ from the cluster's copy are written (and so marked dirty).
     pub fn apply(&mut self, objects: &[KubeObject], cluster: &mut ClusterState) -> SnapshotReport {
+        self.apply_documents(&[DocumentPart::Parsed(0, objects)], cluster)
+    }
+
+    /// [`SnapshotSync::apply`] of a snapshot handed over by documents: the objects of
+    /// [`DocumentPart::Unchanged`] documents are neither read nor compared, they stay (with
+    /// their last good version when they were invalid); everything else is as `apply`.
+    pub(crate) fn apply_documents(
+        &mut self,
+        parts: &[DocumentPart<'_>],
+        cluster: &mut ClusterState,
+    ) -> SnapshotReport {
         let mut report = SnapshotReport::default();
-        let mut services = BTreeSet::new();
-        let mut slices = BTreeSet::new();
-        for object in objects {
-            match object {
-                KubeObject::Service(raw) => match service_from_k8s(raw, &mut report.skipped) {
-                    Ok(service) => {
-                        services.insert(service.name.clone());
-                        if cluster.service(&service.name) != Some(&service) {
-                            cluster.upsert_service(service);
-                            report.upserted += 1;
-                        }
+        let mut unchanged = HashSet::new();
+        let mut parsed = HashSet::new();
+        for part in parts {
+            match part {
+                DocumentPart::Unchanged(digest) => unchanged.insert(*digest),
+                DocumentPart::Parsed(digest, _) => parsed.insert(*digest),
+            };
+        }
+        // What came from documents that changed or went: withdrawn unless held again. The
+        // rest stays as it is, neither copied nor compared.
+        let mut gone_services: BTreeSet<ServiceName> = (self.services.iter())
+            .filter(|(_, digest)| !unchanged.contains(*digest))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut gone_slices: BTreeSet<SliceKey> = (self.slices.iter())
+            .filter(|(_, digest)| !unchanged.contains(*digest))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for part in parts {
+            let DocumentPart::Parsed(digest, objects) = part else {
+                continue;
+            };
+            for object in *objects {
+                let previous = match self.upsert(object, cluster, &mut report) {
+                    Some(Withdrawn::Service(name)) => {
+                        gone_services.remove(&name);
+                        self.services.insert(name, *digest)
                     }
-                    Err(error) => {
-                        if let Some(name) = self.kept_service(&error) {
-                            services.insert(name);
-                        }
-                        report.skipped.push(error);
+                    Some(Withdrawn::Slice(key)) => {
+                        gone_slices.remove(&key);
+                        self.slices.insert(key, *digest)
                     }
-                },
-                KubeObject::EndpointSlice(raw) => match endpoint_slice_from_k8s(raw) {
-                    Ok(slice) => {
-                        let key = (slice.service.namespace.clone(), slice.name.clone());
-                        if cluster.slice(&key.0, &key.1) != Some(&slice) {
-                            cluster.upsert_slice(slice);
-                            report.upserted += 1;
-                        }
-                        slices.insert(key);
+                    None => None,
+                };
+                // Held by another document of this snapshot too.
+                report.duplicated |= previous.is_some_and(|d| {
+                    d != *digest && (unchanged.contains(&d) || parsed.contains(&d))
+                });
+            }
+        }
+        for name in gone_services {
+            self.services.remove(&name);
+            if cluster.service(&name).is_some() {
+                cluster.remove_service(&name);
+                report.removed += 1;
+            }
+            report.withdrawn.push(Withdrawn::Service(name));
+        }
+        for key in gone_slices {
+            self.slices.remove(&key);
+            if cluster.slice(&key.0, &key.1).is_some() {
+                cluster.remove_slice_named(&key.0, &key.1);
+                report.removed += 1;
+            }
+            report.withdrawn.push(Withdrawn::Slice(key));
+        }
+        report
+    }
+
+    /// Writes `object` to `cluster` if it is valid and differs from the cluster's copy, and
+    /// returns the identity it holds in the new snapshot: its own, or for an invalid object
+    /// the one of its last good version, if the last snapshot held it.
+    fn upsert(
+        &self,
+        object: &KubeObject,
+        cluster: &mut ClusterState,
+        report: &mut SnapshotReport,
+    ) -> Option<Withdrawn> {
+        match object {
+            KubeObject::Service(raw) => match service_from_k8s(raw, &mut report.skipped) {
+                Ok(service) => {
+                    let name = service.name.clone();
+                    if cluster.service(&service.name) != Some(&service) {
+                        cluster.upsert_service(service);
+                        report.upserted += 1;
                     }
-                    Err(error) => {
-                        if let Some(key) = self.kept_slice(&error) {
-                            slices.insert(key);
-                        }
-                        report.skipped.push(error);
+                    Some(Withdrawn::Service(name))
+                }
+                Err(error) => {
+                    let kept = self.kept_service(&error).map(Withdrawn::Service);
+                    report.skipped.push(error);
+                    kept
+                }
+            },
+            KubeObject::EndpointSlice(raw) => match endpoint_slice_from_k8s(raw) {
+                Ok(slice) => {
+                    let key = (slice.service.namespace.clone(), slice.name.clone());
+                    if cluster.slice(&key.0, &key.1) != Some(&slice) {
+                        cluster.upsert_slice(slice);
+                        report.upserted += 1;
                     }
-                },
-                KubeObject::Node(raw) => match node_from_k8s(raw) {
+                    Some(Withdrawn::Slice(key))
+                }
+                Err(error) => {
+                    let kept = self.kept_slice(&error).map(Withdrawn::Slice);
+                    report.skipped.push(error);
+                    kept
+                }
+            },
+            KubeObject::Node(raw) => {
+                match node_from_k8s(raw) {
                     // A changed Node is a change: its zone may change every plan.
                     Ok(node) if cluster.node(&node.name) != Some(&node) => {
                         cluster.upsert_node(node);
@@ -97,33 +192,17 @@ impl SnapshotSync {
                     }
                     Ok(_) => {}
                     Err(error) => report.skipped.push(error),
-                },
+                }
+                None
             }
         }
-        for name in self.services.difference(&services) {
-            if cluster.service(name).is_some() {
-                cluster.remove_service(name);
-                report.removed += 1;
-            }
-            report.withdrawn.push(Withdrawn::Service(name.clone()));
-        }
-        for key in self.slices.difference(&slices) {
-            if cluster.slice(&key.0, &key.1).is_some() {
-                cluster.remove_slice_named(&key.0, &key.1);
-                report.removed += 1;
-            }
-            report.withdrawn.push(Withdrawn::Slice(key.clone()));
-        }
-        self.services = services;
-        self.slices = slices;
-        report
     }
 
     /// Whether the last snapshot held `object`.
     pub(crate) fn holds(&self, object: &Withdrawn) -> bool {
         match object {
-            Withdrawn::Service(name) => self.services.contains(name),
-            Withdrawn::Slice(key) => self.slices.contains(key),
+            Withdrawn::Service(name) => self.services.contains_key(name),
+            Withdrawn::Slice(key) => self.slices.contains_key(key),
         }
     }
 
@@ -158,12 +237,12 @@ impl SnapshotSync {
             namespace: object.namespace.clone(),
             name: object.name.clone(),
         };
-        self.services.contains(&name).then_some(name)
+        self.services.contains_key(&name).then_some(name)
     }
 
     fn kept_slice(&self, error: &Error) -> Option<SliceKey> {
         let object = Self::rejected_ref(error)?;
         let key = (object.namespace.clone(), object.name.clone());
-        self.slices.contains(&key).then_some(key)
+        self.slices.contains_key(&key).then_some(key)
     }
 }

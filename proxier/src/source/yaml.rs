@@ -63,18 +63,35 @@ fn collect(value: Value, context: &str, objects: &mut Vec<KubeObject>, problems:
 /// returned as errors beside the objects that could be read; text over the YAML limits of
 /// [`crate::yaml`] yields no object (read once, by [`crate::yaml::documents`]).
 pub fn parse_documents(name: &str, text: &str) -> (Vec<KubeObject>, Vec<Error>) {
-    let mut objects = Vec::new();
-    let (documents, error) = crate::yaml::documents(name, text);
+    let parsed = parse_documents_from(name, text, 1);
+    (parsed.objects, parsed.problems)
+}
+
+/// What [`parse_documents_from`] read from one text.
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    pub objects: Vec<KubeObject>,
+    pub problems: Vec<Error>,
+    /// How many documents the text held (read before a syntax error).
+    pub documents: usize,
+}
+
+/// [`parse_documents`] of a text whose first document is document `first` of its file (one
+/// piece of [`crate::yaml::split::documents`]), for the numbers in messages.
+pub(crate) fn parse_documents_from(name: &str, text: &str, first: usize) -> Parsed {
+    let mut parsed = Parsed::default();
+    let (documents, error) = crate::yaml::documents_from(name, text, first);
     if let Some(refused @ Error::InputRefused { .. }) = error {
-        return (objects, vec![refused]);
+        parsed.problems.push(refused);
+        return parsed;
     }
-    let mut problems = Vec::new();
+    parsed.documents = documents.len();
     for (i, value) in documents.into_iter().enumerate() {
-        let context = format!("{name} document {}", i + 1);
-        collect(value, &context, &mut objects, &mut problems);
+        let context = format!("{name} document {}", first + i);
+        collect(value, &context, &mut parsed.objects, &mut parsed.problems);
     }
-    problems.extend(error);
-    (objects, problems)
+    parsed.problems.extend(error);
+    parsed
 }
 
 /// Builds a cluster from objects; rejected ones (and entries left out of a Service) are

@@ -175,3 +175,48 @@ fn a_file_over_the_size_limit_is_refused() {
     std::fs::write(&path, "kind: List\nitems: []\n").unwrap();
     assert_eq!(read_file(&path).unwrap(), "kind: List\nitems: []\n");
 }
+
+/// Issue 15 item 1: the cut of a stream into documents, at `---`/`...` lines only, and not
+/// where it would not be exact.
+#[test]
+fn a_stream_is_cut_at_its_document_markers_only() {
+    let text = "a: 1\n----: 2\n---x: 3\n---\nb: |\n  ---\n  ...\n---\t# c\nc: 2\n...\n# after\n--- |\n  d\n";
+    assert_eq!(
+        split::documents(text).unwrap(),
+        [
+            "a: 1\n----: 2\n---x: 3\n",
+            "---\nb: |\n  ---\n  ...\n",
+            "---\t# c\nc: 2\n...\n",
+            "# after\n",
+            "--- |\n  d\n"
+        ]
+    );
+    assert_eq!(split::documents("").unwrap(), Vec::<&str>::new());
+    assert_eq!(split::documents("---\n").unwrap(), ["---\n"]);
+    for whole in [
+        "%YAML 1.2\n---\na: 1\n",
+        "a: &x 1\n---\nb: *x\n",
+        "{\"a\": 1}\n",
+        "\n  [1, 2]\n",
+    ] {
+        assert_eq!(split::documents(whole), None, "{whole:?}");
+    }
+    // Every piece reads as the document it was in the stream.
+    let (whole, error) = documents("whole", text);
+    assert!(error.is_none(), "{error:?}");
+    let pieces: Vec<_> = (split::documents(text).unwrap().into_iter())
+        .flat_map(|piece| documents("piece", piece).0)
+        .collect();
+    assert_eq!(pieces, whole);
+    assert_eq!(split::digest("---\na: 1\n"), split::digest("a: 1\n"));
+    assert_ne!(split::digest("a: 1\n"), split::digest("a: 2\n"));
+    // The zero padding of the last word is told apart by the length.
+    assert_ne!(split::digest("a"), split::digest("a\0"));
+    assert_ne!(split::digest(""), split::digest("\0\0\0\0\0\0\0\0"));
+    let flip =
+        |ready: &str| format!("endpoints:\n- addresses: [10.0.0.1]\n  conditions: {ready}\n");
+    assert_ne!(
+        split::digest(&flip("{ready: true}")),
+        split::digest(&flip("{ready: false, serving: true, terminating: true}"))
+    );
+}
