@@ -590,7 +590,10 @@ fn a_resync_writes_nothing_over_an_unchanged_ruleset_and_repairs_a_foreign_chang
     let _ns = NetNs::fresh();
     let mut dataplane = KernelDataplane::connect("kube-ipvs0").unwrap();
     let rules = sample_rules();
-    assert!(dataplane.program_packet_rules(&rules).unwrap(), "first write");
+    assert!(
+        dataplane.program_packet_rules(&rules).unwrap(),
+        "first write"
+    );
     let mut nft = NftablesHandle::connect().unwrap();
     let written = nft.generation().unwrap();
 

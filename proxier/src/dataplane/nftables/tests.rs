@@ -393,13 +393,22 @@ fn the_generation_after_a_write_is_kept_only_when_the_write_is_the_only_change()
     assert_eq!(written_generation(Some(6), Some(7), Some(8), false), None);
     assert_eq!(written_generation(None, Some(7), Some(8), false), None);
     // An update over our own last write: kept; one that sent nothing keeps it too.
-    assert_eq!(written_generation(Some(7), Some(7), Some(8), false), Some(8));
-    assert_eq!(written_generation(Some(7), Some(7), Some(7), false), Some(7));
+    assert_eq!(
+        written_generation(Some(7), Some(7), Some(8), false),
+        Some(8)
+    );
+    assert_eq!(
+        written_generation(Some(7), Some(7), Some(7), false),
+        Some(7)
+    );
     // A replace must commit: no bump is not ours.
     assert_eq!(written_generation(Some(7), Some(7), Some(7), true), None);
     // Unread generations: not kept.
     assert_eq!(written_generation(Some(7), None, Some(8), false), None);
     assert_eq!(written_generation(Some(7), Some(7), None, true), None);
     // Wrapping.
-    assert_eq!(written_generation(None, Some(u32::MAX), Some(0), true), Some(0));
+    assert_eq!(
+        written_generation(None, Some(u32::MAX), Some(0), true),
+        Some(0)
+    );
 }
