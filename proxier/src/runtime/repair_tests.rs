@@ -2,15 +2,19 @@
 //! each slice reconciles against the plan and mirror of its time, so a change applied
 //! between slices is neither lost nor undone, and drift anywhere in the table is repaired.
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use netlink_ipvs::{Protocol, ServiceKey};
 
 use super::Proxier;
 use crate::config::Config;
-use crate::dataplane::FakeDataplane;
+use crate::dataplane::{ApplyReport, Dataplane, FakeDataplane, TableRead};
+use crate::error::Error;
 use crate::fixtures::{ep, http_backend, node_a, service, slice, tcp};
-use crate::plan::Planner;
+use crate::plan::{PacketRules, Planner};
+use crate::reconcile::{Observed, Op};
 
 /// Services svc-1 … svc-`n` at 10.96.0.1 … with one endpoint each, synced to the fake.
 fn synced(n: u8) -> Proxier<FakeDataplane> {
@@ -134,4 +138,81 @@ fn a_repair_over_matching_state_writes_no_ipvs_operation() {
     };
     assert_eq!((outcome.operations, outcome.failed), (0, 0));
     assert_eq!(proxier.dataplane().log.len(), writes);
+}
+
+/// The fake, saying whether its packet rules are intact, counting their writes.
+struct IntactRules {
+    fake: FakeDataplane,
+    intact: bool,
+    writes: usize,
+}
+
+impl Dataplane for IntactRules {
+    fn observe(&mut self) -> Result<Observed, Error> {
+        self.fake.observe()
+    }
+
+    fn table_read(&mut self) -> Result<Option<TableRead>, Error> {
+        self.fake.table_read()
+    }
+
+    fn observe_addresses(&mut self) -> Result<BTreeSet<IpAddr>, Error> {
+        self.fake.observe_addresses()
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> ApplyReport {
+        self.fake.apply(ops)
+    }
+
+    fn program_packet_rules(&mut self, rules: &PacketRules) -> Result<bool, Error> {
+        self.writes += 1;
+        self.fake.program_packet_rules(rules)
+    }
+
+    fn packet_rules_intact(&mut self) -> bool {
+        self.intact
+    }
+}
+
+/// A resync over packet rules the dataplane knows intact neither rebuilds nor writes them,
+/// unless a change since the last sync touched them; one over rules it cannot vouch for
+/// rewrites them (the drift repair). Fails on the old engine, which rebuilt and wrote them at
+/// every resync.
+#[test]
+fn a_resync_writes_packet_rules_only_when_they_may_have_drifted_or_changed() {
+    let mut proxier = Proxier::new(
+        Planner::new(node_a(), Config::default()),
+        IntactRules {
+            fake: FakeDataplane::default(),
+            intact: true,
+            writes: 0,
+        },
+    );
+    let web = service("web", &["10.96.0.1"], &[("http", Protocol::Tcp, 80)]);
+    proxier.cluster_mut().upsert_service(web);
+    proxier.full_sync().unwrap();
+    let resync = |proxier: &mut Proxier<IntactRules>| {
+        let before = proxier.dataplane().writes;
+        let started = Instant::now();
+        let read = proxier.begin_resync().unwrap().unwrap();
+        proxier.finish_resync(read(), started).unwrap();
+        let outcome = loop {
+            if let Some(outcome) = proxier.repair_slice(500) {
+                break outcome;
+            }
+        };
+        assert_eq!(outcome.failed, 0);
+        proxier.dataplane().writes - before
+    };
+    assert_eq!(resync(&mut proxier), 0, "intact, unchanged: not written");
+
+    // A new Service polled just before the read ends: its VIP goes into the rules.
+    let db = service("db", &["10.96.0.2"], &[("http", Protocol::Tcp, 80)]);
+    proxier.cluster_mut().upsert_service(db);
+    assert_eq!(resync(&mut proxier), 1, "changed: written");
+    let rules = proxier.dataplane().fake.packet_rules.clone().unwrap();
+    assert!(rules.service_ips.contains(&"10.96.0.2".parse().unwrap()));
+
+    proxier.dataplane_mut().intact = false;
+    assert_eq!(resync(&mut proxier), 1, "may have drifted: rewritten");
 }

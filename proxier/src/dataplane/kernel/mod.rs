@@ -379,6 +379,12 @@ impl Dataplane for KernelDataplane {
         Ok(true)
     }
 
+    /// Our table is as we wrote it when the resync's [`Dataplane::observe_addresses`] found
+    /// the ruleset generation unchanged since that write.
+    fn packet_rules_intact(&mut self) -> bool {
+        !self.replace_rules && self.written_rules.is_some()
+    }
+
     /// Applies `ops` in order; runs of IPVS operations go to the kernel as one batch and runs of
     /// conntrack flushes as one pass over the table.
     fn apply(&mut self, ops: &[Op]) -> ApplyReport {
