@@ -278,29 +278,14 @@ impl<D: Dataplane> Proxier<D> {
         // The old mirror is dropped here: one copy of the table at rest.
         self.mirror.ipvs = table;
         self.mirror.addresses = addresses;
-        self.planner.follow_node(&mut self.cluster);
-        let changes = if std::mem::take(&mut self.replan_all) {
-            self.planner.plan_all(&mut self.cluster)
-        } else {
-            self.planner.replan(&mut self.cluster)
-        };
-        let plan = adopting.elapsed();
-        self.terminations.set_now(SystemTime::now());
-        let reconciling = Instant::now();
-        let ops = reconcile_changes(
-            self.planner.desired(),
-            &self.mirror,
-            &self.terminations,
-            &changes,
-        );
-        let reconcile = reconciling.elapsed();
+        let (ops, changed_rules, parts) = self.plan_changes(adopting);
         // The packet rules are rebuilt and rewritten whole (repairing drift in them), unless
         // the dataplane knows them intact and no change since touched them (at 10,000
         // Services the rebuild alone takes ~5-10 ms on the host, the replace seconds in a VM).
-        let rules = changes.packet_rules || !self.dataplane.packet_rules_intact();
+        let rules = changed_rules || !self.dataplane.packet_rules_intact();
         let mut outcome = self.apply(&ops, rules, started);
-        outcome.parts.plan = plan;
-        outcome.parts.reconcile = reconcile;
+        outcome.parts.plan = parts.plan;
+        outcome.parts.reconcile = parts.reconcile;
         self.repair = Some(Repair {
             done_through: None,
             outcome,
@@ -368,13 +353,26 @@ impl<D: Dataplane> Proxier<D> {
     /// plan changed.
     pub fn incremental_sync(&mut self) -> SyncOutcome {
         let started = Instant::now();
+        let (ops, changed_rules, parts) = self.plan_changes(started);
+        // Packet rules follow what Services put into them: a re-plan that changed none of it
+        // (a weight flip, an unchanged object re-sent) does not rebuild them.
+        let mut outcome = self.apply(&ops, changed_rules, started);
+        outcome.parts.plan = parts.plan;
+        outcome.parts.reconcile = parts.reconcile;
+        outcome
+    }
+
+    /// Re-plans the Services changed since the last sync (everything when the node's
+    /// addresses moved) and reconciles what their plan changed: the operations, whether the
+    /// packet rules may differ, and the time both took (planning counted from `planning`).
+    fn plan_changes(&mut self, planning: Instant) -> (Vec<Op>, bool, SyncParts) {
         self.planner.follow_node(&mut self.cluster);
         let changes = if std::mem::take(&mut self.replan_all) {
             self.planner.plan_all(&mut self.cluster)
         } else {
             self.planner.replan(&mut self.cluster)
         };
-        let plan = started.elapsed();
+        let plan = planning.elapsed();
         self.terminations.set_now(SystemTime::now());
         let reconciling = Instant::now();
         let ops = reconcile_changes(
@@ -383,13 +381,12 @@ impl<D: Dataplane> Proxier<D> {
             &self.terminations,
             &changes,
         );
-        let reconcile = reconciling.elapsed();
-        // Packet rules follow what Services put into them: a re-plan that changed none of it
-        // (a weight flip, an unchanged object re-sent) does not rebuild them.
-        let mut outcome = self.apply(&ops, changes.packet_rules, started);
-        outcome.parts.plan = plan;
-        outcome.parts.reconcile = reconcile;
-        outcome
+        let parts = SyncParts {
+            plan,
+            reconcile: reconciling.elapsed(),
+            ..SyncParts::default()
+        };
+        (ops, changes.packet_rules, parts)
     }
 
     fn apply(&mut self, ops: &[Op], packet_rules: bool, started: Instant) -> SyncOutcome {
