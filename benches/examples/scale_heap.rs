@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use proxier::config::Config;
-use proxier::dataplane::{ApplyReport, Dataplane};
+use proxier::dataplane::{ApplyReport, Dataplane, TableRead};
 use proxier::plan::{NodeContext, PacketRules, Planner};
 use proxier::reconcile::{Observed, Op};
-use proxier::runtime::Proxier;
+use proxier::runtime::{Proxier, SyncParts};
 use proxier::source::{DirectorySource, DirectoryWatch, Source};
 
 #[global_allocator]
@@ -30,6 +30,8 @@ static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
 const ENDPOINTS: u32 = 10;
 const FILES: u32 = 100;
+/// The loop's slice of a resync's repair (`runtime::REPAIR_SLICE`).
+const REPAIR_SLICE: usize = 500;
 
 /// A dataplane that keeps only what a kernel would have (no log), so the heap is proxier's.
 #[derive(Default)]
@@ -56,6 +58,24 @@ impl Dataplane for TableDataplane {
             })
             .collect();
         ApplyReport { results }
+    }
+
+    fn table_read(&mut self) -> Result<Option<TableRead>, proxier::Error> {
+        let table = self.table.ipvs.clone();
+        Ok(Some(Box::new(move || Ok(table))))
+    }
+
+    fn observe_addresses(
+        &mut self,
+    ) -> Result<std::collections::BTreeSet<std::net::IpAddr>, proxier::Error> {
+        Ok(self.table.addresses.clone())
+    }
+
+    /// As the kernel dataplane answers when the ruleset generation has not moved since its
+    /// last write (no other tool writes nftables here); `PROXIER_RULES_DRIFT=1`: as it
+    /// answers when it has.
+    fn packet_rules_intact(&mut self) -> bool {
+        self.rules.is_some() && std::env::var_os("PROXIER_RULES_DRIFT").is_none()
     }
 
     fn program_packet_rules(&mut self, rules: &PacketRules) -> Result<bool, proxier::Error> {
@@ -163,6 +183,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let per_file = services.div_ceil(FILES);
     let (mut polls, mut syncs) = (Vec::new(), Vec::new());
     let mut operations = 0;
+    let mut resyncs: Vec<(Duration, Duration, Duration, SyncParts)> = Vec::new();
     for flip in 0..flips {
         // Service k of file f: endpoint 0 terminating on odd flips, ready again on even ones.
         let f = flip % FILES;
@@ -180,10 +201,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         operations += outcome.operations;
         assert!(poll.changed, "flip {flip} seen");
         if flip % 5 == 4 {
-            proxier.full_sync()?;
+            // The periodic resync as the loop runs it: the read (here a copy of the table),
+            // then the finish step on the loop.
+            let t = Instant::now();
+            let read = proxier
+                .begin_resync()?
+                .ok_or("TableDataplane reads off the loop")?;
+            let table = read();
+            let read_time = t.elapsed();
+            proxier.finish_resync(table, t)?;
+            let finish = t.elapsed() - read_time;
+            // Then the repair in slices, as the loop runs them between syncs.
+            let mut longest_slice = Duration::ZERO;
+            let outcome = loop {
+                let slice = Instant::now();
+                let done = proxier.repair_slice(REPAIR_SLICE);
+                longest_slice = longest_slice.max(slice.elapsed());
+                if let Some(outcome) = done {
+                    break outcome;
+                }
+            };
+            resyncs.push((read_time, finish, longest_slice, outcome.parts));
         }
     }
     let end_rss = rss_kib("VmRSS:");
+    for (read, finish, slice, parts) in &resyncs {
+        println!(
+            "resync: read (table copy) {read:.2?}; longest step on the loop: finish {finish:.2?}, slice of {REPAIR_SLICE} {slice:.2?}; in all: plan {:.2?}, reconcile {:.2?}, packet rules {:.2?}, operations {:.2?}",
+            parts.plan, parts.reconcile, parts.packet_rules, parts.operations
+        );
+    }
     println!(
         "flips: {flips}, operations {operations}; per flip median: poll {:.2?}, sync {:.2?}; max: poll {:.2?}, sync {:.2?}",
         median(&mut polls.clone()),

@@ -44,7 +44,12 @@ pub mod msg {
     pub const NEWSET: u8 = 9;
     pub const NEWSETELEM: u8 = 12;
     pub const DELSETELEM: u8 = 14;
+    pub const NEWGEN: u8 = 15;
+    pub const GETGEN: u8 = 16;
 }
+
+/// `enum nft_gen_attributes`: the ruleset generation, bumped by every committed transaction.
+pub const NFTA_GEN_ID: u16 = 1;
 
 /// `enum nft_table_attributes`.
 pub const NFTA_TABLE_NAME: u16 = 1;

@@ -217,6 +217,39 @@ pub fn parse_reply(message: &[u8]) -> Result<NftReply, NftablesError> {
     }
 }
 
+impl NftMessage {
+    /// `GETGEN`: asks for the ruleset's generation (answered by one `NEWGEN`).
+    pub fn get_generation() -> Self {
+        NftMessage {
+            kind: msg::GETGEN,
+            flags: 0,
+            family: 0,
+            attrs: vec![],
+            description: "get the ruleset generation".to_owned(),
+        }
+    }
+}
+
+/// The generation (`NFTA_GEN_ID`) a `NEWGEN` message carries; `None` for any other message.
+pub fn parse_generation(message: &[u8]) -> Result<Option<u32>, NftablesError> {
+    let (kind, _, payload) = header(message)?;
+    if kind != (attr::NFNL_SUBSYS_NFTABLES << 8) | u16::from(msg::NEWGEN) {
+        return Ok(None);
+    }
+    let attrs = payload
+        .get(NFGENMSG_LEN..)
+        .ok_or(NftablesError::Malformed("nfgenmsg"))?;
+    for attr in attributes(attrs) {
+        if let (attr::NFTA_GEN_ID, p) = attr? {
+            let bytes: [u8; 4] = p
+                .try_into()
+                .map_err(|_| NftablesError::Malformed("generation length"))?;
+            return Ok(Some(u32::from_be_bytes(bytes)));
+        }
+    }
+    Err(NftablesError::Malformed("generation without NFTA_GEN_ID"))
+}
+
 fn parse_table(family: u8, attrs: &[u8]) -> Result<DumpedTable, NftablesError> {
     let mut table = DumpedTable {
         family,

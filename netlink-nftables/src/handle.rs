@@ -6,7 +6,7 @@ use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use crate::attr::msg;
 use crate::batch::encode_batch;
-use crate::dump::{DumpAnswers, NftReply};
+use crate::dump::{parse_generation, DumpAnswers, NftReply};
 use crate::error::{NftablesError, DUMP_ATTEMPTS};
 use crate::message::NftMessage;
 
@@ -127,6 +127,28 @@ impl NftablesHandle {
             }
         }
         Ok(tracker.into_errnos().pop().flatten().unwrap_or(0))
+    }
+
+    /// The ruleset's generation: the kernel bumps it with every committed transaction, by
+    /// anyone (nft, iptables-nft, us), so an unchanged generation means an unchanged ruleset.
+    pub fn generation(&mut self) -> Result<u32, NftablesError> {
+        let request = NftMessage::get_generation();
+        let sequence = self.send_request(|sequence, out| request.emit(sequence, true, out))?;
+        let mut tracker = AckTracker::new(sequence, 1);
+        let mut generation = None;
+        while !tracker.complete() {
+            let datagram = self.socket.receive()?;
+            for message in split_messages(&datagram) {
+                if let Some(id) = parse_generation(message)? {
+                    generation = Some(id);
+                } else if let Some(ack) = Ack::parse(message) {
+                    tracker.record(ack.sequence, ack.errno);
+                }
+            }
+        }
+        let errno = tracker.into_errnos().pop().flatten().unwrap_or(0);
+        refusal(&[request], &[Some(errno)], None)?;
+        generation.ok_or(NftablesError::Malformed("no NEWGEN before the ACK"))
     }
 
     /// Whether table `inet TABLE` exists.

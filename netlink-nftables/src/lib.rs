@@ -13,7 +13,8 @@ mod rule;
 
 pub use batch::{emit_batch_begin, emit_batch_end, encode_batch};
 pub use dump::{
-    parse_reply, DumpAnswers, DumpedChain, DumpedRule, DumpedTable, NftReply, RuleExpr, RuleVerdict,
+    parse_generation, parse_reply, DumpAnswers, DumpedChain, DumpedRule, DumpedTable, NftReply,
+    RuleExpr, RuleVerdict,
 };
 pub use error::{NftablesError, DUMP_ATTEMPTS};
 pub use handle::{NftablesHandle, TransactionAnswers};

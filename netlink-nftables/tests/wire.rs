@@ -216,3 +216,47 @@ fn answers_name_the_refused_message() {
         "sequence numbers wrap"
     );
 }
+
+#[test]
+fn getgen_request_is_a_bare_nfgenmsg_asking_for_an_ack() {
+    let mut out = Vec::new();
+    NftMessage::get_generation().emit(9, true, &mut out);
+    #[rustfmt::skip]
+    let expected: Vec<u8> = [
+        &20u32.to_ne_bytes()[..],    // nlmsg_len
+        &0x0a10u16.to_ne_bytes(),     // NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETGEN (16)
+        &5u16.to_ne_bytes(),          // NLM_F_REQUEST | NLM_F_ACK
+        &9u32.to_ne_bytes(),          // nlmsg_seq
+        &0u32.to_ne_bytes(),          // nlmsg_pid
+        &[0, 0],                      // AF_UNSPEC, NFNETLINK_V0
+        &[0, 0],                      // res_id
+    ].concat();
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn newgen_reply_carries_the_generation_big_endian() {
+    #[rustfmt::skip]
+    let reply: Vec<u8> = [
+        &44u32.to_ne_bytes()[..],    // nlmsg_len
+        &0x0a0fu16.to_ne_bytes(),     // NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN (15)
+        &0u16.to_ne_bytes(),          // flags
+        &9u32.to_ne_bytes(),          // nlmsg_seq
+        &0u32.to_ne_bytes(),          // nlmsg_pid
+        &[0, 0], &[0, 0],             // AF_UNSPEC, NFNETLINK_V0, res_id
+        &8u16.to_ne_bytes(), &1u16.to_ne_bytes(), // NFTA_GEN_ID, u32
+        &0x0102_0304u32.to_be_bytes(),
+        &8u16.to_ne_bytes(), &2u16.to_ne_bytes(), // NFTA_GEN_PROC_PID
+        &77u32.to_be_bytes(),
+        &8u16.to_ne_bytes(), &3u16.to_ne_bytes(), // NFTA_GEN_PROC_NAME "nft"
+        b"nft\0",
+    ].concat();
+    assert_eq!(
+        netlink_nftables::parse_generation(&reply).unwrap(),
+        Some(0x0102_0304)
+    );
+    // Any other message is not a generation.
+    let mut table = Vec::new();
+    NftMessage::table(msg::NEWTABLE, "proxier", 0, "add").emit(1, false, &mut table);
+    assert_eq!(netlink_nftables::parse_generation(&table).unwrap(), None);
+}

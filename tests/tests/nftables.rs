@@ -577,3 +577,49 @@ fn thousands_of_etp_local_destinations_are_written_and_reported_written() {
         usize::from(DESTINATIONS)
     );
 }
+
+/// Issue 15: a periodic resync no longer replaces our table when the ruleset generation is
+/// the one our last write left (nothing can have changed it), and still repairs it when
+/// another tool changed the ruleset (`nft` both makes the change and witnesses the repair).
+/// Fails on the old dataplane, which replaced the table at every resync.
+#[test]
+fn a_resync_writes_nothing_over_an_unchanged_ruleset_and_repairs_a_foreign_change() {
+    use proxier::dataplane::kernel::KernelDataplane;
+    use proxier::dataplane::Dataplane;
+
+    let _ns = NetNs::fresh();
+    let mut dataplane = KernelDataplane::connect("kube-ipvs0").unwrap();
+    let rules = sample_rules();
+    assert!(
+        dataplane.program_packet_rules(&rules).unwrap(),
+        "first write"
+    );
+    let mut nft = NftablesHandle::connect().unwrap();
+    let written = nft.generation().unwrap();
+
+    // Resyncs with nothing changed: nothing written, the generation stays.
+    for _ in 0..2 {
+        dataplane.observe_addresses().unwrap();
+        assert!(!dataplane.program_packet_rules(&rules).unwrap());
+        assert_eq!(nft.generation().unwrap(), written, "no transaction");
+    }
+
+    // Another tool flushes our prerouting chain: the next resync replaces the table.
+    witness(NFT, &["flush", "chain", "inet", "proxier", "prerouting"]);
+    assert_ne!(list_ours(), SAMPLE_LISTING, "drift made");
+    dataplane.observe_addresses().unwrap();
+    assert!(dataplane.program_packet_rules(&rules).unwrap(), "repaired");
+    let listing = list_ours();
+    show("after the repair", &listing);
+    assert_eq!(listing, SAMPLE_LISTING);
+
+    // A change elsewhere in the ruleset also moves the generation: replaced again (it
+    // cannot tell), then quiet once more.
+    witness(NFT, &["add", "table", "ip", "foreign"]);
+    dataplane.observe_addresses().unwrap();
+    assert!(dataplane.program_packet_rules(&rules).unwrap());
+    let quiet = nft.generation().unwrap();
+    dataplane.observe_addresses().unwrap();
+    assert!(!dataplane.program_packet_rules(&rules).unwrap());
+    assert_eq!(nft.generation().unwrap(), quiet);
+}

@@ -77,6 +77,12 @@ pub trait Dataplane {
     /// Brings packet rules (masquerade, NodePorts, ETP=Local marks) in line with the plan's
     /// packet-rule intent; returns whether anything was written.
     fn program_packet_rules(&mut self, rules: &PacketRules) -> Result<bool, Error>;
+    /// Whether the packet rules last written are known to be in the kernel as written (no
+    /// one can have changed them since): a resync then neither rebuilds nor rewrites them.
+    /// `false` (the default) whenever that is not known.
+    fn packet_rules_intact(&mut self) -> bool {
+        false
+    }
     /// The node's local addresses on every interface but our dummy one, when they changed
     /// since the last call (the first call of a dataplane that follows them always answers);
     /// `None` = unchanged, or not followed (then NodePorts stay on the node's given IPs).

@@ -103,7 +103,11 @@ pub fn owned(desired: &DesiredState, observed: &Observed, key: &ServiceKey) -> b
     desired.ownership.owns(key, &kernel)
 }
 
-fn reconcile_scope(
+/// Reconciles the given virtual servers and addresses only (a slice of a resync's repair,
+/// a re-plan's changes): per key its creation, update or (when owned) deletion, per address
+/// its binding or unbinding, in the order of the module's documentation, and the owed
+/// conntrack flushes.
+pub fn reconcile_scope(
     desired: &DesiredState,
     observed: &Observed,
     terminations: &Terminations,

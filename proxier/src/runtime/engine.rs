@@ -14,6 +14,10 @@ use crate::reconcile::{owned, reconcile, reconcile_changes, Observed, Op, Termin
 
 use super::Preview;
 
+mod repair;
+
+use repair::Repair;
+
 /// What failed in a sync (retried by the next full resync). `Display` names what failed; the
 /// cause is the `source` (print the chain with [`crate::Report`]).
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +80,21 @@ pub struct SyncOutcome {
     /// kube-proxy's leftovers removed by this sync (the first full sync that put our packet
     /// rules in place, when removal is on: [`Proxier::with_kube_proxy_leftovers_removed`]).
     pub leftovers: Option<LeftoverReport>,
+    /// Where this sync's time went.
+    pub parts: SyncParts,
+}
+
+/// Where one sync's time went (logged with its outcome; the resync's figures in issue 15).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SyncParts {
+    /// Adopting the kernel read and re-planning.
+    pub plan: Duration,
+    /// Reconciling the plan against the mirror.
+    pub reconcile: Duration,
+    /// Building and writing the packet rules.
+    pub packet_rules: Duration,
+    /// Sending the operations and following them in the mirror.
+    pub operations: Duration,
 }
 
 impl SyncOutcome {
@@ -111,6 +130,8 @@ pub struct Proxier<D> {
     /// kube-proxy's leftovers are still to be removed (after a full sync that put our packet
     /// rules in place).
     leftovers_pending: bool,
+    /// The resync's repair in progress ([`Proxier::repair_slice`]).
+    repair: Option<Repair>,
 }
 
 impl<D: Dataplane> Proxier<D> {
@@ -125,6 +146,7 @@ impl<D: Dataplane> Proxier<D> {
             replan_all: false,
             written_during_read: None,
             leftovers_pending: false,
+            repair: None,
         }
     }
 
@@ -200,7 +222,9 @@ impl<D: Dataplane> Proxier<D> {
     pub fn full_sync(&mut self) -> Result<SyncOutcome, Error> {
         let started = Instant::now();
         self.observe_and_plan_all()?;
-        Ok(self.repair_all(started))
+        // Everything is reconciled here: a repair in slices in progress has nothing left.
+        self.repair = None;
+        Ok(self.repair_all(started, started.elapsed()))
     }
 
     /// Re-reads the kernel into the mirror and plans every Service (the start of a full sync
@@ -229,19 +253,21 @@ impl<D: Dataplane> Proxier<D> {
         Ok(read)
     }
 
-    /// Completes the resync [`Proxier::begin_resync`] started (at `started`) with its table:
-    /// the table becomes the mirror, except for the virtual servers written since the read
-    /// began (the mirror knows those better: the read may have missed the writes; drift in
-    /// them is repaired by the next resync); then the rest of the kernel is read and
-    /// everything is reconciled, as in [`Proxier::full_sync`]. The plan is kept up to date
-    /// by every sync, so only the Services changed since the last one are re-planned.
+    /// Completes the read of the resync [`Proxier::begin_resync`] started (at `started`) with
+    /// its table: the table becomes the mirror, except for the virtual servers written since
+    /// the read began (the mirror knows those better: the read may have missed the writes;
+    /// drift in them is repaired by the next resync); the rest of the kernel is read, the
+    /// Services changed since the last sync are re-planned and applied, and the packet rules
+    /// are rewritten. The repair of the IPVS table then runs in slices
+    /// ([`Proxier::repair_slice`]), so that no step holds a change back for long.
     pub fn finish_resync(
         &mut self,
         table: Result<IpvsState, Error>,
         started: Instant,
-    ) -> Result<SyncOutcome, Error> {
+    ) -> Result<(), Error> {
         let written = self.written_during_read.take().unwrap_or_default();
         let mut table = table?;
+        let adopting = Instant::now();
         let addresses = self.dataplane.observe_addresses()?;
         for key in written {
             match self.mirror.ipvs.services.remove(&key) {
@@ -252,19 +278,37 @@ impl<D: Dataplane> Proxier<D> {
         // The old mirror is dropped here: one copy of the table at rest.
         self.mirror.ipvs = table;
         self.mirror.addresses = addresses;
-        self.planner.follow_node(&mut self.cluster);
-        if std::mem::take(&mut self.replan_all) {
-            self.planner.plan_all(&mut self.cluster);
-        } else {
-            self.planner.replan(&mut self.cluster);
-        }
-        Ok(self.repair_all(started))
+        let (ops, changed_rules, parts) = self.plan_changes(adopting);
+        // The packet rules are rebuilt and rewritten whole (repairing drift in them), unless
+        // the dataplane knows them intact and no change since touched them (at 10,000
+        // Services the rebuild alone takes ~5-10 ms on the host, the replace seconds in a VM).
+        let rules = changed_rules || !self.dataplane.packet_rules_intact();
+        let mut outcome = self.apply(&ops, rules, started);
+        outcome.parts.plan = parts.plan;
+        outcome.parts.reconcile = parts.reconcile;
+        self.repair = Some(Repair {
+            done_through: None,
+            outcome,
+            started,
+        });
+        Ok(())
     }
 
     /// Reconciles everything against the mirror and applies the difference.
-    fn repair_all(&mut self, started: Instant) -> SyncOutcome {
+    fn repair_all(&mut self, started: Instant, plan: Duration) -> SyncOutcome {
+        let reconciling = Instant::now();
         let ops = self.reconcile_all();
+        let reconcile = reconciling.elapsed();
         let mut outcome = self.apply(&ops, true, started);
+        outcome.parts.plan = plan;
+        outcome.parts.reconcile = reconcile;
+        self.remove_leftovers_after(&mut outcome);
+        outcome
+    }
+
+    /// Removes kube-proxy's leftovers after a full sync whose packet rules are in place, while
+    /// that is still pending.
+    fn remove_leftovers_after(&mut self, outcome: &mut SyncOutcome) {
         let rules_in_place = !outcome
             .failures
             .iter()
@@ -278,7 +322,6 @@ impl<D: Dataplane> Proxier<D> {
             self.leftovers_pending = !report.failures.is_empty();
             outcome.leftovers = Some(report);
         }
-        outcome
     }
 
     /// What [`Proxier::full_sync`] would do now, applying nothing: the kernel read, everything
@@ -310,22 +353,40 @@ impl<D: Dataplane> Proxier<D> {
     /// plan changed.
     pub fn incremental_sync(&mut self) -> SyncOutcome {
         let started = Instant::now();
+        let (ops, changed_rules, parts) = self.plan_changes(started);
+        // Packet rules follow what Services put into them: a re-plan that changed none of it
+        // (a weight flip, an unchanged object re-sent) does not rebuild them.
+        let mut outcome = self.apply(&ops, changed_rules, started);
+        outcome.parts.plan = parts.plan;
+        outcome.parts.reconcile = parts.reconcile;
+        outcome
+    }
+
+    /// Re-plans the Services changed since the last sync (everything when the node's
+    /// addresses moved) and reconciles what their plan changed: the operations, whether the
+    /// packet rules may differ, and the time both took (planning counted from `planning`).
+    fn plan_changes(&mut self, planning: Instant) -> (Vec<Op>, bool, SyncParts) {
         self.planner.follow_node(&mut self.cluster);
         let changes = if std::mem::take(&mut self.replan_all) {
             self.planner.plan_all(&mut self.cluster)
         } else {
             self.planner.replan(&mut self.cluster)
         };
+        let plan = planning.elapsed();
         self.terminations.set_now(SystemTime::now());
+        let reconciling = Instant::now();
         let ops = reconcile_changes(
             self.planner.desired(),
             &self.mirror,
             &self.terminations,
             &changes,
         );
-        // Packet rules follow what Services put into them: a re-plan that changed none of it
-        // (a weight flip, an unchanged object re-sent) does not rebuild them.
-        self.apply(&ops, changes.packet_rules, started)
+        let parts = SyncParts {
+            plan,
+            reconcile: reconciling.elapsed(),
+            ..SyncParts::default()
+        };
+        (ops, changes.packet_rules, parts)
     }
 
     fn apply(&mut self, ops: &[Op], packet_rules: bool, started: Instant) -> SyncOutcome {
@@ -335,7 +396,9 @@ impl<D: Dataplane> Proxier<D> {
         // Kept by the planner as Services are re-planned: no walk of the plan per change.
         let real_servers = Some(self.planner.real_server_counts());
         let no_local_endpoints = Some(self.planner.no_local_endpoints());
+        let mut parts = SyncParts::default();
         // Packet rules first: a new VIP is masqueraded from its first packet.
+        let writing = Instant::now();
         if packet_rules {
             health_checks = Some(self.planner.health_checks());
             let rules = self.planner.packet_rules();
@@ -347,6 +410,7 @@ impl<D: Dataplane> Proxier<D> {
                 }
             }
         }
+        parts.packet_rules = writing.elapsed();
         if ops.is_empty() {
             return SyncOutcome {
                 failed: failures.len(),
@@ -358,9 +422,11 @@ impl<D: Dataplane> Proxier<D> {
                 no_local_endpoints,
                 flushes_owed: self.terminations.owed().count(),
                 flushes_dropped: self.terminations.dropped(),
+                parts,
                 ..SyncOutcome::default()
             };
         }
+        let sending = Instant::now();
         let report = self.dataplane.apply(ops);
         self.terminations.record(ops, &report.results);
         for (op, result) in ops.iter().zip(report.results) {
@@ -398,6 +464,10 @@ impl<D: Dataplane> Proxier<D> {
             flushes_owed: self.terminations.owed().count(),
             flushes_dropped: self.terminations.dropped(),
             leftovers: None,
+            parts: SyncParts {
+                operations: sending.elapsed(),
+                ..parts
+            },
         }
     }
 }

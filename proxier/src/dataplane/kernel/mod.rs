@@ -47,9 +47,14 @@ pub struct KernelDataplane {
     conntrack: conntrack_gc::Conntrack,
     nftables: NftablesHandle,
     written_rules: Option<PacketRules>,
-    /// Set by every full resync ([`Dataplane::observe`]): the next write replaces our table
-    /// whole, which repairs any drift in it (a flushed chain, a deleted set element).
+    /// Set by a full resync ([`Dataplane::observe`]) unless the ruleset is known unchanged
+    /// since our last write: the next write replaces our table whole, which repairs any drift
+    /// in it (a flushed chain, a deleted set element).
     replace_rules: bool,
+    /// The ruleset generation right after our last packet-rule write, when that write is
+    /// known to be the only change since the table was last replaced (issue 15: a resync
+    /// that finds the generation unchanged has no drift to repair and writes nothing).
+    rules_generation: Option<u32>,
     interface: String,
     interface_index: u32,
     counters: Arc<KernelCounters>,
@@ -86,6 +91,7 @@ impl KernelDataplane {
             nftables: NftablesHandle::connect()?,
             written_rules: None,
             replace_rules: true,
+            rules_generation: None,
             interface: interface.to_owned(),
             interface_index,
             counters: Arc::default(),
@@ -187,6 +193,21 @@ impl KernelDataplane {
                         source: source.clone(),
                     })
                 }));
+            }
+        }
+    }
+
+    /// Whether the ruleset is known unchanged since our last packet-rule write (its
+    /// generation still the one that write left); a generation that cannot be read is not.
+    fn rules_unchanged(&mut self) -> bool {
+        let Some(written) = self.rules_generation else {
+            return false;
+        };
+        match self.nftables.generation() {
+            Ok(now) => now == written,
+            Err(error) => {
+                tracing::debug!(%error, "ruleset generation not read; the resync replaces the table");
+                false
             }
         }
     }
@@ -293,9 +314,10 @@ impl Dataplane for KernelDataplane {
     /// The addresses on our dummy interface; kube-ipvs0 deleted by someone else is recreated
     /// here, once per full resync, and the next packet-rule write replaces our table whole.
     fn observe_addresses(&mut self) -> Result<BTreeSet<IpAddr>, Error> {
+        let before = self.interface_index;
         let index = self.ensure_interface()?;
         let addresses = self.links.addresses(index)?;
-        self.replace_rules = true;
+        self.replace_rules = index != before || !self.rules_unchanged();
         Ok(addresses)
     }
 
@@ -317,18 +339,30 @@ impl Dataplane for KernelDataplane {
         if !self.replace_rules && self.written_rules.as_ref() == Some(rules) {
             return Ok(false);
         }
-        let outcome = match (&self.written_rules, self.replace_rules) {
-            (Some(old), false) => update_table(&mut self.nftables, old, rules).or_else(|error| {
-                tracing::warn!(%error, "nftables update failed; replacing the table whole");
-                replace_table(&mut self.nftables, rules)
-            }),
-            _ => replace_table(&mut self.nftables, rules),
+        let before = self.nftables.generation().ok();
+        let (outcome, replaced) = match (&self.written_rules, self.replace_rules) {
+            (Some(old), false) => match update_table(&mut self.nftables, old, rules) {
+                Ok(()) => (Ok(()), false),
+                Err(error) => {
+                    tracing::warn!(%error, "nftables update failed; replacing the table whole");
+                    (replace_table(&mut self.nftables, rules), true)
+                }
+            },
+            _ => (replace_table(&mut self.nftables, rules), true),
         };
         if let Err(error) = outcome {
             // What the kernel holds is unknown now: the next write replaces the table.
             self.written_rules = None;
+            self.rules_generation = None;
             return Err(error.into());
         }
+        let after = self.nftables.generation().ok();
+        self.rules_generation = crate::dataplane::nftables::written_generation(
+            self.rules_generation,
+            before,
+            after,
+            replaced,
+        );
         let resync = std::mem::take(&mut self.replace_rules);
         if resync && self.written_rules.as_ref() == Some(rules) {
             tracing::debug!(table = %rules.table, "packet rules rewritten by the resync");
@@ -343,6 +377,12 @@ impl Dataplane for KernelDataplane {
         );
         self.written_rules = Some(rules.clone());
         Ok(true)
+    }
+
+    /// Our table is as we wrote it when the resync's [`Dataplane::observe_addresses`] found
+    /// the ruleset generation unchanged since that write.
+    fn packet_rules_intact(&mut self) -> bool {
+        !self.replace_rules && self.written_rules.is_some()
     }
 
     /// Applies `ops` in order; runs of IPVS operations go to the kernel as one batch and runs of

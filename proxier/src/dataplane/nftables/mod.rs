@@ -100,6 +100,25 @@ pub fn replace_table(nft: &mut NftablesHandle, rules: &PacketRules) -> Result<()
     nft.transaction(&replace_table_messages(rules))
 }
 
+/// The ruleset generation to remember after a packet-rule write, read `before` and `after`
+/// it (`None`: not read): only when our transaction is the only commit between the reads,
+/// and, for an update (not a whole-table replace, `replaced`), when the ruleset had not
+/// moved since our `previous` write either; otherwise `None`, and the next resync replaces
+/// the table. The kernel bumps the generation once per committed transaction, whoever sent
+/// it.
+pub fn written_generation(
+    previous: Option<u32>,
+    before: Option<u32>,
+    after: Option<u32>,
+    replaced: bool,
+) -> Option<u32> {
+    let (before, after) = (before?, after?);
+    // An update with nothing to send commits nothing.
+    let only_ours = after == before.wrapping_add(1) || (!replaced && after == before);
+    let intact_before = replaced || previous == Some(before);
+    (only_ours && intact_before).then_some(after)
+}
+
 /// Brings a table written from `old` in line with `new`: set elements added and removed in
 /// one transaction when only set contents differ, the whole table replaced otherwise.
 pub fn update_table(

@@ -379,3 +379,36 @@ fn endpoint_churn_updates_set_elements_only() {
     cidr.cluster_cidrs.clear();
     assert!(update_messages(&old, &cidr).is_none());
 }
+
+/// The generation is kept only when our write is known to be the only change: a resync then
+/// skips the table's replace (issue 15); any doubt makes it replace.
+#[test]
+fn the_generation_after_a_write_is_kept_only_when_the_write_is_the_only_change() {
+    // A replace committed alone (one bump): kept, whatever came before.
+    assert_eq!(written_generation(None, Some(7), Some(8), true), Some(8));
+    assert_eq!(written_generation(Some(3), Some(7), Some(8), true), Some(8));
+    // Someone else committed between the reads: not kept.
+    assert_eq!(written_generation(Some(7), Some(7), Some(9), true), None);
+    // An update over a ruleset that moved since our last write: the drift stays unknown.
+    assert_eq!(written_generation(Some(6), Some(7), Some(8), false), None);
+    assert_eq!(written_generation(None, Some(7), Some(8), false), None);
+    // An update over our own last write: kept; one that sent nothing keeps it too.
+    assert_eq!(
+        written_generation(Some(7), Some(7), Some(8), false),
+        Some(8)
+    );
+    assert_eq!(
+        written_generation(Some(7), Some(7), Some(7), false),
+        Some(7)
+    );
+    // A replace must commit: no bump is not ours.
+    assert_eq!(written_generation(Some(7), Some(7), Some(7), true), None);
+    // Unread generations: not kept.
+    assert_eq!(written_generation(Some(7), None, Some(8), false), None);
+    assert_eq!(written_generation(Some(7), Some(7), None, true), None);
+    // Wrapping.
+    assert_eq!(
+        written_generation(None, Some(u32::MAX), Some(0), true),
+        Some(0)
+    );
+}
