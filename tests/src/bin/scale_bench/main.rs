@@ -171,6 +171,11 @@ fn measure(
     let mut proxier = ProxierProcess::spawn(&args);
     wait_for_count(&mut proxier, "initial sync", 1, Duration::from_secs(1800));
     let cold_start = spawned.elapsed();
+    println!(
+        "{size} x {PER_SERVICE} {}: cold start {cold_start:?}, of which the initial sync {}",
+        source.name(),
+        initial_sync_parts(&proxier.log())
+    );
     let pid = proxier.id();
     let rss_start_kb = settled_rss_kb(pid);
 
@@ -253,6 +258,28 @@ fn wait_for_weight(ipvs: &mut IpvsHandle, i: usize, weight: u32) -> bool {
     }
     eprintln!("flip of service {i} to weight {weight}: not in the kernel after {FLIP_TIMEOUT:?}");
     false
+}
+
+/// The initial sync's own time and parts, as its log line has them.
+fn initial_sync_parts(log: &str) -> String {
+    let Some(line) = log.lines().find(|l| l.contains("initial sync")) else {
+        return "(no log line)".to_owned();
+    };
+    let field = |text: &'_ str, name: &str, end: char| -> String {
+        text.find(name).map_or("?".to_owned(), |at| {
+            let rest = &text[at + name.len()..];
+            rest.find(end).map_or(rest, |to| &rest[..to]).to_owned()
+        })
+    };
+    let parts = line.find("parts: SyncParts {").map_or("", |at| &line[at..]);
+    format!(
+        "{} (plan {}, reconcile {}, packet rules {}, operations {})",
+        field(line, "elapsed: ", ','),
+        field(parts, "plan: ", ','),
+        field(parts, "reconcile: ", ','),
+        field(parts, "packet_rules: ", ','),
+        field(parts, "operations: ", ' ')
+    )
 }
 
 /// How often `needle` occurs in `log`.
