@@ -20,6 +20,24 @@ use crate::plan::{PacketRules, Planner};
 use crate::reconcile::{Observed, Op};
 use crate::source::{Source, SourcePoll};
 
+/// The [`Dataplane`] methods a test dataplane with a `fake: FakeDataplane` field hands to it
+/// unchanged: everything but the reads under test.
+macro_rules! writes_through_the_fake {
+    () => {
+        fn observe_addresses(&mut self) -> Result<BTreeSet<IpAddr>, Error> {
+            self.fake.observe_addresses()
+        }
+
+        fn apply(&mut self, ops: &[Op]) -> ApplyReport {
+            self.fake.apply(ops)
+        }
+
+        fn program_packet_rules(&mut self, rules: &PacketRules) -> Result<bool, Error> {
+            self.fake.program_packet_rules(rules)
+        }
+    };
+}
+
 /// How long the slow read waits to be let go: long enough that a loop which waits for it
 /// shows in the order of the syncs, short enough that such a loop still ends the test.
 const READ_HOLD: Duration = Duration::from_secs(2);
@@ -75,17 +93,7 @@ impl Dataplane for SlowRead {
         Ok(Some(Box::new(move || Ok(read()))))
     }
 
-    fn observe_addresses(&mut self) -> Result<BTreeSet<IpAddr>, Error> {
-        self.fake.observe_addresses()
-    }
-
-    fn apply(&mut self, ops: &[Op]) -> ApplyReport {
-        self.fake.apply(ops)
-    }
-
-    fn program_packet_rules(&mut self, rules: &PacketRules) -> Result<bool, Error> {
-        self.fake.program_packet_rules(rules)
-    }
+    writes_through_the_fake!();
 }
 
 /// web and db, one endpoint each; once the resync's read has begun, web gains a second one.
@@ -268,17 +276,7 @@ impl Dataplane for FailingRead {
         })))
     }
 
-    fn observe_addresses(&mut self) -> Result<BTreeSet<IpAddr>, Error> {
-        self.fake.observe_addresses()
-    }
-
-    fn apply(&mut self, ops: &[Op]) -> ApplyReport {
-        self.fake.apply(ops)
-    }
-
-    fn program_packet_rules(&mut self, rules: &PacketRules) -> Result<bool, Error> {
-        self.fake.program_packet_rules(rules)
-    }
+    writes_through_the_fake!();
 }
 
 /// A change polled while a resync's read runs, but held back by `minSyncPeriod`, is still
