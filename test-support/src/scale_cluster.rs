@@ -1,16 +1,23 @@
 //! The cluster of the scale benchmarks (`cargo xtask vmbench scale`, the sources' criterion
 //! benches): `services` ClusterIP Services (TCP port 80 → 8080) with one EndpointSlice of
-//! `per_service` endpoints each on node `node-a`, rendered three ways — YAML files for
+//! `per_service` endpoints each, rendered three ways — YAML files for
 //! `proxier run --source DIR` (at most 100 files), object templates for the fake API server,
 //! and the `ipvsadm -R` text of the same IPVS table. A flip turns endpoint 0 of one Service
 //! ready ⇄ terminating (still serving: weight 1 ⇄ 0 in the kernel).
+//!
+//! Where the pods run: by default the endpoints are spread round-robin over [`CLUSTER_NODES`]
+//! nodes, of which `node-a` (proxier's `--node`) is one, so at 10,000 × 10 the node under test
+//! runs 100 of them — a real node's share (the kubelet's default `maxPods` is 110). Only those
+//! are local to proxier (the hairpin set, `internalTrafficPolicy: Local`).
+//! [`ScaleCluster::all_local`] puts every endpoint on `node-a` instead: the worst case for the
+//! per-endpoint packet rules, which no real node reaches.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 use crate::fake_api::{node, FakeApi};
-use crate::yaml::{service_yaml, slice_yaml, write_atomically, Endpoint};
+use crate::yaml::{node_name, service_yaml, slice_yaml, write_atomically, Endpoint};
 
 /// The Services' port.
 pub const PORT: u16 = 80;
@@ -20,16 +27,21 @@ pub const TARGET_PORT: u16 = 8080;
 pub const MAX_FILES: usize = 100;
 /// The node the endpoints run on (and proxier's `--node`).
 pub const NODE: &str = "node-a";
+/// How many nodes the endpoints are spread over by default (`node-a` and `node-1…`).
+pub const CLUSTER_NODES: u16 = 1_000;
 
 /// The generated cluster and which Services have endpoint 0 terminating.
 #[derive(Debug, Clone)]
 pub struct ScaleCluster {
     per_service: usize,
+    /// The endpoints run on nodes `0..nodes` (0 is `node-a`).
+    nodes: u16,
     terminating: Vec<bool>,
 }
 
 impl ScaleCluster {
-    /// `services` Services × `per_service` ready endpoints (at most 16 per Service).
+    /// `services` Services × `per_service` ready endpoints (at most 16 per Service), spread over
+    /// [`CLUSTER_NODES`] nodes.
     pub fn new(services: usize, per_service: usize) -> Self {
         assert!(
             (1..=16).contains(&per_service),
@@ -37,8 +49,28 @@ impl ScaleCluster {
         );
         Self {
             per_service,
+            nodes: CLUSTER_NODES,
             terminating: vec![false; services],
         }
+    }
+
+    /// The same cluster with every endpoint on `node-a`, the node under test.
+    pub fn all_local(self) -> Self {
+        Self { nodes: 1, ..self }
+    }
+
+    /// The node endpoint `j` of Service `i` runs on (0 is `node-a`; see
+    /// [`crate::yaml::node_name`]).
+    pub fn node_of(&self, i: usize, j: usize) -> u16 {
+        let spread = (i * self.per_service + j) % usize::from(self.nodes);
+        // Below `self.nodes`, a u16.
+        spread as u16
+    }
+
+    /// How many endpoints run on `node-a`.
+    pub fn local_endpoints(&self) -> usize {
+        let all = self.services() * self.per_service;
+        all.div_ceil(usize::from(self.nodes))
     }
 
     /// How many Services.
@@ -82,10 +114,14 @@ impl ScaleCluster {
         (0..self.per_service)
             .map(|j| {
                 let ip = Self::endpoint(i, j).to_string();
-                if j == 0 && self.terminating[i] {
+                let endpoint = if j == 0 && self.terminating[i] {
                     Endpoint::terminating(&ip)
                 } else {
                     Endpoint::ready(&ip)
+                };
+                Endpoint {
+                    node: self.node_of(i, j),
+                    ..endpoint
                 }
             })
             .collect()
@@ -164,8 +200,12 @@ impl ScaleCluster {
             .iter()
             .map(|e| {
                 format!(
-                    r#"{{"addresses":["{}"],"conditions":{{"ready":{},"serving":{},"terminating":{}}},"nodeName":"{NODE}"}}"#,
-                    e.ip, e.ready, e.serving, e.terminating
+                    r#"{{"addresses":["{}"],"conditions":{{"ready":{},"serving":{},"terminating":{}}},"nodeName":"{}"}}"#,
+                    e.ip,
+                    e.ready,
+                    e.serving,
+                    e.terminating,
+                    node_name(e.node)
                 )
             })
             .collect();
@@ -245,6 +285,24 @@ mod tests {
         let small = ScaleCluster::new(7, 10);
         assert_eq!(small.files(), 7);
         assert_eq!((0..7).map(|i| small.file_of(i)).max(), Some(6));
+    }
+
+    #[test]
+    fn endpoints_spread_over_the_cluster_unless_all_local() {
+        let cluster = ScaleCluster::new(10_000, 10);
+        assert_eq!(cluster.local_endpoints(), 100);
+        let local = (0..10_000)
+            .flat_map(|i| (0..10).map(move |j| (i, j)))
+            .filter(|(i, j)| cluster.node_of(*i, *j) == 0)
+            .count();
+        assert_eq!(local, 100);
+        let text = cluster.file_text(0);
+        assert_eq!(text.matches("nodeName: node-a\n").count(), 1);
+        assert!(text.contains("nodeName: node-1\n"));
+        assert!(cluster.slice_json(1).contains(r#""nodeName":"node-10""#));
+        let all = ScaleCluster::new(100, 10).all_local();
+        assert_eq!(all.local_endpoints(), 1_000);
+        assert_eq!(all.file_text(0).matches("nodeName: node-a\n").count(), 10);
     }
 
     #[test]

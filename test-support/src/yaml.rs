@@ -15,6 +15,19 @@ pub struct Endpoint {
     pub serving: bool,
     /// `conditions.terminating`.
     pub terminating: bool,
+    /// The node the pod runs on: 0 is `node-a`, the node under test; `n > 0` is `node-{n}`, another
+    /// node of the cluster (see [`node_name`]).
+    pub node: u16,
+}
+
+/// The name of node `n` in generated EndpointSlices: `node-a` (the node under test) for 0,
+/// `node-{n}` otherwise.
+pub fn node_name(n: u16) -> String {
+    if n == 0 {
+        "node-a".to_owned()
+    } else {
+        format!("node-{n}")
+    }
 }
 
 impl Endpoint {
@@ -25,6 +38,7 @@ impl Endpoint {
             ready: true,
             serving: true,
             terminating: false,
+            node: 0,
         }
     }
 
@@ -81,8 +95,12 @@ pub fn slice_yaml(service: &str, ports: &[(&str, &str, u16)], endpoints: &[Endpo
     }
     for e in endpoints {
         text.push_str(&format!(
-            "- addresses: [{}]\n  conditions: {{ready: {}, serving: {}, terminating: {}}}\n  nodeName: node-a\n",
-            e.ip, e.ready, e.serving, e.terminating
+            "- addresses: [{}]\n  conditions: {{ready: {}, serving: {}, terminating: {}}}\n  nodeName: {}\n",
+            e.ip,
+            e.ready,
+            e.serving,
+            e.terminating,
+            node_name(e.node)
         ));
     }
     text

@@ -11,7 +11,10 @@
 //! Environment: `SCALE_FLIPS` (default 100), `SCALE_SYNC_PERIOD` (seconds, default 20),
 //! `SCALE_RESTORE_MAX` (the most Services `ipvsadm -R` restores; a larger table's time is
 //! scaled linearly from that many; default: the whole table, restored once per size, as both
-//! sources program the same table), `SCALE_SOURCES` (`file,kube`).
+//! sources program the same table), `SCALE_SOURCES` (`file,kube`), `SCALE_LOCAL` (`spread`, the
+//! default: the endpoints spread over the cluster's nodes so the node under test runs a real
+//! node's share; `all`: every endpoint on the node under test, the worst case for the
+//! per-endpoint packet rules).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -27,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use netlink_ipvs::{IpvsHandle, Protocol, ServiceKey};
 use proxier_kernel_tests::fake_api::FakeApi;
-use proxier_kernel_tests::scale_cluster::{ScaleCluster, NODE, PORT};
+use proxier_kernel_tests::scale_cluster::{ScaleCluster, CLUSTER_NODES, NODE, PORT};
 use proxier_kernel_tests::yaml::{kubeconfig, source_dir};
 use proxier_kernel_tests::{NetNs, ProxierProcess, IPVSADM};
 
@@ -46,6 +49,19 @@ struct Settings {
     sync_period: u64,
     restore_max: usize,
     sources: Vec<SourceKind>,
+    all_local: bool,
+}
+
+impl Settings {
+    /// The cluster of `size` Services as the environment lays it out.
+    fn cluster(&self, size: usize) -> ScaleCluster {
+        let cluster = ScaleCluster::new(size, PER_SERVICE);
+        if self.all_local {
+            cluster.all_local()
+        } else {
+            cluster
+        }
+    }
 }
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -77,10 +93,20 @@ fn main() {
                 other => panic!("SCALE_SOURCES: unknown source {other}"),
             })
             .collect(),
+        all_local: match std::env::var("SCALE_LOCAL").as_deref() {
+            Err(_) | Ok("spread") => false,
+            Ok("all") => true,
+            Ok(other) => panic!("SCALE_LOCAL: {other} is neither spread nor all"),
+        },
     };
     println!(
-        "scale bench: sizes {sizes:?} x {PER_SERVICE} endpoints, {} flips, --min-sync-period 100ms \
-         --sync-period {}s, ipvsadm -R of {}",
+        "scale bench: sizes {sizes:?} x {PER_SERVICE} endpoints ({}), {} flips, \
+         --min-sync-period 100ms --sync-period {}s, ipvsadm -R of {}",
+        if settings.all_local {
+            "all on the node under test".to_owned()
+        } else {
+            format!("spread over {CLUSTER_NODES} nodes")
+        },
         settings.flips,
         settings.sync_period,
         match settings.restore_max {
@@ -91,8 +117,7 @@ fn main() {
     let mut runs = Vec::new();
     for &size in &sizes {
         // The same table for both sources: restored once.
-        let (restore, restored) =
-            ipvsadm_restore(&ScaleCluster::new(size, PER_SERVICE), settings.restore_max);
+        let (restore, restored) = ipvsadm_restore(&settings.cluster(size), settings.restore_max);
         println!(
             "[{:>6.0} s] {size} x {PER_SERVICE}: ipvsadm -R of {restored} services: {restore:?}",
             started.elapsed().as_secs_f64()
@@ -130,7 +155,11 @@ fn measure(
     (restore, restored): (Duration, usize),
 ) -> Figures {
     let _ns = NetNs::fresh();
-    let mut cluster = ScaleCluster::new(size, PER_SERVICE);
+    let mut cluster = settings.cluster(size);
+    println!(
+        "{size} x {PER_SERVICE}: {} endpoints on {NODE}",
+        cluster.local_endpoints()
+    );
     let tag = format!("scale-{size}-{}", source.name());
     let sync_period = format!("{}s", settings.sync_period);
     let common = [
