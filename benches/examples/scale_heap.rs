@@ -171,9 +171,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut source = DirectoryWatch::new(DirectorySource::new(&dir));
     source.poll_changes(proxier.cluster_mut())?;
+    let read = started.elapsed();
     let outcome = proxier.full_sync()?;
     println!(
-        "start: {services} services x {ENDPOINTS} endpoints in {FILES} files: {:.2?}, {} operations, RSS {} KiB",
+        "start: {services} services x {ENDPOINTS} endpoints in {FILES} files: {:.2?} (files read {read:.2?}), {} operations, RSS {} KiB",
         started.elapsed(),
         outcome.operations,
         rss_kib("VmRSS:")

@@ -15,6 +15,9 @@
 //!   aliases, so legitimate files are far inside these figures. Text over the budget is
 //!   refused with [`Error::InputRefused`]; a syntax error is [`Error::Yaml`] with its line and
 //!   column (documents before it are kept).
+//! - JSON text is read by serde_json when that cannot change its meaning (the `json` module:
+//!   one value, no repeated key, half the nesting budget); every other text, and every error,
+//!   is the YAML parser's.
 //!
 //! ```
 //! let (documents, error) = proxier::yaml::documents("example", "a: 1\n---\nb: [2, 3]\n");
@@ -185,6 +188,9 @@ pub(crate) fn documents_from(
     if let Err(e) = too_large(context, text) {
         return (Vec::new(), Some(e));
     }
+    if let Some(document) = json::document(text) {
+        return (vec![document], None);
+    }
     // serde-saphyr's `&str` input scans the text in place; its reader input decodes it char
     // by char into a buffer. A text that does not read is read again by the reader, which
     // hands over the documents before the error.
@@ -310,6 +316,7 @@ impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
     }
 }
 
+mod json;
 pub(crate) mod split;
 
 #[cfg(test)]

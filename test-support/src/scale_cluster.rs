@@ -36,6 +36,8 @@ pub struct ScaleCluster {
     per_service: usize,
     /// The endpoints run on nodes `0..nodes` (0 is `node-a`).
     nodes: u16,
+    /// Files are JSON (`kind: List`, as `kubectl get -o json` writes) instead of YAML.
+    json: bool,
     terminating: Vec<bool>,
 }
 
@@ -50,6 +52,7 @@ impl ScaleCluster {
         Self {
             per_service,
             nodes: CLUSTER_NODES,
+            json: false,
             terminating: vec![false; services],
         }
     }
@@ -57,6 +60,11 @@ impl ScaleCluster {
     /// The same cluster with every endpoint on `node-a`, the node under test.
     pub fn all_local(self) -> Self {
         Self { nodes: 1, ..self }
+    }
+
+    /// The same cluster written as JSON files (`part-NNN.json`, one `List` each).
+    pub fn json_files(self) -> Self {
+        Self { json: true, ..self }
     }
 
     /// The node endpoint `j` of Service `i` runs on (0 is `node-a`; see
@@ -138,13 +146,22 @@ impl ScaleCluster {
     }
 
     /// File `f`'s name.
-    pub fn file_name(f: usize) -> String {
-        format!("part-{f:03}.yaml")
+    pub fn file_name(&self, f: usize) -> String {
+        format!("part-{f:03}.{}", if self.json { "json" } else { "yaml" })
     }
 
-    /// File `f`'s YAML: its Services and their EndpointSlices.
+    /// File `f`'s text: its Services and their EndpointSlices.
     pub fn file_text(&self, f: usize) -> String {
         let services = (0..self.services()).filter(|i| self.file_of(*i) == f);
+        if self.json {
+            let items: Vec<String> = services
+                .flat_map(|i| [Self::service_json(i), self.slice_json(i)])
+                .collect();
+            return format!(
+                r#"{{"apiVersion":"v1","kind":"List","items":[{}]}}"#,
+                items.join(",\n")
+            );
+        }
         let mut text = String::new();
         for i in services {
             let name = Self::name(i);
@@ -168,14 +185,14 @@ impl ScaleCluster {
     /// Writes every file into `dir`.
     pub fn write_files(&self, dir: &Path) {
         for f in 0..self.files() {
-            write_atomically(&dir.join(Self::file_name(f)), &self.file_text(f));
+            write_atomically(&dir.join(self.file_name(f)), &self.file_text(f));
         }
     }
 
     /// Replaces the file holding Service `i` (a temporary file renamed over it).
     pub fn rewrite_file_of(&self, dir: &Path, i: usize) {
         let f = self.file_of(i);
-        write_atomically(&dir.join(Self::file_name(f)), &self.file_text(f));
+        write_atomically(&dir.join(self.file_name(f)), &self.file_text(f));
     }
 
     /// Service `i` as a fake API server template.
@@ -300,6 +317,12 @@ mod tests {
         assert_eq!(text.matches("nodeName: node-a\n").count(), 1);
         assert!(text.contains("nodeName: node-1\n"));
         assert!(cluster.slice_json(1).contains(r#""nodeName":"node-10""#));
+        let json = ScaleCluster::new(10_000, 10).json_files();
+        assert_eq!(json.file_name(3), "part-003.json");
+        let list: serde_json::Value = serde_json::from_str(&json.file_text(3)).unwrap();
+        assert_eq!(list["items"].as_array().unwrap().len(), 200);
+        assert_eq!(list["items"][1]["endpoints"][0]["nodeName"], "node-a");
+        assert_eq!(list["items"][3]["endpoints"][2]["nodeName"], "node-12");
         let all = ScaleCluster::new(100, 10).all_local();
         assert_eq!(all.local_endpoints(), 1_000);
         assert_eq!(all.file_text(0).matches("nodeName: node-a\n").count(), 10);

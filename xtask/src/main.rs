@@ -302,6 +302,7 @@ fn vm_scale_bench(args: &[String]) -> Result<ExitCode> {
         "SCALE_SYNC_PERIOD",
         "SCALE_RESTORE_MAX",
         "SCALE_SOURCES",
+        "SCALE_LOCAL",
     ]
     .iter()
     .filter_map(|name| {

@@ -220,3 +220,83 @@ fn a_stream_is_cut_at_its_document_markers_only() {
         split::digest(&flip("{ready: false, serving: true, terminating: true}"))
     );
 }
+
+/// What the YAML parser alone makes of `text` (the path every non-JSON text takes).
+fn yaml_reading(text: &str) -> Result<Vec<serde_json::Value>, serde_saphyr::Error> {
+    serde_saphyr::from_multiple_with_options(text, options())
+}
+
+#[test]
+fn json_text_is_read_by_the_fast_path_exactly_as_the_yaml_parser_reads_it() {
+    let list = r#"
+        {"apiVersion": "v1", "kind": "List", "items": [
+          {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "web", "namespace": "default", "labels": {}, "uid": null},
+           "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80, "targetPort": 8080,
+                    "protocol": "TCP"}], "sessionAffinity": "None", "ipFamilies": ["IPv4"],
+                    "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 10800}}}},
+          {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+           "metadata": {"name": "web-eps"}, "endpoints": [{"addresses": ["10.0.0.1"],
+           "conditions": {"ready": true, "serving": true, "terminating": false},
+           "zone": "z\u00e9", "hints": {"forZones": []}, "weight": -1.5e3}]}
+        ]}
+    "#;
+    for text in [
+        list,
+        "[1, 2.5, \"x\", true, null, [], {}]",
+        "\u{feff}{\"a\": 1}\n",
+    ] {
+        let fast = json::document(text).unwrap_or_else(|| panic!("the fast path reads {text}"));
+        assert_eq!(vec![fast], yaml_reading(text).unwrap(), "{text}");
+        let (values, error) = documents("t", text);
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(values, yaml_reading(text).unwrap());
+    }
+    // Both objects of the list are read.
+    let (objects, problems) = parse_documents("list", list);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(objects.len(), 2);
+}
+
+#[test]
+fn json_the_fast_path_cannot_read_exactly_is_left_to_the_yaml_parser() {
+    let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    for text in [
+        // A repeated key: the YAML parser refuses it, so must the file.
+        "{\"a\": 1, \"a\": 2}",
+        // Flow YAML that is not JSON.
+        "{a: b, c: [d]}",
+        // Two values, or a value and more text.
+        "{\"a\": 1}\n{\"b\": 2}",
+        "{\"a\": 1}\n---\nb: 2\n",
+        // Out of serde_json's number range.
+        "{\"a\": 1e400}",
+        // Deeper than the fast path reads, within the budget or over it.
+        &nested(json::FAST_DEPTH + 1),
+        &nested(MAX_DEPTH + 1),
+    ] {
+        assert_eq!(json::document(text), None, "{text}");
+    }
+    assert_eq!(
+        json::document(&nested(json::FAST_DEPTH)),
+        Some(serde_json::from_str(&nested(json::FAST_DEPTH)).unwrap())
+    );
+    // What the YAML parser says of them stands.
+    let (values, error) = documents("dup", "{\"a\": 1, \"a\": 2}");
+    assert!(values.is_empty());
+    assert!(error.unwrap().report().to_string().contains("duplicate"));
+    assert_eq!(
+        documents("flow", "{a: b, c: [d]}").0,
+        yaml_reading("{a: b, c: [d]}").unwrap()
+    );
+    let deep = nested(json::FAST_DEPTH + 1);
+    let (values, error) = documents("deep", &deep);
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(values, yaml_reading(&deep).unwrap());
+    let (values, error) = documents("over", &nested(MAX_DEPTH + 1));
+    assert!(values.is_empty());
+    assert!(
+        matches!(error, Some(Error::InputRefused { .. })),
+        "{error:?}"
+    );
+}

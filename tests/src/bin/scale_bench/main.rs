@@ -11,7 +11,8 @@
 //! Environment: `SCALE_FLIPS` (default 100), `SCALE_SYNC_PERIOD` (seconds, default 20),
 //! `SCALE_RESTORE_MAX` (the most Services `ipvsadm -R` restores; a larger table's time is
 //! scaled linearly from that many; default: the whole table, restored once per size, as both
-//! sources program the same table), `SCALE_SOURCES` (`file,kube`), `SCALE_LOCAL` (`spread`, the
+//! sources program the same table), `SCALE_SOURCES` (default `file,kube`; `json` is the file
+//! source fed JSON files), `SCALE_LOCAL` (`spread`, the
 //! default: the endpoints spread over the cluster's nodes so the node under test runs a real
 //! node's share; `all`: every endpoint on the node under test, the worst case for the
 //! per-endpoint packet rules).
@@ -89,6 +90,7 @@ fn main() {
             .split(',')
             .map(|s| match s {
                 "file" => SourceKind::File,
+                "json" => SourceKind::JsonFile,
                 "kube" => SourceKind::Kube,
                 other => panic!("SCALE_SOURCES: unknown source {other}"),
             })
@@ -156,6 +158,9 @@ fn measure(
 ) -> Figures {
     let _ns = NetNs::fresh();
     let mut cluster = settings.cluster(size);
+    if source == SourceKind::JsonFile {
+        cluster = cluster.json_files();
+    }
     println!(
         "{size} x {PER_SERVICE}: {} endpoints on {NODE}",
         cluster.local_endpoints()
@@ -174,7 +179,7 @@ fn measure(
     let mut api: Option<(tokio::runtime::Runtime, FakeApi)> = None;
     let dir = source_dir(&tag);
     let origin = match source {
-        SourceKind::File => {
+        SourceKind::File | SourceKind::JsonFile => {
             cluster.write_files(&dir);
             vec!["--source".to_owned(), dir.to_str().unwrap().to_owned()]
         }
@@ -229,7 +234,7 @@ fn measure(
         let weight = cluster.flip(i);
         let flipped = Instant::now();
         match (&source, &api) {
-            (SourceKind::File, _) => cluster.rewrite_file_of(&dir, i),
+            (SourceKind::File | SourceKind::JsonFile, _) => cluster.rewrite_file_of(&dir, i),
             (SourceKind::Kube, Some((_, server))) => cluster.publish(server, i),
             (SourceKind::Kube, None) => unreachable!("the kube source has its server"),
         }

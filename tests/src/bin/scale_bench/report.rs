@@ -5,8 +5,11 @@ use std::time::Duration;
 /// Where the cluster comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
-    /// `proxier run --source DIR`.
+    /// `proxier run --source DIR` of YAML files.
     File,
+    /// `proxier run --source DIR` of JSON files (`kind: List`, as `kubectl get -o json`
+    /// writes them).
+    JsonFile,
     /// `proxier run --kubeconfig …` against the fake API server.
     Kube,
 }
@@ -16,6 +19,7 @@ impl SourceKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::File => "file",
+            Self::JsonFile => "json",
             Self::Kube => "kube",
         }
     }
@@ -195,7 +199,7 @@ fn verdict(met: bool) -> &'static str {
 
 /// Issue 15's goals per source, the largest size against the smallest.
 fn goals(runs: &[Run], sync_period: u64) {
-    for source in [SourceKind::File, SourceKind::Kube] {
+    for source in [SourceKind::File, SourceKind::JsonFile, SourceKind::Kube] {
         let mine: Vec<&Run> = runs.iter().filter(|r| r.source == source).collect();
         let (Some(small), Some(large)) = (
             mine.iter().min_by_key(|r| r.size),
