@@ -211,7 +211,7 @@ fn measure(
         initial_sync_parts(&proxier.log())
     );
     let pid = proxier.id();
-    let rss_start_kb = settled_rss_kb(pid);
+    let rss_start_kb = settled_rss_kb(pid, "after start");
 
     // Idle: from just after one resync to just after the third one after it.
     let period = Duration::from_secs(settings.sync_period);
@@ -250,7 +250,10 @@ fn measure(
         resync_wait * 3,
     );
     let resyncs_during_flips = count(&proxier.log(), "full resync") - resyncs_before;
-    let rss_after_kb = settled_rss_kb(pid);
+    let rss_after_kb = settled_rss_kb(pid, "after the flips and 3 resyncs");
+    // One more resync: is the reading a level or a moment?
+    wait_for_count(&mut proxier, "full resync", resyncs_before + 4, resync_wait);
+    settled_rss_kb(pid, "after one more resync");
     proxier.assert_running();
     drop(proxier);
     drop(api);
@@ -350,19 +353,24 @@ fn wait_for_count(proxier: &mut ProxierProcess, needle: &str, n: usize, timeout:
 const RSS_SETTLE: Duration = Duration::from_secs(2);
 
 /// `VmRSS` of process `pid` [`RSS_SETTLE`] after now, in kB.
-fn settled_rss_kb(pid: u32) -> u64 {
+fn settled_rss_kb(pid: u32, when: &str) -> u64 {
     std::thread::sleep(RSS_SETTLE);
-    vm_rss_kb(pid)
-}
-
-/// `VmRSS` of process `pid`, in kB.
-fn vm_rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/PID/status"))
+    };
+    // The resident size is the heap (anonymous) and the binary's pages that ran so far (file).
+    println!(
+        "RSS {when}: VmRSS {} kB = anonymous {} kB + file {} kB (+ shmem)",
+        field("VmRSS:"),
+        field("RssAnon:"),
+        field("RssFile:")
+    );
+    field("VmRSS:")
 }
 
 /// utime + stime of process `pid`.
