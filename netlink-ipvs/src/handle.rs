@@ -1,6 +1,6 @@
 //! The socket side: a generic-netlink socket bound to the IPVS family.
 
-use netlink_base::{split_messages, Ack, AckTracker, NetlinkSocket, Sequence};
+use netlink_base::{split_messages, NetlinkSocket, Sequence};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
@@ -157,7 +157,9 @@ impl IpvsHandle {
             );
             self.sequence.reserve(window.count as u32);
             let ops = &operations[first..first + window.count];
-            let answers = self.exchange_window(&window.bytes, first_sequence, window.count);
+            let answers = self
+                .socket
+                .exchange_window(&window.bytes, first_sequence, window.count);
             results.extend(ops.iter().zip(answers).map(|(op, answer)| match answer {
                 Ok(0) => Ok(()),
                 Ok(errno) => Err(IpvsError::from_errno(
@@ -173,39 +175,6 @@ impl IpvsHandle {
             first += window.count;
         }
         results
-    }
-
-    /// Sends one window and reads until every request in it is answered: the errno (0 =
-    /// success) of each request, in order. On a socket error the answers received so far are
-    /// kept and the others carry the error.
-    fn exchange_window(
-        &mut self,
-        bytes: &[u8],
-        first_sequence: u32,
-        count: usize,
-    ) -> Vec<Result<i32, netlink_base::Error>> {
-        let mut tracker = AckTracker::new(first_sequence, count);
-        let mut failure = self.socket.send_all(bytes).err();
-        while failure.is_none() && !tracker.complete() {
-            match self.socket.receive() {
-                Ok(received) => {
-                    for ack in split_messages(&received).filter_map(Ack::parse) {
-                        tracker.record(ack.sequence, ack.errno);
-                    }
-                }
-                Err(error) => failure = Some(error),
-            }
-        }
-        tracker
-            .into_errnos()
-            .into_iter()
-            .map(|errno| match (errno, &failure) {
-                (Some(errno), _) => Ok(errno),
-                (None, Some(failure)) => Err(failure.clone()),
-                // An unclosed window always comes with the failure that cut it short.
-                (None, None) => Ok(0),
-            })
-            .collect()
     }
 
     /// Applies one operation.

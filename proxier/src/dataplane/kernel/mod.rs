@@ -3,6 +3,7 @@
 //! filters of a sync). No external binary is ever executed.
 
 mod addresses;
+mod binding;
 mod cleanup;
 mod interface;
 #[cfg(test)]
@@ -33,6 +34,9 @@ use super::{remove_leftovers, ApplyReport, Dataplane, LeftoverBackend, LeftoverR
 use crate::error::{Errno, Error};
 use crate::plan::PacketRules;
 use crate::reconcile::{Observed, Op};
+
+/// Runs of at least this many operations are logged with their time.
+const LARGE_RUN: usize = 1000;
 
 /// The errno of an operation on an interface that does not exist.
 const ENODEV: i32 = 19;
@@ -229,32 +233,80 @@ impl KernelDataplane {
         Ok(index)
     }
 
-    fn bind_or_unbind(&mut self, op: &Op) -> Result<(), Error> {
-        match op {
-            Op::BindAddress(ip) => self.links.add_address(self.interface_index, *ip),
-            Op::UnbindAddress(ip) => self.links.delete_address(self.interface_index, *ip),
-            _ => Ok(()),
+    /// Applies a run of address operations: each run of bindings in windows
+    /// ([`InterfaceHandle::add_addresses`]), an unbinding on its own.
+    fn apply_addresses(&mut self, ops: &[Op], results: &mut Vec<Result<(), Error>>) {
+        let mut start = 0;
+        while start < ops.len() {
+            let binds: Vec<IpAddr> = ops[start..]
+                .iter()
+                .map_while(|op| match op {
+                    Op::BindAddress(ip) => Some(*ip),
+                    _ => None,
+                })
+                .collect();
+            if binds.is_empty() {
+                let op = &ops[start];
+                let outcome = match op {
+                    Op::UnbindAddress(ip) => self.links.delete_address(self.interface_index, *ip),
+                    _ => Ok(()),
+                };
+                results.push(outcome.map_err(|error| for_op(op, error)));
+                start += 1;
+                continue;
+            }
+            let outcomes = self.bind_all(&binds);
+            let run = &ops[start..start + binds.len()];
+            results.extend(
+                run.iter()
+                    .zip(outcomes)
+                    .map(|(op, outcome)| outcome.map_err(|error| for_op(op, error))),
+            );
+            start += binds.len();
         }
     }
 
-    fn apply_address(&mut self, op: &Op) -> Result<(), Error> {
-        let mut outcome = self.bind_or_unbind(op);
-        // ENODEV: the interface went away since the last resync; recreate it and bind again.
-        if matches!(op, Op::BindAddress(_))
-            && matches!(&outcome, Err(Error::Kernel { errno, .. }) if errno.0 == ENODEV)
-        {
-            outcome = self
-                .ensure_interface()
-                .and_then(|_| self.bind_or_unbind(op));
+    /// Binds `ips` on our dummy interface; the ones refused with ENODEV (the interface went
+    /// away since the last resync) are bound again once it is recreated (if it cannot be,
+    /// they keep their ENODEV).
+    fn bind_all(&mut self, ips: &[IpAddr]) -> Vec<Result<(), Error>> {
+        let mut outcomes = self.links.add_addresses(self.interface_index, ips);
+        let gone: Vec<usize> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, outcome)| {
+                matches!(outcome, Err(Error::Kernel { errno, .. }) if errno.0 == ENODEV)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if gone.is_empty() {
+            return outcomes;
         }
-        // The kernel's answer is reported for the engine's operation.
-        outcome.map_err(|error| match error {
-            Error::Kernel { errno, .. } => Error::Kernel {
-                op: op.to_string(),
-                errno,
-            },
-            other => other,
-        })
+        match self.ensure_interface() {
+            Ok(index) => {
+                let again: Vec<IpAddr> = gone.iter().map(|&i| ips[i]).collect();
+                let retried = self.links.add_addresses(index, &again);
+                for (i, outcome) in gone.into_iter().zip(retried) {
+                    outcomes[i] = outcome;
+                }
+            }
+            // The bindings keep their ENODEV and are retried at the next resync.
+            Err(error) => {
+                tracing::warn!(error = %error.report(), interface = %self.interface, "dummy interface not recreated");
+            }
+        }
+        outcomes
+    }
+}
+
+/// The kernel's answer is reported for the engine's operation.
+fn for_op(op: &Op, error: Error) -> Error {
+    match error {
+        Error::Kernel { errno, .. } => Error::Kernel {
+            op: op.to_string(),
+            errno,
+        },
+        other => other,
     }
 }
 
@@ -397,15 +449,15 @@ impl Dataplane for KernelDataplane {
                 .position(|op| OpKind::of(op) != kind)
                 .map_or(ops.len(), |n| start + n);
             let run = &ops[start..end];
+            let sending = std::time::Instant::now();
             match kind {
                 OpKind::Ipvs => self.apply_ipvs(run, &mut results),
                 OpKind::Flush => self.apply_flushes(run, &mut results),
-                OpKind::Address => {
-                    for op in run {
-                        let outcome = self.apply_address(op);
-                        results.push(outcome);
-                    }
-                }
+                OpKind::Address => self.apply_addresses(run, &mut results),
+            }
+            // A start-up or a large repair: where its kernel time went (issue 15).
+            if run.len() >= LARGE_RUN {
+                tracing::info!(kind = ?kind, operations = run.len(), elapsed = ?sending.elapsed(), "large run applied");
             }
             start = end;
         }
