@@ -102,7 +102,11 @@ fn cold_start_parts(ops: &[netlink_ipvs::IpvsOperation], services: usize) {
         );
     }
     let vips: Vec<std::net::IpAddr> = (0..services)
-        .map(|i| format!("10.96.{}.{}", i / 250, i % 250 + 1).parse().unwrap())
+        .map(|i| {
+            format!("10.96.{}.{}", i / 250, i % 250 + 1)
+                .parse()
+                .unwrap()
+        })
         .collect();
     let bind = |vips: &[std::net::IpAddr]| {
         let mut links = proxier::dataplane::kernel::InterfaceHandle::connect().unwrap();

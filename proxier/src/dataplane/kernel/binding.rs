@@ -24,7 +24,8 @@ pub fn encode_bind_window(index: u32, ips: &[IpAddr], first_sequence: u32) -> Ve
     let mut bytes = Vec::with_capacity(ips.len() * 64);
     for (offset, ip) in ips.iter().enumerate() {
         let payload = RouteNetlinkMessage::NewAddress(address_message(index, *ip));
-        let mut request = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(payload));
+        let mut request =
+            NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(payload));
         request.header.flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL;
         request.header.sequence_number = first_sequence.wrapping_add(offset as u32);
         request.finalize();

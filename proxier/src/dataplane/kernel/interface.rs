@@ -382,7 +382,7 @@ mod tests {
 
     fn new_address(index: u32, ip: IpAddr) -> NetlinkPayload<RouteNetlinkMessage> {
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(
-            InterfaceHandle::address_message(index, ip),
+            address_message(index, ip),
         ))
     }
 

@@ -206,7 +206,11 @@ fn measure(
         initial_sync_parts(&proxier.log())
     );
     // The initial sync's large runs of one kind (IPVS, addresses) with their time.
-    for line in proxier.log().lines().take_while(|l| !l.contains("initial sync")) {
+    for line in proxier
+        .log()
+        .lines()
+        .take_while(|l| !l.contains("initial sync"))
+    {
         if let Some(at) = line.find("large run applied") {
             println!("  {}", &line[at..]);
         }
