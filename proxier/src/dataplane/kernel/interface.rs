@@ -381,9 +381,7 @@ mod tests {
     }
 
     fn new_address(index: u32, ip: IpAddr) -> NetlinkPayload<RouteNetlinkMessage> {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(
-            address_message(index, ip),
-        ))
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(address_message(index, ip)))
     }
 
     #[test]
