@@ -121,10 +121,21 @@ impl IpvsHandle {
     /// An operation the kernel could never accept ([`IpvsOperation::check`]) is refused without
     /// being sent.
     pub fn apply(&mut self, operations: &[IpvsOperation]) -> Vec<Result<(), IpvsError>> {
+        self.apply_gated(operations, |_| {})
+    }
+
+    /// [`IpvsHandle::apply`], calling `before_window` with the operations of each window just
+    /// before it is sent (e.g. to wait until what the window needs is in place: the caller's
+    /// virtual IPs bound on another thread).
+    pub fn apply_gated(
+        &mut self,
+        operations: &[IpvsOperation],
+        mut before_window: impl FnMut(&[IpvsOperation]),
+    ) -> Vec<Result<(), IpvsError>> {
         let refused: Vec<Option<IpvsError>> =
             operations.iter().map(|op| op.check().err()).collect();
         if refused.iter().all(Option::is_none) {
-            return self.apply_checked(operations);
+            return self.apply_checked(operations, &mut before_window);
         }
         let valid: Vec<IpvsOperation> = operations
             .iter()
@@ -132,7 +143,7 @@ impl IpvsHandle {
             .filter(|(_, refusal)| refusal.is_none())
             .map(|(op, _)| op.clone())
             .collect();
-        let mut answers = self.apply_checked(&valid).into_iter();
+        let mut answers = self.apply_checked(&valid, &mut before_window).into_iter();
         refused
             .into_iter()
             .map(|refusal| match refusal {
@@ -143,7 +154,11 @@ impl IpvsHandle {
             .collect()
     }
 
-    fn apply_checked(&mut self, operations: &[IpvsOperation]) -> Vec<Result<(), IpvsError>> {
+    fn apply_checked(
+        &mut self,
+        operations: &[IpvsOperation],
+        before_window: &mut impl FnMut(&[IpvsOperation]),
+    ) -> Vec<Result<(), IpvsError>> {
         let mut results = Vec::with_capacity(operations.len());
         let mut first = 0;
         while first < operations.len() {
@@ -157,6 +172,7 @@ impl IpvsHandle {
             );
             self.sequence.reserve(window.count as u32);
             let ops = &operations[first..first + window.count];
+            before_window(ops);
             let answers = self
                 .socket
                 .exchange_window(&window.bytes, first_sequence, window.count);

@@ -13,7 +13,7 @@ use proxier::dataplane::kernel::{InterfaceHandle, KernelDataplane};
 use proxier::dataplane::Dataplane;
 use proxier::reconcile::Op;
 use proxier::Error;
-use proxier_kernel_tests::{witness, NetNs, IP};
+use proxier_kernel_tests::{witness, NetNs, IP, IPVSADM};
 
 /// EEXIST (`errno.h`).
 const EEXIST: i32 = 17;
@@ -92,4 +92,62 @@ fn a_run_of_bindings_after_the_interface_vanished_recreates_it() {
     let failures: Vec<_> = report.failures(&ops).collect();
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(bound_on("kube-ipvs0").len(), 200);
+}
+
+/// A run of bindings followed by the virtual servers on those addresses (a start-up): the
+/// dataplane binds on one thread while the IPVS operations go out on another. Every operation
+/// gets its own answer: an address already bound answers EEXIST and its virtual server is
+/// still created; everything else is bound and created (`ip addr`, `ipvsadm -Ln` agree).
+#[test]
+fn bindings_and_the_virtual_servers_on_them_go_out_together_each_with_its_answer() {
+    use netlink_ipvs::{Protocol, RealServer, ServiceKey, VirtualServer};
+
+    let _ns = NetNs::fresh();
+    let mut dataplane = KernelDataplane::connect("kube-ipvs0").unwrap();
+    let ips = vips(300);
+    let index = {
+        let mut links = InterfaceHandle::connect().unwrap();
+        let index = links.ensure_dummy("kube-ipvs0").unwrap();
+        links.add_address(index, ips[140]).unwrap();
+        index
+    };
+    assert_ne!(index, 0);
+    let mut ops: Vec<Op> = ips.iter().map(|ip| Op::BindAddress(*ip)).collect();
+    for (i, ip) in ips.iter().enumerate() {
+        let key = ServiceKey::Address {
+            protocol: Protocol::Tcp,
+            address: *ip,
+            port: 80,
+        };
+        ops.push(Op::AddVirtualServer(VirtualServer::new(key)));
+        for j in 0..2u8 {
+            let pod: IpAddr = format!("10.128.{}.{}", i / 100, (i % 100) * 2 + usize::from(j) + 1)
+                .parse()
+                .unwrap();
+            ops.push(Op::AddRealServer {
+                service: key,
+                real_server: RealServer::masq(pod, 8080),
+            });
+        }
+    }
+    let report = dataplane.apply(&ops);
+    assert_eq!(report.results.len(), ops.len());
+    let failed: Vec<(usize, Option<i32>)> = report
+        .results
+        .iter()
+        .enumerate()
+        .filter(|(_, outcome)| outcome.is_err())
+        .map(|(i, outcome)| (i, errno(outcome)))
+        .collect();
+    assert_eq!(failed, [(140, Some(EEXIST))]);
+    assert_eq!(bound_on("kube-ipvs0").len(), 300);
+    let listing = witness(IPVSADM, &["-Ln"]);
+    assert_eq!(
+        listing.lines().filter(|l| l.starts_with("TCP")).count(),
+        300
+    );
+    assert_eq!(
+        listing.lines().filter(|l| l.contains("-> 10.128.")).count(),
+        600
+    );
 }

@@ -6,6 +6,7 @@
 //! start on an emulated VM, 5.2 s one by one).
 
 use std::net::IpAddr;
+use std::sync::{Condvar, Mutex, PoisonError};
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
@@ -37,6 +38,41 @@ pub fn encode_bind_window(index: u32, ips: &[IpAddr], first_sequence: u32) -> Ve
     bytes
 }
 
+/// How many addresses of a run the binding thread has had answered, for the thread that sends
+/// the IPVS operations that need them.
+#[derive(Debug, Default)]
+pub struct BindProgress {
+    answered: Mutex<usize>,
+    moved: Condvar,
+}
+
+impl BindProgress {
+    /// `answered` addresses have their answer.
+    pub fn advance_to(&self, answered: usize) {
+        let mut now = self.answered.lock().unwrap_or_else(PoisonError::into_inner);
+        *now = (*now).max(answered);
+        self.moved.notify_all();
+    }
+
+    /// Waits until at least `answered` addresses have their answer.
+    pub fn wait_for(&self, answered: usize) {
+        let mut now = self.answered.lock().unwrap_or_else(PoisonError::into_inner);
+        while *now < answered {
+            now = self.moved.wait(now).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// Marks every address answered when dropped (the binding thread ends, even by a panic), so
+/// the thread waiting on [`BindProgress`] never waits forever.
+pub struct AllAnsweredOnDrop<'a>(pub &'a BindProgress);
+
+impl Drop for AllAnsweredOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.advance_to(usize::MAX);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use netlink_packet_core::NLM_F_ACK;
@@ -45,6 +81,31 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// The IPVS side waits for the addresses it needs, and is released when the binding
+    /// thread ends early (even by a panic).
+    #[test]
+    fn progress_releases_waiters_as_addresses_are_answered_and_at_the_end() {
+        let progress = BindProgress::default();
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| progress.wait_for(200));
+            progress.advance_to(128);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(!waiter.is_finished(), "released before its address");
+            progress.advance_to(256);
+            waiter.join().unwrap();
+        });
+        let progress = BindProgress::default();
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| progress.wait_for(10_000));
+            let binder = scope.spawn(|| {
+                let _finished = AllAnsweredOnDrop(&progress);
+                panic!("binding thread failed");
+            });
+            assert!(binder.join().is_err());
+            waiter.join().unwrap();
+        });
     }
 
     /// Each address is its own request (the same message `add_address` sends, so EEXIST and

@@ -21,12 +21,14 @@ pub use sysctl::{
     apply_sysctls, kernel_release, kernel_version, wanted_sysctls, Sysctl, SysctlChange,
 };
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use netlink_ipvs::{IpvsError, IpvsHandle, IpvsOperation, IpvsState};
+use netlink_ipvs::{IpvsError, IpvsHandle, IpvsOperation, IpvsState, ServiceKey};
+
+use binding::{AllAnsweredOnDrop, BindProgress, ADDRESS_WINDOW};
 use netlink_nftables::NftablesHandle;
 
 use super::nftables::{replace_table, update_table};
@@ -220,17 +222,7 @@ impl KernelDataplane {
     /// recreating it by name, and keeps its index. A recreated interface has no address; the
     /// caller's next reconcile binds them again.
     fn ensure_interface(&mut self) -> Result<u32, Error> {
-        let index = self.links.ensure_dummy(&self.interface)?;
-        if index != self.interface_index {
-            tracing::warn!(
-                interface = %self.interface,
-                old_index = self.interface_index,
-                new_index = index,
-                "dummy interface was missing and has been recreated; its addresses are bound again"
-            );
-            self.interface_index = index;
-        }
-        Ok(index)
+        ensure_interface(&mut self.links, &self.interface, &mut self.interface_index)
     }
 
     /// Applies a run of address operations: each run of bindings in windows
@@ -266,12 +258,124 @@ impl KernelDataplane {
         }
     }
 
-    /// Binds `ips` on our dummy interface; the ones refused with ENODEV (the interface went
-    /// away since the last resync) are bound again once it is recreated (if it cannot be,
-    /// they keep their ENODEV).
+    /// Binds `ips` on our dummy interface ([`bind_windows`]).
     fn bind_all(&mut self, ips: &[IpAddr]) -> Vec<Result<(), Error>> {
-        let mut outcomes = self.links.add_addresses(self.interface_index, ips);
-        let gone: Vec<usize> = outcomes
+        let progress = BindProgress::default();
+        let mut interface = Interface {
+            links: &mut self.links,
+            name: &self.interface,
+            index: &mut self.interface_index,
+        };
+        bind_windows(&mut interface, ips, &progress)
+    }
+
+    /// A run of bindings followed by a run of IPVS operations (a start-up, a resync's repair):
+    /// the addresses are bound on a thread of their own while the IPVS operations go out
+    /// (rtnetlink and IPVS take different kernel locks), each window of IPVS operations
+    /// waiting until the virtual IPs of the virtual servers it creates are answered, so that
+    /// a virtual server is still owned from the moment it exists (reconcile's order).
+    fn bind_while_applying_ipvs(
+        &mut self,
+        binds: &[Op],
+        ipvs: &[Op],
+        results: &mut Vec<Result<(), Error>>,
+    ) {
+        let ips: Vec<IpAddr> = binds
+            .iter()
+            .filter_map(|op| match op {
+                Op::BindAddress(ip) => Some(*ip),
+                _ => None,
+            })
+            .collect();
+        let position: HashMap<IpAddr, usize> =
+            ips.iter().enumerate().map(|(i, ip)| (*ip, i)).collect();
+        let operations: Vec<IpvsOperation> = ipvs.iter().filter_map(Op::ipvs_operation).collect();
+        let progress = BindProgress::default();
+        let mut interface = Interface {
+            links: &mut self.links,
+            name: &self.interface,
+            index: &mut self.interface_index,
+        };
+        let handle = &mut self.ipvs;
+        let (bound, outcomes) = std::thread::scope(|scope| {
+            let binder = scope.spawn(|| {
+                let _finished = AllAnsweredOnDrop(&progress);
+                bind_windows(&mut interface, &ips, &progress)
+            });
+            let outcomes = handle.apply_gated(&operations, |window| {
+                let needed = window
+                    .iter()
+                    .filter_map(|op| match op {
+                        IpvsOperation::AddVirtualServer(vs) => match vs.key {
+                            ServiceKey::Address { address, .. } => position.get(&address),
+                            ServiceKey::FwMark { .. } => None,
+                        },
+                        _ => None,
+                    })
+                    .max();
+                if let Some(&last) = needed {
+                    progress.wait_for(last + 1);
+                }
+            });
+            let bound = binder
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (bound, outcomes)
+        });
+        results.extend(
+            binds
+                .iter()
+                .zip(bound)
+                .map(|(op, outcome)| outcome.map_err(|error| for_op(op, error))),
+        );
+        results.extend(
+            ipvs.iter()
+                .zip(outcomes)
+                .map(|(op, outcome)| outcome.map_err(|e| ipvs_error(&op.to_string(), e))),
+        );
+    }
+}
+
+/// Makes sure the dummy interface `name` exists (someone may have deleted it: `ip link del`),
+/// recreating it by name, and keeps its `index`. A recreated interface has no address; the
+/// caller's next reconcile binds them again.
+fn ensure_interface(
+    links: &mut InterfaceHandle,
+    name: &str,
+    index: &mut u32,
+) -> Result<u32, Error> {
+    let now = links.ensure_dummy(name)?;
+    if now != *index {
+        tracing::warn!(
+            interface = %name,
+            old_index = *index,
+            new_index = now,
+            "dummy interface was missing and has been recreated; its addresses are bound again"
+        );
+        *index = now;
+    }
+    Ok(now)
+}
+
+/// Our dummy interface, borrowed for binding addresses on it (from another thread).
+struct Interface<'a> {
+    links: &'a mut InterfaceHandle,
+    name: &'a str,
+    index: &'a mut u32,
+}
+
+/// Binds `ips` window by window; the addresses of a window refused with ENODEV (the interface
+/// went away since the last resync) are bound again once it is recreated (if it cannot be,
+/// they keep their ENODEV). `progress` counts the addresses answered.
+fn bind_windows(
+    interface: &mut Interface<'_>,
+    ips: &[IpAddr],
+    progress: &BindProgress,
+) -> Vec<Result<(), Error>> {
+    let mut outcomes = Vec::with_capacity(ips.len());
+    for window in ips.chunks(ADDRESS_WINDOW) {
+        let mut answers = interface.links.add_addresses(*interface.index, window);
+        let gone: Vec<usize> = answers
             .iter()
             .enumerate()
             .filter(|(_, outcome)| {
@@ -279,24 +383,25 @@ impl KernelDataplane {
             })
             .map(|(i, _)| i)
             .collect();
-        if gone.is_empty() {
-            return outcomes;
-        }
-        match self.ensure_interface() {
-            Ok(index) => {
-                let again: Vec<IpAddr> = gone.iter().map(|&i| ips[i]).collect();
-                let retried = self.links.add_addresses(index, &again);
-                for (i, outcome) in gone.into_iter().zip(retried) {
-                    outcomes[i] = outcome;
+        if !gone.is_empty() {
+            match ensure_interface(interface.links, interface.name, interface.index) {
+                Ok(index) => {
+                    let again: Vec<IpAddr> = gone.iter().map(|&i| window[i]).collect();
+                    let retried = interface.links.add_addresses(index, &again);
+                    for (i, outcome) in gone.into_iter().zip(retried) {
+                        answers[i] = outcome;
+                    }
+                }
+                // The bindings keep their ENODEV and are retried at the next resync.
+                Err(error) => {
+                    tracing::warn!(error = %error.report(), interface = %interface.name, "dummy interface not recreated");
                 }
             }
-            // The bindings keep their ENODEV and are retried at the next resync.
-            Err(error) => {
-                tracing::warn!(error = %error.report(), interface = %self.interface, "dummy interface not recreated");
-            }
         }
-        outcomes
+        outcomes.extend(answers);
+        progress.advance_to(outcomes.len());
     }
+    outcomes
 }
 
 /// The kernel's answer is reported for the engine's operation.
@@ -450,14 +555,28 @@ impl Dataplane for KernelDataplane {
                 .map_or(ops.len(), |n| start + n);
             let run = &ops[start..end];
             let sending = std::time::Instant::now();
-            match kind {
-                OpKind::Ipvs => self.apply_ipvs(run, &mut results),
-                OpKind::Flush => self.apply_flushes(run, &mut results),
-                OpKind::Address => self.apply_addresses(run, &mut results),
-            }
+            // Bindings followed by IPVS operations: both at once.
+            let ipvs_after = ops[end..]
+                .iter()
+                .position(|op| OpKind::of(op) != OpKind::Ipvs)
+                .map_or(ops.len(), |n| end + n);
+            let overlapped = kind == OpKind::Address
+                && ipvs_after > end
+                && run.iter().all(|op| matches!(op, Op::BindAddress(_)));
+            let end = if overlapped {
+                self.bind_while_applying_ipvs(run, &ops[end..ipvs_after], &mut results);
+                ipvs_after
+            } else {
+                match kind {
+                    OpKind::Ipvs => self.apply_ipvs(run, &mut results),
+                    OpKind::Flush => self.apply_flushes(run, &mut results),
+                    OpKind::Address => self.apply_addresses(run, &mut results),
+                }
+                end
+            };
             // A start-up or a large repair: where its kernel time went (issue 15).
-            if run.len() >= LARGE_RUN {
-                tracing::info!(kind = ?kind, operations = run.len(), elapsed = ?sending.elapsed(), "large run applied");
+            if end - start >= LARGE_RUN {
+                tracing::info!(kind = ?kind, overlapped, operations = end - start, elapsed = ?sending.elapsed(), "large run applied");
             }
             start = end;
         }
