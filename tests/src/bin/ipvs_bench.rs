@@ -91,15 +91,9 @@ fn cold_start_parts(ops: &[netlink_ipvs::IpvsOperation], services: usize) {
             max_requests,
             max_bytes: 192 * 1024,
         });
-        let (wall, user, system) = measured_split(|| {
+        split_timed(&format!("apply, windows of {max_requests:>4}"), || {
             assert!(handle.apply(ops).iter().all(Result::is_ok));
         });
-        println!(
-            "apply, windows of {max_requests:>4}: {:.3} s wall, {:.3} s user, {:.3} s system",
-            wall.as_secs_f64(),
-            user.as_secs_f64(),
-            system.as_secs_f64()
-        );
     }
     let vips: Vec<std::net::IpAddr> = (0..services)
         .map(|i| {
@@ -115,49 +109,43 @@ fn cold_start_parts(ops: &[netlink_ipvs::IpvsOperation], services: usize) {
             links.add_address(index, *ip).unwrap();
         }
     };
+    let count = vips.len();
     {
         let _ns = NetNs::fresh();
-        let (wall, user, system) = measured_split(|| bind(&vips));
-        println!(
-            "bind {} addresses one by one: {:.3} s wall, {:.3} s user, {:.3} s system",
-            vips.len(),
-            wall.as_secs_f64(),
-            user.as_secs_f64(),
-            system.as_secs_f64()
-        );
+        split_timed(&format!("bind {count} addresses one by one"), || {
+            bind(&vips);
+        });
     }
     {
         let _ns = NetNs::fresh();
-        let (wall, user, system) = measured_split(|| {
+        split_timed(&format!("bind {count} addresses in windows"), || {
             let mut links = proxier::dataplane::kernel::InterfaceHandle::connect().unwrap();
             let index = links.ensure_dummy("kube-ipvs0").unwrap();
             let outcomes = links.add_addresses(index, &vips);
             assert!(outcomes.iter().all(Result::is_ok));
         });
-        println!(
-            "bind {} addresses in windows: {:.3} s wall, {:.3} s user, {:.3} s system",
-            vips.len(),
-            wall.as_secs_f64(),
-            user.as_secs_f64(),
-            system.as_secs_f64()
-        );
     }
     {
         let _ns = NetNs::fresh();
-        let (wall, user, system) = measured_split(|| {
+        split_timed("apply and bind on two threads", || {
             std::thread::scope(|scope| {
                 scope.spawn(|| bind(&vips));
                 let mut handle = IpvsHandle::connect().unwrap();
                 assert!(handle.apply(ops).iter().all(Result::is_ok));
             });
         });
-        println!(
-            "apply and bind on two threads: {:.3} s wall, {:.3} s user, {:.3} s system",
-            wall.as_secs_f64(),
-            user.as_secs_f64(),
-            system.as_secs_f64()
-        );
     }
+}
+
+/// Runs `work` and prints its wall time, user CPU and system CPU (this process).
+fn split_timed(label: &str, work: impl FnOnce()) {
+    let (wall, user, system) = measured_split(work);
+    println!(
+        "{label}: {:.3} s wall, {:.3} s user, {:.3} s system",
+        wall.as_secs_f64(),
+        user.as_secs_f64(),
+        system.as_secs_f64()
+    );
 }
 
 /// Wall, user CPU and system CPU (this process) of `work`.
