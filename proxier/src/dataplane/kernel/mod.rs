@@ -555,12 +555,14 @@ impl Dataplane for KernelDataplane {
                 .map_or(ops.len(), |n| start + n);
             let run = &ops[start..end];
             let sending = std::time::Instant::now();
-            // Bindings followed by IPVS operations: both at once.
+            // Bindings followed by IPVS operations: both at once, when there are enough
+            // bindings to be worth a thread (a start-up, a repair; not one new Service).
             let ipvs_after = ops[end..]
                 .iter()
                 .position(|op| OpKind::of(op) != OpKind::Ipvs)
                 .map_or(ops.len(), |n| end + n);
             let overlapped = kind == OpKind::Address
+                && run.len() >= ADDRESS_WINDOW
                 && ipvs_after > end
                 && run.iter().all(|op| matches!(op, Op::BindAddress(_)));
             let end = if overlapped {
