@@ -7,6 +7,7 @@ use netlink_sys::{Socket, SocketAddr};
 use rustix::net::sockopt;
 
 use crate::error::Error;
+use crate::{split_messages, Ack, AckTracker};
 
 /// How long a receive waits for the kernel before it is reported as [`Error::Timeout`].
 pub const DEFAULT_RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -113,6 +114,41 @@ impl NetlinkSocket {
                 source: error,
             }
         }
+    }
+
+    /// Sends one window of requests (sequence numbers `first_sequence..first_sequence +
+    /// count`, only the last asking for an ACK: [`crate::ack_last_only`]) in one `sendmsg` and
+    /// reads until every request is answered: the errno (0 = success) of each, in order (see
+    /// [`AckTracker`]). On a socket error the answers received so far are kept and the others
+    /// carry the error.
+    pub fn exchange_window(
+        &self,
+        bytes: &[u8],
+        first_sequence: u32,
+        count: usize,
+    ) -> Vec<Result<i32, Error>> {
+        let mut tracker = AckTracker::new(first_sequence, count);
+        let mut failure = self.send_all(bytes).err();
+        while failure.is_none() && !tracker.complete() {
+            match self.receive() {
+                Ok(received) => {
+                    for ack in split_messages(&received).filter_map(Ack::parse) {
+                        tracker.record(ack.sequence, ack.errno);
+                    }
+                }
+                Err(error) => failure = Some(error),
+            }
+        }
+        tracker
+            .into_errnos()
+            .into_iter()
+            .map(|errno| match (errno, &failure) {
+                (Some(errno), _) => Ok(errno),
+                (None, Some(failure)) => Err(failure.clone()),
+                // An unclosed window always comes with the failure that cut it short.
+                (None, None) => Ok(0),
+            })
+            .collect()
     }
 
     /// A netlink `sendmsg` larger than the socket's send buffer fails with EMSGSIZE: grows the

@@ -1,6 +1,6 @@
 //! The socket side: a generic-netlink socket bound to the IPVS family.
 
-use netlink_base::{split_messages, Ack, AckTracker, NetlinkSocket, Sequence};
+use netlink_base::{split_messages, NetlinkSocket, Sequence};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
@@ -121,10 +121,21 @@ impl IpvsHandle {
     /// An operation the kernel could never accept ([`IpvsOperation::check`]) is refused without
     /// being sent.
     pub fn apply(&mut self, operations: &[IpvsOperation]) -> Vec<Result<(), IpvsError>> {
+        self.apply_gated(operations, |_| {})
+    }
+
+    /// [`IpvsHandle::apply`], calling `before_window` with the operations of each window just
+    /// before it is sent (e.g. to wait until what the window needs is in place: the caller's
+    /// virtual IPs bound on another thread).
+    pub fn apply_gated(
+        &mut self,
+        operations: &[IpvsOperation],
+        mut before_window: impl FnMut(&[IpvsOperation]),
+    ) -> Vec<Result<(), IpvsError>> {
         let refused: Vec<Option<IpvsError>> =
             operations.iter().map(|op| op.check().err()).collect();
         if refused.iter().all(Option::is_none) {
-            return self.apply_checked(operations);
+            return self.apply_checked(operations, &mut before_window);
         }
         let valid: Vec<IpvsOperation> = operations
             .iter()
@@ -132,7 +143,7 @@ impl IpvsHandle {
             .filter(|(_, refusal)| refusal.is_none())
             .map(|(op, _)| op.clone())
             .collect();
-        let mut answers = self.apply_checked(&valid).into_iter();
+        let mut answers = self.apply_checked(&valid, &mut before_window).into_iter();
         refused
             .into_iter()
             .map(|refusal| match refusal {
@@ -143,7 +154,11 @@ impl IpvsHandle {
             .collect()
     }
 
-    fn apply_checked(&mut self, operations: &[IpvsOperation]) -> Vec<Result<(), IpvsError>> {
+    fn apply_checked(
+        &mut self,
+        operations: &[IpvsOperation],
+        before_window: &mut impl FnMut(&[IpvsOperation]),
+    ) -> Vec<Result<(), IpvsError>> {
         let mut results = Vec::with_capacity(operations.len());
         let mut first = 0;
         while first < operations.len() {
@@ -157,7 +172,10 @@ impl IpvsHandle {
             );
             self.sequence.reserve(window.count as u32);
             let ops = &operations[first..first + window.count];
-            let answers = self.exchange_window(&window.bytes, first_sequence, window.count);
+            before_window(ops);
+            let answers = self
+                .socket
+                .exchange_window(&window.bytes, first_sequence, window.count);
             results.extend(ops.iter().zip(answers).map(|(op, answer)| match answer {
                 Ok(0) => Ok(()),
                 Ok(errno) => Err(IpvsError::from_errno(
@@ -173,39 +191,6 @@ impl IpvsHandle {
             first += window.count;
         }
         results
-    }
-
-    /// Sends one window and reads until every request in it is answered: the errno (0 =
-    /// success) of each request, in order. On a socket error the answers received so far are
-    /// kept and the others carry the error.
-    fn exchange_window(
-        &mut self,
-        bytes: &[u8],
-        first_sequence: u32,
-        count: usize,
-    ) -> Vec<Result<i32, netlink_base::Error>> {
-        let mut tracker = AckTracker::new(first_sequence, count);
-        let mut failure = self.socket.send_all(bytes).err();
-        while failure.is_none() && !tracker.complete() {
-            match self.socket.receive() {
-                Ok(received) => {
-                    for ack in split_messages(&received).filter_map(Ack::parse) {
-                        tracker.record(ack.sequence, ack.errno);
-                    }
-                }
-                Err(error) => failure = Some(error),
-            }
-        }
-        tracker
-            .into_errnos()
-            .into_iter()
-            .map(|errno| match (errno, &failure) {
-                (Some(errno), _) => Ok(errno),
-                (None, Some(failure)) => Err(failure.clone()),
-                // An unclosed window always comes with the failure that cut it short.
-                (None, None) => Ok(0),
-            })
-            .collect()
     }
 
     /// Applies one operation.

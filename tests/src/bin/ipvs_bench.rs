@@ -1,6 +1,7 @@
 //! VM benchmark (`cargo xtask vmbench ipvs`): the same IPVS table programmed three ways on the
 //! same kernel in the same run — our batched `apply`, one request per `sendmsg` with an ACK each
 //! (the pattern of moby/ipvs and kube-proxy), and `ipvsadm -R` — each into a fresh namespace.
+//! Then where a cold start's kernel time goes (`parts` as the second argument: only that).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -25,6 +26,11 @@ fn main() {
         "table: {services} services x {per_service} destinations = {} operations",
         ops.len()
     );
+    // `cargo xtask vmbench ipvs SERVICES parts`: only where a cold start's kernel time goes.
+    if std::env::args().nth(2).as_deref() == Some("parts") {
+        cold_start_parts(&ops, services);
+        return;
+    }
 
     let batched = timed("batched apply (128 per sendmsg)", || {
         let mut handle = IpvsHandle::connect().unwrap();
@@ -71,6 +77,97 @@ fn main() {
         ratio(one_by_one, restore)
     );
     dumps(&ops);
+    cold_start_parts(&ops, services);
+}
+
+/// Where a cold start's kernel time goes (issue 15): the batch's user and system CPU per window
+/// size, binding the virtual IPs to a dummy interface, and both at once on two threads (IPVS
+/// and rtnetlink take different kernel locks).
+fn cold_start_parts(ops: &[netlink_ipvs::IpvsOperation], services: usize) {
+    for max_requests in [128, 1024] {
+        let _ns = NetNs::fresh();
+        let mut handle = IpvsHandle::connect().unwrap();
+        handle.set_window_limits(WindowLimits {
+            max_requests,
+            max_bytes: 192 * 1024,
+        });
+        split_timed(&format!("apply, windows of {max_requests:>4}"), || {
+            assert!(handle.apply(ops).iter().all(Result::is_ok));
+        });
+    }
+    let vips: Vec<std::net::IpAddr> = (0..services)
+        .map(|i| {
+            format!("10.96.{}.{}", i / 250, i % 250 + 1)
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let bind = |vips: &[std::net::IpAddr]| {
+        let mut links = proxier::dataplane::kernel::InterfaceHandle::connect().unwrap();
+        let index = links.ensure_dummy("kube-ipvs0").unwrap();
+        for ip in vips {
+            links.add_address(index, *ip).unwrap();
+        }
+    };
+    let count = vips.len();
+    {
+        let _ns = NetNs::fresh();
+        split_timed(&format!("bind {count} addresses one by one"), || {
+            bind(&vips);
+        });
+    }
+    {
+        let _ns = NetNs::fresh();
+        split_timed(&format!("bind {count} addresses in windows"), || {
+            let mut links = proxier::dataplane::kernel::InterfaceHandle::connect().unwrap();
+            let index = links.ensure_dummy("kube-ipvs0").unwrap();
+            let outcomes = links.add_addresses(index, &vips);
+            assert!(outcomes.iter().all(Result::is_ok));
+        });
+    }
+    {
+        let _ns = NetNs::fresh();
+        split_timed("apply and bind on two threads", || {
+            std::thread::scope(|scope| {
+                scope.spawn(|| bind(&vips));
+                let mut handle = IpvsHandle::connect().unwrap();
+                assert!(handle.apply(ops).iter().all(Result::is_ok));
+            });
+        });
+    }
+}
+
+/// Runs `work` and prints its wall time, user CPU and system CPU (this process).
+fn split_timed(label: &str, work: impl FnOnce()) {
+    let (wall, user, system) = measured_split(work);
+    println!(
+        "{label}: {:.3} s wall, {:.3} s user, {:.3} s system",
+        wall.as_secs_f64(),
+        user.as_secs_f64(),
+        system.as_secs_f64()
+    );
+}
+
+/// Wall, user CPU and system CPU (this process) of `work`.
+fn measured_split(work: impl FnOnce()) -> (Duration, Duration, Duration) {
+    let cpu = || {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) }, 0);
+        let time = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        (time(usage.ru_utime), time(usage.ru_stime))
+    };
+    let (user_before, system_before) = cpu();
+    let started = Instant::now();
+    work();
+    let (user_after, system_after) = cpu();
+    (
+        started.elapsed(),
+        user_after - user_before,
+        system_after - system_before,
+    )
 }
 
 /// Reading the table back (what a full resync costs): our dump (one service dump, then one

@@ -19,6 +19,7 @@ use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage}
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 
+use super::binding::{encode_bind_window, ADDRESS_WINDOW};
 use crate::error::{Errno, Error};
 use crate::plan::is_ipv6_link_local;
 
@@ -282,35 +283,10 @@ impl InterfaceHandle {
         }
     }
 
-    fn address_message(index: u32, ip: IpAddr) -> AddressMessage {
-        let mut message = AddressMessage::default();
-        message.header.index = index;
-        message.header.scope = AddressScope::Universe;
-        match ip {
-            IpAddr::V4(_) => {
-                message.header.family = AddressFamily::Inet;
-                message.header.prefix_len = 32;
-                message.attributes.push(AddressAttribute::Local(ip));
-                message.attributes.push(AddressAttribute::Address(ip));
-            }
-            IpAddr::V6(_) => {
-                message.header.family = AddressFamily::Inet6;
-                message.header.prefix_len = 128;
-                // No duplicate address detection: the address is usable at once.
-                message.header.flags = AddressHeaderFlags::Nodad;
-                message.attributes.push(AddressAttribute::Address(ip));
-                message
-                    .attributes
-                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
-            }
-        }
-        message
-    }
-
     /// Binds `ip` (as /32 or /128) on the interface with `index`. EEXIST is returned as an error
     /// ([`Error::Kernel`]) so the caller's mirror stays exact.
     pub fn add_address(&mut self, index: u32, ip: IpAddr) -> Result<(), Error> {
-        let message = RouteNetlinkMessage::NewAddress(Self::address_message(index, ip));
+        let message = RouteNetlinkMessage::NewAddress(address_message(index, ip));
         let what = format!("add address {ip}");
         match self.request(message, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &what)? {
             RouteReply::Done(_) => Ok(()),
@@ -318,15 +294,62 @@ impl InterfaceHandle {
         }
     }
 
+    /// Binds every address of `ips` on the interface with `index`, each as
+    /// [`InterfaceHandle::add_address`] would, in windows of [`ADDRESS_WINDOW`] requests per
+    /// `sendmsg` with one ACK each: one result per address, in order.
+    pub fn add_addresses(&mut self, index: u32, ips: &[IpAddr]) -> Vec<Result<(), Error>> {
+        let mut results = Vec::with_capacity(ips.len());
+        for window in ips.chunks(ADDRESS_WINDOW) {
+            let first = self.sequence.reserve(window.len() as u32);
+            let bytes = encode_bind_window(index, window, first);
+            let answers = self.socket.exchange_window(&bytes, first, window.len());
+            results.extend(window.iter().zip(answers).map(|(ip, answer)| {
+                let what = || format!("add address {ip}");
+                match answer {
+                    Ok(0) => Ok(()),
+                    Ok(errno) => Err(kernel_error(what(), errno)),
+                    Err(source) => Err(socket_error(&what())(source)),
+                }
+            }));
+        }
+        results
+    }
+
     /// Removes `ip` from the interface with `index` (EADDRNOTAVAIL if it is not there).
     pub fn delete_address(&mut self, index: u32, ip: IpAddr) -> Result<(), Error> {
-        let message = RouteNetlinkMessage::DelAddress(Self::address_message(index, ip));
+        let message = RouteNetlinkMessage::DelAddress(address_message(index, ip));
         let what = format!("delete address {ip}");
         match self.request(message, NLM_F_ACK, &what)? {
             RouteReply::Done(_) => Ok(()),
             RouteReply::Errno(errno) => Err(kernel_error(what, errno)),
         }
     }
+}
+
+/// The request body that binds or unbinds `ip` (as /32 or /128) on the interface with `index`.
+pub fn address_message(index: u32, ip: IpAddr) -> AddressMessage {
+    let mut message = AddressMessage::default();
+    message.header.index = index;
+    message.header.scope = AddressScope::Universe;
+    match ip {
+        IpAddr::V4(_) => {
+            message.header.family = AddressFamily::Inet;
+            message.header.prefix_len = 32;
+            message.attributes.push(AddressAttribute::Local(ip));
+            message.attributes.push(AddressAttribute::Address(ip));
+        }
+        IpAddr::V6(_) => {
+            message.header.family = AddressFamily::Inet6;
+            message.header.prefix_len = 128;
+            // No duplicate address detection: the address is usable at once.
+            message.header.flags = AddressHeaderFlags::Nodad;
+            message.attributes.push(AddressAttribute::Address(ip));
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+    }
+    message
 }
 
 fn kernel_error(op: String, errno: i32) -> Error {
@@ -358,9 +381,7 @@ mod tests {
     }
 
     fn new_address(index: u32, ip: IpAddr) -> NetlinkPayload<RouteNetlinkMessage> {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(
-            InterfaceHandle::address_message(index, ip),
-        ))
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(address_message(index, ip)))
     }
 
     #[test]

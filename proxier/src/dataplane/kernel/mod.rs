@@ -3,6 +3,7 @@
 //! filters of a sync). No external binary is ever executed.
 
 mod addresses;
+mod binding;
 mod cleanup;
 mod interface;
 #[cfg(test)]
@@ -20,12 +21,14 @@ pub use sysctl::{
     apply_sysctls, kernel_release, kernel_version, wanted_sysctls, Sysctl, SysctlChange,
 };
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use netlink_ipvs::{IpvsError, IpvsHandle, IpvsOperation, IpvsState};
+use netlink_ipvs::{IpvsError, IpvsHandle, IpvsOperation, IpvsState, ServiceKey};
+
+use binding::{AllAnsweredOnDrop, BindProgress, ADDRESS_WINDOW};
 use netlink_nftables::NftablesHandle;
 
 use super::nftables::{replace_table, update_table};
@@ -33,6 +36,9 @@ use super::{remove_leftovers, ApplyReport, Dataplane, LeftoverBackend, LeftoverR
 use crate::error::{Errno, Error};
 use crate::plan::PacketRules;
 use crate::reconcile::{Observed, Op};
+
+/// Runs of at least this many operations are logged with their time.
+const LARGE_RUN: usize = 1000;
 
 /// The errno of an operation on an interface that does not exist.
 const ENODEV: i32 = 19;
@@ -216,45 +222,196 @@ impl KernelDataplane {
     /// recreating it by name, and keeps its index. A recreated interface has no address; the
     /// caller's next reconcile binds them again.
     fn ensure_interface(&mut self) -> Result<u32, Error> {
-        let index = self.links.ensure_dummy(&self.interface)?;
-        if index != self.interface_index {
-            tracing::warn!(
-                interface = %self.interface,
-                old_index = self.interface_index,
-                new_index = index,
-                "dummy interface was missing and has been recreated; its addresses are bound again"
+        ensure_interface(&mut self.links, &self.interface, &mut self.interface_index)
+    }
+
+    /// Applies a run of address operations: each run of bindings in windows
+    /// ([`InterfaceHandle::add_addresses`]), an unbinding on its own.
+    fn apply_addresses(&mut self, ops: &[Op], results: &mut Vec<Result<(), Error>>) {
+        let mut start = 0;
+        while start < ops.len() {
+            let binds: Vec<IpAddr> = ops[start..]
+                .iter()
+                .map_while(|op| match op {
+                    Op::BindAddress(ip) => Some(*ip),
+                    _ => None,
+                })
+                .collect();
+            if binds.is_empty() {
+                let op = &ops[start];
+                let outcome = match op {
+                    Op::UnbindAddress(ip) => self.links.delete_address(self.interface_index, *ip),
+                    _ => Ok(()),
+                };
+                results.push(outcome.map_err(|error| for_op(op, error)));
+                start += 1;
+                continue;
+            }
+            let outcomes = self.bind_all(&binds);
+            let run = &ops[start..start + binds.len()];
+            results.extend(
+                run.iter()
+                    .zip(outcomes)
+                    .map(|(op, outcome)| outcome.map_err(|error| for_op(op, error))),
             );
-            self.interface_index = index;
-        }
-        Ok(index)
-    }
-
-    fn bind_or_unbind(&mut self, op: &Op) -> Result<(), Error> {
-        match op {
-            Op::BindAddress(ip) => self.links.add_address(self.interface_index, *ip),
-            Op::UnbindAddress(ip) => self.links.delete_address(self.interface_index, *ip),
-            _ => Ok(()),
+            start += binds.len();
         }
     }
 
-    fn apply_address(&mut self, op: &Op) -> Result<(), Error> {
-        let mut outcome = self.bind_or_unbind(op);
-        // ENODEV: the interface went away since the last resync; recreate it and bind again.
-        if matches!(op, Op::BindAddress(_))
-            && matches!(&outcome, Err(Error::Kernel { errno, .. }) if errno.0 == ENODEV)
-        {
-            outcome = self
-                .ensure_interface()
-                .and_then(|_| self.bind_or_unbind(op));
+    /// Binds `ips` on our dummy interface ([`bind_windows`]).
+    fn bind_all(&mut self, ips: &[IpAddr]) -> Vec<Result<(), Error>> {
+        let progress = BindProgress::default();
+        let mut interface = Interface {
+            links: &mut self.links,
+            name: &self.interface,
+            index: &mut self.interface_index,
+        };
+        bind_windows(&mut interface, ips, &progress)
+    }
+
+    /// A run of bindings followed by a run of IPVS operations (a start-up, a resync's repair):
+    /// the addresses are bound on a thread of their own while the IPVS operations go out
+    /// (rtnetlink and IPVS take different kernel locks), each window of IPVS operations
+    /// waiting until the virtual IPs of the virtual servers it creates are answered, so that
+    /// a virtual server is still owned from the moment it exists (reconcile's order).
+    fn bind_while_applying_ipvs(
+        &mut self,
+        binds: &[Op],
+        ipvs: &[Op],
+        results: &mut Vec<Result<(), Error>>,
+    ) {
+        let ips: Vec<IpAddr> = binds
+            .iter()
+            .filter_map(|op| match op {
+                Op::BindAddress(ip) => Some(*ip),
+                _ => None,
+            })
+            .collect();
+        let position: HashMap<IpAddr, usize> =
+            ips.iter().enumerate().map(|(i, ip)| (*ip, i)).collect();
+        let operations: Vec<IpvsOperation> = ipvs.iter().filter_map(Op::ipvs_operation).collect();
+        let progress = BindProgress::default();
+        let mut interface = Interface {
+            links: &mut self.links,
+            name: &self.interface,
+            index: &mut self.interface_index,
+        };
+        let handle = &mut self.ipvs;
+        let (bound, outcomes) = std::thread::scope(|scope| {
+            let binder = scope.spawn(|| {
+                let _finished = AllAnsweredOnDrop(&progress);
+                bind_windows(&mut interface, &ips, &progress)
+            });
+            let outcomes = handle.apply_gated(&operations, |window| {
+                let needed = window
+                    .iter()
+                    .filter_map(|op| match op {
+                        IpvsOperation::AddVirtualServer(vs) => match vs.key {
+                            ServiceKey::Address { address, .. } => position.get(&address),
+                            ServiceKey::FwMark { .. } => None,
+                        },
+                        _ => None,
+                    })
+                    .max();
+                if let Some(&last) = needed {
+                    progress.wait_for(last + 1);
+                }
+            });
+            let bound = binder
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (bound, outcomes)
+        });
+        results.extend(
+            binds
+                .iter()
+                .zip(bound)
+                .map(|(op, outcome)| outcome.map_err(|error| for_op(op, error))),
+        );
+        results.extend(
+            ipvs.iter()
+                .zip(outcomes)
+                .map(|(op, outcome)| outcome.map_err(|e| ipvs_error(&op.to_string(), e))),
+        );
+    }
+}
+
+/// Makes sure the dummy interface `name` exists (someone may have deleted it: `ip link del`),
+/// recreating it by name, and keeps its `index`. A recreated interface has no address; the
+/// caller's next reconcile binds them again.
+fn ensure_interface(
+    links: &mut InterfaceHandle,
+    name: &str,
+    index: &mut u32,
+) -> Result<u32, Error> {
+    let now = links.ensure_dummy(name)?;
+    if now != *index {
+        tracing::warn!(
+            interface = %name,
+            old_index = *index,
+            new_index = now,
+            "dummy interface was missing and has been recreated; its addresses are bound again"
+        );
+        *index = now;
+    }
+    Ok(now)
+}
+
+/// Our dummy interface, borrowed for binding addresses on it (from another thread).
+struct Interface<'a> {
+    links: &'a mut InterfaceHandle,
+    name: &'a str,
+    index: &'a mut u32,
+}
+
+/// Binds `ips` window by window; the addresses of a window refused with ENODEV (the interface
+/// went away since the last resync) are bound again once it is recreated (if it cannot be,
+/// they keep their ENODEV). `progress` counts the addresses answered.
+fn bind_windows(
+    interface: &mut Interface<'_>,
+    ips: &[IpAddr],
+    progress: &BindProgress,
+) -> Vec<Result<(), Error>> {
+    let mut outcomes = Vec::with_capacity(ips.len());
+    for window in ips.chunks(ADDRESS_WINDOW) {
+        let mut answers = interface.links.add_addresses(*interface.index, window);
+        let gone: Vec<usize> = answers
+            .iter()
+            .enumerate()
+            .filter(|(_, outcome)| {
+                matches!(outcome, Err(Error::Kernel { errno, .. }) if errno.0 == ENODEV)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if !gone.is_empty() {
+            match ensure_interface(interface.links, interface.name, interface.index) {
+                Ok(index) => {
+                    let again: Vec<IpAddr> = gone.iter().map(|&i| window[i]).collect();
+                    let retried = interface.links.add_addresses(index, &again);
+                    for (i, outcome) in gone.into_iter().zip(retried) {
+                        answers[i] = outcome;
+                    }
+                }
+                // The bindings keep their ENODEV and are retried at the next resync.
+                Err(error) => {
+                    tracing::warn!(error = %error.report(), interface = %interface.name, "dummy interface not recreated");
+                }
+            }
         }
-        // The kernel's answer is reported for the engine's operation.
-        outcome.map_err(|error| match error {
-            Error::Kernel { errno, .. } => Error::Kernel {
-                op: op.to_string(),
-                errno,
-            },
-            other => other,
-        })
+        outcomes.extend(answers);
+        progress.advance_to(outcomes.len());
+    }
+    outcomes
+}
+
+/// The kernel's answer is reported for the engine's operation.
+fn for_op(op: &Op, error: Error) -> Error {
+    match error {
+        Error::Kernel { errno, .. } => Error::Kernel {
+            op: op.to_string(),
+            errno,
+        },
+        other => other,
     }
 }
 
@@ -397,15 +554,31 @@ impl Dataplane for KernelDataplane {
                 .position(|op| OpKind::of(op) != kind)
                 .map_or(ops.len(), |n| start + n);
             let run = &ops[start..end];
-            match kind {
-                OpKind::Ipvs => self.apply_ipvs(run, &mut results),
-                OpKind::Flush => self.apply_flushes(run, &mut results),
-                OpKind::Address => {
-                    for op in run {
-                        let outcome = self.apply_address(op);
-                        results.push(outcome);
-                    }
+            let sending = std::time::Instant::now();
+            // Bindings followed by IPVS operations: both at once, when there are enough
+            // bindings to be worth a thread (a start-up, a repair; not one new Service).
+            let ipvs_after = ops[end..]
+                .iter()
+                .position(|op| OpKind::of(op) != OpKind::Ipvs)
+                .map_or(ops.len(), |n| end + n);
+            let overlapped = kind == OpKind::Address
+                && run.len() >= ADDRESS_WINDOW
+                && ipvs_after > end
+                && run.iter().all(|op| matches!(op, Op::BindAddress(_)));
+            let end = if overlapped {
+                self.bind_while_applying_ipvs(run, &ops[end..ipvs_after], &mut results);
+                ipvs_after
+            } else {
+                match kind {
+                    OpKind::Ipvs => self.apply_ipvs(run, &mut results),
+                    OpKind::Flush => self.apply_flushes(run, &mut results),
+                    OpKind::Address => self.apply_addresses(run, &mut results),
                 }
+                end
+            };
+            // A start-up or a large repair: where its kernel time went (issue 15).
+            if end - start >= LARGE_RUN {
+                tracing::info!(kind = ?kind, overlapped, operations = end - start, elapsed = ?sending.elapsed(), "large run applied");
             }
             start = end;
         }

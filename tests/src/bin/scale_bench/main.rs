@@ -210,6 +210,15 @@ fn measure(
         source.name(),
         initial_sync_parts(&proxier.log())
     );
+    // What the start logged up to the initial sync (timestamped: where the time before the
+    // sync went), with the sync's large runs of one kind (IPVS, addresses) and their time.
+    for line in proxier
+        .log()
+        .lines()
+        .take_while(|l| !l.contains("initial sync"))
+    {
+        println!("  | {}", line.chars().take(220).collect::<String>());
+    }
     let pid = proxier.id();
     let rss_start_kb = settled_rss_kb(pid, "after start");
 
