@@ -311,7 +311,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let kind = args.next().unwrap_or_else(|| "file".to_owned());
     let profiler = std::env::var_os("PROXIER_DHAT").map(|_| dhat::Profiler::new_heap());
     // As `proxier run`: at most two malloc arenas, a trim after the syncs that free a table.
-    heap::limit_arenas();
+    heap::configure_allocator();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
