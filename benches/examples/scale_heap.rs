@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use proxier::config::Config;
-use proxier::model::ClusterState;
 use proxier::dataplane::{ApplyReport, Dataplane, TableRead};
+use proxier::model::ClusterState;
 use proxier::plan::{NodeContext, PacketRules, Planner};
 use proxier::reconcile::{Observed, Op};
 use proxier::runtime::{Proxier, SyncParts};
@@ -167,6 +167,10 @@ fn median(times: &mut [Duration]) -> Duration {
 }
 
 /// Where the cluster comes from, and how one flip reaches the source.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value for the whole run, never moved after start"
+)]
 enum Input {
     /// `FILES` files in `dir`, read by the file source.
     Files {
@@ -196,7 +200,10 @@ impl Input {
     }
 
     /// Serves the cluster from a fake API server on `runtime` and starts the watches.
-    fn kube(services: u32, runtime: &tokio::runtime::Runtime) -> Result<Self, Box<dyn std::error::Error>> {
+    fn kube(
+        services: u32,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
         let cluster = ScaleCluster::new(services as usize, ENDPOINTS as usize);
         let api = FakeApi::new();
         cluster.load_into(&api);

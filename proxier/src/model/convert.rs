@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
@@ -365,8 +366,8 @@ fn convert_slice(
             // *Serving`), whatever `ready` says.
             serving: conditions.and_then(|c| c.serving).unwrap_or(true),
             terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
-            node: endpoint.node_name.clone(),
-            zone: endpoint.zone.clone(),
+            node: endpoint.node_name.as_deref().map(Arc::from),
+            zone: endpoint.zone.as_deref().map(Arc::from),
             zone_hints: hints
                 .and_then(|h| h.for_zones.as_ref())
                 .map(|z| z.iter().map(|z| z.name.clone()).collect())

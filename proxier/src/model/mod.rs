@@ -4,11 +4,13 @@
 //! [`node_from_k8s`]; the cluster-wide collection with change tracking is [`ClusterState`].
 
 mod convert;
+mod names;
 mod state;
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub use convert::{endpoint_slice_from_k8s, node_from_k8s, service_from_k8s};
 /// The transport protocol and address family of ports and slices (the one vocabulary of the
@@ -158,10 +160,10 @@ pub struct Endpoint {
     pub serving: bool,
     /// `conditions.terminating` (unset = false).
     pub terminating: bool,
-    /// `nodeName`.
-    pub node: Option<String>,
-    /// `zone`.
-    pub zone: Option<String>,
+    /// `nodeName` (shared: [`ClusterState`] keeps one copy of each name for all its endpoints).
+    pub node: Option<Arc<str>>,
+    /// `zone` (shared like `node`).
+    pub zone: Option<Arc<str>>,
     /// `hints.forZones` names (empty = no hints).
     pub zone_hints: BTreeSet<String>,
     /// `hints.forNodes` names (empty = no hints).

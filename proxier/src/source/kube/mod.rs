@@ -36,7 +36,7 @@ pub const PROXY_LABEL_SELECTOR: &str =
 /// How many watch events may wait for [`KubeSource::poll_changes`]; a watch that gets
 /// further ahead waits (its stream is not read), so a burst of API events costs bounded
 /// memory.
-pub const WATCH_QUEUE: usize = 4096;
+pub const WATCH_QUEUE: usize = 1024;
 
 /// Watches of the API server, applied to a [`ClusterState`] when polled.
 #[derive(Debug)]
