@@ -295,6 +295,9 @@ fn convert_service(
             external_policy,
         });
     }
+    // Kept for the Service's lifetime (10,000s of them): no growth slack (a pushed `Vec`
+    // starts with room for four ports).
+    ports.shrink_to_fit();
     // kube-proxy's `NeedsHealthCheck`: LoadBalancer with externalTrafficPolicy Local.
     let health_check_node_port = match spec.health_check_node_port {
         Some(n)
