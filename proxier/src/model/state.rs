@@ -187,6 +187,13 @@ impl ClusterState {
         self.services.values()
     }
 
+    /// The (namespace, name) of every EndpointSlice, in that order.
+    pub fn slice_names(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.slice_owner
+            .keys()
+            .map(|(namespace, name)| (namespace.as_str(), name.as_str()))
+    }
+
     /// The EndpointSlices of a Service, by slice name.
     pub fn slices(&self, name: &ServiceName) -> impl Iterator<Item = &EndpointSlice> + Clone {
         self.slices.get(name).into_iter().flatten()
