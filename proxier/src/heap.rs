@@ -3,12 +3,13 @@
 //! in per-thread arenas instead of returning it, so the resident size would grow with every
 //! resync although the live heap does not (`benches/examples/scale_heap.rs` shows the live
 //! heap; `cargo xtask vmbench scale` the resident size). Two calls keep the resident size at
-//! the live heap: fewer arenas from the start, and a trim after the syncs that free a whole
-//! table (the initial sync and each resync). Other allocators (musl, an embedder's) need
+//! the live heap: fewer arenas and fixed thresholds from the start, and a trim after the syncs
+//! that free a whole table (the initial sync and each resync). Other allocators (musl, an embedder's) need
 //! neither: these are no-ops there.
 
 /// Larger blocks than this are mapped on their own and unmapped when freed (the cold sync's
 /// results and operations, a resync's big vectors, the client's read buffers).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: libc::c_int = 256 * 1024;
 /// Free memory at the top of an arena beyond this goes back to the OS at once.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
