@@ -17,8 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use netlink_ipvs::{Family, Protocol};
 
 use super::{
-    Endpoint, EndpointPort, EndpointSlice, Node, ObjectRef, Service, ServiceName, ServicePort,
-    ServicePortName, SessionAffinity, TrafficPolicy,
+    Endpoint, EndpointPort, EndpointSlice, Hints, Node, ObjectRef, Service, ServiceName,
+    ServicePort, ServicePortName, SessionAffinity, TrafficPolicy,
 };
 use crate::error::{Error, RejectReason};
 
@@ -371,14 +371,16 @@ fn convert_slice(
             terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
             node: endpoint.node_name.as_deref().map(Arc::from),
             zone: endpoint.zone.as_deref().map(Arc::from),
-            zone_hints: hints
-                .and_then(|h| h.for_zones.as_ref())
-                .map(|z| z.iter().map(|z| z.name.clone()).collect())
-                .unwrap_or_else(BTreeSet::new),
-            node_hints: hints
-                .and_then(|h| h.for_nodes.as_ref())
-                .map(|n| n.iter().map(|n| n.name.clone()).collect())
-                .unwrap_or_else(BTreeSet::new),
+            hints: Hints::boxed(
+                hints
+                    .and_then(|h| h.for_zones.as_ref())
+                    .map(|z| z.iter().map(|z| z.name.clone()).collect())
+                    .unwrap_or_else(BTreeSet::new),
+                hints
+                    .and_then(|h| h.for_nodes.as_ref())
+                    .map(|n| n.iter().map(|n| n.name.clone()).collect())
+                    .unwrap_or_else(BTreeSet::new),
+            ),
         });
     }
     // Kept for the slice's lifetime (10,000s of them): no growth slack.

@@ -103,7 +103,8 @@ impl ClusterState {
     }
 
     /// Adds or replaces an EndpointSlice (by namespace and slice name).
-    pub fn upsert_slice(&mut self, mut slice: EndpointSlice) {
+    pub fn upsert_slice(&mut self, slice: EndpointSlice) {
+        let mut slice = slice;
         self.names.share(&mut slice);
         // A slice may be relabelled to another Service: drop it from its old one first.
         let key = (slice.service.namespace.clone(), slice.name.clone());
