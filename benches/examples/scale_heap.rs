@@ -1,6 +1,13 @@
-//! Heap and per-change cost of the file source + engine at scale, on the host, without a
-//! kernel: `cargo run --release -p proxier-benches --example scale_heap -- [SERVICES]
-//! [FLIPS]` (default 10,000 Services × 10 endpoints in 100 files, 20 flips).
+//! Heap and per-change cost of a source + engine at scale, on the host, without a kernel:
+//! `cargo run --release -p proxier-benches --example scale_heap -- [SERVICES] [FLIPS]
+//! [file|kube]` (default 10,000 Services × 10 endpoints in 100 files, 20 flips, the file
+//! source).
+//!
+//! `kube`: the Kubernetes source instead, against the fake API server (`ScaleCluster`'s
+//! Services and EndpointSlices, paged initial lists, then one MODIFIED EndpointSlice watch
+//! event per flip), the client and its watches on a 2-worker tokio runtime and each resync's
+//! read on a blocking thread, as `proxier run` has them. The fake API server runs in the same
+//! process (its templates and rendered pages show up in the profile under `fake_api`).
 //!
 //! Writes the input (`write_scale_input`: FILES files of Services + EndpointSlices, ClusterIP
 //! 10.96.0.0 + i + 1, endpoints 10.128.0.0 + 10 i …), loads it through `DirectoryWatch` into a
@@ -20,10 +27,18 @@ use std::time::{Duration, Instant};
 
 use proxier::config::Config;
 use proxier::dataplane::{ApplyReport, Dataplane, TableRead};
+use proxier::model::ClusterState;
 use proxier::plan::{NodeContext, PacketRules, Planner};
 use proxier::reconcile::{Observed, Op};
 use proxier::runtime::{Proxier, SyncParts};
+use proxier::source::kube::KubeSource;
 use proxier::source::{DirectorySource, DirectoryWatch, Source};
+use proxier_test_support::fake_api::FakeApi;
+use proxier_test_support::scale_cluster::{ScaleCluster, NODE};
+
+/// The binary's allocator settings (arena limit, trims), the same file.
+#[path = "../../proxier/src/heap.rs"]
+mod heap;
 
 #[global_allocator]
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;
@@ -151,64 +166,205 @@ fn median(times: &mut [Duration]) -> Duration {
     times.get(times.len() / 2).copied().unwrap_or_default()
 }
 
+/// Where the cluster comes from, and how one flip reaches the source.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value for the whole run, never moved after start"
+)]
+enum Input {
+    /// `FILES` files in `dir`, read by the file source.
+    Files {
+        dir: PathBuf,
+        services: u32,
+        source: DirectoryWatch,
+    },
+    /// The fake API server, watched by the Kubernetes source.
+    Kube {
+        api: FakeApi,
+        cluster: ScaleCluster,
+        source: KubeSource,
+    },
+}
+
+impl Input {
+    fn files(services: u32) -> Result<Self, Box<dyn std::error::Error>> {
+        let dir =
+            std::env::temp_dir().join(format!("proxier-scale-{services}-{}", std::process::id()));
+        write_scale_input(&dir, services)?;
+        let source = DirectoryWatch::new(DirectorySource::new(&dir));
+        Ok(Self::Files {
+            dir,
+            services,
+            source,
+        })
+    }
+
+    /// Serves the cluster from a fake API server on `runtime` and starts the watches.
+    fn kube(
+        services: u32,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let cluster = ScaleCluster::new(services as usize, ENDPOINTS as usize);
+        let api = FakeApi::new();
+        cluster.load_into(&api);
+        let (address, _acceptor) = runtime.block_on(api.clone().serve());
+        let config = kube::Config::new(format!("http://{address}").parse()?);
+        let _entered = runtime.enter();
+        let client = kube::Client::try_from(config)?;
+        let source = KubeSource::start(client, NODE);
+        Ok(Self::Kube {
+            api,
+            cluster,
+            source,
+        })
+    }
+
+    fn node(&self) -> Result<NodeContext, Box<dyn std::error::Error>> {
+        Ok(match self {
+            Self::Files { .. } => NodeContext {
+                name: "node-0".into(),
+                node_ips: vec!["192.168.1.10".parse()?],
+                zone: None,
+            },
+            Self::Kube { .. } => NodeContext {
+                name: NODE.into(),
+                node_ips: vec!["10.0.1.1".parse()?],
+                zone: None,
+            },
+        })
+    }
+
+    /// The initial load into `cluster` (the file source's first poll, the watches' lists).
+    fn load(
+        &mut self,
+        cluster: &mut ClusterState,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        match self {
+            Self::Files { source, .. } => {
+                source.poll_changes(cluster)?;
+            }
+            Self::Kube { source, .. } => {
+                runtime.block_on(source.wait_until_synced(cluster, Duration::from_secs(10)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flip `flip`: one endpoint of one Service ready ⇄ terminating, then polls until the
+    /// source has it in `cluster`; returns the time of the poll that saw it.
+    fn flip(
+        &mut self,
+        flip: u32,
+        cluster: &mut ClusterState,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<Duration, Box<dyn std::error::Error>> {
+        match self {
+            Self::Files {
+                dir,
+                services,
+                source,
+            } => {
+                // Service k of file f: endpoint 0 terminating on odd flips, ready again on
+                // even ones.
+                let per_file = services.div_ceil(FILES);
+                let f = flip % FILES;
+                let range = (f * per_file).min(*services)..((f + 1) * per_file).min(*services);
+                let flipped = (flip / FILES).is_multiple_of(2).then_some(range.start);
+                let tmp = dir.join("flip.tmp~");
+                std::fs::write(&tmp, file_text(range, flipped))?;
+                std::fs::rename(&tmp, file_path(dir, f))?;
+                let t = Instant::now();
+                let poll = source.poll_changes(cluster)?;
+                assert!(poll.changed, "flip {flip} seen");
+                Ok(t.elapsed())
+            }
+            Self::Kube {
+                api,
+                cluster: scale,
+                source,
+            } => {
+                let i = (flip as usize * 7_919 + 13) % scale.services();
+                scale.flip(i);
+                scale.publish(api, i);
+                let waited = Instant::now();
+                loop {
+                    let t = Instant::now();
+                    let poll = source.poll_changes(cluster)?;
+                    if poll.changed {
+                        return Ok(t.elapsed());
+                    }
+                    if waited.elapsed() > Duration::from_secs(30) {
+                        return Err(format!("flip {flip} not seen in 30 s").into());
+                    }
+                    runtime.block_on(async { tokio::time::sleep(Duration::from_millis(1)).await });
+                }
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Files { .. } => format!("in {FILES} files"),
+            Self::Kube { .. } => "from the fake API server".to_owned(),
+        }
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let services: u32 = args.next().map_or(Ok(10_000), |a| a.parse())?;
     let flips: u32 = args.next().map_or(Ok(20), |a| a.parse())?;
+    let kind = args.next().unwrap_or_else(|| "file".to_owned());
     let profiler = std::env::var_os("PROXIER_DHAT").map(|_| dhat::Profiler::new_heap());
-    let dir = std::env::temp_dir().join(format!("proxier-scale-{services}-{}", std::process::id()));
-    write_scale_input(&dir, services)?;
+    // As `proxier run`: at most two malloc arenas, a trim after the syncs that free a table.
+    heap::configure_allocator();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut input = match kind.as_str() {
+        "file" => Input::files(services)?,
+        "kube" => Input::kube(services, &runtime)?,
+        other => return Err(format!("source {other:?}: file or kube").into()),
+    };
 
     let started = Instant::now();
-    let node = NodeContext {
-        name: "node-0".into(),
-        node_ips: vec!["192.168.1.10".parse()?],
-        zone: None,
-    };
     let mut proxier = Proxier::new(
-        Planner::new(node, Config::default()),
+        Planner::new(input.node()?, Config::default()),
         TableDataplane::default(),
     );
-    let mut source = DirectoryWatch::new(DirectorySource::new(&dir));
-    source.poll_changes(proxier.cluster_mut())?;
+    input.load(proxier.cluster_mut(), &runtime)?;
     let read = started.elapsed();
     let outcome = proxier.full_sync()?;
+    heap::release_free_memory();
     println!(
-        "start: {services} services x {ENDPOINTS} endpoints in {FILES} files: {:.2?} (files read {read:.2?}), {} operations, RSS {} KiB",
+        "start: {services} services x {ENDPOINTS} endpoints {}: {:.2?} (source read {read:.2?}), {} operations, RSS {} KiB",
+        input.describe(),
         started.elapsed(),
         outcome.operations,
         rss_kib("VmRSS:")
     );
     let start_rss = rss_kib("VmRSS:");
+    let start_heap = profiler.as_ref().map(|_| dhat::HeapStats::get().curr_bytes);
 
-    let per_file = services.div_ceil(FILES);
     let (mut polls, mut syncs) = (Vec::new(), Vec::new());
     let mut operations = 0;
     let mut resyncs: Vec<(Duration, Duration, Duration, SyncParts)> = Vec::new();
     for flip in 0..flips {
-        // Service k of file f: endpoint 0 terminating on odd flips, ready again on even ones.
-        let f = flip % FILES;
-        let range = (f * per_file).min(services)..((f + 1) * per_file).min(services);
-        let flipped = (flip / FILES).is_multiple_of(2).then_some(range.start);
-        let tmp = dir.join("flip.tmp~");
-        std::fs::write(&tmp, file_text(range, flipped))?;
-        std::fs::rename(&tmp, file_path(&dir, f))?;
-        let t = Instant::now();
-        let poll = source.poll_changes(proxier.cluster_mut())?;
-        polls.push(t.elapsed());
+        polls.push(input.flip(flip, proxier.cluster_mut(), &runtime)?);
         let t = Instant::now();
         let outcome = proxier.incremental_sync();
         syncs.push(t.elapsed());
         operations += outcome.operations;
-        assert!(poll.changed, "flip {flip} seen");
         if flip % 5 == 4 {
-            // The periodic resync as the loop runs it: the read (here a copy of the table),
-            // then the finish step on the loop.
+            // The periodic resync as the loop runs it: the read (here a copy of the table) on
+            // a blocking thread, then the finish step on the loop.
             let t = Instant::now();
             let read = proxier
                 .begin_resync()?
                 .ok_or("TableDataplane reads off the loop")?;
-            let table = read();
+            let table = runtime.block_on(runtime.spawn_blocking(read))?;
             let read_time = t.elapsed();
             proxier.finish_resync(table, t)?;
             let finish = t.elapsed() - read_time;
@@ -222,6 +378,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     break outcome;
                 }
             };
+            heap::release_free_memory();
             resyncs.push((read_time, finish, longest_slice, outcome.parts));
         }
     }
@@ -244,10 +401,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         flips / 5,
         rss_kib("VmHWM:")
     );
-    if profiler.is_some() {
+    if let Some(start_heap) = start_heap {
         let stats = dhat::HeapStats::get();
         println!(
-            "dhat: peak {} bytes in {} blocks; now {} bytes in {} blocks; total {} bytes",
+            "dhat: peak {} bytes in {} blocks; live after start {start_heap} bytes; now {} bytes in {} blocks; total {} bytes",
             stats.max_bytes,
             stats.max_blocks,
             stats.curr_bytes,
@@ -256,6 +413,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     drop(profiler);
-    std::fs::remove_dir_all(&dir)?;
+    if let Input::Files { dir, .. } = &input {
+        std::fs::remove_dir_all(dir)?;
+    }
     Ok(())
 }

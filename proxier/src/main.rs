@@ -637,7 +637,7 @@ fn plan_diff(
 }
 
 fn main() -> ExitCode {
-    heap::limit_arenas();
+    heap::configure_allocator();
     let cli = Cli::parse();
     let resolved = resolve(&cli);
     // The logger follows the settings (logging.verbosity and .format, --v, --logging-format);

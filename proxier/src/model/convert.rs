@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
@@ -16,8 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use netlink_ipvs::{Family, Protocol};
 
 use super::{
-    Endpoint, EndpointPort, EndpointSlice, Node, ObjectRef, Service, ServiceName, ServicePort,
-    ServicePortName, SessionAffinity, TrafficPolicy,
+    Endpoint, EndpointPort, EndpointSlice, Hints, Node, ObjectRef, Service, ServiceName,
+    ServicePort, ServicePortName, SessionAffinity, TrafficPolicy,
 };
 use crate::error::{Error, RejectReason};
 
@@ -294,6 +295,9 @@ fn convert_service(
             external_policy,
         });
     }
+    // Kept for the Service's lifetime (10,000s of them): no growth slack (a pushed `Vec`
+    // starts with room for four ports).
+    ports.shrink_to_fit();
     // kube-proxy's `NeedsHealthCheck`: LoadBalancer with externalTrafficPolicy Local.
     let health_check_node_port = match spec.health_check_node_port {
         Some(n)
@@ -365,16 +369,18 @@ fn convert_slice(
             // *Serving`), whatever `ready` says.
             serving: conditions.and_then(|c| c.serving).unwrap_or(true),
             terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
-            node: endpoint.node_name.clone(),
-            zone: endpoint.zone.clone(),
-            zone_hints: hints
-                .and_then(|h| h.for_zones.as_ref())
-                .map(|z| z.iter().map(|z| z.name.clone()).collect())
-                .unwrap_or_else(BTreeSet::new),
-            node_hints: hints
-                .and_then(|h| h.for_nodes.as_ref())
-                .map(|n| n.iter().map(|n| n.name.clone()).collect())
-                .unwrap_or_else(BTreeSet::new),
+            node: endpoint.node_name.as_deref().map(Arc::from),
+            zone: endpoint.zone.as_deref().map(Arc::from),
+            hints: Hints::boxed(
+                hints
+                    .and_then(|h| h.for_zones.as_ref())
+                    .map(|z| z.iter().map(|z| z.name.clone()).collect())
+                    .unwrap_or_else(BTreeSet::new),
+                hints
+                    .and_then(|h| h.for_nodes.as_ref())
+                    .map(|n| n.iter().map(|n| n.name.clone()).collect())
+                    .unwrap_or_else(BTreeSet::new),
+            ),
         });
     }
     // Kept for the slice's lifetime (10,000s of them): no growth slack.

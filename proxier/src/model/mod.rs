@@ -4,11 +4,13 @@
 //! [`node_from_k8s`]; the cluster-wide collection with change tracking is [`ClusterState`].
 
 mod convert;
+mod names;
 mod state;
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub use convert::{endpoint_slice_from_k8s, node_from_k8s, service_from_k8s};
 /// The transport protocol and address family of ports and slices (the one vocabulary of the
@@ -158,15 +160,34 @@ pub struct Endpoint {
     pub serving: bool,
     /// `conditions.terminating` (unset = false).
     pub terminating: bool,
-    /// `nodeName`.
-    pub node: Option<String>,
-    /// `zone`.
-    pub zone: Option<String>,
-    /// `hints.forZones` names (empty = no hints).
-    pub zone_hints: BTreeSet<String>,
-    /// `hints.forNodes` names (empty = no hints).
-    pub node_hints: BTreeSet<String>,
+    /// `nodeName` (shared: [`ClusterState`] keeps one copy of each name for all its endpoints).
+    pub node: Option<Arc<str>>,
+    /// `zone` (shared like `node`).
+    pub zone: Option<Arc<str>>,
+    /// `hints` (`None`: no hints; boxed, as almost no endpoint has any: 8 bytes a hintless
+    /// endpoint instead of two empty sets' 48).
+    pub hints: Option<Box<Hints>>,
 }
+
+/// The topology hints of an endpoint: `hints.forZones` and `hints.forNodes` names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hints {
+    /// `hints.forZones` names.
+    pub zones: BTreeSet<String>,
+    /// `hints.forNodes` names.
+    pub nodes: BTreeSet<String>,
+}
+
+impl Hints {
+    /// The hints of an endpoint with these names: `None` when both are empty, so that an
+    /// endpoint without hints has one form.
+    pub fn boxed(zones: BTreeSet<String>, nodes: BTreeSet<String>) -> Option<Box<Self>> {
+        (!zones.is_empty() || !nodes.is_empty()).then(|| Box::new(Self { zones, nodes }))
+    }
+}
+
+/// The hint names of an endpoint without hints.
+static NO_HINTS: BTreeSet<String> = BTreeSet::new();
 
 impl Endpoint {
     /// A ready endpoint with no topology, for tests and benches.
@@ -178,9 +199,18 @@ impl Endpoint {
             terminating: false,
             node: None,
             zone: None,
-            zone_hints: BTreeSet::new(),
-            node_hints: BTreeSet::new(),
+            hints: None,
         }
+    }
+
+    /// `hints.forZones` names (empty = no hints).
+    pub fn zone_hints(&self) -> &BTreeSet<String> {
+        self.hints.as_ref().map_or(&NO_HINTS, |h| &h.zones)
+    }
+
+    /// `hints.forNodes` names (empty = no hints).
+    pub fn node_hints(&self) -> &BTreeSet<String> {
+        self.hints.as_ref().map_or(&NO_HINTS, |h| &h.nodes)
     }
 
     /// The KEP-1669 state.

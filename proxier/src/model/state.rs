@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use netlink_ipvs::Family;
 
+use super::names::SharedNames;
 use super::{EndpointSlice, Node, Service, ServiceName};
 
 /// What changed in a [`ClusterState`], per address family (kube-proxy keeps one change
@@ -76,6 +77,8 @@ pub struct ClusterState {
     nodes: BTreeMap<String, Node>,
     dirty: BTreeSet<ServiceName>,
     changes: Changes,
+    /// The endpoints' node and zone names, one copy each.
+    names: SharedNames,
 }
 
 impl ClusterState {
@@ -101,6 +104,8 @@ impl ClusterState {
 
     /// Adds or replaces an EndpointSlice (by namespace and slice name).
     pub fn upsert_slice(&mut self, slice: EndpointSlice) {
+        let mut slice = slice;
+        self.names.share(&mut slice);
         // A slice may be relabelled to another Service: drop it from its old one first.
         let key = (slice.service.namespace.clone(), slice.name.clone());
         if let Some(old) = self.slice_owner.get(&key).cloned() {
@@ -181,6 +186,13 @@ impl ClusterState {
     /// All Services, by name.
     pub fn services(&self) -> impl Iterator<Item = &Service> {
         self.services.values()
+    }
+
+    /// The (namespace, name) of every EndpointSlice, in that order.
+    pub fn slice_names(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.slice_owner
+            .keys()
+            .map(|(namespace, name)| (namespace.as_str(), name.as_str()))
     }
 
     /// The EndpointSlices of a Service, by slice name.

@@ -123,15 +123,15 @@ fn topology(endpoints: &[PortEndpoint], here: Locality<'_>) -> Topology {
     if ready().next().is_none() {
         return Topology::None;
     }
-    let all_node_hints = ready().all(|e| !e.node_hints.is_empty());
-    if all_node_hints && ready().any(|e| e.node_hints.contains(here.node)) {
+    let all_node_hints = ready().all(|e| !e.node_hints().is_empty());
+    if all_node_hints && ready().any(|e| e.node_hints().contains(here.node)) {
         return Topology::Node;
     }
     let Some(zone) = here.zone else {
         return Topology::None;
     };
-    let all_zone_hints = ready().all(|e| !e.zone_hints.is_empty());
-    if all_zone_hints && ready().any(|e| e.zone_hints.contains(zone)) {
+    let all_zone_hints = ready().all(|e| !e.zone_hints().is_empty());
+    if all_zone_hints && ready().any(|e| e.zone_hints().contains(zone)) {
         return Topology::Zone;
     }
     Topology::None
@@ -150,8 +150,8 @@ pub fn categorize(
         let mode = topology(endpoints, here);
         ready_else_serving_terminating(endpoints, |e| match mode {
             Topology::None => true,
-            Topology::Node => e.node_hints.contains(here.node),
-            Topology::Zone => here.zone.is_some_and(|z| e.zone_hints.contains(z)),
+            Topology::Node => e.node_hints().contains(here.node),
+            Topology::Zone => here.zone.is_some_and(|z| e.zone_hints().contains(z)),
         })
     });
     let local = uses_local.then(|| ready_else_serving_terminating(endpoints, |e| here.is_local(e)));

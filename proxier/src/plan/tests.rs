@@ -339,7 +339,7 @@ fn both_policies_local_use_local_endpoints_for_external_destinations_too() {
 
 fn hinted(address: &str, node: &str, zones: &[&str]) -> crate::model::Endpoint {
     crate::model::Endpoint {
-        zone_hints: zones.iter().map(|z| (*z).to_owned()).collect(),
+        hints: crate::model::Hints::boxed(set(zones), BTreeSet::new()),
         ..ep(address, node)
     }
 }
@@ -391,12 +391,12 @@ fn topology_hints_with_kube_proxy_fallbacks() {
     // PreferSameNode: node hints win over zone hints when all have them and one is ours.
     let by_node = vec![
         crate::model::Endpoint {
-            node_hints: set(&["node-a"]),
-            ..hinted("10.244.1.1", "node-a", &["zone-a"])
+            hints: crate::model::Hints::boxed(set(&["zone-a"]), set(&["node-a"])),
+            ..ep("10.244.1.1", "node-a")
         },
         crate::model::Endpoint {
-            node_hints: set(&["node-c"]),
-            ..hinted("10.244.1.2", "node-c", &["zone-a"])
+            hints: crate::model::Hints::boxed(set(&["zone-a"]), set(&["node-c"])),
+            ..ep("10.244.1.2", "node-c")
         },
     ];
     let desired = plan(cluster(

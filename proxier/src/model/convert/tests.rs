@@ -144,7 +144,7 @@ fn endpoint_slice_conditions_hints_and_ports() {
             ("10.244.1.7".into(), EndpointState::NotReady),
         ]
     );
-    assert!(slice.endpoints[0].zone_hints.contains("zone-a"));
+    assert!(slice.endpoints[0].zone_hints().contains("zone-a"));
 }
 
 /// kube-proxy's endpointslicecache: `serving := Serving == nil || *Serving` — unset means

@@ -61,11 +61,11 @@ pub struct Applied {
     pub node_addresses_changed: Option<(Vec<IpAddr>, Vec<IpAddr>)>,
 }
 
-/// The state of one kind's watch: the keys of the objects it put into the cluster (their
-/// last good models live there, once), and the keys seen by a running relist.
+/// The state of one kind's watch: the keys seen by a running relist. The objects it put
+/// into the cluster are the cluster's objects of its kind (their last good models live there,
+/// once, with their names: no second copy of 20,000 keys here).
 #[derive(Debug, Default)]
 struct Tracked {
-    objects: BTreeSet<Key>,
     relist: Option<BTreeSet<Key>>,
     synced: bool,
 }
@@ -214,6 +214,8 @@ trait Proxied: Sized + PartialEq {
     fn convert(raw: &Self::Raw, skipped: &mut Vec<Error>) -> Result<Self, Error>;
     /// The cluster's copy of the object `key` (the last good model).
     fn current<'a>(cluster: &'a ClusterState, key: &Key) -> Option<&'a Self>;
+    /// The keys of the cluster's objects of this kind.
+    fn keys(cluster: &ClusterState) -> impl Iterator<Item = (&str, &str)>;
     /// Puts the model into the cluster.
     fn upsert(self, cluster: &mut ClusterState);
     /// Takes the object `key` out again.
@@ -235,6 +237,11 @@ impl Proxied for Service {
             namespace: key.0.clone(),
             name: key.1.clone(),
         })
+    }
+    fn keys(cluster: &ClusterState) -> impl Iterator<Item = (&str, &str)> {
+        cluster
+            .services()
+            .map(|s| (s.name.namespace.as_str(), s.name.name.as_str()))
     }
     fn upsert(self, cluster: &mut ClusterState) {
         cluster.upsert_service(self);
@@ -258,6 +265,9 @@ impl Proxied for EndpointSlice {
     fn current<'a>(cluster: &'a ClusterState, key: &Key) -> Option<&'a Self> {
         cluster.slice(&key.0, &key.1)
     }
+    fn keys(cluster: &ClusterState) -> impl Iterator<Item = (&str, &str)> {
+        cluster.slice_names()
+    }
     fn upsert(self, cluster: &mut ClusterState) {
         cluster.upsert_slice(self);
     }
@@ -278,8 +288,8 @@ fn apply_event<T: Proxied>(
     cluster: &mut ClusterState,
     out: &mut Applied,
 ) {
-    let mut remove = |tracked: &mut Tracked, key: &Key, cluster: &mut ClusterState| {
-        if tracked.objects.remove(key) {
+    let mut remove = |key: &Key, cluster: &mut ClusterState| {
+        if T::current(cluster, key).is_some() {
             T::remove(key, cluster);
             out.changed = true;
         }
@@ -298,22 +308,26 @@ fn apply_event<T: Proxied>(
                         out.changed = true;
                         T::note_change(&raw, out);
                     }
-                    tracked.objects.insert(key);
                 }
                 Err(error) => {
                     if !keeps_last_good(&error) {
-                        remove(tracked, &key, cluster);
+                        remove(&key, cluster);
                     }
                     out.skipped.push(error);
                 }
             }
         }
-        Event::Delete(raw) => remove(tracked, &key(T::meta(&raw)), cluster),
+        Event::Delete(raw) => remove(&key(T::meta(&raw)), cluster),
         Event::InitDone => {
             let seen = tracked.relist.take().unwrap_or_default();
-            let gone: Vec<Key> = tracked.objects.difference(&seen).cloned().collect();
+            let gone: Vec<Key> = T::keys(cluster)
+                .filter(|(namespace, name)| {
+                    !seen.contains(&((*namespace).to_owned(), (*name).to_owned()))
+                })
+                .map(|(namespace, name)| (namespace.to_owned(), name.to_owned()))
+                .collect();
             for key in gone {
-                remove(tracked, &key, cluster);
+                remove(&key, cluster);
             }
             tracked.synced = true;
         }
