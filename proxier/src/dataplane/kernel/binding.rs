@@ -11,9 +11,36 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
 };
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::interface::address_message;
+/// The request body that binds or unbinds `ip` (as /32 or /128) on the interface with `index`.
+pub fn address_message(index: u32, ip: IpAddr) -> AddressMessage {
+    let mut message = AddressMessage::default();
+    message.header.index = index;
+    message.header.scope = AddressScope::Universe;
+    match ip {
+        IpAddr::V4(_) => {
+            message.header.family = AddressFamily::Inet;
+            message.header.prefix_len = 32;
+            message.attributes.push(AddressAttribute::Local(ip));
+            message.attributes.push(AddressAttribute::Address(ip));
+        }
+        IpAddr::V6(_) => {
+            message.header.family = AddressFamily::Inet6;
+            message.header.prefix_len = 128;
+            // No duplicate address detection: the address is usable at once.
+            message.header.flags = AddressHeaderFlags::Nodad;
+            message.attributes.push(AddressAttribute::Address(ip));
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+    }
+    message
+}
 
 /// Requests per window: half of the error answers the default receive buffer holds (~256, as
 /// measured for IPVS), so a window in which every address fails still fits.

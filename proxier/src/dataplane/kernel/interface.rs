@@ -12,14 +12,12 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
-};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 
-use super::binding::{encode_bind_window, ADDRESS_WINDOW};
+use super::binding::{address_message, encode_bind_window, ADDRESS_WINDOW};
 use crate::error::{Errno, Error};
 use crate::plan::is_ipv6_link_local;
 
@@ -324,32 +322,6 @@ impl InterfaceHandle {
             RouteReply::Errno(errno) => Err(kernel_error(what, errno)),
         }
     }
-}
-
-/// The request body that binds or unbinds `ip` (as /32 or /128) on the interface with `index`.
-pub fn address_message(index: u32, ip: IpAddr) -> AddressMessage {
-    let mut message = AddressMessage::default();
-    message.header.index = index;
-    message.header.scope = AddressScope::Universe;
-    match ip {
-        IpAddr::V4(_) => {
-            message.header.family = AddressFamily::Inet;
-            message.header.prefix_len = 32;
-            message.attributes.push(AddressAttribute::Local(ip));
-            message.attributes.push(AddressAttribute::Address(ip));
-        }
-        IpAddr::V6(_) => {
-            message.header.family = AddressFamily::Inet6;
-            message.header.prefix_len = 128;
-            // No duplicate address detection: the address is usable at once.
-            message.header.flags = AddressHeaderFlags::Nodad;
-            message.attributes.push(AddressAttribute::Address(ip));
-            message
-                .attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
-    }
-    message
 }
 
 fn kernel_error(op: String, errno: i32) -> Error {
