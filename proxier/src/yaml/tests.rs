@@ -238,12 +238,12 @@ fn json_text_is_read_by_the_fast_path_exactly_as_the_yaml_parser_reads_it() {
           {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
            "metadata": {"name": "web-eps"}, "endpoints": [{"addresses": ["10.0.0.1"],
            "conditions": {"ready": true, "serving": true, "terminating": false},
-           "zone": "z\u00e9", "hints": {"forZones": []}, "weight": -1.5e3}]}
+           "zone": "z\u00e9", "hints": {"forZones": []}, "weight": -15}]}
         ]}
     "#;
     for text in [
         list,
-        "[1, 2.5, \"x\", true, null, [], {}]",
+        "[1, -3, \"x\", true, null, [], {}]",
         "\u{feff}{\"a\": 1}\n",
     ] {
         let fast = json::document(text).unwrap_or_else(|| panic!("the fast path reads {text}"));
@@ -271,6 +271,12 @@ fn json_the_fast_path_cannot_read_exactly_is_left_to_the_yaml_parser() {
         "{\"a\": 1}\n---\nb: 2\n",
         // Out of serde_json's number range.
         "{\"a\": 1e400}",
+        // serde_json reads `-0` as -0.0, YAML as the integer 0 (found by fuzzing).
+        "[1, -0 ,2.2, {}]",
+        "{\"a\": -0.0}",
+        "[2.5]",
+        "[1e3]",
+        "[7777777777777777777777777777777777777777777777000000000000000000000000000000000007]",
         // Deeper than the fast path reads, within the budget or over it.
         &nested(json::FAST_DEPTH + 1),
         &nested(MAX_DEPTH + 1),
@@ -289,6 +295,9 @@ fn json_the_fast_path_cannot_read_exactly_is_left_to_the_yaml_parser() {
         documents("flow", "{a: b, c: [d]}").0,
         yaml_reading("{a: b, c: [d]}").unwrap()
     );
+    let (values, error) = documents("zero", "[1, -0 ,2.2, {}]");
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(values, yaml_reading("[1, -0 ,2.2, {}]").unwrap());
     let deep = nested(json::FAST_DEPTH + 1);
     let (values, error) = documents("deep", &deep);
     assert!(error.is_none(), "{error:?}");
