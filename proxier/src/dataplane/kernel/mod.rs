@@ -230,13 +230,7 @@ impl KernelDataplane {
     fn apply_addresses(&mut self, ops: &[Op], results: &mut Vec<Result<(), Error>>) {
         let mut start = 0;
         while start < ops.len() {
-            let binds: Vec<IpAddr> = ops[start..]
-                .iter()
-                .map_while(|op| match op {
-                    Op::BindAddress(ip) => Some(*ip),
-                    _ => None,
-                })
-                .collect();
+            let binds: Vec<IpAddr> = ops[start..].iter().map_while(bound_address).collect();
             if binds.is_empty() {
                 let op = &ops[start];
                 let outcome = match op {
@@ -280,13 +274,7 @@ impl KernelDataplane {
         ipvs: &[Op],
         results: &mut Vec<Result<(), Error>>,
     ) {
-        let ips: Vec<IpAddr> = binds
-            .iter()
-            .filter_map(|op| match op {
-                Op::BindAddress(ip) => Some(*ip),
-                _ => None,
-            })
-            .collect();
+        let ips: Vec<IpAddr> = binds.iter().filter_map(bound_address).collect();
         let position: HashMap<IpAddr, usize> =
             ips.iter().enumerate().map(|(i, ip)| (*ip, i)).collect();
         let operations: Vec<IpvsOperation> = ipvs.iter().filter_map(Op::ipvs_operation).collect();
@@ -333,6 +321,14 @@ impl KernelDataplane {
                 .zip(outcomes)
                 .map(|(op, outcome)| outcome.map_err(|e| ipvs_error(&op.to_string(), e))),
         );
+    }
+}
+
+/// The address `op` binds, if it is a binding.
+fn bound_address(op: &Op) -> Option<IpAddr> {
+    match op {
+        Op::BindAddress(ip) => Some(*ip),
+        _ => None,
     }
 }
 
@@ -564,7 +560,7 @@ impl Dataplane for KernelDataplane {
             let overlapped = kind == OpKind::Address
                 && run.len() >= ADDRESS_WINDOW
                 && ipvs_after > end
-                && run.iter().all(|op| matches!(op, Op::BindAddress(_)));
+                && run.iter().all(|op| bound_address(op).is_some());
             let end = if overlapped {
                 self.bind_while_applying_ipvs(run, &ops[end..ipvs_after], &mut results);
                 ipvs_after
