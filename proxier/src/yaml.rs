@@ -18,6 +18,10 @@
 //! - JSON text is read by serde_json when that cannot change its meaning (the `json` module:
 //!   one value, no repeated key, half the nesting budget); every other text, and every error,
 //!   is the YAML parser's.
+//! - Block YAML as `kubectl` writes it is read by a small reader of its own when that cannot
+//!   change its meaning either (the `block` module: one document, no anchors, tags or
+//!   multi-line scalars, scalars whose type is plain to see); every other text is the YAML
+//!   parser's.
 //!
 //! ```
 //! let (documents, error) = proxier::yaml::documents("example", "a: 1\n---\nb: [2, 3]\n");
@@ -179,7 +183,9 @@ pub fn documents(context: &str, text: &str) -> (Vec<serde_json::Value>, Option<E
 }
 
 /// [`documents`] of a text whose first document is document `first` of a larger stream (one
-/// piece of [`split::documents`]), for the numbers in errors.
+/// piece of [`split::documents`]), for the numbers in errors. A stream that can be cut into
+/// its documents exactly is read a document at a time, so that each document the fast
+/// readers take is theirs even when others of the stream are not.
 pub(crate) fn documents_from(
     context: &str,
     text: &str,
@@ -191,14 +197,45 @@ pub(crate) fn documents_from(
     if let Some(document) = json::document(text) {
         return (vec![document], None);
     }
+    let Some(pieces) = split::documents(text).filter(|pieces| pieces.len() > 1) else {
+        return one_document_text(context, text, first, 0);
+    };
+    let mut documents = Vec::new();
+    let mut lines_before = 0;
+    for piece in pieces {
+        let at = first + documents.len();
+        let (mut more, error) = one_document_text(context, piece, at, lines_before);
+        documents.append(&mut more);
+        if error.is_some() {
+            return (documents, error);
+        }
+        lines_before += piece.bytes().filter(|b| *b == b'\n').count();
+    }
+    (documents, None)
+}
+
+/// [`documents_from`] of a text that is one document, or cannot be cut: the block reader's
+/// when it takes it, the YAML parser's otherwise. `lines_before`: where the text starts in its
+/// stream, so that a syntax error names the stream's line.
+fn one_document_text(
+    context: &str,
+    text: &str,
+    first: usize,
+    lines_before: usize,
+) -> (Vec<serde_json::Value>, Option<Error>) {
+    if let Some(document) = block::document(text) {
+        return (vec![document], None);
+    }
     // serde-saphyr's `&str` input scans the text in place; its reader input decodes it char
     // by char into a buffer. A text that does not read is read again by the reader, which
     // hands over the documents before the error.
     if let Ok(documents) = serde_saphyr::from_multiple_with_options(text, options()) {
         return (documents, None);
     }
+    // Blank lines before a document change nothing of it but the lines errors name.
+    let padded = "\n".repeat(lines_before) + text;
     let mut documents = Vec::new();
-    let mut reader = text.as_bytes();
+    let mut reader = padded.as_bytes();
     for document in serde_saphyr::read_with_options(&mut reader, options()) {
         match document {
             Ok(value) => documents.push(value),
@@ -316,6 +353,7 @@ impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
     }
 }
 
+mod block;
 mod json;
 pub(crate) mod split;
 
