@@ -8,7 +8,7 @@
 //! exactly as the YAML parser does, to the same values, and leaves every other text, including
 //! every error, to the YAML path. So it gives up (`None`) on anything it does not need:
 //!
-//! - more than one document, a directive, a tab, a carriage return, a character YAML does not
+//! - more than one document, a document that is a scalar, a directive, a tab, a carriage return, a character YAML does not
 //!   allow in a stream;
 //! - anchors, aliases, tags, block scalars (`|`, `>`), complex keys (`?`), merge keys, nested
 //!   sequences on one line (`- - x`), a scalar or flow collection running over several lines;
@@ -40,7 +40,10 @@ pub(crate) fn document(text: &str) -> Option<Value> {
         depth: 0,
     };
     let value = parser.node(0)?;
-    (parser.at == parser.lines.len()).then_some(value)
+    // A scalar document is the parser's: it skips a null one (`~`, found by the `documents`
+    // fuzz target), and Kubernetes objects are mappings.
+    let collection = matches!(value, Value::Object(_) | Value::Array(_));
+    (collection && parser.at == parser.lines.len()).then_some(value)
 }
 
 /// One line that holds content (not blank, not only a comment), without its line break.

@@ -71,7 +71,7 @@ impl<'de> Visitor<'de> for Strict {
         Ok(Value::from(v))
     }
     fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Value, E> {
-        // Floats are the YAML path's to read (the `json_documents` fuzz target found both):
+        // Floats are the YAML path's to read (the `documents` fuzz target found both):
         // serde_json reads `-0` as the float -0.0 where YAML reads the integer 0, and rounds
         // long literals differently from Rust's own parser. Kubernetes objects hold no floats.
         Err(E::custom("a float"))

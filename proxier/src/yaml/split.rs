@@ -8,7 +8,8 @@
 //! cut is exact where the stream has no directives (`%` at column 0: they belong to the next
 //! document and change how it reads) and no aliases (`*`: the alias budget of [`crate::yaml`]
 //! is per text, and would become per document). A text that starts with `{` or `[` (JSON, a
-//! flow collection) is not cut either. Those texts are parsed whole, as before.
+//! flow collection) is not cut either, nor one with a carriage return outside a CR LF pair
+//! (YAML reads it as a line break, these lines do not). Those texts are parsed whole.
 
 /// The 64-bit digest of one document's bytes, the key under which its objects are
 /// remembered. A leading bare `---` line is left out: the first document of a file usually
@@ -47,6 +48,13 @@ pub(crate) fn digest(document: &str) -> u64 {
     hash ^ (hash >> 33)
 }
 
+/// Whether `text` holds a carriage return that is not part of a CR LF pair: YAML reads it as a
+/// line break where these lines do not (`...\r)0` is an end marker, then a scalar; found by
+/// the `documents` fuzz target).
+fn lone_carriage_return(text: &str) -> bool {
+    text.split('\r').skip(1).any(|rest| !rest.starts_with('\n'))
+}
+
 /// Whether `line` (with its line break) is the marker `marker` (`---` or `...`).
 fn is_marker(line: &[u8], marker: &[u8; 3]) -> bool {
     line.starts_with(marker) && matches!(line.get(3), None | Some(b' ' | b'\t' | b'\n' | b'\r'))
@@ -57,7 +65,7 @@ fn is_marker(line: &[u8], marker: &[u8; 3]) -> bool {
 /// module documentation). A piece may hold no document (blank lines or comments only).
 pub(crate) fn documents(text: &str) -> Option<Vec<&str>> {
     let start = text.trim_start_matches(['\u{feff}', ' ', '\t', '\r', '\n']);
-    if start.starts_with(['{', '[']) || text.contains('*') {
+    if start.starts_with(['{', '[']) || text.contains('*') || lone_carriage_return(text) {
         return None;
     }
     let mut pieces = Vec::new();

@@ -80,7 +80,6 @@ fn kubernetes_objects_are_read_as_the_parser_reads_them() {
         "a:\n- x\n-   k: 1\n    z:\n    - w\nb:\n",
         "a: b c  d\nsay: hello, world (again)\nurl: http://x:80/y\n",
         "\n\n  # indented comment\nk: v\n",
-        "just a scalar\n",
     ] {
         read_alike(text);
     }
@@ -128,6 +127,10 @@ fn text_it_cannot_read_exactly_is_left_to_the_parser() {
         "a:\t1\n",
         "a: x#y\n",
         "  a: 1\n",
+        "just a scalar\n",
+        // The parser skips a null document (found by the `documents` fuzz target).
+        "~",
+        "null\n",
         "",
         // Errors: the parser's to report.
         "a: 1\na: 2\n",
@@ -367,4 +370,19 @@ fn a_stream_read_a_document_at_a_time_names_the_streams_line_in_errors() {
     let report = error.unwrap().report().to_string();
     assert!(report.starts_with("f.yaml document 3: "), "{report}");
     assert!(report.contains("line 7"), "{report}");
+}
+
+#[test]
+fn a_lone_carriage_return_keeps_a_stream_whole() {
+    // YAML reads `...\r` as an end marker and a line break (found by the `documents` fuzz
+    // target); CR LF lines are cut as LF lines.
+    let text = "...\r)0\n\n7).). ";
+    assert_eq!(split::documents(text), None);
+    let (values, error) = documents("cr", text);
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(values, parser(text).unwrap());
+    assert_eq!(
+        split::documents("a: 1\r\n---\r\nb: 2\r\n").map(|p| p.len()),
+        Some(2)
+    );
 }
