@@ -179,17 +179,43 @@ pub fn from_str<T: DeserializeOwned>(context: &str, text: &str) -> Result<T, Err
 /// under the budget. A document that cannot be read ends the stream (YAML cannot be
 /// resynchronised after a syntax error): the documents before it are returned with the error.
 pub fn documents(context: &str, text: &str) -> (Vec<serde_json::Value>, Option<Error>) {
-    documents_from(context, text, 1)
+    documents_from(context, text, StreamPosition::START)
 }
 
-/// [`documents`] of a text whose first document is document `first` of a larger stream (one
-/// piece of [`split::documents`]), for the numbers in errors. A stream that can be cut into
-/// its documents exactly is read a document at a time, so that each document the fast
-/// readers take is theirs even when others of the stream are not.
+/// Where a piece of a stream (one of [`split::documents`]) starts, for the document numbers
+/// and lines errors name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamPosition {
+    /// The number of its first document (from 1).
+    pub document: usize,
+    /// The lines of the stream before it.
+    pub lines_before: usize,
+}
+
+impl StreamPosition {
+    /// The start of a stream.
+    pub const START: Self = Self {
+        document: 1,
+        lines_before: 0,
+    };
+
+    /// The position after `piece`, which starts here and holds `documents` documents.
+    pub fn after(self, piece: &str, documents: usize) -> Self {
+        Self {
+            document: self.document + documents,
+            lines_before: self.lines_before + piece.bytes().filter(|b| *b == b'\n').count(),
+        }
+    }
+}
+
+/// [`documents`] of a text that starts at `position` of a larger stream (one piece of
+/// [`split::documents`]). A stream that can be cut into its documents exactly is read a
+/// document at a time, so that each document the fast readers take is theirs even when others
+/// of the stream are not.
 pub(crate) fn documents_from(
     context: &str,
     text: &str,
-    first: usize,
+    position: StreamPosition,
 ) -> (Vec<serde_json::Value>, Option<Error>) {
     if let Err(e) = too_large(context, text) {
         return (Vec::new(), Some(e));
@@ -198,30 +224,27 @@ pub(crate) fn documents_from(
         return (vec![document], None);
     }
     let Some(pieces) = split::documents(text).filter(|pieces| pieces.len() > 1) else {
-        return one_document_text(context, text, first, 0);
+        return one_document_text(context, text, position);
     };
     let mut documents = Vec::new();
-    let mut lines_before = 0;
+    let mut position = position;
     for piece in pieces {
-        let at = first + documents.len();
-        let (mut more, error) = one_document_text(context, piece, at, lines_before);
+        let (mut more, error) = one_document_text(context, piece, position);
+        position = position.after(piece, more.len());
         documents.append(&mut more);
         if error.is_some() {
             return (documents, error);
         }
-        lines_before += piece.bytes().filter(|b| *b == b'\n').count();
     }
     (documents, None)
 }
 
 /// [`documents_from`] of a text that is one document, or cannot be cut: the block reader's
-/// when it takes it, the YAML parser's otherwise. `lines_before`: where the text starts in its
-/// stream, so that a syntax error names the stream's line.
+/// when it takes it, the YAML parser's otherwise.
 fn one_document_text(
     context: &str,
     text: &str,
-    first: usize,
-    lines_before: usize,
+    position: StreamPosition,
 ) -> (Vec<serde_json::Value>, Option<Error>) {
     if let Some(document) = block::document(text) {
         return (vec![document], None);
@@ -233,14 +256,14 @@ fn one_document_text(
         return (documents, None);
     }
     // Blank lines before a document change nothing of it but the lines errors name.
-    let padded = "\n".repeat(lines_before) + text;
+    let padded = "\n".repeat(position.lines_before) + text;
     let mut documents = Vec::new();
     let mut reader = padded.as_bytes();
     for document in serde_saphyr::read_with_options(&mut reader, options()) {
         match document {
             Ok(value) => documents.push(value),
             Err(e) => {
-                let at = format!("{context} document {}", first + documents.len());
+                let at = format!("{context} document {}", position.document + documents.len());
                 return (documents, Some(parse_error(&at, e)));
             }
         }

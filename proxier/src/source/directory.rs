@@ -19,6 +19,7 @@ use crate::source::snapshot::{Digest, DocumentPart};
 use crate::source::yaml::parse_documents_from;
 use crate::source::{parse_documents, KubeObject, SnapshotSync, Source, SourcePoll};
 use crate::yaml::split;
+use crate::yaml::StreamPosition;
 
 /// What identifies one version of a file without reading it: a rewrite changes at least one
 /// of these. The modification time alone misses a rewrite of the same length within the
@@ -143,7 +144,7 @@ impl FileRead {
                 .push(FileDocument::Parsed(split::digest(text), objects));
             return read;
         };
-        let mut number = 1;
+        let mut position = StreamPosition::START;
         for piece in pieces {
             let digest = split::digest(piece);
             let record = match old.and_then(|old| old.document(digest)) {
@@ -152,7 +153,7 @@ impl FileRead {
                     *record
                 }
                 None => {
-                    let parsed = parse_documents_from(name, piece, number);
+                    let parsed = parse_documents_from(name, piece, position);
                     let record = DocumentRecord {
                         digest,
                         documents: parsed.documents,
@@ -164,7 +165,7 @@ impl FileRead {
                     record
                 }
             };
-            number += record.documents;
+            position = position.after(piece, record.documents);
             read.objects += record.objects;
             read.records.push(record);
         }

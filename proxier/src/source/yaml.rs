@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::error::{Error, YamlError};
 use crate::model::{endpoint_slice_from_k8s, node_from_k8s, service_from_k8s, ClusterState};
+use crate::yaml::StreamPosition;
 
 /// An object this proxy reads.
 #[derive(Debug, Clone)]
@@ -63,7 +64,7 @@ fn collect(value: Value, context: &str, objects: &mut Vec<KubeObject>, problems:
 /// returned as errors beside the objects that could be read; text over the YAML limits of
 /// [`crate::yaml`] yields no object (read once, by [`crate::yaml::documents`]).
 pub fn parse_documents(name: &str, text: &str) -> (Vec<KubeObject>, Vec<Error>) {
-    let parsed = parse_documents_from(name, text, 1);
+    let parsed = parse_documents_from(name, text, StreamPosition::START);
     (parsed.objects, parsed.problems)
 }
 
@@ -76,18 +77,18 @@ pub(crate) struct Parsed {
     pub documents: usize,
 }
 
-/// [`parse_documents`] of a text whose first document is document `first` of its file (one
-/// piece of [`crate::yaml::split::documents`]), for the numbers in messages.
-pub(crate) fn parse_documents_from(name: &str, text: &str, first: usize) -> Parsed {
+/// [`parse_documents`] of a text that starts at `position` of its file (one piece of
+/// [`crate::yaml::split::documents`]), for the document numbers and lines in messages.
+pub(crate) fn parse_documents_from(name: &str, text: &str, position: StreamPosition) -> Parsed {
     let mut parsed = Parsed::default();
-    let (documents, error) = crate::yaml::documents_from(name, text, first);
+    let (documents, error) = crate::yaml::documents_from(name, text, position);
     if let Some(refused @ Error::InputRefused { .. }) = error {
         parsed.problems.push(refused);
         return parsed;
     }
     parsed.documents = documents.len();
     for (i, value) in documents.into_iter().enumerate() {
-        let context = format!("{name} document {}", first + i);
+        let context = format!("{name} document {}", position.document + i);
         collect(value, &context, &mut parsed.objects, &mut parsed.problems);
     }
     parsed.problems.extend(error);

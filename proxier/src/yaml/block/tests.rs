@@ -386,3 +386,19 @@ fn a_lone_carriage_return_keeps_a_stream_whole() {
         Some(2)
     );
 }
+
+#[test]
+fn the_file_source_names_the_files_line_of_a_bad_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "a: 1\n---\nb: |\n  two\n---\nc: [1, 2\nd: 3\n";
+    std::fs::write(dir.path().join("f.yaml"), text).unwrap();
+    let poll = crate::source::DirectorySource::new(dir.path())
+        .poll(|_, _| {})
+        .unwrap();
+    let [problem] = poll.problems.as_slice() else {
+        panic!("one problem: {:?}", poll.problems);
+    };
+    let report = problem.report().to_string();
+    assert!(report.contains("f.yaml document 3: "), "{report}");
+    assert!(report.contains("line 7"), "{report}");
+}
