@@ -179,7 +179,68 @@ pub fn from_str<T: DeserializeOwned>(context: &str, text: &str) -> Result<T, Err
 /// under the budget. A document that cannot be read ends the stream (YAML cannot be
 /// resynchronised after a syntax error): the documents before it are returned with the error.
 pub fn documents(context: &str, text: &str) -> (Vec<serde_json::Value>, Option<Error>) {
-    documents_from(context, text, StreamPosition::START)
+    let (documents, error) = documents_from(context, text, StreamPosition::START);
+    let values = documents.into_iter().map(Document::into_value).collect();
+    (values, error)
+}
+
+/// One document of a text as read: a tree of values (serde_json's reading of JSON, the YAML
+/// parser's of everything else) or the block reader's nodes, which borrow the text.
+#[derive(Debug)]
+pub(crate) enum Document<'a> {
+    /// Read by serde_json or the YAML parser.
+    Value(serde_json::Value),
+    /// Read by the block reader.
+    Block(block::Node<'a>),
+}
+
+impl<'a> Document<'a> {
+    /// The document as a tree of values.
+    pub(crate) fn into_value(self) -> serde_json::Value {
+        match self {
+            Document::Value(value) => value,
+            Document::Block(node) => node.into_value(),
+        }
+    }
+
+    /// The string at `key`, where the document is a mapping that has one there.
+    pub(crate) fn str_field(&self, key: &str) -> Option<&str> {
+        match self {
+            Document::Value(value) => value.get(key)?.as_str(),
+            Document::Block(node) => node.get(key)?.as_str(),
+        }
+    }
+
+    /// The items of a `List` (the sequence at `items` of a mapping), each a document.
+    pub(crate) fn into_items(self) -> Option<Vec<Document<'a>>> {
+        match self {
+            Document::Value(serde_json::Value::Object(mut list)) => match list.remove("items") {
+                Some(serde_json::Value::Array(items)) => {
+                    Some(items.into_iter().map(Document::Value).collect())
+                }
+                _ => None,
+            },
+            Document::Block(block::Node::Map(entries)) => {
+                let (_, items) = entries.into_iter().find(|(key, _)| key == "items")?;
+                match items {
+                    block::Node::Seq(items) => {
+                        Some(items.into_iter().map(Document::Block).collect())
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The document as a `T`: `serde_json::from_value` of its tree (the block reader's nodes
+    /// are read straight, as from their tree).
+    pub(crate) fn typed<T: DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        match self {
+            Document::Value(value) => serde_json::from_value(value),
+            Document::Block(node) => block::typed(&node),
+        }
+    }
 }
 
 /// Where a piece of a stream (one of [`split::documents`]) starts, for the document numbers
@@ -212,16 +273,16 @@ impl StreamPosition {
 /// [`split::documents`]). A stream that can be cut into its documents exactly is read a
 /// document at a time, so that each document the fast readers take is theirs even when others
 /// of the stream are not.
-pub(crate) fn documents_from(
+pub(crate) fn documents_from<'a>(
     context: &str,
-    text: &str,
+    text: &'a str,
     position: StreamPosition,
-) -> (Vec<serde_json::Value>, Option<Error>) {
+) -> (Vec<Document<'a>>, Option<Error>) {
     if let Err(e) = too_large(context, text) {
         return (Vec::new(), Some(e));
     }
     if let Some(document) = json::document(text) {
-        return (vec![document], None);
+        return (vec![Document::Value(document)], None);
     }
     let Some(pieces) = split::documents(text).filter(|pieces| pieces.len() > 1) else {
         return one_document_text(context, text, position);
@@ -241,19 +302,19 @@ pub(crate) fn documents_from(
 
 /// [`documents_from`] of a text that is one document, or cannot be cut: the block reader's
 /// when it takes it, the YAML parser's otherwise.
-fn one_document_text(
+fn one_document_text<'a>(
     context: &str,
-    text: &str,
+    text: &'a str,
     position: StreamPosition,
-) -> (Vec<serde_json::Value>, Option<Error>) {
-    if let Some(document) = block::document(text) {
-        return (vec![document], None);
+) -> (Vec<Document<'a>>, Option<Error>) {
+    if let Some(node) = block::parse(text) {
+        return (vec![Document::Block(node)], None);
     }
     // serde-saphyr's `&str` input scans the text in place; its reader input decodes it char
     // by char into a buffer. A text that does not read is read again by the reader, which
     // hands over the documents before the error.
     if let Ok(documents) = serde_saphyr::from_multiple_with_options(text, options()) {
-        return (documents, None);
+        return (documents.into_iter().map(Document::Value).collect(), None);
     }
     // Blank lines before a document change nothing of it but the lines errors name.
     let padded = "\n".repeat(position.lines_before) + text;
@@ -261,7 +322,7 @@ fn one_document_text(
     let mut reader = padded.as_bytes();
     for document in serde_saphyr::read_with_options(&mut reader, options()) {
         match document {
-            Ok(value) => documents.push(value),
+            Ok(value) => documents.push(Document::Value(value)),
             Err(e) => {
                 let at = format!("{context} document {}", position.document + documents.len());
                 return (documents, Some(parse_error(&at, e)));

@@ -2,11 +2,10 @@
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
-use serde_json::Value;
 
 use crate::error::{Error, YamlError};
 use crate::model::{endpoint_slice_from_k8s, node_from_k8s, service_from_k8s, ClusterState};
-use crate::yaml::StreamPosition;
+use crate::yaml::{Document, StreamPosition};
 
 /// An object this proxy reads.
 #[derive(Debug, Clone)]
@@ -20,38 +19,59 @@ pub enum KubeObject {
     Node(Box<core::Node>),
 }
 
-fn typed<T: serde::de::DeserializeOwned>(value: Value, context: &str) -> Result<T, Error> {
-    serde_json::from_value(value).map_err(|source| Error::Yaml {
+fn typed<T: serde::de::DeserializeOwned>(
+    document: Document<'_>,
+    context: &str,
+) -> Result<T, Error> {
+    document.typed().map_err(|source| Error::Yaml {
         context: context.to_owned(),
         source: YamlError::Object(source),
     })
 }
 
-fn collect(value: Value, context: &str, objects: &mut Vec<KubeObject>, problems: &mut Vec<Error>) {
-    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-    let api_version = value
-        .get("apiVersion")
-        .and_then(|k| k.as_str())
-        .unwrap_or("");
-    let result = match (kind, api_version) {
-        ("Service", "v1") => typed(value, context).map(|o| Some(KubeObject::Service(Box::new(o)))),
-        ("EndpointSlice", "discovery.k8s.io/v1") => {
-            typed(value, context).map(|o| Some(KubeObject::EndpointSlice(Box::new(o))))
+/// What a document's `kind` and `apiVersion` make it, for this proxy.
+enum Kind {
+    Service,
+    EndpointSlice,
+    Node,
+    List,
+    /// Pods, Deployments, ...: they may share the files; not ours, not an error.
+    Other,
+}
+
+impl Kind {
+    fn of(document: &Document<'_>) -> Self {
+        let kind = document.str_field("kind").unwrap_or("");
+        let api_version = document.str_field("apiVersion").unwrap_or("");
+        match (kind, api_version) {
+            ("Service", "v1") => Kind::Service,
+            ("EndpointSlice", "discovery.k8s.io/v1") => Kind::EndpointSlice,
+            ("Node", "v1") => Kind::Node,
+            (kind, _) if kind.ends_with("List") => Kind::List,
+            _ => Kind::Other,
         }
-        ("Node", "v1") => typed(value, context).map(|o| Some(KubeObject::Node(Box::new(o)))),
-        (kind, _) if kind.ends_with("List") => {
-            if let Value::Object(mut list) = value {
-                let Some(Value::Array(items)) = list.remove("items") else {
-                    return;
-                };
-                for (i, item) in items.into_iter().enumerate() {
-                    collect(item, &format!("{context} item {i}"), objects, problems);
-                }
+    }
+}
+
+fn collect(
+    document: Document<'_>,
+    context: &str,
+    objects: &mut Vec<KubeObject>,
+    problems: &mut Vec<Error>,
+) {
+    let result = match Kind::of(&document) {
+        Kind::Service => typed(document, context).map(|o| Some(KubeObject::Service(Box::new(o)))),
+        Kind::EndpointSlice => {
+            typed(document, context).map(|o| Some(KubeObject::EndpointSlice(Box::new(o))))
+        }
+        Kind::Node => typed(document, context).map(|o| Some(KubeObject::Node(Box::new(o)))),
+        Kind::List => {
+            for (i, item) in document.into_items().into_iter().flatten().enumerate() {
+                collect(item, &format!("{context} item {i}"), objects, problems);
             }
             Ok(None)
         }
-        // Other kinds (Pods, Deployments, ...) may share the files: not ours, not an error.
-        _ => Ok(None),
+        Kind::Other => Ok(None),
     };
     match result {
         Ok(Some(object)) => objects.push(object),

@@ -12,7 +12,8 @@
 //!   allow in a stream;
 //! - anchors, aliases, tags, block scalars (`|`, `>`), complex keys (`?`), merge keys, nested
 //!   sequences on one line (`- - x`), a scalar or flow collection running over several lines;
-//! - a repeated key (the YAML path refuses it), a key that is not a plain word or quoted;
+//! - a repeated key (the YAML path refuses it), a key that is not a plain word or quoted, a
+//!   mapping of more than [`MAX_KEYS`] keys;
 //! - escapes in double-quoted scalars;
 //! - a plain scalar whose meaning needs YAML's resolution rules beyond the obvious: only
 //!   `null`/`~`/empty (null), `true`/`false`, decimal integers of up to 18 digits without a
@@ -22,13 +23,85 @@
 //!
 //! Equivalence is tested by unit cases and by the `documents` fuzz target, which compares
 //! [`crate::yaml::documents`] with serde-saphyr alone on arbitrary text.
+//!
+//! What it reads is a [`Node`] tree that borrows the text: a Kubernetes object is deserialized
+//! from it directly (`de`), without the `serde_json::Value` tree in between, and the tree
+//! becomes a `Value` only where one is asked for ([`Node::into_value`]).
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde_json::Value;
 
 use super::json::FAST_DEPTH;
 
+mod de;
+
+pub(crate) use de::typed;
+
+/// One node of a document the block reader read, its scalars resolved as the YAML parser
+/// resolves them, its strings borrowed from the text where they need no unescaping.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Node<'a> {
+    /// `null`, `~`, or nothing.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A non-negative integer.
+    Unsigned(u64),
+    /// A negative integer.
+    Negative(i64),
+    /// Any other scalar.
+    Str(Cow<'a, str>),
+    /// A sequence.
+    Seq(Vec<Node<'a>>),
+    /// A mapping, in the text's order, no key twice.
+    Map(Vec<(Cow<'a, str>, Node<'a>)>),
+}
+
+impl Node<'_> {
+    /// The node as the `serde_json::Value` the YAML parser reads the same text to.
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            Node::Null => Value::Null,
+            Node::Bool(b) => Value::Bool(b),
+            Node::Unsigned(n) => Value::from(n),
+            Node::Negative(n) => Value::from(n),
+            Node::Str(s) => Value::String(s.into_owned()),
+            Node::Seq(items) => Value::Array(items.into_iter().map(Node::into_value).collect()),
+            Node::Map(entries) => Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.into_owned(), v.into_value()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The value of `key` when this is a mapping that has it.
+    pub(crate) fn get(&self, key: &str) -> Option<&Self> {
+        match self {
+            Node::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The string this node is, if it is one.
+    pub(crate) fn as_str(&self) -> Option<&str> {
+        match self {
+            Node::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 /// `text` as its one document, or `None` when the YAML path must read it.
+#[cfg(test)]
 pub(crate) fn document(text: &str) -> Option<Value> {
+    parse(text).map(Node::into_value)
+}
+
+/// `text` as its one document, read to nodes, or `None` when the YAML path must read it.
+pub(crate) fn parse(text: &str) -> Option<Node<'_>> {
     let lines = content_lines(text)?;
     let first = lines.first()?;
     if first.indent != 0 {
@@ -42,7 +115,7 @@ pub(crate) fn document(text: &str) -> Option<Value> {
     let value = parser.node(0)?;
     // A scalar document is the parser's: it skips a null one (`~`, found by the `documents`
     // fuzz target), and Kubernetes objects are mappings.
-    let collection = matches!(value, Value::Object(_) | Value::Array(_));
+    let collection = matches!(value, Node::Map(_) | Node::Seq(_));
     (collection && parser.at == parser.lines.len()).then_some(value)
 }
 
@@ -121,9 +194,27 @@ struct Parser<'a> {
     depth: usize,
 }
 
-impl Parser<'_> {
+/// The most keys a mapping the block reader reads may have: each new key is compared with
+/// those before it (Kubernetes objects have a few dozen at most).
+const MAX_KEYS: usize = 64;
+
+/// Adds `key: value` to `entries` unless `key` is there already (a repeated key is the
+/// parser's to refuse), or the mapping has [`MAX_KEYS`].
+fn insert<'a>(
+    entries: &mut Vec<(Cow<'a, str>, Node<'a>)>,
+    key: Cow<'a, str>,
+    value: Node<'a>,
+) -> Option<()> {
+    if entries.len() >= MAX_KEYS || entries.iter().any(|(k, _)| *k == key) {
+        return None;
+    }
+    entries.push((key, value));
+    Some(())
+}
+
+impl<'a> Parser<'a> {
     /// The node that starts at `column` of the current line.
-    fn node(&mut self, column: usize) -> Option<Value> {
+    fn node(&mut self, column: usize) -> Option<Node<'a>> {
         self.depth += 1;
         if self.depth > FAST_DEPTH {
             return None;
@@ -144,7 +235,7 @@ impl Parser<'_> {
     /// The node under a key or an entry whose line ends after its indicator: on the next line
     /// when that is indented deeper than `indent` (or, under a key, a sequence at `indent`);
     /// null otherwise.
-    fn nested(&mut self, indent: usize, sequence_at_indent: bool) -> Option<Value> {
+    fn nested(&mut self, indent: usize, sequence_at_indent: bool) -> Option<Node<'a>> {
         self.at += 1;
         match self.lines.get(self.at) {
             Some(next) if next.indent > indent => self.node(next.indent),
@@ -155,12 +246,12 @@ impl Parser<'_> {
             {
                 self.node(indent)
             }
-            _ => Some(Value::Null),
+            _ => Some(Node::Null),
         }
     }
 
     /// A block sequence whose `-` indicators stand at `indent`.
-    fn sequence(&mut self, indent: usize) -> Option<Value> {
+    fn sequence(&mut self, indent: usize) -> Option<Node<'a>> {
         let mut items = Vec::new();
         loop {
             let after = &self.lines[self.at].text[indent + 1..];
@@ -178,15 +269,15 @@ impl Parser<'_> {
                 // Deeper: a scalar running on, or a syntax error.
                 Some(next) if next.indent > indent => return None,
                 // The enclosing node's (a key of a mapping at this same indent), or the end.
-                _ => return Some(Value::Array(items)),
+                _ => return Some(Node::Seq(items)),
             }
         }
     }
 
     /// A block mapping whose first key starts at `column` of the current line and whose
     /// other keys start lines indented by `column`.
-    fn mapping(&mut self, column: usize) -> Option<Value> {
-        let mut map = Map::new();
+    fn mapping(&mut self, column: usize) -> Option<Node<'a>> {
+        let mut entries = Vec::new();
         loop {
             let rest = self.lines[self.at].text.get(column..)?;
             let (key, after) = mapping_key(rest)?;
@@ -196,13 +287,11 @@ impl Parser<'_> {
                 self.at += 1;
                 inline(after.trim_start_matches(' '), self.depth)?
             };
-            if map.insert(key, value).is_some() {
-                return None;
-            }
+            insert(&mut entries, key, value)?;
             match self.lines.get(self.at) {
                 Some(next) if next.indent == column => {}
                 Some(next) if next.indent > column => return None,
-                _ => return Some(Value::Object(map)),
+                _ => return Some(Node::Map(entries)),
             }
         }
     }
@@ -211,14 +300,13 @@ impl Parser<'_> {
 /// The key of a block mapping entry at the start of `rest`, and what follows its `:` (empty,
 /// or starting with a space); `None` where `rest` is not such an entry (or its key is not one
 /// this path reads).
-fn mapping_key(rest: &str) -> Option<(String, &str)> {
+fn mapping_key(rest: &str) -> Option<(Cow<'_, str>, &str)> {
     let (key, after) = if rest.starts_with(['"', '\'']) {
         quoted(rest)?
     } else {
         let end = rest.find(|c: char| !is_word(c))?;
-        let key = &rest[..end];
-        match plain(key)? {
-            Value::String(key) => (key, &rest[end..]),
+        match plain(&rest[..end])? {
+            Node::Str(key) => (key, &rest[end..]),
             _ => return None,
         }
     };
@@ -232,11 +320,11 @@ fn is_word(c: char) -> bool {
 }
 
 /// A scalar or flow collection that fills the rest of its line (`text` starts with it).
-fn inline(text: &str, depth: usize) -> Option<Value> {
+fn inline(text: &str, depth: usize) -> Option<Node<'_>> {
     let (value, rest) = match text.as_bytes().first()? {
         b'"' | b'\'' => {
             let (s, rest) = quoted(text)?;
-            (Value::String(s), rest)
+            (Node::Str(s), rest)
         }
         b'{' | b'[' => flow(text, depth + 1)?,
         _ => {
@@ -255,13 +343,18 @@ fn inline(text: &str, depth: usize) -> Option<Value> {
 }
 
 /// A one-line quoted scalar at the start of `text`, and the text after its closing quote.
-fn quoted(text: &str) -> Option<(String, &str)> {
+fn quoted(text: &str) -> Option<(Cow<'_, str>, &str)> {
     if let Some(body) = text.strip_prefix('"') {
         let end = body.find('"')?;
         let value = &body[..end];
-        return (!value.contains('\\')).then(|| (value.to_owned(), &body[end + 1..]));
+        return (!value.contains('\\')).then_some((Cow::Borrowed(value), &body[end + 1..]));
     }
     let body = text.strip_prefix('\'')?;
+    let end = body.find('\'')?;
+    if !body[end + 1..].starts_with('\'') {
+        // No `''` in it: the text itself.
+        return Some((Cow::Borrowed(&body[..end]), &body[end + 1..]));
+    }
     let mut value = String::new();
     let mut rest = body;
     loop {
@@ -274,14 +367,14 @@ fn quoted(text: &str) -> Option<(String, &str)> {
                 value.push('\'');
                 rest = after;
             }
-            None => return Some((value, rest)),
+            None => return Some((Cow::Owned(value), rest)),
         }
     }
 }
 
 /// A flow collection at the start of `text` (on one line), at nesting `depth`, and the text
 /// after it.
-fn flow(text: &str, depth: usize) -> Option<(Value, &str)> {
+fn flow(text: &str, depth: usize) -> Option<(Node<'_>, &str)> {
     if depth > FAST_DEPTH {
         return None;
     }
@@ -291,13 +384,13 @@ fn flow(text: &str, depth: usize) -> Option<(Value, &str)> {
         _ => return None,
     };
     let mut items = Vec::new();
-    let mut map = Map::new();
+    let mut entries = Vec::new();
     rest = rest.trim_start_matches(' ');
     if let Some(after) = rest.strip_prefix(close) {
         let empty = if close == ']' {
-            Value::Array(items)
+            Node::Seq(items)
         } else {
-            Value::Object(map)
+            Node::Map(entries)
         };
         return Some((empty, after));
     }
@@ -305,23 +398,21 @@ fn flow(text: &str, depth: usize) -> Option<(Value, &str)> {
         let (node, after) = flow_node(rest, depth)?;
         rest = after.trim_start_matches(' ');
         if close == '}' {
-            let Value::String(key) = node else {
+            let Node::Str(key) = node else {
                 return None;
             };
             let after = rest.strip_prefix(": ")?.trim_start_matches(' ');
             let (value, after) = flow_node(after, depth)?;
-            if map.insert(key, value).is_some() {
-                return None;
-            }
+            insert(&mut entries, key, value)?;
             rest = after.trim_start_matches(' ');
         } else {
             items.push(node);
         }
         if let Some(after) = rest.strip_prefix(close) {
             let value = if close == ']' {
-                Value::Array(items)
+                Node::Seq(items)
             } else {
-                Value::Object(map)
+                Node::Map(entries)
             };
             return Some((value, after));
         }
@@ -334,10 +425,10 @@ fn flow(text: &str, depth: usize) -> Option<(Value, &str)> {
 }
 
 /// One entry of a flow collection at the start of `text`, and the text after it.
-fn flow_node(text: &str, depth: usize) -> Option<(Value, &str)> {
+fn flow_node(text: &str, depth: usize) -> Option<(Node<'_>, &str)> {
     match text.as_bytes().first()? {
         b'[' | b'{' => flow(text, depth + 1),
-        b'"' | b'\'' => quoted(text).map(|(s, rest)| (Value::String(s), rest)),
+        b'"' | b'\'' => quoted(text).map(|(s, rest)| (Node::Str(s), rest)),
         _ => {
             let end = text.find(|c: char| !is_word(c)).unwrap_or(text.len());
             // An empty entry (`[a, , b]`, `{a: }`) is the parser's.
@@ -348,11 +439,11 @@ fn flow_node(text: &str, depth: usize) -> Option<(Value, &str)> {
 }
 
 /// What a plain scalar means, where that is plain to see (see the module documentation).
-fn plain(scalar: &str) -> Option<Value> {
+fn plain(scalar: &str) -> Option<Node<'_>> {
     match scalar {
-        "" | "~" | "null" | "Null" | "NULL" => return Some(Value::Null),
-        "true" => return Some(Value::Bool(true)),
-        "false" => return Some(Value::Bool(false)),
+        "" | "~" | "null" | "Null" | "NULL" => return Some(Node::Null),
+        "true" => return Some(Node::Bool(true)),
+        "false" => return Some(Node::Bool(false)),
         _ => {}
     }
     // YAML 1.1 booleans and other spellings of these words: the parser's to judge.
@@ -364,7 +455,7 @@ fn plain(scalar: &str) -> Option<Value> {
     }
     let first = scalar.as_bytes()[0];
     if first.is_ascii_alphabetic() || first == b'/' {
-        return Some(Value::String(scalar.to_owned()));
+        return Some(Node::Str(Cow::Borrowed(scalar)));
     }
     let (negative, digits) = match scalar.strip_prefix('-') {
         Some(digits) => (true, digits),
@@ -378,9 +469,9 @@ fn plain(scalar: &str) -> Option<Value> {
         // At most 18 digits: within both i64 and u64.
         let n: u64 = digits.parse().ok()?;
         return Some(if negative {
-            Value::from(-(n as i64))
+            Node::Negative(-(n as i64))
         } else {
-            Value::from(n)
+            Node::Unsigned(n)
         });
     }
     let mut parts = scalar.split('.');
@@ -391,7 +482,7 @@ fn plain(scalar: &str) -> Option<Value> {
         .count()
         == 4
         && parts.next().is_none();
-    ipv4.then(|| Value::String(scalar.to_owned()))
+    ipv4.then_some(Node::Str(Cow::Borrowed(scalar)))
 }
 
 #[cfg(test)]

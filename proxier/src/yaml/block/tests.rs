@@ -402,3 +402,57 @@ fn the_file_source_names_the_files_line_of_a_bad_document() {
     assert!(report.contains("f.yaml document 3: "), "{report}");
     assert!(report.contains("line 7"), "{report}");
 }
+
+/// `text` read by the block reader into a `T` straight from its nodes, checked against
+/// serde_json's reading of the same nodes as a `Value`: the same object, or the same error.
+fn typed_alike<T>(text: &str) -> Result<T, String>
+where
+    T: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let node = super::parse(text).unwrap_or_else(|| panic!("the block reader reads {text:?}"));
+    let straight = super::typed::<T>(&node).map_err(|e| e.to_string());
+    let through_value = serde_json::from_value::<T>(node.into_value()).map_err(|e| e.to_string());
+    assert_eq!(straight, through_value, "{text:?}");
+    straight
+}
+
+#[test]
+fn objects_read_straight_from_the_nodes_read_as_from_their_values() {
+    use k8s_openapi::api::core::v1 as core;
+    use k8s_openapi::api::discovery::v1 as discovery;
+
+    let service = typed_alike::<core::Service>(SERVICE).unwrap();
+    assert_eq!(service.spec.unwrap().ports.unwrap()[1].port, 53);
+    let slice = typed_alike::<discovery::EndpointSlice>(SLICE).unwrap();
+    assert_eq!(
+        slice.endpoints.unwrap()[1].addresses,
+        ["10.0.0.2", "10.0.0.3"]
+    );
+    let node = "kind: Node\nmetadata: {name: node-a, labels: {topology.kubernetes.io/zone: z1}}\nstatus:\n  addresses:\n  - {type: InternalIP, address: 10.0.0.1}\n";
+    typed_alike::<core::Node>(node).unwrap();
+    // Named and numbered target ports, a negative port, an empty spec.
+    for spec in [
+        "{ports: [{port: 80, targetPort: http}]}",
+        "{ports: [{port: 80, targetPort: 8080, nodePort: -1}]}",
+        "{}",
+        "",
+    ] {
+        typed_alike::<core::Service>(&format!("kind: Service\nspec: {spec}\n")).unwrap();
+    }
+    // The wrong shapes: the same error either way.
+    for spec in [
+        "{ports: [{port: http}]}",
+        "{ports: [{port: 99999999999}]}",
+        "[1]",
+        "{clusterIPs: 10.0.0.1}",
+        "{ports: {port: 80}}",
+        "{ports: [{port: 80, appProtocol: [x]}]}",
+        "{sessionAffinityConfig: {clientIP: {timeoutSeconds: true}}}",
+    ] {
+        let text = format!("kind: Service\nspec: {spec}\n");
+        let error = typed_alike::<core::Service>(&text).unwrap_err();
+        assert!(!error.is_empty(), "{text}");
+    }
+    let labels = "kind: Service\nmetadata: {labels: {a: 1}}\n";
+    typed_alike::<core::Service>(labels).unwrap_err();
+}
