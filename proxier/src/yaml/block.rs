@@ -386,15 +386,24 @@ fn flow(text: &str, depth: usize) -> Option<(Node<'_>, &str)> {
     let mut items = Vec::new();
     let mut entries = Vec::new();
     rest = rest.trim_start_matches(' ');
-    if let Some(after) = rest.strip_prefix(close) {
-        let empty = if close == ']' {
-            Node::Seq(items)
-        } else {
-            Node::Map(entries)
-        };
-        return Some((empty, after));
-    }
+    let mut first = true;
     loop {
+        if let Some(after) = rest.strip_prefix(close) {
+            let value = if close == ']' {
+                Node::Seq(items)
+            } else {
+                Node::Map(entries)
+            };
+            return Some((value, after));
+        }
+        if !first {
+            // A `,` and then an entry (a trailing `,` is the parser's).
+            rest = rest.strip_prefix(',')?.trim_start_matches(' ');
+            if rest.starts_with([']', '}', ',']) {
+                return None;
+            }
+        }
+        first = false;
         let (node, after) = flow_node(rest, depth)?;
         rest = after.trim_start_matches(' ');
         if close == '}' {
@@ -407,19 +416,6 @@ fn flow(text: &str, depth: usize) -> Option<(Node<'_>, &str)> {
             rest = after.trim_start_matches(' ');
         } else {
             items.push(node);
-        }
-        if let Some(after) = rest.strip_prefix(close) {
-            let value = if close == ']' {
-                Node::Seq(items)
-            } else {
-                Node::Map(entries)
-            };
-            return Some((value, after));
-        }
-        // A `,` and then an entry (a trailing `,` is the parser's).
-        rest = rest.strip_prefix(',')?.trim_start_matches(' ');
-        if rest.starts_with([']', '}', ',']) {
-            return None;
         }
     }
 }
