@@ -48,7 +48,7 @@ impl FileStamp {
 
 /// One file as last read: its stamp, whether it held objects, and the digests of its
 /// documents (the objects themselves are not kept: their models live in the cluster).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct FileSnapshot {
     stamp: FileStamp,
     has_objects: bool,
@@ -75,6 +75,15 @@ impl FileSnapshot {
             .ok()?;
         self.documents.get(at)
     }
+}
+
+/// Reads and parses the changed file `path`, whose last read was `old` (its documents are
+/// not parsed again).
+fn read(path: &Path, old: Option<&FileSnapshot>) -> Result<FileRead, Error> {
+    let text = crate::yaml::read_file(path)?;
+    let json = path.extension().is_some_and(|e| e == "json");
+    let name = path.display().to_string();
+    Ok(FileRead::of(&name, &text, json, old))
 }
 
 /// The files of one directory (or one file), by stamp.
@@ -206,8 +215,9 @@ impl DirectorySource {
     }
 
     /// Re-reads only the files whose [`FileStamp`] changed, handing each one's documents to
-    /// `changed` (one file at a time, so a start-up holds one file's objects at once; only
-    /// the documents whose bytes changed are parsed), and hands over the files removed since
+    /// `changed` in order, one file at a time (read ahead by two threads where there are two
+    /// CPUs: a start-up holds at most four files' objects at once; only the documents whose
+    /// bytes changed are parsed), and hands over the files removed since
     /// the last poll. Fails, changing nothing, when the source directory vanished or stopped
     /// being a directory.
     pub fn poll(&mut self, mut changed: impl FnMut(&Path, FileChange)) -> Result<Poll, Error> {
@@ -250,52 +260,69 @@ impl DirectorySource {
                 (!fresh).then_some((path, stamp))
             })
             .collect();
-        // Two files at once where there are two CPUs: a start-up reads every file.
-        let width = match std::thread::available_parallelism() {
-            Ok(cpus) if cpus.get() >= 2 => 2,
-            _ => 1,
-        };
-        for batch in stale.chunks(width) {
-            let reads = self.read_batch(batch);
-            for ((path, stamp), read) in batch.iter().zip(reads) {
-                match read {
-                    Ok(read) => self.hand_over(path, *stamp, read, &mut poll, &mut changed),
-                    Err(e) => poll.problems.push(e),
-                }
+        // Where there are two CPUs and several files (a start-up reads every file), two
+        // threads read and parse them while this one hands them over in order.
+        let parallel = stale.len() >= 2
+            && std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() >= 2);
+        let olds: Vec<Option<FileSnapshot>> = (stale.iter())
+            .map(|(path, _)| self.files.get(path).cloned())
+            .collect();
+        if !parallel {
+            for ((path, stamp), old) in stale.iter().zip(&olds) {
+                let read = read(path, old.as_ref());
+                self.hand_over_read(path, *stamp, read, &mut poll, &mut changed);
             }
+            return Ok(poll);
         }
+        std::thread::scope(|scope| {
+            // Each reader takes every other file, at most one read ahead of the hand-over
+            // (so at most four files' objects are held at once).
+            let mut readers = Vec::new();
+            for first in 0..2 {
+                let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+                let (stale, olds) = (&stale, &olds);
+                let reader = move || {
+                    for at in (first..stale.len()).step_by(2) {
+                        let read = read(&stale[at].0, olds[at].as_ref());
+                        if sender.send(read).is_err() {
+                            return;
+                        }
+                    }
+                };
+                let spawned = std::thread::Builder::new()
+                    .name("proxier-read".into())
+                    .spawn_scoped(scope, reader);
+                readers.push(spawned.ok().map(|_| receiver));
+            }
+            for (at, (path, stamp)) in stale.iter().enumerate() {
+                let read = match &readers[at % 2] {
+                    // A reader that ended early panicked: the scope hands its panic on.
+                    Some(receiver) => match receiver.recv() {
+                        Ok(read) => read,
+                        Err(_) => return,
+                    },
+                    // No thread to be had: read here.
+                    None => read(path, olds[at].as_ref()),
+                };
+                self.hand_over_read(path, *stamp, read, &mut poll, &mut changed);
+            }
+        });
         Ok(poll)
     }
 
-    /// Reads and parses the changed file `path` (its known documents are not parsed again).
-    fn read(&self, path: &Path) -> Result<FileRead, Error> {
-        let text = crate::yaml::read_file(path)?;
-        let json = path.extension().is_some_and(|e| e == "json");
-        let name = path.display().to_string();
-        Ok(FileRead::of(&name, &text, json, self.files.get(path)))
-    }
-
-    /// [`DirectorySource::read`] of one or two files, two on two threads (each file's
-    /// objects are then held at once: two files' instead of one).
-    fn read_batch(&self, batch: &[(PathBuf, FileStamp)]) -> Vec<Result<FileRead, Error>> {
-        if let [(first, _), (second, _)] = batch {
-            let both = std::thread::scope(|scope| {
-                let other = std::thread::Builder::new()
-                    .name("proxier-read".into())
-                    .spawn_scoped(scope, || self.read(second))
-                    .ok()?;
-                let first = self.read(first);
-                // A panic of the reading thread is this thread's panic.
-                let second = other
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                Some(vec![first, second])
-            });
-            if let Some(both) = both {
-                return both;
-            }
+    /// [`DirectorySource::hand_over`] of a file read, or its read's error as a problem.
+    fn hand_over_read(
+        &mut self,
+        path: &Path,
+        stamp: FileStamp,
+        read: Result<FileRead, Error>,
+        poll: &mut Poll,
+        changed: &mut impl FnMut(&Path, FileChange),
+    ) {
+        match read {
+            Ok(read) => self.hand_over(path, stamp, read, poll, changed),
+            Err(e) => poll.problems.push(e),
         }
-        batch.iter().map(|(path, _)| self.read(path)).collect()
     }
 
     /// Hands the changed file `path` over to `changed`, or keeps its previous objects when
