@@ -179,7 +179,7 @@ pub fn from_str<T: DeserializeOwned>(context: &str, text: &str) -> Result<T, Err
 /// under the budget. A document that cannot be read ends the stream (YAML cannot be
 /// resynchronised after a syntax error): the documents before it are returned with the error.
 pub fn documents(context: &str, text: &str) -> (Vec<serde_json::Value>, Option<Error>) {
-    let (documents, error) = documents_from(context, text, StreamPosition::START);
+    let (documents, error) = documents_from(context, text, StreamPosition::start(text));
     let values = documents.into_iter().map(Document::into_value).collect();
     (values, error)
 }
@@ -244,28 +244,41 @@ impl<'a> Document<'a> {
 }
 
 /// Where a piece of a stream (one of [`split::documents`]) starts, for the document numbers
-/// and lines errors name.
+/// and lines errors name. The lines before it are counted only for an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct StreamPosition {
+pub(crate) struct StreamPosition<'s> {
+    /// The whole stream.
+    stream: &'s str,
+    /// Where the piece starts in it, in bytes.
+    offset: usize,
     /// The number of its first document (from 1).
     pub document: usize,
-    /// The lines of the stream before it.
-    pub lines_before: usize,
 }
 
-impl StreamPosition {
-    /// The start of a stream.
-    pub const START: Self = Self {
-        document: 1,
-        lines_before: 0,
-    };
+impl<'s> StreamPosition<'s> {
+    /// The start of `stream`.
+    pub fn start(stream: &'s str) -> Self {
+        Self {
+            stream,
+            offset: 0,
+            document: 1,
+        }
+    }
 
-    /// The position after `piece`, which starts here and holds `documents` documents.
+    /// The position after `piece`, the next piece of the stream from here, which holds
+    /// `documents` documents.
     pub fn after(self, piece: &str, documents: usize) -> Self {
         Self {
+            offset: self.offset + piece.len(),
             document: self.document + documents,
-            lines_before: self.lines_before + piece.bytes().filter(|b| *b == b'\n').count(),
+            ..self
         }
+    }
+
+    /// The lines of the stream before the piece.
+    fn lines_before(&self) -> usize {
+        let before = self.stream.get(..self.offset).unwrap_or_default();
+        before.bytes().filter(|b| *b == b'\n').count()
     }
 }
 
@@ -276,7 +289,7 @@ impl StreamPosition {
 pub(crate) fn documents_from<'a>(
     context: &str,
     text: &'a str,
-    position: StreamPosition,
+    position: StreamPosition<'_>,
 ) -> (Vec<Document<'a>>, Option<Error>) {
     if let Err(e) = too_large(context, text) {
         return (Vec::new(), Some(e));
@@ -300,12 +313,12 @@ pub(crate) fn documents_from<'a>(
     (documents, None)
 }
 
-/// [`documents_from`] of a text that is one document, or cannot be cut: the block reader's
-/// when it takes it, the YAML parser's otherwise.
-fn one_document_text<'a>(
+/// [`documents_from`] of a text that is one document (a piece of [`split::documents`]), or
+/// cannot be cut: the block reader's when it takes it, the YAML parser's otherwise.
+pub(crate) fn one_document_text<'a>(
     context: &str,
     text: &'a str,
-    position: StreamPosition,
+    position: StreamPosition<'_>,
 ) -> (Vec<Document<'a>>, Option<Error>) {
     if let Some(node) = block::parse(text) {
         return (vec![Document::Block(node)], None);
@@ -317,7 +330,7 @@ fn one_document_text<'a>(
         return (documents.into_iter().map(Document::Value).collect(), None);
     }
     // Blank lines before a document change nothing of it but the lines errors name.
-    let padded = "\n".repeat(position.lines_before) + text;
+    let padded = "\n".repeat(position.lines_before()) + text;
     let mut documents = Vec::new();
     let mut reader = padded.as_bytes();
     for document in serde_saphyr::read_with_options(&mut reader, options()) {

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use crate::error::Error;
 use crate::model::ClusterState;
 use crate::source::snapshot::{Digest, DocumentPart};
-use crate::source::yaml::parse_documents_from;
+use crate::source::yaml::parse_piece;
 use crate::source::{parse_documents, KubeObject, SnapshotSync, Source, SourcePoll};
 use crate::yaml::split;
 use crate::yaml::StreamPosition;
@@ -153,7 +153,7 @@ impl FileRead {
                 .push(FileDocument::Parsed(split::digest(text), objects));
             return read;
         };
-        let mut position = StreamPosition::START;
+        let mut position = StreamPosition::start(text);
         for piece in pieces {
             let digest = split::digest(piece);
             let record = match old.and_then(|old| old.document(digest)) {
@@ -162,7 +162,7 @@ impl FileRead {
                     *record
                 }
                 None => {
-                    let parsed = parse_documents_from(name, piece, position);
+                    let parsed = parse_piece(name, piece, position);
                     let record = DocumentRecord {
                         digest,
                         documents: parsed.documents,

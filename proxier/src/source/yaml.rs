@@ -84,7 +84,8 @@ fn collect(
 /// returned as errors beside the objects that could be read; text over the YAML limits of
 /// [`crate::yaml`] yields no object (read once, by [`crate::yaml::documents`]).
 pub fn parse_documents(name: &str, text: &str) -> (Vec<KubeObject>, Vec<Error>) {
-    let parsed = parse_documents_from(name, text, StreamPosition::START);
+    let read = crate::yaml::documents_from(name, text, StreamPosition::start(text));
+    let parsed = collect_documents(name, 1, read);
     (parsed.objects, parsed.problems)
 }
 
@@ -97,18 +98,27 @@ pub(crate) struct Parsed {
     pub documents: usize,
 }
 
-/// [`parse_documents`] of a text that starts at `position` of its file (one piece of
-/// [`crate::yaml::split::documents`]), for the document numbers and lines in messages.
-pub(crate) fn parse_documents_from(name: &str, text: &str, position: StreamPosition) -> Parsed {
+/// [`parse_documents`] of one piece of a file ([`crate::yaml::split::documents`]) that starts
+/// at `position`, for the document numbers and lines in messages.
+pub(crate) fn parse_piece(name: &str, piece: &str, position: StreamPosition<'_>) -> Parsed {
+    let read = crate::yaml::one_document_text(name, piece, position);
+    collect_documents(name, position.document, read)
+}
+
+/// The objects of the documents read from a text whose first is document `first` of its file.
+fn collect_documents(
+    name: &str,
+    first: usize,
+    (documents, error): (Vec<Document<'_>>, Option<Error>),
+) -> Parsed {
     let mut parsed = Parsed::default();
-    let (documents, error) = crate::yaml::documents_from(name, text, position);
     if let Some(refused @ Error::InputRefused { .. }) = error {
         parsed.problems.push(refused);
         return parsed;
     }
     parsed.documents = documents.len();
     for (i, value) in documents.into_iter().enumerate() {
-        let context = format!("{name} document {}", position.document + i);
+        let context = format!("{name} document {}", first + i);
         collect(value, &context, &mut parsed.objects, &mut parsed.problems);
     }
     parsed.problems.extend(error);
